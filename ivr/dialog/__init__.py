@@ -1,0 +1,1 @@
+"""The dialog engine: events in, actions out, no I/O."""

@@ -1,0 +1,773 @@
+"""The dialog engine: one call's walk through a flow, as a pure state machine.
+
+``Dialog.handle(event, now)`` returns the actions to carry out; ``Dialog.deadline`` says when the
+driver must feed ``DeadlineReached``. Nothing here touches a socket, a clock or a logger, so every
+path of a flow is testable by feeding events (CONVENTIONS 1).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from ivr.dialog import actions as act
+from ivr.dialog import events as ev
+from ivr.flow.model import (
+    BranchNode,
+    CallbackNode,
+    CaptureNode,
+    Choice,
+    CollectingNode,
+    DigitsNode,
+    EndNode,
+    EnqueueNode,
+    Flow,
+    LookupNode,
+    MenuNode,
+    Node,
+    PlayNode,
+    PromptItem,
+    Readback,
+    SurveyNode,
+    TicketNode,
+)
+from sounds import readback
+from speech.matching import match_phrases
+from speech.numbers import spoken_digits
+
+MAX_AUTO_STEPS = 64
+"""Nodes entered without caller input in one step; more means the flow loops (the checker
+rejects such flows, this is the run-time guard)."""
+
+PARTIAL_TICKET_DEFAULT_PRIORITY = 50
+
+Phase = Literal[
+    "idle", "prompting", "collecting", "service", "queued", "bridged", "ending", "ended"
+]
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """What the transport knows about a call when it starts."""
+
+    call_id: str
+    """Unique id, bound to every log line of the call."""
+    caller: str
+    """The caller's number (ANI), as signalled."""
+    dialed: str = "95598"
+    """The number dialed (DNIS)."""
+    channel: str = "sim"
+    """``sip``, ``twilio`` or ``sim``."""
+    speech_available: bool = False
+    """Whether a recognizer listens on this call (DTMF-only otherwise)."""
+    min_confidence: float = 0.5
+    """Speech results below this confidence count as no match."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Something the call achieved (or how it ended), for the call summary and statistics."""
+
+    kind: str
+    """``enqueue``, ``ticket``, ``self_service``, ``callback``, ``survey``, ``hangup``,
+    ``abandoned``, ``error``."""
+    detail: str = ""
+    """Skill/priority, ticket type, self-service kind, the node where the caller left..."""
+
+
+class Dialog:
+    """One call's dialog over a flow."""
+
+    def __init__(self, flow: Flow, context: CallContext) -> None:
+        self.flow = flow
+        self.context = context
+        self.slots: dict[str, str] = {"caller": context.caller, "dialed": context.dialed}
+        """Everything collected so far (plus lookup results under their prefix)."""
+        self.path: list[str] = []
+        """Node ids in the order the caller walked through them."""
+        self.outcomes: list[Outcome] = []
+        """What the call achieved, in order."""
+        self.failures: dict[str, int] = {"no_input": 0, "no_match": 0, "escalated": 0}
+        """Counts of input failures over the whole call."""
+        self.warnings: list[str] = []
+        """Run-time oddities (a readback of an empty slot); the driver logs them."""
+        self.deadline: float | None = None
+        """When the driver must send DeadlineReached; None when nothing is timed."""
+        self.phase: Phase = "idle"
+        self.node_id: str | None = None
+        self._playing: int | None = None
+        self._after_play: str | None = None
+        self._play_seq = 0
+        self._request_seq = 0
+        self._pending: int | None = None
+        self._queue_request: int | None = None
+        self._node_failures = 0
+        self._digits = ""
+        self._ticket_created = False
+        self._steps = 0
+
+    # ----------------------------------------------------------------- public surface
+
+    @property
+    def ended(self) -> bool:
+        """True once the call is over; later events are ignored."""
+        return self.phase == "ended"
+
+    @property
+    def playing(self) -> bool:
+        """Whether a Play is outstanding."""
+        return self._playing is not None
+
+    def handle(self, event: ev.Event, now: float) -> list[act.Action]:
+        """Feed one event; return the actions to carry out, in order."""
+        if self.phase == "ended":
+            return []
+        self._steps = 0
+        out: list[act.Action] = []
+        match event:
+            case ev.CallStarted():
+                if self.phase == "idle":
+                    self._enter(self.flow.flow.start, now, out)
+            case ev.CallerHungUp():
+                self._on_hangup(event, now, out)
+            case ev.PromptFinished():
+                self._on_prompt_finished(event, now, out)
+            case ev.DeadlineReached():
+                self._on_deadline(event, now, out)
+            case ev.DigitPressed():
+                self._on_digit(event, now, out)
+            case ev.SpeechRecognized():
+                self._on_speech(event, now, out)
+            case ev.LookupResult():
+                self._on_lookup(event, now, out)
+            case ev.TicketCreated():
+                self._on_ticket(event, now, out)
+            case ev.ServiceDone():
+                self._on_service_done(event, now, out)
+            case ev.ServiceFailed():
+                self._on_service_failed(event, now, out)
+            case ev.QueuePosition():
+                self._on_queue_position(event, now, out)
+            case ev.AgentConnected():
+                self._on_agent_connected(event, now, out)
+            case ev.AgentDisconnected():
+                self._on_agent_disconnected(event, now, out)
+            case ev.QueueExited():
+                self._on_queue_exited(event, now, out)
+        return out
+
+    # ----------------------------------------------------------------- event handlers
+
+    def _on_hangup(self, event: ev.CallerHungUp, now: float, out: list[act.Action]) -> None:
+        if self.phase == "queued" and self._queue_request is not None:
+            out.append(act.LeaveQueue(self._queue_request, "abandoned"))
+        pending = self.slots.get("pending_ticket")
+        if pending and not self._ticket_created and self.phase != "bridged":
+            # A caller who reported a hazard or a fault and hung up before the work order was
+            # made must still leave one: the crew needs it, and the caller can be called back.
+            priority = _int(self.slots.get("pending_priority"), PARTIAL_TICKET_DEFAULT_PRIORITY)
+            out.append(
+                act.CreateTicket(
+                    self._next_request(),
+                    pending,
+                    priority,
+                    dict(self.slots),
+                    tuple(self.path),
+                    complete=False,
+                )
+            )
+            self.outcomes.append(Outcome("ticket", f"{pending} (partial)"))
+        if self.phase != "bridged" and not any(o.kind == "hangup" for o in self.outcomes):
+            self.outcomes.append(Outcome("abandoned", self.node_id or ""))
+        self._finish()
+
+    def _on_prompt_finished(
+        self, event: ev.PromptFinished, now: float, out: list[act.Action]
+    ) -> None:
+        if event.play_id != self._playing:
+            return  # a stopped or superseded playback
+        self._playing = None
+        node = self._node()
+        if self.phase == "prompting":
+            then = self._after_play
+            self._after_play = None
+            if then is None and isinstance(node, PlayNode):
+                then = node.next
+            if then is not None:
+                self._enter(then, now, out)
+        elif self.phase == "collecting":
+            assert isinstance(node, CollectingNode)
+            self.deadline = now + self._timeout(node)
+        elif self.phase == "ending":
+            out.append(act.Hangup("completed"))
+            self._finish()
+
+    def _on_deadline(self, event: ev.DeadlineReached, now: float, out: list[act.Action]) -> None:
+        if self.deadline is None or now < self.deadline:
+            return
+        self.deadline = None
+        node = self._node()
+        if self.phase == "collecting":
+            if isinstance(node, DigitsNode) and self._digits:
+                if len(self._digits) >= node.min_digits:
+                    self._accept_digits(node, self._digits, now, out)
+                else:
+                    self._fail("no_match", now, out)
+            else:
+                self._fail("no_input", now, out)
+        elif self.phase == "service":
+            self._pending = None
+            self._service_error(node, "timeout", now, out)
+        elif self.phase == "queued":
+            assert isinstance(node, EnqueueNode)
+            if self._playing is None and node.hold_prompts:
+                self._play(node.hold_prompts, out, barge_in=True)
+            self.deadline = now + node.hold_interval
+
+    def _on_digit(self, event: ev.DigitPressed, now: float, out: list[act.Action]) -> None:
+        node = self._node()
+        digit = event.digit
+        if self.phase == "queued":
+            assert isinstance(node, EnqueueNode)
+            if digit == node.callback_key and node.on_callback and self._queue_request is not None:
+                self._stop_playback(out)
+                out.append(act.LeaveQueue(self._queue_request, "callback"))
+                self._queue_request = None
+                self._enter(node.on_callback, now, out)
+            return
+        if self.phase != "collecting":
+            return
+        assert isinstance(node, CollectingNode)
+        if self._playing is not None:
+            if not node.barge_in:
+                return
+            self._stop_playback(out)
+        self.deadline = None
+        repeat = self.flow.flow.repeat_key
+        if isinstance(node, MenuNode):
+            if digit == repeat:
+                self._reprompt(node, None, out)
+                return
+            choice = _choice_by_key(node.choices, digit) if node.input != "speech" else None
+            if choice is None and node.globals:
+                choice = _choice_by_key(self.flow.flow.global_choices, digit)
+            if choice is None:
+                self._fail("no_match", now, out)
+            else:
+                self._choose(choice, now, out)
+        elif isinstance(node, SurveyNode):
+            if digit == repeat:
+                self._reprompt(node, None, out)
+            elif digit.isdigit() and 1 <= int(digit) <= node.scale:
+                self._rate(node, int(digit), now, out)
+            else:
+                self._fail("no_match", now, out)
+        elif isinstance(node, DigitsNode):
+            self._digit_into_string(node, digit, now, out)
+        elif digit == node.skip_key:
+            out.append(act.StopCollecting())
+            self._enter(node.fallback, now, out)
+        else:
+            self.deadline = now + self._timeout(node)
+
+    def _digit_into_string(
+        self, node: DigitsNode, digit: str, now: float, out: list[act.Action]
+    ) -> None:
+        if digit.isdigit():
+            self._digits += digit
+            if len(self._digits) >= node.max_digits:
+                self._accept_digits(node, self._digits, now, out)
+            else:
+                self.deadline = now + (
+                    node.inter_digit_timeout or self.flow.flow.inter_digit_timeout
+                )
+        elif digit == node.terminator:
+            if not self._digits and node.on_skip is not None:
+                out.append(act.StopCollecting())
+                self._enter(node.on_skip, now, out)
+            elif len(self._digits) >= node.min_digits:
+                self._accept_digits(node, self._digits, now, out)
+            else:
+                self._fail("no_input" if not self._digits else "no_match", now, out)
+        elif digit == self.flow.flow.repeat_key:
+            self._reprompt(node, None, out)  # "*" clears what was typed and starts over
+        else:
+            # A-D keys carry nothing here; keep waiting for the rest of the string.
+            self.deadline = now + (node.inter_digit_timeout or self.flow.flow.inter_digit_timeout)
+
+    def _on_speech(self, event: ev.SpeechRecognized, now: float, out: list[act.Action]) -> None:
+        if self.phase != "collecting":
+            return
+        node = self._node()
+        assert isinstance(node, CollectingNode)
+        if self._playing is not None:
+            if not node.barge_in:
+                return
+            self._stop_playback(out)
+        self.deadline = None
+        text = event.text.strip()
+        if not text or event.confidence < self.context.min_confidence:
+            self._fail("no_match" if text else "no_input", now, out)
+            return
+        hypotheses = (text, *event.alternatives)
+        global_choice = self._global_by_speech(node, hypotheses)
+        if isinstance(node, CaptureNode):
+            if global_choice is not None:
+                self._choose(global_choice, now, out)
+                return
+            self.slots[node.slot] = text
+            self.slots[f"{node.slot}_confidence"] = f"{event.confidence:.2f}"
+            out.append(act.StopCollecting())
+            self._enter(node.next, now, out)
+        elif isinstance(node, DigitsNode):
+            digits = next((d for h in hypotheses if (d := spoken_digits(h))), None)
+            if digits is not None and node.speech:
+                self._accept_digits(node, digits, now, out)
+            elif global_choice is not None:
+                self._choose(global_choice, now, out)
+            else:
+                self._fail("no_match", now, out)
+        elif isinstance(node, SurveyNode):
+            score = _match_first(hypotheses, node.say)
+            if score is not None and score.isdigit() and 1 <= int(score) <= node.scale:
+                self._rate(node, int(score), now, out)
+            else:
+                self._fail("no_match", now, out)
+        else:
+            options = {str(i): c.say for i, c in enumerate(node.choices) if c.say}
+            key = _match_first(hypotheses, options) if node.input != "dtmf" else None
+            if key is not None:
+                self._choose(node.choices[int(key)], now, out)
+            elif global_choice is not None:
+                self._choose(global_choice, now, out)
+            else:
+                self._fail("no_match", now, out)
+
+    def _on_lookup(self, event: ev.LookupResult, now: float, out: list[act.Action]) -> None:
+        node = self._node()
+        if self.phase != "service" or event.request_id != self._pending:
+            return
+        assert isinstance(node, LookupNode)
+        self._pending = None
+        self.deadline = None
+        for key, value in event.data.items():
+            self.slots[f"{node.save}.{key}"] = value
+        self._stop_playback(out)
+        target = {"found": node.on_found, "not_found": node.on_not_found}.get(
+            event.status, node.on_error
+        )
+        self._enter(target, now, out)
+
+    def _on_ticket(self, event: ev.TicketCreated, now: float, out: list[act.Action]) -> None:
+        node = self._node()
+        if self.phase != "service" or event.request_id != self._pending:
+            return
+        assert isinstance(node, TicketNode)
+        self._pending = None
+        self.deadline = None
+        self._ticket_created = True
+        self.slots["ticket_id"] = event.ticket_id
+        self.outcomes.append(Outcome("ticket", node.ticket_type))
+        self.phase = "prompting"
+        if not self._play(node.prompts, out, barge_in=False, then=node.next):
+            self._enter(node.next, now, out)
+
+    def _on_service_done(self, event: ev.ServiceDone, now: float, out: list[act.Action]) -> None:
+        node = self._node()
+        if self.phase != "service" or event.request_id != self._pending:
+            return
+        self._pending = None
+        self.deadline = None
+        if isinstance(node, CallbackNode):
+            self.outcomes.append(Outcome("callback", self.slots.get("queue.skill", "general")))
+            self._enter(node.next, now, out)
+
+    def _on_service_failed(
+        self, event: ev.ServiceFailed, now: float, out: list[act.Action]
+    ) -> None:
+        if event.request_id == self._queue_request and self.phase == "queued":
+            node = self._node()
+            assert isinstance(node, EnqueueNode)
+            self._queue_request = None
+            self.slots["queue.exit_reason"] = event.reason
+            self._stop_playback(out)
+            out.append(act.StopCollecting())
+            self._enter(node.on_exit, now, out)
+            return
+        if self.phase != "service" or event.request_id != self._pending:
+            return
+        self._pending = None
+        self.deadline = None
+        self._service_error(self._node(), event.reason, now, out)
+
+    def _on_queue_position(
+        self, event: ev.QueuePosition, now: float, out: list[act.Action]
+    ) -> None:
+        if self.phase != "queued" or event.request_id != self._queue_request:
+            return
+        node = self._node()
+        assert isinstance(node, EnqueueNode)
+        self.slots["queue.position"] = str(event.position)
+        if event.wait_seconds is not None:
+            self.slots["queue.wait_minutes"] = str(max(1, -(-event.wait_seconds // 60)))
+        if node.position_prompts and self._playing is None:
+            self._play(node.position_prompts, out, barge_in=True)
+
+    def _on_agent_connected(
+        self, event: ev.AgentConnected, now: float, out: list[act.Action]
+    ) -> None:
+        if self.phase != "queued" or event.request_id != self._queue_request:
+            return
+        self._stop_playback(out)
+        out.append(act.StopCollecting())
+        self.slots["agent_id"] = event.agent_id
+        self.phase = "bridged"
+        self.deadline = None
+
+    def _on_agent_disconnected(
+        self, event: ev.AgentDisconnected, now: float, out: list[act.Action]
+    ) -> None:
+        if self.phase != "bridged" or event.request_id != self._queue_request:
+            return
+        node = self._node()
+        assert isinstance(node, EnqueueNode)
+        self._queue_request = None
+        if node.after is not None:
+            self._enter(node.after, now, out)
+        else:
+            self.outcomes.append(Outcome("hangup", "agent_finished"))
+            out.append(act.Hangup("completed"))
+            self._finish()
+
+    def _on_queue_exited(self, event: ev.QueueExited, now: float, out: list[act.Action]) -> None:
+        if self.phase != "queued" or event.request_id != self._queue_request:
+            return
+        node = self._node()
+        assert isinstance(node, EnqueueNode)
+        self._queue_request = None
+        self.slots["queue.exit_reason"] = event.reason
+        self._stop_playback(out)
+        out.append(act.StopCollecting())
+        self._enter(node.on_exit, now, out)
+
+    # ----------------------------------------------------------------- node entry
+
+    def _enter(
+        self, node_id: str, now: float, out: list[act.Action], lead: Sequence[PromptItem] = ()
+    ) -> None:
+        self._steps += 1
+        if self._steps > MAX_AUTO_STEPS:
+            self.outcomes.append(Outcome("error", f"flow loops without input at {node_id}"))
+            out.append(act.Hangup("flow_error"))
+            self._finish()
+            return
+        node = self.flow.node(node_id)
+        self.node_id = node_id
+        self.path.append(node_id)
+        self._node_failures = 0
+        self._digits = ""
+        self.deadline = None
+        self._pending = None
+        if isinstance(node, PlayNode):
+            self.phase = "prompting"
+            if not self._play((*lead, *node.prompts), out, barge_in=node.barge_in):
+                self._enter(node.next, now, out)
+        elif isinstance(node, CaptureNode) and not self.context.speech_available:
+            self._enter(node.fallback, now, out, lead)
+        elif isinstance(node, MenuNode) and not self._menu_usable(node):
+            self._escalate("no_usable_input", now, out)
+        elif isinstance(node, CollectingNode):
+            self.phase = "collecting"
+            self._play((*lead, *node.prompts), out, barge_in=node.barge_in)
+            out.append(self._collecting(node))
+            if self._playing is None:
+                self.deadline = now + self._timeout(node)
+        elif isinstance(node, BranchNode):
+            self._enter(self._branch(node), now, out, lead)
+        elif isinstance(node, LookupNode):
+            self._service_request(node.timeout, now)
+            self._play((*lead, *node.prompts), out, barge_in=False)
+            assert self._pending is not None
+            params = {name: self.slots.get(slot, "") for name, slot in node.params.items()}
+            out.append(act.Lookup(self._pending, node.service, params))
+        elif isinstance(node, TicketNode):
+            self._play(lead, out, barge_in=False)
+            self._service_request(node.timeout, now)
+            assert self._pending is not None
+            out.append(
+                act.CreateTicket(
+                    self._pending,
+                    node.ticket_type,
+                    node.priority,
+                    dict(self.slots),
+                    tuple(self.path),
+                )
+            )
+        elif isinstance(node, EnqueueNode):
+            self._enqueue(node, now, out, lead)
+        elif isinstance(node, CallbackNode):
+            self._play(lead, out, barge_in=False)
+            self._service_request(None, now)
+            assert self._pending is not None
+            number = self.slots.get(node.number_slot) or self.context.caller
+            self.slots["callback_number"] = number
+            skill = node.skill or self.slots.get("queue.skill") or "general"
+            priority = (
+                node.priority
+                if node.priority is not None
+                else _int(self.slots.get("queue.priority"), 0)
+            )
+            out.append(act.RequestCallback(self._pending, number, skill, priority, dict(self.slots)))
+        else:
+            assert isinstance(node, EndNode)
+            self.outcomes.append(Outcome(node.outcome, node.kind or ""))
+            self.phase = "ending"
+            out.append(act.StopCollecting())
+            if not self._play((*lead, *node.prompts), out, barge_in=False):
+                out.append(act.Hangup("completed"))
+                self._finish()
+
+    def _enqueue(
+        self, node: EnqueueNode, now: float, out: list[act.Action], lead: Sequence[PromptItem]
+    ) -> None:
+        self.phase = "queued"
+        self._queue_request = self._next_request()
+        self.slots["queue.skill"] = node.skill
+        self.slots["queue.priority"] = str(node.priority)
+        self.outcomes.append(Outcome("enqueue", f"{node.skill}/{node.priority}"))
+        out.append(
+            act.Enqueue(
+                self._queue_request, node.skill, node.priority, node.min_level, dict(self.slots)
+            )
+        )
+        self._play((*lead, *node.prompts), out, barge_in=True)
+        if node.callback_key is not None:
+            out.append(act.StartCollecting(dtmf=True, speech=False, max_digits=1))
+        self.deadline = now + node.hold_interval
+
+    def _service_request(self, timeout: float | None, now: float) -> None:
+        self.phase = "service"
+        self._pending = self._next_request()
+        self.deadline = now + (timeout or self.flow.flow.service_timeout)
+
+    def _service_error(self, node: Node, reason: str, now: float, out: list[act.Action]) -> None:
+        self.slots["service_error"] = reason
+        self._stop_playback(out)
+        if isinstance(node, (LookupNode, TicketNode, CallbackNode)):
+            self._enter(node.on_error, now, out)
+
+    def _branch(self, node: BranchNode) -> str:
+        for cond in node.when:
+            value = self.slots.get(cond.slot)
+            if cond.present is not None:
+                hit = bool(value) == cond.present
+            elif cond.equals is not None:
+                hit = value == cond.equals
+            else:
+                hit = value in (cond.one_of or ())
+            if hit:
+                return cond.goto
+        return node.otherwise
+
+    # ----------------------------------------------------------------- collecting
+
+    def _collecting(self, node: CollectingNode) -> act.StartCollecting:
+        speech = self.context.speech_available
+        if isinstance(node, MenuNode):
+            phrases = [p for c in node.choices for p in c.say] if node.input != "dtmf" else []
+            if node.globals:
+                phrases += [p for c in self.flow.flow.global_choices for p in c.say]
+            return act.StartCollecting(
+                dtmf=node.input != "speech",
+                speech=speech and node.input != "dtmf",
+                grammar=tuple(phrases),
+            )
+        if isinstance(node, DigitsNode):
+            return act.StartCollecting(
+                dtmf=True,
+                speech=speech and node.speech,
+                max_digits=node.max_digits,
+                terminator=node.terminator or "",
+            )
+        if isinstance(node, SurveyNode):
+            phrases = [p for ps in node.say.values() for p in ps]
+            return act.StartCollecting(
+                dtmf=True, speech=speech and bool(phrases), grammar=tuple(phrases)
+            )
+        return act.StartCollecting(dtmf=node.skip_key is not None, speech=speech)
+
+    def _menu_usable(self, node: MenuNode) -> bool:
+        if node.input == "speech":
+            return self.context.speech_available
+        return True
+
+    def _timeout(self, node: CollectingNode) -> float:
+        return node.timeout or self.flow.flow.timeout
+
+    def _choose(self, choice: Choice, now: float, out: list[act.Action]) -> None:
+        self.slots.update(choice.set)
+        out.append(act.StopCollecting())
+        self._enter(choice.goto, now, out)
+
+    def _rate(self, node: SurveyNode, score: int, now: float, out: list[act.Action]) -> None:
+        self.slots["satisfaction"] = str(score)
+        out.append(act.StopCollecting())
+        out.append(act.RecordSurvey(self._next_request(), score, self.slots.get("agent_id", "")))
+        self.outcomes.append(Outcome("survey", str(score)))
+        self._enter(node.next, now, out)
+
+    def _accept_digits(
+        self, node: DigitsNode, digits: str, now: float, out: list[act.Action]
+    ) -> None:
+        if node.pattern is not None and not re.fullmatch(node.pattern, digits):
+            self._fail("no_match", now, out)
+            return
+        if not node.min_digits <= len(digits) <= node.max_digits:
+            self._fail("no_match", now, out)
+            return
+        self.slots[node.slot] = digits
+        out.append(act.StopCollecting())
+        self._enter(node.next, now, out)
+
+    def _global_by_speech(self, node: CollectingNode, hypotheses: Sequence[str]) -> Choice | None:
+        if not node.globals:
+            return None
+        choices = self.flow.flow.global_choices
+        options = {str(i): c.say for i, c in enumerate(choices) if c.say}
+        key = _match_first(hypotheses, options)
+        return None if key is None else choices[int(key)]
+
+    def _fail(
+        self, kind: Literal["no_input", "no_match"], now: float, out: list[act.Action]
+    ) -> None:
+        node = self._node()
+        assert isinstance(node, CollectingNode)
+        self.failures[kind] += 1
+        self._node_failures += 1
+        limit = node.max_failures or self.flow.flow.max_failures
+        if self._node_failures >= limit:
+            self._escalate(kind, now, out)
+            return
+        header = self.flow.flow
+        prompt = (
+            (node.no_input_prompt or header.no_input_prompt)
+            if kind == "no_input"
+            else (node.no_match_prompt or header.no_match_prompt)
+        )
+        self._reprompt(node, prompt, out, keep_failures=True)
+
+    def _reprompt(
+        self,
+        node: CollectingNode,
+        lead: str | None,
+        out: list[act.Action],
+        *,
+        keep_failures: bool = False,
+    ) -> None:
+        self._digits = ""
+        self.deadline = None
+        if not keep_failures:
+            self._node_failures = 0
+        self._stop_playback(out)
+        self._play(((lead,) if lead else ()) + tuple(node.prompts), out, barge_in=node.barge_in)
+
+    def _escalate(self, reason: str, now: float, out: list[act.Action]) -> None:
+        node = self._node()
+        self.failures["escalated"] += 1
+        self.slots["escalated"] = reason
+        out.append(act.StopCollecting())
+        target = getattr(node, "on_failure", None) or self.flow.flow.escalate
+        lead = (self.flow.flow.escalate_prompt,) if self.flow.flow.escalate_prompt else ()
+        self._enter(target, now, out, lead)
+
+    # ----------------------------------------------------------------- playback
+
+    def _play(
+        self,
+        items: Sequence[PromptItem],
+        out: list[act.Action],
+        *,
+        barge_in: bool,
+        then: str | None = None,
+    ) -> bool:
+        """Queue a Play of the items; False when there is nothing to say."""
+        resolved = tuple(r for item in items for r in self._resolve(item))
+        if not resolved:
+            return False
+        self._play_seq += 1
+        self._playing = self._play_seq
+        self._after_play = then
+        out.append(act.Play(self._play_seq, resolved, barge_in))
+        return True
+
+    def _stop_playback(self, out: list[act.Action]) -> None:
+        if self._playing is not None:
+            self._playing = None
+            out.append(act.StopPlayback())
+
+    def _resolve(self, item: PromptItem) -> list[act.PlayItem]:
+        if isinstance(item, str):
+            return [act.PromptRef(item)]
+        return self._readback(item)
+
+    def _readback(self, item: Readback) -> list[act.PlayItem]:
+        value = self.slots.get(item.slot, "")
+        if not value:
+            self.warnings.append(f"readback of empty slot {item.slot!r} at {self.node_id}")
+            return []
+        try:
+            if item.kind == "text":
+                return [act.SpokenText(value)]
+            ids = _READERS[item.kind](value)
+        except ValueError as exc:
+            self.warnings.append(f"cannot read back {item.slot}={value!r} as {item.kind}: {exc}")
+            return [act.SpokenText(value)]
+        return [act.PromptRef(i) for i in ids]
+
+    # ----------------------------------------------------------------- helpers
+
+    def _node(self) -> Node:
+        assert self.node_id is not None
+        return self.flow.node(self.node_id)
+
+    def _next_request(self) -> int:
+        self._request_seq += 1
+        return self._request_seq
+
+    def _finish(self) -> None:
+        self.phase = "ended"
+        self.deadline = None
+        self._playing = None
+        self._pending = None
+
+
+_READERS: Mapping[str, Callable[[str], list[str]]] = {
+    "digits": readback.digits,
+    "number": lambda v: readback.number(int(v)),
+    "amount": readback.amount,
+    "date": readback.date,
+    "minutes": lambda v: readback.minutes(int(v)),
+}
+
+
+def _choice_by_key(choices: Sequence[Choice], digit: str) -> Choice | None:
+    return next((c for c in choices if c.key == digit), None)
+
+
+def _match_first(hypotheses: Sequence[str], options: Mapping[str, Sequence[str]]) -> str | None:
+    if not options:
+        return None
+    for text in hypotheses:
+        match = match_phrases(text, options)
+        if match is not None:
+            return match.key
+    return None
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default

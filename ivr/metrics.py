@@ -1,0 +1,54 @@
+"""Prometheus metrics of the hotline, in one registry that the web app's /metrics serves.
+
+A module-level `REGISTRY` rather than prometheus_client's global one, so nothing else that
+happens to be imported (or another app in the same test process) adds series to our endpoint.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+REGISTRY = CollectorRegistry()
+"""The registry `GET /metrics` exposes."""
+
+CHANNELS = ("sip", "twilio", "sim")
+"""Where a call came in (the `channel` label of `CALLS_STARTED`)."""
+
+FAILURE_KINDS = ("no_input", "no_match", "escalated")
+"""Why a dialog step failed (the `kind` label of `DIALOG_FAILURES`)."""
+
+CALLS_STARTED = Counter(
+    "hotline_calls_started",
+    "Calls answered by the IVR, by channel.",
+    ["channel"],
+    registry=REGISTRY,
+)
+CALLS_ENDED = Counter(
+    "hotline_calls_ended",
+    "Calls that ended, by outcome (self-served, transferred, abandoned, ...).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+CALLS_ACTIVE = Gauge(
+    "hotline_calls_active",
+    "Calls in progress on this node.",
+    registry=REGISTRY,
+)
+DIALOG_FAILURES = Counter(
+    "hotline_dialog_failures",
+    "Dialog steps that failed: no input, no match, or escalated to an agent after retries.",
+    ["kind"],
+    registry=REGISTRY,
+)
+SERVICE_REQUESTS = Counter(
+    "hotline_service_requests",
+    "Requests to back-end services (CRM, routing, speech), by service and result.",
+    ["service", "result"],
+    registry=REGISTRY,
+)
+
+# Known label values start at 0, so rate() and alerts see the series before the first event.
+for _channel in CHANNELS:
+    CALLS_STARTED.labels(channel=_channel)
+for _kind in FAILURE_KINDS:
+    DIALOG_FAILURES.labels(kind=_kind)

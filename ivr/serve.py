@@ -1,0 +1,118 @@
+"""`hotline serve`: run this node (today the web app) until SIGTERM or SIGINT, then stop cleanly.
+
+The first signal stops accepting work and lets in-flight requests finish for up to
+`shutdown_grace_seconds`; a second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import structlog
+from aiohttp import web
+
+import ivr
+from ivr.logs import configure_logging
+from ivr.settings import Settings
+from ivr.web import create_app
+
+log = structlog.get_logger(__name__)
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+# aiohttp's default access-log format repeats the timestamp our processors add.
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf'
+
+
+def run_serve(settings: Settings) -> int:
+    """Configure logging, serve until signalled; 0 after a stop, 1 if the server cannot start."""
+    configure_logging(settings.log_level, settings.log_format)
+    return asyncio.run(_serve(settings))
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def _log_startup(settings: Settings) -> None:
+    log.info(
+        "hotline starting",
+        version=ivr.__version__,
+        node_id=settings.node_id,
+        flow_file=str(settings.resolved_flow_file()),
+        var_dir=str(settings.var_dir),
+    )
+    if settings.vosk_model is None:
+        log.info("speech: DTMF-only, HOTLINE_VOSK_MODEL not set")
+    elif not settings.vosk_model.is_dir():
+        log.warning("speech: HOTLINE_VOSK_MODEL is not a folder", model=str(settings.vosk_model))
+    else:
+        log.info("speech: Vosk model configured", model=str(settings.vosk_model))
+    log.info("SIP front end not yet available; use `hotline call` for a simulated caller")
+
+
+async def _serve(settings: Settings) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals_seen: list[signal.Signals] = []
+    cleanup: asyncio.Task[None] | None = None
+
+    def on_signal(signum: signal.Signals) -> None:
+        signals_seen.append(signum)
+        if len(signals_seen) == 1:
+            log.info(
+                "stopping",
+                signal=signum.name,
+                grace_seconds=settings.shutdown_grace_seconds,
+            )
+            stop.set()
+        else:
+            log.warning("second signal, stopping now", signal=signum.name)
+            stop.set()
+            if cleanup is not None:
+                cleanup.cancel()
+
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        _log_startup(settings)
+        runner = web.AppRunner(
+            create_app(settings),
+            handle_signals=False,
+            shutdown_timeout=settings.shutdown_grace_seconds,
+            access_log_format=ACCESS_LOG_FORMAT,
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, settings.web_host, settings.web_port)
+            await site.start()
+        except OSError as exc:
+            log.error(
+                "web server cannot listen",
+                host=settings.web_host,
+                port=settings.web_port,
+                error=str(exc),
+            )
+            await runner.cleanup()
+            return 1
+        for address in runner.addresses:
+            host, port = address[0], address[1]
+            log.info("web listening", url=_url(host, port), host=host, port=port)
+
+        await stop.wait()
+        cleanup = asyncio.create_task(runner.cleanup())
+        # The runner bounds in-flight requests by shutdown_timeout; the extra second covers
+        # the app's own cleanup hooks. A second signal cancels the task (immediate stop).
+        await asyncio.wait({cleanup}, timeout=settings.shutdown_grace_seconds + 1.0)
+        forced = not cleanup.done() or cleanup.cancelled()
+        if not cleanup.done():
+            cleanup.cancel()
+            await asyncio.wait({cleanup}, timeout=1.0)
+        elif not cleanup.cancelled() and cleanup.exception() is not None:
+            log.error("web server cleanup failed", exc_info=cleanup.exception())
+        log.info("stopped", forced=forced)
+        return 0
+    finally:
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)

@@ -1,0 +1,186 @@
+"""The one typed settings object: TOML file, then `HOTLINE_*` variables, then safe defaults.
+
+Settings are loaded once at the edge (`hotline ...` in `ivr.cli`) with `load_settings()` and
+passed in; no other module reads environment variables. `HOTLINE_CONFIG` (the settings file's
+path) is read here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from contextvars import ContextVar
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "HOTLINE_"
+CONFIG_ENV = "HOTLINE_CONFIG"
+"""Environment variable naming the TOML settings file when `--config` is not given."""
+
+SHIPPED_FLOW = "flows/95598.toml"
+"""The call flow shipped inside the `ivr` package, used when `flow_file` is unset."""
+
+# The TOML file for the Settings() being built by load_settings(). A context variable rather than
+# a class attribute so two threads loading different files cannot see each other's path.
+_toml_file: ContextVar[Path | None] = ContextVar("hotline_settings_toml_file", default=None)
+
+
+class SettingsError(Exception):
+    """The settings could not be loaded; the message says which value or file is wrong."""
+
+
+class Settings(BaseSettings):
+    """Everything an operator can configure. Each field is `HOTLINE_<FIELD>` in the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        frozen=True,
+        # `HOTLINE_VOSK_MODEL=` (empty) means "unset", not the current directory.
+        env_ignore_empty=True,
+        validate_default=True,
+    )
+
+    flow_file: Path | None = Field(
+        default=None,
+        description="call-flow TOML file; unset = the flow shipped in the package (95598.toml)",
+    )
+    sounds_dir: Path | None = Field(
+        default=None,
+        description=(
+            "folder of studio recordings (<prompt id>.wav) that replace the rendered prompts "
+            "with the same ids"
+        ),
+    )
+    var_dir: Path = Field(
+        default=Path("var"),
+        description="runtime data of the embedded stores (relative to the working directory)",
+    )
+    web_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="address the web server (health page, /metrics) listens on",
+    )
+    web_port: int = Field(
+        default=8080,
+        ge=0,
+        le=65535,
+        description="TCP port of the web server; 0 = pick a free port (logged at start-up)",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="lowest level written to the log"
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto",
+        description="log line format; auto = console on a terminal, JSON lines otherwise",
+    )
+    node_id: str = Field(
+        default_factory=socket.gethostname,
+        min_length=1,
+        description="name of this IVR node in logs, health and routing (default: the host name)",
+    )
+    vosk_model: Path | None = Field(
+        default=None,
+        description="folder of a Vosk speech model; unset = DTMF-only (keypad) menus",
+    )
+    speech_min_confidence: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="recognition results below this confidence count as no-match",
+    )
+    shutdown_grace_seconds: float = Field(
+        default=10.0,
+        ge=0.0,
+        description="on the first SIGTERM/SIGINT, how long in-flight work may take to finish",
+    )
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower_case(cls, value: object) -> object:
+        # HOTLINE_LOG_LEVEL=INFO is what people type; accept any case.
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Highest priority first: explicit arguments, HOTLINE_* variables, the TOML file.
+        # No .env file and no secrets directory: one file, one set of variables, nothing implicit.
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=_toml_file.get()),
+        )
+
+    def resolved_flow_file(self) -> Path:
+        """The flow file to load: `flow_file` when set, else the one shipped in the package."""
+        if self.flow_file is not None:
+            return self.flow_file
+        return Path(str(resources.files("ivr").joinpath(SHIPPED_FLOW)))
+
+
+def load_settings(config_file: Path | None = None) -> Settings:
+    """Load the settings: `config_file` (else `$HOTLINE_CONFIG`), overridden by `HOTLINE_*`.
+
+    Raises `SettingsError` with a readable message for a missing or malformed file, an unknown
+    key in the file, or a value that fails validation.
+    """
+    if config_file is None:
+        from_env = os.environ.get(CONFIG_ENV, "")
+        config_file = Path(from_env) if from_env else None
+    if config_file is not None:
+        _check_toml(config_file)
+
+    token = _toml_file.set(config_file)
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(_explain(exc, config_file)) from None
+    finally:
+        _toml_file.reset(token)
+
+
+def _check_toml(path: Path) -> None:
+    """Fail clearly on a file that is missing or not TOML (the source would skip or crash)."""
+    if not path.is_file():
+        what = "is not a file" if path.exists() else "does not exist"
+        raise SettingsError(f"settings file {path} {what} (given by --config or {CONFIG_ENV})")
+    try:
+        with path.open("rb") as f:
+            tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"settings file {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise SettingsError(f"settings file {path} cannot be read: {exc}") from None
+
+
+def _explain(exc: ValidationError, config_file: Path | None) -> str:
+    known = ", ".join(sorted(Settings.model_fields))
+    lines = ["invalid settings:"]
+    for error in exc.errors():
+        loc = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "extra_forbidden":
+            lines.append(f"  {loc}: unknown setting in {config_file} (known settings: {known})")
+            continue
+        field = str(error["loc"][0]) if error["loc"] else loc
+        where = f"{ENV_PREFIX}{field.upper()}"
+        if config_file is not None:
+            where += f" or '{field}' in {config_file}"
+        lines.append(f"  {loc}: {error['msg']} (got {error.get('input')!r}; set by {where})")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Transports that carry a call to and from the dialog: simulated (SIP and Twilio follow)."""

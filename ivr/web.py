@@ -1,0 +1,148 @@
+"""The web app: health (`/healthz`), Prometheus metrics (`/metrics`) and a status page (`/`).
+
+API errors under `/api/` are JSON with a stable `error_id` (`{"error_id": "not-found", ...}`),
+so clients branch on the id, never on the message.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Awaitable, Callable, Mapping
+
+import structlog
+from aiohttp import web
+from prometheus_client import exposition
+
+import ivr
+from ivr.metrics import REGISTRY
+from ivr.settings import Settings
+
+API_PREFIX = "/api/"
+SIP_STATUS = "not available yet (SIP front end pending)"
+
+log = structlog.get_logger(__name__)
+
+SETTINGS_KEY = web.AppKey("settings", Settings)
+STARTED_KEY = web.AppKey("started_monotonic", float)
+STATUS_KEY = web.AppKey("status", Mapping[str, object])
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Stable ids for the HTTP errors aiohttp raises itself (unknown path, wrong method, ...).
+_ERROR_IDS = {
+    400: "bad-request",
+    404: "not-found",
+    405: "method-not-allowed",
+    413: "request-too-large",
+}
+
+
+class ApiError(Exception):
+    """An API failure a handler raises; the middleware turns it into a JSON error response."""
+
+    def __init__(self, error_id: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.error_id = error_id
+        """Stable, kebab-case id clients can branch on, e.g. "no-such-call"."""
+        self.message = message
+        """Human-readable explanation; may change between versions."""
+        self.status = status
+        """HTTP status code of the response."""
+
+
+def _error(status: int, error_id: str, message: str) -> web.Response:
+    return web.json_response({"error_id": error_id, "message": message}, status=status)
+
+
+@web.middleware
+async def api_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer every failure under /api/ with JSON `{"error_id", "message"}`."""
+    if not request.path.startswith(API_PREFIX):
+        return await handler(request)
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return _error(exc.status, exc.error_id, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:  # redirects and the like are not errors
+            raise
+        error_id = _ERROR_IDS.get(exc.status, f"http-{exc.status}")
+        message = exc.reason if exc.status != 404 else f"no API endpoint at {request.path}"
+        return _error(exc.status, error_id, message)
+    except Exception:
+        log.exception("api handler failed", path=request.path, method=request.method)
+        return _error(500, "internal-error", "internal error; see the server log")
+
+
+def _health(request: web.Request) -> dict[str, object]:
+    app = request.app
+    settings = app[SETTINGS_KEY]
+    body: dict[str, object] = {
+        "status": "ok",
+        "node_id": settings.node_id,
+        "version": ivr.__version__,
+        "uptime_seconds": round(time.monotonic() - app[STARTED_KEY], 3),
+        "speech": "vosk" if settings.vosk_model is not None else "dtmf-only",
+        "sip": SIP_STATUS,
+    }
+    # Entries the caller of create_app supplies (a live mapping) add to, or update, the above.
+    extra = app[STATUS_KEY]
+    body.update(extra)
+    return body
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness and a summary of what runs on this node."""
+    return web.json_response(_health(request))
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition of `ivr.metrics.REGISTRY` (OpenMetrics if the scraper asks)."""
+    encoder, content_type = exposition.choose_encoder(request.headers.get("Accept", ""))
+    response = web.Response(body=encoder(REGISTRY))
+    response.headers["Content-Type"] = content_type
+    return response
+
+
+async def index(request: web.Request) -> web.Response:
+    """A small human-readable status page."""
+    health = _health(request)
+    rows = "\n".join(
+        f"      <tr><th>{html.escape(str(key))}</th><td>{html.escape(str(value))}</td></tr>"
+        for key, value in health.items()
+    )
+    node = html.escape(str(health["node_id"]))
+    page = f"""<!doctype html>
+<html lang="zh-CN">
+  <head>
+    <meta charset="utf-8">
+    <title>95598 供电服务热线 · {node}</title>
+  </head>
+  <body>
+    <h1>95598 供电服务热线 <small>95598 power supply service hotline</small></h1>
+    <p>Node <strong>{node}</strong> · version {html.escape(ivr.__version__)}</p>
+    <table>
+{rows}
+    </table>
+    <p><a href="/healthz">/healthz</a> (JSON) · <a href="/metrics">/metrics</a> (Prometheus)</p>
+    <p>No phone line is connected yet. Try <code>hotline call</code> in a terminal
+      for a simulated caller (<code>hotline call --script FILE</code> for a scripted one).</p>
+  </body>
+</html>
+"""
+    return web.Response(text=page, content_type="text/html", charset="utf-8")
+
+
+def create_app(
+    settings: Settings, *, status: Mapping[str, object] | None = None
+) -> web.Application:
+    """Build the web app for `settings`; `status` entries are merged into every /healthz answer."""
+    app = web.Application(middlewares=[api_errors])
+    app[SETTINGS_KEY] = settings
+    app[STARTED_KEY] = time.monotonic()
+    app[STATUS_KEY] = status if status is not None else {}
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/", index)
+    return app

@@ -1,0 +1,1 @@
+"""Skill-based routing (ACD) on Redis: agents, queues, reservations, statistics."""

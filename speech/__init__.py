@@ -1,0 +1,1 @@
+"""Speech: turning what a caller says into digits and menu choices."""

@@ -1,0 +1,148 @@
+"""`hotline serve` as a real process: it starts, answers /healthz, and stops cleanly on a signal."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+START_TIMEOUT = 15.0
+STOP_TIMEOUT = 5.0
+
+
+class ServeProcess:
+    """A running `hotline serve` whose JSON log lines (stderr) are read on a thread."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.lines: list[dict[str, object]] = []
+        self._queue: queue.Queue[dict[str, object] | None] = queue.Queue()
+        assert proc.stderr is not None
+        self._reader = threading.Thread(target=self._read, args=(proc.stderr,), daemon=True)
+        self._reader.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for raw in stream:
+            try:
+                line = json.loads(raw)
+            except json.JSONDecodeError:
+                line = {"event": raw.rstrip("\n"), "not_json": True}
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def wait_for(self, event: str, timeout: float) -> dict[str, object]:
+        """Return the first log line with this event, reading at most `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        for line in self.lines:
+            if line.get("event") == event:
+                return line
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                item = self._queue.get(timeout=left)
+            except queue.Empty:
+                break
+            if item is None:
+                break
+            self.lines.append(item)
+            if item.get("event") == event:
+                return item
+        seen = [line.get("event") for line in self.lines]
+        raise AssertionError(f"no {event!r} log line within {timeout}s; saw {seen}")
+
+    def drain(self, timeout: float) -> None:
+        """Collect the remaining lines once the process has exited."""
+        self._reader.join(timeout)
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if line is not None:
+                self.lines.append(line)
+
+
+def hotline_command() -> list[str]:
+    script = Path(sys.executable).with_name("hotline")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "ivr"]
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[ServeProcess]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
+    env |= {
+        "HOTLINE_WEB_PORT": "0",
+        "HOTLINE_LOG_FORMAT": "json",
+        "HOTLINE_NODE_ID": "serve-test",
+        "HOTLINE_SHUTDOWN_GRACE_SECONDS": "2",
+    }
+    proc = subprocess.Popen(
+        [*hotline_command(), "serve"],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
+    )
+    server = ServeProcess(proc)
+    try:
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=STOP_TIMEOUT)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+def get_json(url: str) -> dict[str, object]:
+    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 — loopback http URL
+        body: dict[str, object] = json.load(resp)
+        return body
+
+
+def test_serve_answers_health_and_stops_on_sigterm(serve: ServeProcess) -> None:
+    listening = serve.wait_for("web listening", START_TIMEOUT)
+    port = listening["port"]
+    assert isinstance(port, int)
+    assert port > 0  # the port the OS picked, not the 0 we asked for
+    assert listening["url"] == f"http://127.0.0.1:{port}/"
+
+    health = get_json(f"http://127.0.0.1:{port}/healthz")
+    assert health["status"] == "ok"
+    assert health["node_id"] == "serve-test"
+    assert health["speech"] == "dtmf-only"
+
+    serve.proc.send_signal(signal.SIGTERM)
+    assert serve.proc.wait(timeout=STOP_TIMEOUT) == 0
+    serve.drain(STOP_TIMEOUT)
+    events = [line.get("event") for line in serve.lines]
+    assert events.count("speech: DTMF-only, HOTLINE_VOSK_MODEL not set") == 1
+    assert "SIP front end not yet available; use `hotline call` for a simulated caller" in events
+    stopping = serve.wait_for("stopping", 0)
+    assert stopping["signal"] == "SIGTERM"
+    stopped = serve.wait_for("stopped", 0)
+    assert stopped["forced"] is False
+    assert events[-1] == "stopped"
+    assert not [line for line in serve.lines if line.get("not_json")]
+
+
+def test_serve_stops_on_sigint(serve: ServeProcess) -> None:
+    serve.wait_for("web listening", START_TIMEOUT)
+    serve.proc.send_signal(signal.SIGINT)
+    assert serve.proc.wait(timeout=STOP_TIMEOUT) == 0
+    serve.drain(STOP_TIMEOUT)
+    assert serve.wait_for("stopping", 0)["signal"] == "SIGINT"
+    serve.wait_for("stopped", 0)

@@ -1,0 +1,88 @@
+"""Homophone-tolerant matching of menu phrases."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from speech.matching import PhraseMatch, match_phrases
+
+MENU = {
+    "hazard": ["电线落地", "触电", "起火"],
+    "outage": ["停电", "没电"],
+    "billing": ["电费", "交费"],
+    "agent": ["人工", "人工服务"],
+}
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "phrase"),
+    [
+        ("停电", "outage", "停电"),
+        ("我家停电了", "outage", "停电"),
+        ("亭电", "outage", "停电"),  # homophone written wrong by the recognizer
+        ("我家亭店了", "outage", "停电"),
+        ("我想查一下电费。", "billing", "电费"),
+        ("店费", "billing", "电费"),
+        ("转 人 工", "agent", "人工"),
+        ("家里起货了", "hazard", "起火"),
+    ],
+)
+def test_matches(text: str, key: str, phrase: str) -> None:
+    match = match_phrases(text, MENU)
+    assert match is not None
+    assert (match.key, match.phrase) == (key, phrase)
+    assert match.score == pytest.approx(100.0)
+
+
+def test_exact_substring_scores_100() -> None:
+    assert match_phrases("我要转人工服务", MENU) == PhraseMatch("agent", "人工", 100.0)
+
+
+def test_different_words_do_not_match() -> None:
+    assert match_phrases("电费", {"outage": ["停电"]}) is None
+    assert match_phrases("停电", {"billing": ["电费"]}) is None
+    assert match_phrases("你好", MENU) is None
+    # A short phrase must not match part of a syllable: an is inside dian.
+    assert match_phrases("电", {"x": ["安"]}) is None
+
+
+def test_near_homophone_scores_below_100() -> None:
+    match = match_phrases("亲电", {"outage": ["停电"]}, threshold=0)
+    assert match is not None
+    assert 50 < match.score < 100
+
+
+def test_ties_go_to_the_earlier_option() -> None:
+    options = {"first": ["停电"], "second": ["停电"]}
+    assert match_phrases("停电", options) == PhraseMatch("first", "停电", 100.0)
+    assert match_phrases("亭电", options) == PhraseMatch("first", "停电", 100.0)
+
+
+def test_exact_beats_homophone_of_earlier_option() -> None:
+    options = {"homophone": ["亭电"], "exact": ["停电"]}
+    match = match_phrases("停电", options)
+    assert match is not None
+    assert match.key == "exact"
+
+
+def test_threshold() -> None:
+    assert match_phrases("亲电", {"outage": ["停电"]}, threshold=99) is None
+
+
+@pytest.mark.parametrize("text", ["", "   ", "，。！"])
+def test_empty_text_is_none(text: str) -> None:
+    assert match_phrases(text, MENU) is None
+
+
+def test_empty_phrases_are_ignored() -> None:
+    assert match_phrases("停电", {"blank": ["", " "]}) is None
+
+
+@given(st.text(), st.dictionaries(st.text(max_size=3), st.lists(st.text(max_size=6), max_size=3)))
+def test_never_crashes_and_scores_are_bounded(text: str, options: dict[str, list[str]]) -> None:
+    match = match_phrases(text, options)
+    if match is not None:
+        assert 85.0 <= match.score <= 100.0
+        assert match.phrase in options[match.key]
