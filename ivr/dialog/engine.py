@@ -519,7 +519,9 @@ class Dialog:
                 if node.priority is not None
                 else _int(self.slots.get("queue.priority"), 0)
             )
-            out.append(act.RequestCallback(self._pending, number, skill, priority, dict(self.slots)))
+            out.append(
+                act.RequestCallback(self._pending, number, skill, priority, dict(self.slots))
+            )
         else:
             assert isinstance(node, EndNode)
             self.outcomes.append(Outcome(node.outcome, node.kind or ""))

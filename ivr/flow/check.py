@@ -153,7 +153,9 @@ class SourceMap:
             table = ".".join(names)
             if table in self._tables:
                 starts = self._tables[table]
-                nth = index_of.get(table, loc[i + 1] if i + 1 < len(loc) and isinstance(loc[i + 1], int) else 0)
+                nth = index_of.get(
+                    table, loc[i + 1] if i + 1 < len(loc) and isinstance(loc[i + 1], int) else 0
+                )
                 if isinstance(nth, int) and nth < len(starts):
                     best = starts[nth]
                     continue
@@ -273,7 +275,9 @@ def _check_prompts(flow: Flow, catalog: Catalog) -> list[Problem]:
 
     def need(loc: Loc, prompt_id: str | None) -> None:
         if prompt_id is not None and prompt_id not in catalog:
-            out.append(Problem(loc, f"unknown prompt {prompt_id!r}: it is not in the prompt catalog"))
+            out.append(
+                Problem(loc, f"unknown prompt {prompt_id!r}: it is not in the prompt catalog")
+            )
 
     head = flow.flow
     for name in ("no_input_prompt", "no_match_prompt", "escalate_prompt"):
@@ -285,7 +289,11 @@ def _check_prompts(flow: Flow, catalog: Catalog) -> list[Problem]:
                     need(("nodes", node_id, fname, i), item)
         for name in ("no_input_prompt", "no_match_prompt"):
             need(("nodes", node_id, name), getattr(node, name, None))
-        if isinstance(node, (PlayNode, EndNode)) and not node.prompts and isinstance(node, PlayNode):
+        if (
+            isinstance(node, (PlayNode, EndNode))
+            and not node.prompts
+            and isinstance(node, PlayNode)
+        ):
             out.append(Problem(("nodes", node_id, "prompts"), "a play node with nothing to play"))
     return out
 
@@ -341,9 +349,7 @@ def _check_menu(
                 )
             seen.setdefault(choice.key, i)
             if choice.key == repeat_key:
-                out.append(
-                    Problem((*loc, "key"), f"key {choice.key!r} is the flow's repeat key")
-                )
+                out.append(Problem((*loc, "key"), f"key {choice.key!r} is the flow's repeat key"))
             elif node.globals and choice.key in global_keys:
                 out.append(
                     Problem(
