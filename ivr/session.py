@@ -95,6 +95,9 @@ class ManualClock:
     def __init__(self, start: float = 0.0) -> None:
         self._now = start
         self._moved = asyncio.Event()
+        self._waiting = False
+        self.pending_wake = False
+        """True from an advance() until the waiting session has looked at the new time."""
 
     def now(self) -> float:
         """The manual time."""
@@ -103,6 +106,8 @@ class ManualClock:
     def advance(self, seconds: float) -> None:
         """Move time forward and wake any waiter."""
         self._now += seconds
+        if self._waiting:
+            self.pending_wake = True
         self._moved.set()
 
     async def next_event(
@@ -111,6 +116,7 @@ class ManualClock:
         """The next event, or None once manual time passes ``wait_seconds``."""
         until = None if wait_seconds is None else self._now + wait_seconds
         while True:
+            self.pending_wake = False
             if not queue.empty():
                 return queue.get_nowait()
             if until is not None and self._now >= until:
@@ -118,10 +124,17 @@ class ManualClock:
             self._moved.clear()
             getter = asyncio.ensure_future(queue.get())
             mover = asyncio.ensure_future(self._moved.wait())
-            done, pending = await asyncio.wait({getter, mover}, return_when=asyncio.FIRST_COMPLETED)
+            self._waiting = True
+            try:
+                done, pending = await asyncio.wait(
+                    {getter, mover}, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                self._waiting = False
             for task in pending:
                 task.cancel()
             if getter in done:
+                self.pending_wake = False
                 return getter.result()
 
 
@@ -182,6 +195,8 @@ class CallSession:
 
     def feed(self, event: ev.Event) -> None:
         """Deliver an event from the transport or a service (call from the event loop)."""
+        if self.dialog.ended:
+            return  # late replies (a ticket number after the caller left) change nothing
         self._fed += 1
         self._queue.put_nowait(event)
 
@@ -250,6 +265,7 @@ class CallSession:
             self.waiting = True
             event = await self.clock.next_event(self._queue, timeout)  # None: deadline passed
             self.waiting = False
+            fed = event is not None
             if event is None:
                 event = ev.DeadlineReached()
             node_before = dialog.node_id
@@ -261,7 +277,8 @@ class CallSession:
             seen_warnings = len(dialog.warnings)
             for action in actions:
                 await self._execute(action)
-            self._handled += 1
+            if fed:
+                self._handled += 1
 
     async def _drain(self) -> None:
         """Let service work started before the end (a partial ticket, a survey) finish."""

@@ -213,6 +213,7 @@ class ScriptRunner:
             if (
                 self.session.waiting
                 and not self.session.queued
+                and not self.clock.pending_wake
                 and running <= self.services.waiting
             ):
                 return

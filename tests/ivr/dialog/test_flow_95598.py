@@ -1,0 +1,675 @@
+"""Scripted calls through every branch of the shipped 95598 flow."""
+
+from __future__ import annotations
+
+import pytest
+
+from ivr.dialog.actions import (
+    CreateTicket,
+    Enqueue,
+    Hangup,
+    LeaveQueue,
+    Lookup,
+    Play,
+    PromptRef,
+    RecordSurvey,
+    RequestCallback,
+    SpokenText,
+    StartCollecting,
+    StopCollecting,
+    StopPlayback,
+)
+from ivr.dialog.engine import Outcome
+
+CALLER = "13812345678"
+ACCOUNT = "1234567890123"
+SERVICE_ACTIONS = (Lookup, CreateTicket, Enqueue, RequestCallback)
+HAZARD_SPEECH = "我家门口电线落地了"
+
+
+def digits(value: str) -> list[str]:
+    """Prompt ids of a digit-by-digit readback; 1 is read 幺."""
+    return ["digit_1_yao" if ch == "1" else f"digit_{ch}" for ch in value]
+
+
+def only(actions, kind):
+    found = [a for a in actions if isinstance(a, kind)]
+    assert len(found) == 1, f"expected one {kind.__name__}, got {actions}"
+    return found[0]
+
+
+# ---------------------------------------------------------------------------- greeting
+
+
+@pytest.mark.parametrize("speech", [False, True])
+def test_greeting_then_main_menu(make_driver, speech):
+    d = make_driver(speech=speech)
+    assert d.start() == [Play(1, (PromptRef("welcome"),), barge_in=False)]
+    assert d.dialog.deadline is None
+    out = d.finish_prompts()
+    assert d.heard(out) == ["main_menu"]
+    collect = only(out, StartCollecting)
+    assert (collect.dtmf, collect.speech) == (True, speech)
+    assert {"停电", "电费", "转人工", "电线落地"} <= set(collect.grammar)
+    assert d.dialog.deadline == 6.0  # the no-input timer runs from the end of the prompt
+
+
+@pytest.mark.parametrize(
+    ("said", "node", "intent"),
+    [
+        ("我家停电了", "fault_account", "fault"),
+        ("我想查一下电费", "billing_menu", "billing"),
+        ("我要办理新装", "new_connection_info", "new_connection"),
+        ("我要投诉", "complaint_menu", None),
+        ("查询工单进度", "ticket_number", "ticket_status"),
+    ],
+)
+def test_main_menu_by_speech(walk_to, said, node, intent):
+    d = walk_to("main_menu")
+    out = d.say(said)
+    assert out[0] == StopCollecting()
+    assert d.dialog.node_id == node
+    assert d.dialog.slots.get("intent") == intent
+
+
+# ---------------------------------------------------------------------------- safety hazard
+
+
+@pytest.mark.parametrize(
+    ("node", "how", "speech"),
+    [
+        ("main_menu", "key", False),
+        ("main_menu", "key", True),
+        ("main_menu", "speech", True),
+        ("fault_account", "speech", True),
+        ("billing_account", "speech", True),
+        ("fault_address", "speech", True),
+    ],
+)
+def test_hazard_is_queued_first_at_top_priority(make_driver, walk_to, node, how, speech):
+    d = walk_to(node, speech=speech)
+    mark = len(d.actions)
+    out = d.press("1") if how == "key" else d.say(HAZARD_SPEECH)
+    assert out[0] == StopCollecting()
+    assert d.heard(out) == ["hazard_safety"]
+    assert only(out, Play).barge_in is False  # the safety advice is heard in full
+    assert d.dialog.slots["pending_ticket"] == "故障报修"
+    assert d.dialog.slots["pending_priority"] == "100"
+    out = d.finish_prompts()
+    # The caller is asked nothing more: the first request of any kind is the hazard queue,
+    # and it is made before the queue's own prompt.
+    after = d.actions[mark:]
+    assert not any(isinstance(a, StartCollecting) and not a.speech for a in after[:-1])
+    first_request = next(a for a in after if isinstance(a, SERVICE_ACTIONS))
+    assert isinstance(first_request, Enqueue)
+    assert (first_request.skill, first_request.priority) == ("hazard", 100)
+    assert out.index(first_request) < out.index(only(out, Play))
+    assert d.heard(out) == ["transfer_priority"]
+    assert first_request.context["hazard"] == "yes"
+    assert d.dialog.outcomes[-1] == Outcome("enqueue", "hazard/100")
+
+
+def test_hazard_hold_message_every_20_seconds(walk_to):
+    d = walk_to("hazard_queue")
+    assert d.dialog.deadline == 20.0
+    d.advance(19.9)
+    assert d.tick() == []
+    out = d.timeout()
+    assert out == [Play(d.play_id, (PromptRef("hold_hazard"),), barge_in=True)]
+    assert d.dialog.deadline == 40.0
+
+
+def test_hazard_queue_exit_files_a_top_priority_ticket_and_reads_its_number(walk_to):
+    d = walk_to("hazard_queue")
+    out = d.exit_queue("no_agents")
+    ticket = only(out, CreateTicket)
+    assert (ticket.ticket_type, ticket.priority, ticket.complete) == ("故障报修", 100, True)
+    assert ticket.fields["intent"] == "hazard"
+    assert ticket.fields["caller"] == CALLER
+    assert ticket.fields["queue.exit_reason"] == "no_agents"
+    assert ticket.path[-3:] == ("hazard_notice", "hazard_queue", "hazard_ticket")
+    out = d.ticket("1024")
+    assert d.heard(out) == [
+        "hazard_ticket_created",
+        "digit_1_yao",
+        "digit_0",
+        "digit_2",
+        "digit_4",
+        "hazard_callback_promise",
+    ]
+    out = d.finish_prompts()
+    assert d.heard(out) == ["goodbye"]
+    assert out[-1] == Hangup("completed")
+    assert d.dialog.ended
+    assert d.dialog.outcomes == [
+        Outcome("enqueue", "hazard/100"),
+        Outcome("ticket", "故障报修"),
+        Outcome("hangup", "completed"),
+    ]
+
+
+def test_hazard_ticket_failure_still_tells_the_caller_it_was_recorded(walk_to):
+    d = walk_to("hazard_ticket")
+    out = d.fail("crm_down")
+    assert d.heard(out) == ["hazard_recorded"]
+    assert d.dialog.slots["service_error"] == "crm_down"
+    assert d.finish_prompts()[-1] == Hangup("completed")
+    assert d.dialog.outcomes[-1] == Outcome("hangup", "hazard_ticket_failed")
+
+
+# ---------------------------------------------------------------------------- 故障报修
+
+
+def test_fault_account_is_confirmed_by_reading_it_back(walk_to):
+    d = walk_to("fault_account")
+    assert only(d.actions[-2:], StartCollecting) == StartCollecting(
+        dtmf=True, speech=True, max_digits=13, terminator="#"
+    )
+    out = d.press(ACCOUNT)  # 13 = max_digits: accepted without "#"
+    assert d.dialog.slots["account"] == ACCOUNT
+    assert d.heard(out) == ["you_entered", *digits(ACCOUNT), "confirm_or_reenter"]
+    d.finish_prompts()
+    out = d.press("2")  # wrong: enter it again
+    assert d.dialog.node_id == "fault_account"
+    assert d.heard(out) == ["fault_account"]
+
+
+def test_fault_account_said_aloud(walk_to):
+    d = walk_to("fault_account")
+    out = d.say("幺二三四 五六七八 九零")
+    assert d.dialog.slots["account"] == "1234567890"
+    assert d.heard(out)[0] == "you_entered"
+
+
+def test_fault_address_by_speech(walk_to):
+    d = walk_to("fault_address")
+    assert d.last(StartCollecting) == StartCollecting(dtmf=True, speech=True)
+    out = d.say("北京市海淀区清华东路十七号", confidence=0.82)
+    assert d.dialog.slots["address"] == "北京市海淀区清华东路十七号"
+    assert d.dialog.slots["address_confidence"] == "0.82"
+    assert only(out, Lookup) == Lookup(
+        only(out, Lookup).request_id,
+        "outage_by_address",
+        {"address": "北京市海淀区清华东路十七号", "account": ACCOUNT, "caller": CALLER},
+    )
+    assert d.dialog.phase == "service"
+    assert d.dialog.deadline == d.now + 5.0
+
+
+def test_fault_address_falls_back_without_speech(walk_to):
+    d = walk_to("fault_account_confirm", speech=False)
+    out = d.press("1")
+    # No recognizer: the address is not asked for; the CRM finds it by account and number.
+    assert "fault_address" not in d.heard(out)
+    assert only(out, Lookup).params == {"address": "", "account": ACCOUNT, "caller": CALLER}
+    assert d.dialog.node_id == "fault_outage_lookup"
+
+
+@pytest.mark.parametrize("speech", [False, True])
+def test_fault_account_skipped_with_hash(walk_to, speech):
+    d = walk_to("fault_account", speech=speech)
+    out = d.press("#")
+    assert out[0] == StopCollecting()
+    assert "account" not in d.dialog.slots
+    if speech:
+        assert d.heard(out) == ["fault_address"]
+    else:
+        assert only(out, Lookup).params["account"] == ""
+
+
+def test_outage_known_is_announced_and_the_caller_can_stop_there(walk_to):
+    d = walk_to("fault_outage_lookup")
+    out = d.lookup("found", area="清华东路一带", cause="线路检修", restore_at="今天下午五点")
+    assert d.heard(out) == [
+        "outage_known",
+        SpokenText("清华东路一带"),
+        "outage_cause",
+        SpokenText("线路检修"),
+        "outage_restore",
+        SpokenText("今天下午五点"),
+        "outage_known_menu",
+    ]
+    assert d.dialog.slots["outage.cause"] == "线路检修"
+    d.finish_prompts()
+    out = d.press("2")
+    assert d.heard(out) == ["goodbye"]
+    assert d.dialog.slots["pending_ticket"] == ""  # nothing left to report
+    assert d.finish_prompts() == [Hangup("completed")]
+    assert d.dialog.outcomes == [Outcome("self_service", "outage_notice")]
+    assert not d.of(d.actions, CreateTicket)
+
+
+def test_outage_known_but_the_caller_still_reports(walk_to):
+    d = walk_to("fault_outage_known")
+    out = d.press("1")
+    assert only(out, CreateTicket).ticket_type == "故障报修"
+
+
+@pytest.mark.parametrize("status", ["not_found", "error"])
+def test_unknown_outage_files_a_fault_ticket_then_queues(walk_to, status):
+    d = walk_to("fault_outage_lookup")
+    out = d.lookup(status)
+    ticket = only(out, CreateTicket)
+    assert (ticket.ticket_type, ticket.priority, ticket.complete) == ("故障报修", 50, True)
+    assert ticket.fields["account"] == ACCOUNT
+    assert ticket.fields["address"] == "北京市海淀区清华东路十七号"
+    assert ticket.fields["intent"] == "fault"
+    out = d.ticket("20261127")
+    assert d.heard(out) == ["fault_ticket_created", *digits("20261127")]
+    assert d.dialog.slots["ticket_id"] == "20261127"
+    out = d.finish_prompts()
+    queue = only(out, Enqueue)
+    assert (queue.skill, queue.priority) == ("fault_repair", 50)
+    assert queue.context["ticket_id"] == "20261127"
+    assert d.heard(out) == ["transfer_agent"]
+    assert d.dialog.outcomes == [Outcome("ticket", "故障报修"), Outcome("enqueue", "fault_repair/50")]
+
+
+def test_outage_lookup_timeout_files_the_ticket(walk_to):
+    d = walk_to("fault_outage_lookup")
+    d.advance(4.9)
+    assert d.tick() == []
+    out = d.timeout()
+    assert only(out, CreateTicket).priority == 50
+    assert d.dialog.slots["service_error"] == "timeout"
+
+
+def test_fault_ticket_failure_still_queues(walk_to):
+    d = walk_to("fault_ticket")
+    out = d.fail("crm_down")
+    assert (only(out, Enqueue).skill, only(out, Enqueue).priority) == ("fault_repair", 50)
+
+
+# ---------------------------------------------------------------------------- billing
+
+
+def test_bill_summary(walk_to):
+    d = walk_to("billing_account")
+    out = d.press("1234567890#")
+    assert d.heard(out) == ["you_entered", *digits("1234567890"), "confirm_or_reenter"]
+    d.finish_prompts()
+    out = d.press("1")
+    assert d.heard(out) == ["please_wait"]
+    lookup = only(out, Lookup)
+    assert (lookup.service, dict(lookup.params)) == ("bill_summary", {"account": "1234567890"})
+    out = d.lookup("found", balance="123.45", due_date="2026-11-27")
+    assert out[0] == StopPlayback()  # please_wait is cut short
+    assert d.heard(out) == [
+        "bill_balance",
+        *["digit_1", "num_100", "digit_2", "num_10", "digit_3", "unit_yuan"],
+        *["digit_4", "unit_jiao", "digit_5", "unit_fen"],
+        "bill_due",
+        *["digit_2", "digit_0", "digit_2", "digit_6", "unit_year"],
+        *["num_10", "digit_1", "unit_month", "digit_2", "num_10", "digit_7", "unit_day"],
+        "bill_menu",
+    ]
+    d.finish_prompts()
+    out = d.press("1")
+    assert d.heard(out) == ["goodbye"]
+    assert d.finish_prompts() == [Hangup("completed")]
+    assert d.dialog.outcomes == [Outcome("self_service", "bill_summary")]
+
+
+def test_bill_report_questions_go_to_the_billing_queue(walk_to):
+    d = walk_to("bill_report")
+    out = d.press("2")
+    assert (only(out, Enqueue).skill, only(out, Enqueue).priority) == ("billing", 20)
+
+
+def test_billing_account_not_found(walk_to):
+    d = walk_to("bill_lookup")
+    out = d.lookup("not_found")
+    assert d.heard(out) == ["account_not_found"]
+    d.finish_prompts()
+    out = d.press("1")
+    assert d.heard(out) == ["billing_account"]
+    d = walk_to("account_not_found")
+    out = d.press("2")
+    assert only(out, Enqueue).skill == "billing"
+
+
+@pytest.mark.parametrize("failure", ["timeout", "error"])
+def test_bill_lookup_failure_goes_to_the_billing_queue(walk_to, failure):
+    d = walk_to("bill_lookup")
+    if failure == "timeout":
+        assert d.dialog.deadline == 5.0
+        out = d.timeout()
+    else:
+        out = d.lookup("error")
+    assert out[0] == StopPlayback()
+    assert d.heard(out) == ["service_unavailable"]
+    assert not d.of(out, Enqueue)
+    out = d.finish_prompts()
+    assert (only(out, Enqueue).skill, only(out, Enqueue).priority) == ("billing", 20)
+
+
+def test_billing_menu_back_to_main_menu(walk_to):
+    d = walk_to("billing_menu")
+    out = d.press("9")
+    assert d.heard(out) == ["main_menu"]
+    assert d.dialog.node_id == "main_menu"
+
+
+# ---------------------------------------------------------------------------- queues by intent
+
+
+@pytest.mark.parametrize(
+    ("node", "skill", "priority", "intent"),
+    [
+        ("complaint_queue", "complaint", 60, "complaint"),
+        ("report_queue", "complaint", 60, "report"),
+        ("suggestion_queue", "complaint", 30, "suggestion"),
+        ("billing_queue", "billing", 20, "consultation"),
+        ("new_connection_queue", "new_connection", 30, "new_connection"),
+        ("agent_general", "general", 20, None),
+    ],
+)
+def test_queue_skill_and_priority(walk_to, node, skill, priority, intent):
+    d = walk_to(node)
+    queue = d.last(Enqueue)
+    assert (queue.skill, queue.priority, queue.min_level) == (skill, priority, 1)
+    assert queue.context.get("intent") == intent
+    assert d.dialog.phase == "queued"
+
+
+def test_complaints_outrank_consultation_and_new_connection(walk_to):
+    def priority(node):
+        return walk_to(node).last(Enqueue).priority
+
+    assert priority("complaint_queue") > priority("new_connection_queue")
+    assert priority("complaint_queue") > priority("billing_queue")
+    assert priority("hazard_queue") > priority("complaint_queue")
+
+
+# ---------------------------------------------------------------------------- 业扩报装
+
+
+def test_new_connection_application_ticket(walk_to):
+    d = walk_to("new_connection_info")
+    out = d.press("2")
+    ticket = only(out, CreateTicket)
+    assert (ticket.ticket_type, ticket.priority) == ("业扩报装", 30)
+    assert ticket.fields["intent"] == "new_connection"
+    out = d.ticket("88880001")
+    assert d.heard(out) == [
+        "application_ticket_created",
+        *digits("88880001"),
+        "application_followup",
+    ]
+    out = d.finish_prompts()
+    assert d.heard(out) == ["goodbye"]
+    assert out[-1] == Hangup("completed")
+    assert d.dialog.outcomes == [Outcome("ticket", "业扩报装"), Outcome("hangup", "completed")]
+
+
+def test_new_connection_ticket_failure_queues(walk_to):
+    d = walk_to("new_connection_ticket")
+    out = d.fail()
+    assert (only(out, Enqueue).skill, only(out, Enqueue).priority) == ("new_connection", 30)
+
+
+def test_new_connection_info_only(walk_to):
+    d = walk_to("new_connection_info")
+    d.press("3")
+    assert d.finish_prompts()[-1] == Hangup("completed")
+    assert d.dialog.outcomes == [Outcome("self_service", "new_connection_info")]
+
+
+# ---------------------------------------------------------------------------- ticket status
+
+
+@pytest.mark.parametrize("how", ["keys", "speech"])
+def test_ticket_status_found(walk_to, how):
+    d = walk_to("ticket_number")
+    out = d.press("20261127#") if how == "keys" else d.say("二零二六 幺幺二七")
+    lookup = only(out, Lookup)
+    assert (lookup.service, dict(lookup.params)) == ("ticket_status", {"ticket_id": "20261127"})
+    out = d.lookup("found", status_text="抢修人员正在赶往现场")
+    assert d.heard(out) == [
+        "ticket_status_is",
+        SpokenText("抢修人员正在赶往现场"),
+        "ticket_status_menu",
+    ]
+    d.finish_prompts()
+    d.press("1")
+    d.finish_prompts()
+    assert d.dialog.outcomes == [Outcome("self_service", "ticket_status")]
+
+
+def test_ticket_status_report_then_agent(walk_to):
+    d = walk_to("ticket_status_report")
+    out = d.press("2")
+    assert only(out, Enqueue).skill == "general"
+
+
+def test_ticket_not_found(walk_to):
+    d = walk_to("ticket_not_found")
+    assert d.heard(d.actions)[-1] == "ticket_not_found"
+    out = d.press("1")
+    assert d.heard(out) == ["ticket_number"]
+    d = walk_to("ticket_not_found")
+    assert only(d.press("2"), Enqueue).skill == "general"
+
+
+def test_ticket_status_error_goes_to_an_agent(walk_to):
+    d = walk_to("ticket_status_lookup")
+    out = d.lookup("error")
+    assert d.heard(out) == ["service_unavailable"]
+    out = d.finish_prompts()
+    assert (only(out, Enqueue).skill, only(out, Enqueue).priority) == ("general", 20)
+
+
+# ---------------------------------------------------------------------------- agent, queue, callback
+
+
+@pytest.mark.parametrize(
+    ("node", "how"),
+    [
+        ("main_menu", "key"),
+        ("billing_menu", "key"),
+        ("bill_report", "key"),
+        ("main_menu", "speech"),
+        ("fault_account", "speech"),
+        ("complaint_menu", "speech"),
+    ],
+)
+def test_agent_by_zero_or_by_asking(walk_to, node, how):
+    d = walk_to(node)
+    out = d.press("0") if how == "key" else d.say("我要转人工")
+    queue = only(out, Enqueue)
+    assert (queue.skill, queue.priority) == ("general", 20)
+    assert d.heard(out) == ["transfer_agent"]
+    assert d.dialog.outcomes[-1] == Outcome("enqueue", "general/20")
+
+
+def test_hold_prompt_while_waiting(walk_to):
+    d = walk_to("agent_general")
+    assert d.dialog.deadline == 30.0
+    d.advance(29.0)
+    assert d.tick() == []
+    out = d.timeout()
+    assert out == [Play(d.play_id, (PromptRef("hold"),), barge_in=True)]
+    assert d.dialog.deadline == 60.0
+
+
+def test_queue_position_callback_on_own_number(walk_to):
+    d = walk_to("agent_general")
+    queue = d.last(Enqueue)
+    out = d.position(3, wait_seconds=150)
+    assert d.heard(out) == ["queue_ahead", "digit_3", "queue_people", "callback_offer"]
+    assert d.dialog.slots["queue.wait_minutes"] == "3"
+    out = d.press("9")  # during the announcement
+    assert out[:2] == [StopPlayback(), LeaveQueue(queue.request_id, "callback")]
+    assert d.heard(out) == ["callback_confirm", *digits(CALLER), "confirm_or_other"]
+    d.finish_prompts()
+    out = d.press("1")
+    assert only(out, RequestCallback) == RequestCallback(
+        only(out, RequestCallback).request_id, CALLER, "general", 20, d.dialog.slots
+    )
+    out = d.done()
+    assert d.heard(out) == ["callback_registered"]
+    assert d.finish_prompts() == [Hangup("completed")]
+    assert d.dialog.outcomes == [
+        Outcome("enqueue", "general/20"),
+        Outcome("callback", "general"),
+        Outcome("hangup", "callback_registered"),
+    ]
+
+
+def test_queue_position_not_announced_over_another_prompt(walk_to):
+    d = walk_to("agent_general")
+    d.timeout()  # the hold prompt is playing
+    assert d.position(12) == []
+    d.finish_prompts()
+    assert d.heard(d.position(12)) == ["queue_ahead", "num_10", "digit_2", "queue_people", "callback_offer"]
+
+
+def test_callback_keeps_the_queue_skill_and_priority(walk_to):
+    d = walk_to("complaint_queue")
+    d.press("9")
+    d.finish_prompts()
+    out = d.press("1")
+    callback = only(out, RequestCallback)
+    assert (callback.number, callback.skill, callback.priority) == (CALLER, "complaint", 60)
+
+
+@pytest.mark.parametrize("number", ["13912345678", "01088886666", "88886666"])
+def test_callback_on_another_number(walk_to, number):
+    d = walk_to("callback_number")
+    out = d.press(number + "#")
+    assert d.heard(out) == ["you_entered", *digits(number), "confirm_or_reenter"]
+    d.finish_prompts()
+    out = d.press("1")
+    assert only(out, RequestCallback).number == number
+
+
+@pytest.mark.parametrize("number", ["12345678901", "23456789012", "123456"])
+def test_callback_number_that_is_no_phone_number_is_a_no_match(walk_to, number):
+    d = walk_to("callback_number")
+    out = d.press(number + "#")
+    assert d.heard(out) == ["no_match", "callback_number"]
+    assert d.dialog.node_id == "callback_number"
+    assert "callback_number" not in d.dialog.slots
+    assert d.dialog.failures["no_match"] == 1
+
+
+def test_callback_number_reentered(walk_to):
+    d = walk_to("callback_number_confirm")
+    out = d.press("2")
+    assert d.heard(out) == ["callback_number"]
+    d.finish_prompts()
+    d.press("88886666#")
+    d.finish_prompts()
+    assert only(d.press("1"), RequestCallback).number == "88886666"
+
+
+def test_callback_registration_failure_leaves_a_message_ticket(walk_to):
+    d = walk_to("callback_register")
+    out = d.fail("routing_down")
+    ticket = only(out, CreateTicket)
+    assert (ticket.ticket_type, ticket.priority) == ("服务申请", 20)
+
+
+def test_agent_call_then_survey(walk_to):
+    d = walk_to("agent_general")
+    out = d.connect("A1001")
+    assert out == [StopCollecting()]
+    assert d.dialog.phase == "bridged"
+    assert d.press("9") == []  # keys go to the agent, not to the IVR
+    assert d.dialog.deadline is None
+    out = d.disconnect()
+    assert d.heard(out) == ["survey"]
+    assert only(out, StartCollecting).grammar[:2] == ("非常不满意", "非常满意")
+
+
+@pytest.mark.parametrize("score", [1, 2, 3, 4, 5])
+def test_survey_by_key(walk_to, score):
+    d = walk_to("survey")
+    out = d.press(str(score))
+    assert only(out, RecordSurvey) == RecordSurvey(only(out, RecordSurvey).request_id, score, "A1001")
+    assert d.heard(out) == ["survey_thanks"]
+    assert d.finish_prompts() == [Hangup("completed")]
+    assert d.dialog.outcomes[-2:] == [Outcome("survey", str(score)), Outcome("hangup", "survey_done")]
+
+
+@pytest.mark.parametrize(
+    ("said", "score"),
+    [("非常满意", 5), ("不满意", 2), ("满意", 4), ("非常不满意", 1), ("一般吧", 3), ("还行", 4)],
+)
+def test_survey_by_speech(walk_to, said, score):
+    d = walk_to("survey")
+    out = d.say(said)
+    assert only(out, RecordSurvey).score == score
+    assert d.dialog.slots["satisfaction"] == str(score)
+
+
+@pytest.mark.parametrize("key", ["0", "6", "9", "#"])
+def test_survey_key_outside_the_scale(walk_to, key):
+    d = walk_to("survey")
+    out = d.press(key)
+    assert d.heard(out) == ["no_match", "survey"]
+    assert not d.of(out, RecordSurvey)
+
+
+def test_survey_unanswered_says_goodbye_without_an_agent(walk_to):
+    d = walk_to("survey")
+    mark = len(d.actions)
+    for _ in range(2):
+        assert d.dialog.deadline == d.now + 8.0
+        out = d.timeout()
+        assert d.heard(out) == ["no_input", "survey"]
+        d.finish_prompts()
+    out = d.timeout()
+    assert d.dialog.node_id == "goodbye"
+    assert "goodbye" in d.heard(out)
+    assert d.finish_prompts() == [Hangup("completed")]
+    assert not d.of(d.actions[mark:], Enqueue)
+    assert not d.of(d.actions[mark:], RecordSurvey)
+    assert d.dialog.outcomes[-1] == Outcome("hangup", "completed")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine._escalate plays flow.escalate_prompt before any escalation target, "
+    "also a node's on_failure that is no agent (survey -> goodbye)",
+)
+def test_survey_unanswered_does_not_announce_a_transfer_to_an_agent(walk_to):
+    d = walk_to("survey")
+    for _ in range(3):
+        out = d.timeout()
+        d.finish_prompts()
+    assert "escalate_agent" not in d.heard(out)
+
+
+@pytest.mark.parametrize("exit_by", ["queue_exited", "service_failed"])
+def test_queue_busy_menu_after_the_queue_gives_up(walk_to, exit_by):
+    d = walk_to("agent_general")
+    if exit_by == "queue_exited":
+        out = d.exit_queue("no_agents")
+    else:
+        out = d.fail_queue("queue_full")
+    assert out[0] == StopCollecting()
+    assert d.heard(out) == ["queue_busy"]
+    assert d.dialog.slots["queue.exit_reason"] in {"no_agents", "queue_full"}
+    d.finish_prompts()
+    out = d.press("1")
+    assert d.heard(out) == ["callback_confirm", *digits(CALLER), "confirm_or_other"]
+
+
+def test_queue_busy_menu_leave_a_message(walk_to):
+    d = walk_to("queue_busy_menu")
+    out = d.press("2")
+    ticket = only(out, CreateTicket)
+    assert (ticket.ticket_type, ticket.priority) == ("服务申请", 20)
+    out = d.ticket("55550001")
+    assert d.heard(out) == ["message_ticket_created", *digits("55550001")]
+    out = d.finish_prompts()
+    assert out[-1] == Hangup("completed")
+
+
+def test_message_ticket_failure_apologises(walk_to):
+    d = walk_to("leave_message_ticket")
+    out = d.fail()
+    assert d.heard(out) == ["sorry_goodbye"]
+    d.finish_prompts()
+    assert d.dialog.outcomes[-1] == Outcome("hangup", "ticket_failed")
