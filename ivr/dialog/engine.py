@@ -164,7 +164,10 @@ class Dialog:
         if self.phase == "queued" and self._queue_request is not None:
             out.append(act.LeaveQueue(self._queue_request, "abandoned"))
         pending = self.slots.get("pending_ticket")
-        if pending and not self._ticket_created and self.phase != "bridged":
+        in_flight = self.phase == "service" and isinstance(self._node(), TicketNode)
+        if pending and not self._ticket_created and not in_flight and self.phase != "bridged":
+            # (A CreateTicket already handed over is the CRM bridge's to deliver; a second,
+            # partial one would be a duplicate work order.)
             # A caller who reported a hazard or a fault and hung up before the work order was
             # made must still leave one: the crew needs it, and the caller can be called back.
             priority = _int(self.slots.get("pending_priority"), PARTIAL_TICKET_DEFAULT_PRIORITY)

@@ -12,7 +12,9 @@ import pytest
 from ivr.settings import load_settings
 from ivr.transports.script import ScriptError, run_script
 
-SCRIPTS = sorted((Path(__file__).parent / "scripts").glob("*.call"))
+SCRIPT_DIR = Path(__file__).parent / "scripts"
+SCRIPTS = sorted(SCRIPT_DIR.glob("*.call"))
+TEXTS = {p.stem: p.read_text(encoding="utf-8") for p in SCRIPTS}
 
 
 def test_there_are_scripts_for_every_outcome() -> None:
@@ -34,7 +36,7 @@ async def test_script_passes(script: Path) -> None:
     out = io.StringIO()
     summary = await run_script(
         load_settings(),
-        script.read_text(encoding="utf-8"),
+        TEXTS[script.stem],
         caller="13800138000",
         dialed="95598",
         out=out,
@@ -46,21 +48,21 @@ async def test_script_passes(script: Path) -> None:
 async def test_hazard_outranks_everything() -> None:
     hazard = await run_script(
         load_settings(),
-        (Path(__file__).parent / "scripts" / "hazard_key.call").read_text(),
+        TEXTS["hazard_key"],
         caller="13800138000",
         dialed="95598",
         out=io.StringIO(),
     )
     complaint = await run_script(
         load_settings(),
-        (Path(__file__).parent / "scripts" / "complaint.call").read_text(),
+        TEXTS["complaint"],
         caller="13800138000",
         dialed="95598",
         out=io.StringIO(),
     )
     consult = await run_script(
         load_settings(),
-        (Path(__file__).parent / "scripts" / "consultation.call").read_text(),
+        TEXTS["consultation"],
         caller="13800138000",
         dialed="95598",
         out=io.StringIO(),
