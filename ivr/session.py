@@ -53,6 +53,10 @@ class Transport(Protocol):
         """Stop routing caller input."""
         ...
 
+    async def transfer(self, action: act.Transfer) -> None:
+        """Bridge the caller to the agent's leg (routing reports when the agent hangs up)."""
+        ...
+
     async def hangup(self, reason: str) -> None:
         """End the call from the IVR side."""
         ...
@@ -306,6 +310,9 @@ class CallSession:
                 await self._safe(self.transport.start_collecting(action), "start_collecting")
             case act.StopCollecting():
                 await self._safe(self.transport.stop_collecting(), "stop_collecting")
+            case act.Transfer():
+                log.info("transfer to agent", agent_id=action.agent_id)
+                await self._safe(self.transport.transfer(action), "transfer")
             case act.Hangup():
                 await self._safe(self.transport.hangup(action.reason), "hangup")
             case act.Lookup():

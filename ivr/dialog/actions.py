@@ -151,6 +151,16 @@ class RecordSurvey:
 
 
 @dataclass(frozen=True)
+class Transfer:
+    """Connect the caller to an agent: the transport bridges media to the agent's leg."""
+
+    agent_id: str
+    """The agent routing reserved."""
+    contact: str = ""
+    """The agent phone's address (SIP URI), when routing knows it."""
+
+
+@dataclass(frozen=True)
 class Hangup:
     """End the call from the IVR side."""
 
@@ -169,5 +179,6 @@ Action = (
     | LeaveQueue
     | RequestCallback
     | RecordSurvey
+    | Transfer
     | Hangup
 )

@@ -425,6 +425,7 @@ class Dialog:
             return
         self._stop_playback(out)
         out.append(act.StopCollecting())
+        out.append(act.Transfer(event.agent_id, event.contact))
         self.slots["agent_id"] = event.agent_id
         self.phase = "bridged"
         self.deadline = None

@@ -116,6 +116,8 @@ class AgentConnected:
     """The ``request_id`` of the Enqueue action."""
     agent_id: str
     """Who is taking the call."""
+    contact: str = ""
+    """Where the agent's phone is reached (a SIP URI), for the transport's bridge."""
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,8 @@ class CheckReport:
         for p in self.problems:
             line = self.lines.get(p.loc)
             pos = f"{self.path}:{line}" if line else str(self.path)
-            out.append(f"{pos}: {p.severity}: {p.where}: {p.message}")
+            where = f"{p.where}: " if p.loc else ""
+            out.append(f"{pos}: {p.severity}: {where}{p.message}")
         return out
 
 
@@ -132,35 +133,42 @@ class SourceMap:
     _KEY = re.compile(r"^\s*(\"[^\"]*\"|'[^']*'|[A-Za-z0-9_\-]+)\s*=")
 
     def __init__(self, text: str) -> None:
-        self._lines = text.splitlines()
+        # Only "\n" ends a TOML line; str.splitlines() would also split on U+2028 etc.
+        self._lines = text.split("\n")
         self._tables: dict[str, list[int]] = {}
         for no, line in enumerate(self._lines, start=1):
             m = self._HEADER.match(line)
             if m:
-                self._tables.setdefault(m.group(2).replace('"', ""), []).append(no)
+                name = ".".join(p.strip().strip("\"'") for p in m.group(2).split("."))
+                self._tables.setdefault(name, []).append(no)
 
     def line_of(self, loc: Loc) -> int | None:
-        """Best line for a location: the key's own line, else its table's header."""
+        """Best line for a location: the key's own line, else its closest table header."""
         best: int | None = None
         names: list[str] = []
-        index_of: dict[str, int] = {}
         for i, part in enumerate(loc):
             if isinstance(part, int):
-                if names:
-                    index_of[".".join(names)] = part
                 continue
             names.append(part)
             table = ".".join(names)
-            if table in self._tables:
-                starts = self._tables[table]
-                nth = index_of.get(
-                    table, loc[i + 1] if i + 1 < len(loc) and isinstance(loc[i + 1], int) else 0
-                )
-                if isinstance(nth, int) and nth < len(starts):
-                    best = starts[nth]
+            starts = self._tables.get(table)
+            if starts:
+                after = [n for n in starts if best is None or n > best]
+                nxt = loc[i + 1] if i + 1 < len(loc) else None
+                if isinstance(nxt, int) and len(starts) > 1:
+                    # An array of tables: the n-th [[header]] is element n.
+                    if nxt < len(starts):
+                        best = starts[nxt]
+                        continue
+                elif after:
+                    best = after[0]
                     continue
             if best is not None:
                 key_line = self._key_after(best, part)
+                if key_line is not None:
+                    return key_line
+            elif i == 0:
+                key_line = self._key_after(0, part)
                 if key_line is not None:
                     return key_line
         return best
@@ -183,7 +191,9 @@ def check_file(path: Path, catalog: Catalog) -> CheckReport:
         data = read_flow_data(path)
         text = path.read_text(encoding="utf-8")
     except FlowLoadError as exc:
-        report.problems.append(Problem((), str(exc).removeprefix(f"{path}: ")))
+        report.problems.append(Problem((), exc.detail))
+        if exc.line is not None:
+            report.lines[()] = exc.line
         return report
     source = SourceMap(text)
     try:
@@ -468,24 +478,29 @@ def _check_graph(flow: Flow) -> list[Problem]:
             continue
         can_finish.add(node_id)
         stack.extend(reverse[node_id])
+    cycles, in_cycles = _auto_cycles(flow)
     for node_id in flow.nodes:
-        if node_id in reachable and node_id not in can_finish:
+        if node_id in reachable and node_id not in can_finish and node_id not in in_cycles:
             out.append(
                 Problem(
                     ("nodes", node_id),
                     "loop without exit: no path from here reaches an end or a queue",
                 )
             )
-    out += _auto_cycles(flow)
+    out += cycles
     return out
 
 
-def _auto_cycles(flow: Flow) -> list[Problem]:
-    """Cycles made only of nodes that move on without caller input spin forever."""
+def _auto_cycles(flow: Flow) -> tuple[list[Problem], set[str]]:
+    """Cycles made only of nodes that move on without caller input spin forever.
+
+    Returns the problems and the nodes on such cycles (reported once, as the cycle).
+    """
     auto = {n for n, node in flow.nodes.items() if isinstance(node, _AUTO_TYPES)}
     out: list[Problem] = []
     state: dict[str, int] = {}
     reported: set[frozenset[str]] = set()
+    on_cycles: set[str] = set()
 
     def visit(node_id: str, trail: list[str]) -> None:
         state[node_id] = 1
@@ -496,6 +511,7 @@ def _auto_cycles(flow: Flow) -> list[Problem]:
             if state.get(target) == 1:
                 cycle = trail[trail.index(target) :]
                 key = frozenset(cycle)
+                on_cycles.update(cycle)
                 if key not in reported:
                     reported.add(key)
                     chain = " -> ".join([*cycle, target])
@@ -513,7 +529,7 @@ def _auto_cycles(flow: Flow) -> list[Problem]:
     for node_id in sorted(auto):
         if node_id not in state:
             visit(node_id, [])
-    return out
+    return out, on_cycles
 
 
 # --------------------------------------------------------------------------- command

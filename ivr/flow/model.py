@@ -9,6 +9,7 @@ caught here by pydantic; graph problems (unreachable nodes, loops, missing targe
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
 from pathlib import Path
@@ -23,10 +24,21 @@ READBACK_KINDS = ("digits", "number", "amount", "date", "minutes", "text")
 class FlowLoadError(Exception):
     """The flow file cannot be read or does not have the right shape."""
 
-    def __init__(self, message: str, errors: list[tuple[tuple[str | int, ...], str]] | None = None):
+    def __init__(
+        self,
+        message: str,
+        errors: list[tuple[tuple[str | int, ...], str]] | None = None,
+        *,
+        detail: str | None = None,
+        line: int | None = None,
+    ):
         super().__init__(message)
         self.errors = errors or []
         """(location path, message) pairs; the checker turns paths into file lines."""
+        self.detail = detail or message
+        """The message without the file name (the checker prints the file itself)."""
+        self.line = line
+        """The file line the problem is on, when known (TOML syntax errors)."""
 
 
 class _Model(BaseModel):
@@ -67,6 +79,8 @@ PromptItem = str | Readback
 
 
 def _check_key(value: str | None) -> str | None:
+    if value == "":
+        return None  # TOML has no null: an empty string switches the key off
     if value is not None and value not in KEYS:
         raise ValueError(f"key {value!r} is not a phone key (0-9, *, #)")
     return value
@@ -352,16 +366,53 @@ def parse_flow(data: dict[str, Any]) -> Flow:
     try:
         return Flow.model_validate(data)
     except ValidationError as exc:
+        raw = [(_clean_loc(err["loc"]), _message(err)) for err in exc.errors()]
         errors: list[tuple[tuple[str | int, ...], str]] = []
-        raw = [(_clean_loc(err["loc"]), err["msg"]) for err in exc.errors()]
-        for loc, msg in raw:
-            # A failing union member or list item also produces a follow-on error at its
-            # parent ("should be a valid string", "at least 1 item"); keep the precise one.
-            deeper = any(other[: len(loc)] == loc and len(other) > len(loc) for other, _ in raw)
-            if deeper and ("valid string" in msg or "at least" in msg):
+        for loc, (kind, msg) in raw:
+            # A failing union member or list item also produces follow-on errors at the same
+            # place or its parent ("should be a valid string", "at least 1 item"); keep the
+            # precise one.
+            others = [o for o, (k, _) in raw if o[: len(loc)] == loc and (o, k) != (loc, kind)]
+            if others and kind in ("string_type", "too_short", "prompt_item"):
                 continue
-            errors.append((loc, msg))
+            if (loc, msg) not in errors:
+                errors.append((loc, msg))
         raise FlowLoadError(f"{len(errors)} error(s) in the flow's structure", errors) from None
+
+
+_PROMPT_LISTS = ("prompts", "hold_prompts", "position_prompts")
+
+
+def _message(err: Any) -> tuple[str, str]:
+    """(kind, message) in an operator's words for one pydantic error."""
+    kind: str = err["type"]
+    loc = err["loc"]
+    msg: str = err["msg"]
+    in_prompts = any(
+        isinstance(loc[i], int) and loc[i - 1] in _PROMPT_LISTS for i in range(1, len(loc))
+    )
+    if in_prompts and kind in ("string_type", "model_type", "dict_type"):
+        return (
+            "prompt_item",
+            'a prompt item is a prompt id or a readback such as { digits = "slot" }',
+        )
+    if kind == "value_error":
+        return kind, msg.removeprefix("Value error, ")
+    if kind == "union_tag_invalid":
+        tag = err.get("ctx", {}).get("tag", "?")
+        return kind, f"unknown node type {tag!r} (one of {', '.join(sorted(_NODE_TYPES))})"
+    if kind == "union_tag_not_found":
+        return kind, 'the node has no type (type = "menu", "play", ...)'
+    if kind == "extra_forbidden":
+        name = str(loc[-1])
+        close = difflib.get_close_matches(name, _FIELD_NAMES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return kind, f"unknown field {name!r}{hint}"
+    if kind == "missing":
+        return kind, f"missing field {loc[-1]!r}"
+    if kind in ("tuple_type", "list_type"):
+        return kind, f"should be a list, e.g. {loc[-1]} = [...]"
+    return kind, msg
 
 
 def _clean_loc(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
@@ -402,13 +453,50 @@ def read_flow_data(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise FlowLoadError(f"cannot read flow file {path}: {exc.strerror}") from None
+        detail = f"cannot read the flow file: {exc.strerror}"
+        raise FlowLoadError(f"{path}: {detail}", detail=detail) from None
+    except UnicodeDecodeError as exc:
+        detail = f"not UTF-8 text (byte {exc.start}); save the flow file as UTF-8"
+        raise FlowLoadError(f"{path}: {detail}", detail=detail) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise FlowLoadError(f"{path}: not valid TOML: {exc}") from None
+        # Python 3.11's message ends with "(at line N, column M)"; later versions add .lineno.
+        line = getattr(exc, "lineno", None)
+        if line is None:
+            m = re.search(r"\(at line (\d+)", str(exc))
+            line = int(m.group(1)) if m else None
+        detail = f"not valid TOML: {exc}"
+        raise FlowLoadError(f"{path}: {detail}", detail=detail, line=line) from None
+    except RecursionError:
+        detail = "not valid TOML: nested too deeply"
+        raise FlowLoadError(f"{path}: {detail}", detail=detail) from None
 
 
 def load_flow(path: Path) -> Flow:
     """Read and structurally validate a flow file (graph checks are in ivr.flow.check)."""
     return parse_flow(read_flow_data(path))
+
+
+def _all_field_names() -> list[str]:
+    models: list[type[BaseModel]] = [
+        FlowHeader,
+        Choice,
+        Readback,
+        Condition,
+        PlayNode,
+        MenuNode,
+        DigitsNode,
+        CaptureNode,
+        SurveyNode,
+        LookupNode,
+        BranchNode,
+        TicketNode,
+        EnqueueNode,
+        CallbackNode,
+        EndNode,
+    ]
+    return sorted({name for model in models for name in model.model_fields})
+
+
+_FIELD_NAMES = _all_field_names()

@@ -50,6 +50,7 @@ class SimTransport:
         """Every prompt id played (dynamic text as ``text:...``), for scripts and tests."""
         self.collecting: act.StartCollecting | None = None
         self.hung_up: str | None = None
+        self.transferred_to: str | None = None
 
     def say(self, items: tuple[act.PlayItem, ...]) -> str:
         """The text a Play speaks."""
@@ -87,6 +88,11 @@ class SimTransport:
     async def stop_collecting(self) -> None:
         """Input is no longer routed."""
         self.collecting = None
+
+    async def transfer(self, action: act.Transfer) -> None:
+        """Say who the caller is talking to now."""
+        self.transferred_to = action.agent_id
+        print(f"IVR ⇄ caller connected to agent {action.agent_id}", file=self.out)
 
     async def hangup(self, reason: str) -> None:
         """The IVR hung up."""

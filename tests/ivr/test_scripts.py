@@ -127,21 +127,53 @@ def test_cli_script_failure_exits_1(tmp_path: Path) -> None:
 
 
 def test_cli_interactive_call_over_stdin() -> None:
-    """The terminal caller: keys and speech typed in; services say they are not connected."""
-    done = subprocess.run(
-        [sys.executable, "-m", "ivr", "call", "--caller", "13912345678"],
-        input="3\n1\n1234567890#\n1\nhangup\n",
-        capture_output=True,
+    """The terminal caller: each answer typed once the IVR waits for it, as a person would."""
+    proc = subprocess.Popen(
+        [sys.executable, "-u", "-m", "ivr", "call", "--caller", "13912345678"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         text=True,
-        timeout=60,
-        check=False,
     )
-    assert done.returncode == 0, done.stderr
-    out = done.stdout
-    assert "IVR ▶ 查询电费余额和账单" in out
-    assert "您输入的号码是幺二三四五六七八九零" in out
-    assert "CRM ◀ lookup bill_summary {'account': '1234567890'}" in out
-    # No CRM yet: the lookup fails honestly and the caller is offered an agent instead.
-    assert "CRM ▶ failed: not_connected" in out
-    assert "IVR ▶ 系统繁忙" in out
-    assert "ticket created" not in out
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    seen: list[str] = []
+
+    def wait_for(marker: str) -> None:
+        assert proc.stdout is not None
+        while True:
+            line = proc.stdout.readline()
+            assert line, f"the call ended before {marker!r}: {seen}"
+            seen.append(line)
+            if marker in line:
+                return
+
+    def answer(text: str) -> None:
+        assert proc.stdin is not None
+        proc.stdin.write(text + "\n")
+        proc.stdin.flush()
+
+    try:
+        for marker, typed in [
+            ("(waiting for", "3"),  # main menu: bills
+            ("(waiting for", "1"),  # balance
+            ("(waiting for", "1234567890#"),
+            ("您输入的号码是幺二三四五六七八九零", None),
+            ("(waiting for", "1"),
+            # No CRM yet: the lookup fails honestly and the caller is offered an agent, whose
+            # queue is not connected either, so the busy menu comes.
+            ("CRM ▶ failed: not_connected", None),
+            ("IVR ▶ 系统繁忙", None),
+            ("(waiting for", "hangup"),
+        ]:
+            wait_for(marker)
+            if typed is not None:
+                answer(typed)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    text = "".join(seen) + out
+    assert proc.returncode == 0
+    assert "CRM ◀ lookup bill_summary {'account': '1234567890'}" in text
+    assert "ticket created" not in text
+    assert "Call over after" in text
