@@ -106,6 +106,7 @@ class Dialog:
         self._node_failures = 0
         self._digits = ""
         self._ticket_created = False
+        self._agent_answered = False
         self._steps = 0
 
     # ----------------------------------------------------------------- public surface
@@ -124,6 +125,8 @@ class Dialog:
         """Feed one event; return the actions to carry out, in order."""
         if self.phase == "ended":
             return []
+        if self.phase == "idle" and not isinstance(event, (ev.CallStarted, ev.CallerHungUp)):
+            return []  # nothing is running yet: keys, replies and timers mean nothing
         self._steps = 0
         out: list[act.Action] = []
         match event:
@@ -165,7 +168,8 @@ class Dialog:
             out.append(act.LeaveQueue(self._queue_request, "abandoned"))
         pending = self.slots.get("pending_ticket")
         in_flight = self.phase == "service" and isinstance(self._node(), TicketNode)
-        if pending and not self._ticket_created and not in_flight and self.phase != "bridged":
+        served = self._agent_answered or self.phase == "bridged"
+        if pending and not self._ticket_created and not in_flight and not served:
             # (A CreateTicket already handed over is the CRM bridge's to deliver; a second,
             # partial one would be a duplicate work order.)
             # A caller who reported a hazard or a fault and hung up before the work order was
@@ -182,7 +186,9 @@ class Dialog:
                 )
             )
             self.outcomes.append(Outcome("ticket", f"{pending} (partial)"))
-        if self.phase != "bridged" and not any(o.kind == "hangup" for o in self.outcomes):
+        # A caller who hangs up during the goodbye of a finished call, or after talking to an
+        # agent, did not abandon anything.
+        if not served and self.phase != "ending":
             self.outcomes.append(Outcome("abandoned", self.node_id or ""))
         self._finish()
 
@@ -251,7 +257,7 @@ class Dialog:
         repeat = self.flow.flow.repeat_key
         if isinstance(node, MenuNode):
             if digit == repeat:
-                self._reprompt(node, None, out)
+                self._reprompt(node, None, now, out)
                 return
             choice = _choice_by_key(node.choices, digit) if node.input != "speech" else None
             if choice is None and node.globals:
@@ -262,8 +268,8 @@ class Dialog:
                 self._choose(choice, now, out)
         elif isinstance(node, SurveyNode):
             if digit == repeat:
-                self._reprompt(node, None, out)
-            elif digit.isdigit() and 1 <= int(digit) <= node.scale:
+                self._reprompt(node, None, now, out)
+            elif digit in "123456789" and 1 <= int(digit) <= node.scale:
                 self._rate(node, int(digit), now, out)
             else:
                 self._fail("no_match", now, out)
@@ -272,6 +278,8 @@ class Dialog:
         elif digit == node.skip_key:
             out.append(act.StopCollecting())
             self._enter(node.fallback, now, out)
+        elif digit == repeat:
+            self._reprompt(node, None, now, out)
         else:
             self.deadline = now + self._timeout(node)
 
@@ -295,7 +303,7 @@ class Dialog:
             else:
                 self._fail("no_input" if not self._digits else "no_match", now, out)
         elif digit == self.flow.flow.repeat_key:
-            self._reprompt(node, None, out)  # "*" clears what was typed and starts over
+            self._reprompt(node, None, now, out)  # "*" clears what was typed and starts over
         else:
             # A-D keys carry nothing here; keep waiting for the rest of the string.
             self.deadline = now + (node.inter_digit_timeout or self.flow.flow.inter_digit_timeout)
@@ -315,7 +323,11 @@ class Dialog:
             self._fail("no_match" if text else "no_input", now, out)
             return
         hypotheses = (text, *event.alternatives)
-        global_choice = self._global_by_speech(node, hypotheses)
+        urgent = self._global_by_speech(node, hypotheses, preempt=True)
+        if urgent is not None:
+            self._choose(urgent, now, out)
+            return
+        global_choice = self._global_by_speech(node, hypotheses, preempt=False)
         if isinstance(node, CaptureNode):
             if global_choice is not None:
                 self._choose(global_choice, now, out)
@@ -326,7 +338,7 @@ class Dialog:
             self._enter(node.next, now, out)
         elif isinstance(node, DigitsNode):
             digits = next((d for h in hypotheses if (d := spoken_digits(h))), None)
-            if digits is not None and node.speech:
+            if digits is not None and node.speech and self._digits_ok(node, digits):
                 self._accept_digits(node, digits, now, out)
             elif global_choice is not None:
                 self._choose(global_choice, now, out)
@@ -348,10 +360,16 @@ class Dialog:
             else:
                 self._fail("no_match", now, out)
 
+    def _awaiting(self, request_id: int, kind: type) -> bool:
+        """Whether a reply with this id, for this kind of node, is what the dialog waits for."""
+        if self.phase != "service" or request_id != self._pending:
+            return False
+        return isinstance(self._node(), kind)
+
     def _on_lookup(self, event: ev.LookupResult, now: float, out: list[act.Action]) -> None:
-        node = self._node()
-        if self.phase != "service" or event.request_id != self._pending:
+        if not self._awaiting(event.request_id, LookupNode):
             return
+        node = self._node()
         assert isinstance(node, LookupNode)
         self._pending = None
         self.deadline = None
@@ -364,12 +382,13 @@ class Dialog:
         self._enter(target, now, out)
 
     def _on_ticket(self, event: ev.TicketCreated, now: float, out: list[act.Action]) -> None:
-        node = self._node()
-        if self.phase != "service" or event.request_id != self._pending:
+        if not self._awaiting(event.request_id, TicketNode):
             return
+        node = self._node()
         assert isinstance(node, TicketNode)
         self._pending = None
         self.deadline = None
+        self._stop_playback(out)
         self._ticket_created = True
         self.slots["ticket_id"] = event.ticket_id
         self.outcomes.append(Outcome("ticket", node.ticket_type))
@@ -378,14 +397,14 @@ class Dialog:
             self._enter(node.next, now, out)
 
     def _on_service_done(self, event: ev.ServiceDone, now: float, out: list[act.Action]) -> None:
-        node = self._node()
-        if self.phase != "service" or event.request_id != self._pending:
+        if not self._awaiting(event.request_id, CallbackNode):
             return
+        node = self._node()
+        assert isinstance(node, CallbackNode)
         self._pending = None
         self.deadline = None
-        if isinstance(node, CallbackNode):
-            self.outcomes.append(Outcome("callback", self.slots.get("queue.skill", "general")))
-            self._enter(node.next, now, out)
+        self.outcomes.append(Outcome("callback", self.slots.get("queue.skill", "general")))
+        self._enter(node.next, now, out)
 
     def _on_service_failed(
         self, event: ev.ServiceFailed, now: float, out: list[act.Action]
@@ -426,6 +445,7 @@ class Dialog:
         self._stop_playback(out)
         out.append(act.StopCollecting())
         out.append(act.Transfer(event.agent_id, event.contact))
+        self._agent_answered = True
         self.slots["agent_id"] = event.agent_id
         self.phase = "bridged"
         self.deadline = None
@@ -581,14 +601,15 @@ class Dialog:
 
     def _collecting(self, node: CollectingNode) -> act.StartCollecting:
         speech = self.context.speech_available
+        globals_ = self.flow.flow.global_choices
+        urgent = [p for c in globals_ if c.preempt for p in c.say]
+        others = [p for c in globals_ if not c.preempt for p in c.say] if node.globals else []
         if isinstance(node, MenuNode):
-            phrases = [p for c in node.choices for p in c.say] if node.input != "dtmf" else []
-            if node.globals:
-                phrases += [p for c in self.flow.flow.global_choices for p in c.say]
+            own = [p for c in node.choices for p in c.say] if node.input != "dtmf" else []
             return act.StartCollecting(
                 dtmf=node.input != "speech",
                 speech=speech and node.input != "dtmf",
-                grammar=tuple(phrases),
+                grammar=tuple(urgent + own + others),
             )
         if isinstance(node, DigitsNode):
             return act.StartCollecting(
@@ -598,9 +619,9 @@ class Dialog:
                 terminator=node.terminator or "",
             )
         if isinstance(node, SurveyNode):
-            phrases = [p for ps in node.say.values() for p in ps]
+            own = [p for ps in node.say.values() for p in ps]
             return act.StartCollecting(
-                dtmf=True, speech=speech and bool(phrases), grammar=tuple(phrases)
+                dtmf=True, speech=speech and bool(own or urgent), grammar=tuple(urgent + own)
             )
         return act.StartCollecting(dtmf=node.skip_key is not None, speech=speech)
 
@@ -627,21 +648,25 @@ class Dialog:
     def _accept_digits(
         self, node: DigitsNode, digits: str, now: float, out: list[act.Action]
     ) -> None:
-        if node.pattern is not None and not re.fullmatch(node.pattern, digits):
-            self._fail("no_match", now, out)
-            return
-        if not node.min_digits <= len(digits) <= node.max_digits:
+        if not self._digits_ok(node, digits):
             self._fail("no_match", now, out)
             return
         self.slots[node.slot] = digits
         out.append(act.StopCollecting())
         self._enter(node.next, now, out)
 
-    def _global_by_speech(self, node: CollectingNode, hypotheses: Sequence[str]) -> Choice | None:
-        if not node.globals:
+    def _digits_ok(self, node: DigitsNode, digits: str) -> bool:
+        if not node.min_digits <= len(digits) <= node.max_digits:
+            return False
+        return node.pattern is None or re.fullmatch(node.pattern, digits) is not None
+
+    def _global_by_speech(
+        self, node: CollectingNode, hypotheses: Sequence[str], *, preempt: bool
+    ) -> Choice | None:
+        if not preempt and not node.globals:
             return None
         choices = self.flow.flow.global_choices
-        options = {str(i): c.say for i, c in enumerate(choices) if c.say}
+        options = {str(i): c.say for i, c in enumerate(choices) if c.say and c.preempt == preempt}
         key = _match_first(hypotheses, options)
         return None if key is None else choices[int(key)]
 
@@ -662,22 +687,30 @@ class Dialog:
             if kind == "no_input"
             else (node.no_match_prompt or header.no_match_prompt)
         )
-        self._reprompt(node, prompt, out, keep_failures=True)
+        self._reprompt(node, prompt, now, out, keep_failures=True)
 
     def _reprompt(
         self,
         node: CollectingNode,
         lead: str | None,
+        now: float,
         out: list[act.Action],
         *,
-        keep_failures: bool = False,
+        keep_failures: bool = True,
     ) -> None:
+        """Say the node's prompts again (after a failure, or on the repeat key).
+
+        The failure count is kept: alternating "*" with bad input still escalates.
+        """
         self._digits = ""
         self.deadline = None
         if not keep_failures:
             self._node_failures = 0
         self._stop_playback(out)
-        self._play(((lead,) if lead else ()) + tuple(node.prompts), out, barge_in=node.barge_in)
+        if not self._play(
+            ((lead,) if lead else ()) + tuple(node.prompts), out, barge_in=node.barge_in
+        ):
+            self.deadline = now + self._timeout(node)  # nothing to say: the timer must still run
 
     def _escalate(self, reason: str, now: float, out: list[act.Action]) -> None:
         node = self._node()
@@ -685,7 +718,9 @@ class Dialog:
         self.slots["escalated"] = reason
         out.append(act.StopCollecting())
         target = getattr(node, "on_failure", None) or self.flow.flow.escalate
-        lead = (self.flow.flow.escalate_prompt,) if self.flow.flow.escalate_prompt else ()
+        # The "transferring you to an agent" prompt only when that is where the caller goes.
+        prompt = self.flow.flow.escalate_prompt
+        lead: tuple[str, ...] = (prompt,) if prompt and target == self.flow.flow.escalate else ()
         self._enter(target, now, out, lead)
 
     # ----------------------------------------------------------------- playback
@@ -727,7 +762,7 @@ class Dialog:
             if item.kind == "text":
                 return [act.SpokenText(value)]
             ids = _READERS[item.kind](value)
-        except ValueError as exc:
+        except (ValueError, ArithmeticError) as exc:
             self.warnings.append(f"cannot read back {item.slot}={value!r} as {item.kind}: {exc}")
             return [act.SpokenText(value)]
         return [act.PromptRef(i) for i in ids]

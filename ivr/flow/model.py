@@ -93,6 +93,9 @@ class Choice(_Model):
     say: tuple[str, ...] = ()
     goto: str
     set: dict[str, str] = Field(default_factory=dict)
+    preempt: bool = False
+    """(Universal choices) its phrases win over a node's own phrases and apply even where
+    ``globals = false``: a safety hazard said anywhere must be heard."""
 
     _key = field_validator("key")(_check_key)
 
