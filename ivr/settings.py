@@ -77,6 +77,36 @@ class Settings(BaseSettings):
         le=65535,
         description="TCP port of the web server; 0 = pick a free port (logged at start-up)",
     )
+    sip_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="address the SIP front end listens on (UDP); 0.0.0.0 for all interfaces",
+    )
+    sip_port: int = Field(
+        default=5060,
+        ge=0,
+        le=65535,
+        description="UDP port for SIP; 0 = pick a free port (logged at start-up)",
+    )
+    sip_advertised_host: str | None = Field(
+        default=None,
+        description="address written into Contact and SDP when it differs from sip_host (NAT)",
+    )
+    sip_max_calls: int = Field(
+        default=500,
+        ge=1,
+        description="calls carried at once; more are refused with 503 and Retry-After",
+    )
+    sip_session_expires: int = Field(
+        default=1800,
+        ge=90,
+        description="RFC 4028 session interval in seconds: a call not refreshed in time is ended",
+    )
+    rtp_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="a call whose caller sent no RTP for this long is hung up (dead peer)",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="lowest level written to the log"
     )

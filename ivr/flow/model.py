@@ -408,8 +408,12 @@ def _message(err: Any) -> tuple[str, str]:
         return kind, 'the node has no type (type = "menu", "play", ...)'
     if kind == "extra_forbidden":
         name = str(loc[-1])
-        close = difflib.get_close_matches(name, _FIELD_NAMES, n=1)
+        model = _model_at(loc)
+        fields = sorted(model.model_fields) if model is not None else _FIELD_NAMES
+        close = difflib.get_close_matches(name, fields, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
+        if model is not None and len(loc) == 4 and name in _FIELD_NAMES:
+            return kind, f"{name!r} is not a field of a {loc[2]} node{hint}"
         return kind, f"unknown field {name!r}{hint}"
     if kind == "missing":
         return kind, f"missing field {loc[-1]!r}"
@@ -468,7 +472,10 @@ def read_flow_data(path: Path) -> dict[str, Any]:
         line = getattr(exc, "lineno", None)
         if line is None:
             m = re.search(r"\(at line (\d+)", str(exc))
-            line = int(m.group(1)) if m else None
+            if m:
+                line = int(m.group(1))
+            elif "end of document" in str(exc):
+                line = text.count("\n") + (0 if text.endswith("\n") else 1)
         detail = f"not valid TOML: {exc}"
         raise FlowLoadError(f"{path}: {detail}", detail=detail, line=line) from None
     except RecursionError:
@@ -479,6 +486,20 @@ def read_flow_data(path: Path) -> dict[str, Any]:
 def load_flow(path: Path) -> Flow:
     """Read and structurally validate a flow file (graph checks are in ivr.flow.check)."""
     return parse_flow(read_flow_data(path))
+
+
+def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The model whose field list applies at a raw pydantic location, when it is clear."""
+    if len(loc) > 3 and loc[0] == "nodes" and loc[2] in _NODE_MODELS:
+        if len(loc) == 4:
+            return _NODE_MODELS[str(loc[2])]
+        nested: dict[str, type[BaseModel]] = {"choices": Choice, "when": Condition}
+        return nested.get(str(loc[3]))
+    if len(loc) == 2 and loc[0] == "flow":
+        return FlowHeader
+    if len(loc) == 4 and loc[:2] == ("flow", "global_choices"):
+        return Choice
+    return None
 
 
 def _all_field_names() -> list[str]:
@@ -503,3 +524,17 @@ def _all_field_names() -> list[str]:
 
 
 _FIELD_NAMES = _all_field_names()
+
+_NODE_MODELS: dict[str, type[BaseModel]] = {
+    "play": PlayNode,
+    "menu": MenuNode,
+    "digits": DigitsNode,
+    "capture": CaptureNode,
+    "survey": SurveyNode,
+    "lookup": LookupNode,
+    "branch": BranchNode,
+    "ticket": TicketNode,
+    "enqueue": EnqueueNode,
+    "callback": CallbackNode,
+    "end": EndNode,
+}

@@ -16,7 +16,9 @@ BROKEN = HERE / "broken"
 SHIPPED = Path(str(resources.files("ivr").joinpath("flows/95598.toml")))
 
 
-def hotline(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def hotline(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the CLI with no HOTLINE_* variable from the developer's shell."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
     clean.update(env or {})
@@ -100,5 +102,44 @@ def test_missing_file_exits_1_with_a_clear_message(tmp_path: Path) -> None:
     result = hotline(str(path), cwd=tmp_path)
     assert result.returncode == 1
     out = result.stdout + result.stderr
-    assert f"cannot read flow file {path}: No such file or directory" in out
+    assert result.stdout.splitlines() == [
+        f"{path}: error: cannot read the flow file: No such file or directory"
+    ]
+    assert f"{path}: 1 error(s)" in result.stderr
     assert "Traceback" not in out
+
+
+def test_toml_syntax_error_is_printed_with_its_line(tmp_path: Path) -> None:
+    path = BROKEN / "bad_toml_syntax.toml"
+    result = hotline(str(path), cwd=tmp_path)
+    assert result.returncode == 1
+    [line] = result.stdout.splitlines()
+    assert re.fullmatch(
+        rf"{re.escape(str(path))}:11: error: not valid TOML: Illegal character .*"
+        r"\(at line 11, column 23\)",
+        line,
+    ), line
+    assert result.stderr == f"{path}: 1 error(s)\n"
+
+
+def test_non_utf8_file_exits_1_without_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "gbk.toml"
+    path.write_bytes((HERE / "minimal_ok.toml").read_text("utf-8").encode("gbk"))
+    result = hotline(str(path), cwd=tmp_path)
+    assert result.returncode == 1
+    [line] = result.stdout.splitlines()
+    assert re.fullmatch(
+        rf"{re.escape(str(path))}: error: not UTF-8 text \(byte \d+\); save the flow file as UTF-8",
+        line,
+    ), line
+    assert "Traceback" not in result.stderr
+
+
+def test_on_skip_with_empty_terminator_is_printed_at_its_line(tmp_path: Path) -> None:
+    path = BROKEN / "on_skip_without_terminator.toml"
+    result = hotline(str(path), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        f"{path}:36: error: nodes.fault_account.on_skip: "
+        "on_skip needs a terminator key to skip with"
+    ]
