@@ -568,7 +568,7 @@ class Dialog:
                 self._queue_request, node.skill, node.priority, node.min_level, dict(self.slots)
             )
         )
-        self._play((*lead, *node.prompts), out, barge_in=True)
+        self._play((*lead, *node.prompts), out, barge_in=node.barge_in)
         if node.callback_key is not None:
             out.append(act.StartCollecting(dtmf=True, speech=False, max_digits=1))
         self.deadline = now + node.hold_interval
@@ -635,6 +635,11 @@ class Dialog:
 
     def _choose(self, choice: Choice, now: float, out: list[act.Action]) -> None:
         self.slots.update(choice.set)
+        if choice.set.get("pending_ticket"):
+            # A new report (a hazard said after a fault ticket or an agent call) needs its own
+            # work order if the caller drops before it is made.
+            self._ticket_created = False
+            self._agent_answered = False
         out.append(act.StopCollecting())
         self._enter(choice.goto, now, out)
 

@@ -252,6 +252,8 @@ class EnqueueNode(_Model):
     priority: int = Field(ge=0, le=100)
     min_level: int = Field(default=1, ge=1, le=10)
     prompts: tuple[PromptItem, ...] = ()
+    barge_in: bool = True
+    """Whether the callback key stops the announcement (off for safety advice)."""
     hold_prompts: tuple[PromptItem, ...] = ()
     hold_interval: float = Field(default=30.0, gt=0)
     position_prompts: tuple[PromptItem, ...] = ()

@@ -10,7 +10,7 @@ SUPPORTED_CODECS = (0, 8)
 """PCMU and PCMA: every trunk and softphone speaks one of them."""
 
 
-class NoCommonCodec(Exception):
+class NoCommonCodecError(Exception):
     """The offer has no audio we can carry (answered 488, RFC 3261 §21.4.26)."""
 
 
@@ -47,7 +47,7 @@ def answer_offer(
     """Answer an offer: the caller's first G.711 codec, its telephone-event payload type."""
     remote = offer.rtp_address
     if remote is None or offer.audio is None:
-        raise NoCommonCodec("the offer has no audio stream")
+        raise NoCommonCodecError("the offer has no audio stream")
     dtmf = offered_dtmf_type(offer)
     try:
         # Mirror the offer's telephone-event number: dynamic types are safest unchanged.
@@ -61,7 +61,7 @@ def answer_offer(
             advertised_ip=advertised_host,
         )
     except SdpNegotiationError as exc:
-        raise NoCommonCodec(str(exc)) from None
+        raise NoCommonCodecError(str(exc)) from None
     return Negotiated(
         answer=serialize_sdp(answer).encode(),
         payload_type=pt,

@@ -27,7 +27,11 @@ CALLER = "13812345678"
 A = TypeVar("A", bound=act.Action)
 
 LOOKUP_DATA: dict[str, dict[str, str]] = {
-    "outage_by_address": {"area": "清华东路一带", "cause": "线路检修", "restore_at": "今天下午五点"},
+    "outage_by_address": {
+        "area": "清华东路一带",
+        "cause": "线路检修",
+        "restore_at": "今天下午五点",
+    },
     "bill_summary": {"balance": "123.45", "due_date": "2026-11-27"},
     "ticket_status": {"status_text": "抢修人员正在赶往现场"},
 }
@@ -153,10 +157,12 @@ class Driver:
         return self.send(ev.ServiceFailed(self.last(act.Enqueue).request_id, reason))
 
     def position(self, position: int, wait_seconds: int | None = None) -> list[act.Action]:
-        return self.send(ev.QueuePosition(self.last(act.Enqueue).request_id, position, wait_seconds))
+        return self.send(
+            ev.QueuePosition(self.last(act.Enqueue).request_id, position, wait_seconds)
+        )
 
-    def connect(self, agent_id: str = "A1001") -> list[act.Action]:
-        return self.send(ev.AgentConnected(self.last(act.Enqueue).request_id, agent_id))
+    def connect(self, agent_id: str = "A1001", contact: str = "") -> list[act.Action]:
+        return self.send(ev.AgentConnected(self.last(act.Enqueue).request_id, agent_id, contact))
 
     def disconnect(self) -> list[act.Action]:
         return self.send(ev.AgentDisconnected(self.last(act.Enqueue).request_id))
@@ -220,13 +226,12 @@ class Driver:
 # A path to every node of the shipped flow, with speech on. "@node" first repeats that node's
 # path. A walk ends *at* the node: a collecting node with its prompts finished (the no-input
 # timer running), a play or end node still playing, a service node with its request unanswered,
-# an enqueue node queued.
+# an enqueue node queued with its announcement finished.
 PATHS: dict[str, tuple[str, ...]] = {
     "welcome": ("start",),
     "main_menu": ("@welcome", "finish"),
-    # safety hazard
-    "hazard_notice": ("@main_menu", "press 1"),
-    "hazard_queue": ("@hazard_notice", "finish"),
+    # safety hazard: key 1 queues at once; the safety advice plays in the queue
+    "hazard_queue": ("@main_menu", "press 1", "finish"),
     "hazard_ticket": ("@hazard_queue", "exit"),
     "hazard_recorded": ("@hazard_ticket", "fail"),
     # 故障报修
@@ -306,12 +311,23 @@ def make_driver(flow: Flow) -> Callable[..., Driver]:
 
 @pytest.fixture(scope="session")
 def walk_to(make_driver: Callable[..., Driver]) -> Callable[..., Driver]:
-    """`walk_to(node_id, speech=True)`: a fresh call driven to that node of the shipped flow."""
+    """`walk_to(node_id, speech=True)`: a fresh call driven to that node of the shipped flow.
 
-    def walk(node_id: str, *, speech: bool = True) -> Driver:
+    With `playing=True` a collecting node's own prompt is still playing.
+    """
+
+    def walk(node_id: str, *, speech: bool = True, playing: bool = False) -> Driver:
         driver = make_driver(speech=speech)
-        driver.run(path_steps(node_id))
-        assert driver.dialog.node_id == node_id, f"walk to {node_id} ended at {driver.dialog.node_id}"
+        steps = path_steps(node_id)
+        if playing:
+            assert steps[-1] == "finish", f"the walk to {node_id} does not end with its prompt"
+            steps.pop()
+        driver.run(steps)
+        while playing and driver.dialog.node_id != node_id and driver.play_id is not None:
+            driver.run(["ack"])  # e.g. the greeting before the main menu
+        assert driver.dialog.node_id == node_id, (
+            f"walk to {node_id} ended at {driver.dialog.node_id}"
+        )
         return driver
 
     return walk

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+import ivr
 from ivr.dialog.actions import (
     CreateTicket,
     Enqueue,
@@ -18,13 +21,19 @@ from ivr.dialog.actions import (
     StartCollecting,
     StopCollecting,
     StopPlayback,
+    Transfer,
 )
 from ivr.dialog.engine import Outcome
+from ivr.flow.model import load_flow
+from ivr.settings import SHIPPED_FLOW
 
+FLOW = load_flow(Path(ivr.__file__).parent / SHIPPED_FLOW)
 CALLER = "13812345678"
 ACCOUNT = "1234567890123"
-SERVICE_ACTIONS = (Lookup, CreateTicket, Enqueue, RequestCallback)
 HAZARD_SPEECH = "我家门口电线落地了"
+[AGENT_CHOICE, HAZARD_CHOICE] = FLOW.flow.global_choices
+HAZARD_PHRASES = HAZARD_CHOICE.say
+AGENT_PHRASES = AGENT_CHOICE.say
 
 
 def digits(value: str) -> list[str]:
@@ -75,6 +84,35 @@ def test_main_menu_by_speech(walk_to, said, node, intent):
 # ---------------------------------------------------------------------------- safety hazard
 
 
+def test_the_hazard_goes_straight_to_its_queue():
+    assert "hazard_notice" not in FLOW.nodes  # the advice is played in the queue now
+    assert (HAZARD_CHOICE.goto, HAZARD_CHOICE.preempt) == ("hazard_queue", True)
+    assert (AGENT_CHOICE.goto, AGENT_CHOICE.preempt) == ("agent_general", False)
+    [key_1] = [c for c in FLOW.node("main_menu").choices if c.key == "1"]
+    assert key_1.goto == "hazard_queue"
+    assert key_1.set == HAZARD_CHOICE.set
+
+
+def assert_hazard_queued_at_once(d, out):
+    """The hazard choice was taken: queued for the hazard skill at 100 before anything is said,
+    the safety advice and the priority transfer announced, nothing more asked."""
+    queue = only(out, Enqueue)
+    assert out == [
+        StopCollecting(),
+        queue,
+        Play(d.play_id, (PromptRef("hazard_safety"), PromptRef("transfer_priority")), False),
+    ]
+    assert (queue.skill, queue.priority, queue.min_level) == ("hazard", 100, 1)
+    assert queue.context["intent"] == "hazard"
+    assert queue.context["hazard"] == "yes"
+    assert queue.context["pending_ticket"] == "故障报修"
+    assert queue.context["pending_priority"] == "100"
+    assert d.dialog.node_id == "hazard_queue"
+    assert d.dialog.phase == "queued"
+    assert d.dialog.outcomes[-1] == Outcome("enqueue", "hazard/100")
+    assert d.dialog.deadline == d.now + 20.0  # the hold message interval
+
+
 @pytest.mark.parametrize(
     ("node", "how", "speech"),
     [
@@ -84,29 +122,107 @@ def test_main_menu_by_speech(walk_to, said, node, intent):
         ("fault_account", "speech", True),
         ("billing_account", "speech", True),
         ("fault_address", "speech", True),
+        ("fault_account_confirm", "speech", True),
+        ("ticket_number", "speech", True),
+        ("queue_busy_menu", "speech", True),
     ],
 )
-def test_hazard_is_queued_first_at_top_priority(make_driver, walk_to, node, how, speech):
+def test_hazard_is_queued_first_at_top_priority(walk_to, node, how, speech):
     d = walk_to(node, speech=speech)
-    mark = len(d.actions)
     out = d.press("1") if how == "key" else d.say(HAZARD_SPEECH)
-    assert out[0] == StopCollecting()
-    assert d.heard(out) == ["hazard_safety"]
-    assert only(out, Play).barge_in is False  # the safety advice is heard in full
+    assert_hazard_queued_at_once(d, out)
+    assert d.dialog.path[-2:] == [node, "hazard_queue"]  # no node in between
     assert d.dialog.slots["pending_ticket"] == "故障报修"
     assert d.dialog.slots["pending_priority"] == "100"
-    out = d.finish_prompts()
-    # The caller is asked nothing more: the first request of any kind is the hazard queue,
-    # and it is made before the queue's own prompt.
-    after = d.actions[mark:]
-    assert not any(isinstance(a, StartCollecting) and not a.speech for a in after[:-1])
-    first_request = next(a for a in after if isinstance(a, SERVICE_ACTIONS))
-    assert isinstance(first_request, Enqueue)
-    assert (first_request.skill, first_request.priority) == ("hazard", 100)
-    assert out.index(first_request) < out.index(only(out, Play))
-    assert d.heard(out) == ["transfer_priority"]
-    assert first_request.context["hazard"] == "yes"
-    assert d.dialog.outcomes[-1] == Outcome("enqueue", "hazard/100")
+    # Nothing the caller does cuts the safety advice short: the queue takes no keys but the
+    # callback key, and hazard_queue has none.
+    play_id = d.play_id
+    assert not d.of(out, StartCollecting)
+    assert d.press("1") == []
+    assert d.press("9") == []
+    assert d.say("转人工") == []
+    assert d.play_id == play_id
+    assert d.dialog.node_id == "hazard_queue"
+    # The advice ends; the caller waits with the hold message, asked nothing more.
+    assert d.finish_prompts() == []
+    assert d.dialog.deadline == d.now + 20.0
+
+
+@pytest.mark.parametrize(
+    ("node", "said"),
+    [
+        ("survey", "我家门口电线落地了"),  # globals = false, and the survey has its own phrases
+        ("callback_confirm", "电线杆倒了"),  # globals = false
+        ("callback_number", "我这边着火了"),  # globals = false, a digits node
+        ("callback_number_confirm", "有人触电了"),  # globals = false
+    ],
+)
+def test_hazard_phrase_is_heard_where_universal_choices_are_off(walk_to, node, said):
+    assert FLOW.node(node).globals is False
+    d = walk_to(node)
+    out = d.say(said)
+    assert_hazard_queued_at_once(d, out)
+    assert not d.of(out, RecordSurvey)
+    assert not d.of(out, RequestCallback)
+    assert "satisfaction" not in d.dialog.slots
+
+
+@pytest.mark.parametrize("node", ["survey", "callback_confirm"])
+def test_hazard_phrase_is_in_the_grammar_where_universal_choices_are_off(walk_to, node):
+    d = walk_to(node)
+    grammar = d.last(StartCollecting).grammar
+    assert grammar[: len(HAZARD_PHRASES)] == HAZARD_PHRASES  # first: they win
+    assert not set(grammar) & set(AGENT_PHRASES)  # the other universal choice stays off
+    assert d.last(StartCollecting).speech
+
+
+@pytest.mark.parametrize("said", ["我家门口有一根电线断了", "两根电线掉了"])
+@pytest.mark.parametrize("node", ["fault_account", "ticket_number"])
+def test_hazard_phrase_with_a_numeral_at_a_digits_node(walk_to, node, said):
+    # '一根' / '两根' read as the digit strings '1' / '2' must not turn the report into a
+    # no-match (too few digits): the hazard phrase wins.
+    d = walk_to(node)
+    slot = FLOW.node(node).slot
+    out = d.say(said)
+    assert_hazard_queued_at_once(d, out)
+    assert slot not in d.dialog.slots
+    assert d.dialog.failures == {"no_input": 0, "no_match": 0, "escalated": 0}
+
+
+def test_hazard_phrase_wins_over_a_menu_phrase_in_the_same_sentence(walk_to):
+    # 停电 is main menu key 2 (fault, priority 50); 电线落地 is the universal hazard phrase.
+    d = walk_to("main_menu")
+    out = d.say("电线落地了，停电了")
+    assert_hazard_queued_at_once(d, out)
+    assert d.dialog.slots["intent"] == "hazard"
+    assert "fault_account" not in d.dialog.path
+
+
+def test_hazard_phrases_come_first_in_the_main_menu_grammar(walk_to):
+    d = walk_to("main_menu")
+    grammar = d.last(StartCollecting).grammar
+    own = tuple(p for c in FLOW.node("main_menu").choices for p in c.say)
+    assert grammar == HAZARD_PHRASES + own + AGENT_PHRASES
+
+
+def test_spoken_digits_too_short_fall_through_to_the_universal_choice(walk_to):
+    # "一二三" would be a 3-digit account, which fault_account does not accept (10-13 digits):
+    # the caller asked for an agent.
+    d = walk_to("fault_account")
+    out = d.say("我要转人工 一二三")
+    assert "account" not in d.dialog.slots
+    queue = only(out, Enqueue)
+    assert (queue.skill, queue.priority) == ("general", 20)
+    assert d.dialog.failures["no_match"] == 0
+
+
+def test_spoken_digits_the_pattern_rejects_are_a_no_match_where_globals_are_off(walk_to):
+    # callback_number (globals = false): a rejected number is a no match, not an agent.
+    d = walk_to("callback_number")
+    out = d.say("转人工 幺二三四五六七八九零幺")  # 12345678901: no phone number
+    assert d.heard(out) == ["no_match", "callback_number"]
+    assert not d.of(out, Enqueue)
+    assert "callback_number" not in d.dialog.slots
 
 
 def test_hazard_hold_message_every_20_seconds(walk_to):
@@ -127,7 +243,7 @@ def test_hazard_queue_exit_files_a_top_priority_ticket_and_reads_its_number(walk
     assert ticket.fields["intent"] == "hazard"
     assert ticket.fields["caller"] == CALLER
     assert ticket.fields["queue.exit_reason"] == "no_agents"
-    assert ticket.path[-3:] == ("hazard_notice", "hazard_queue", "hazard_ticket")
+    assert ticket.path[-3:] == ("main_menu", "hazard_queue", "hazard_ticket")
     out = d.ticket("1024")
     assert d.heard(out) == [
         "hazard_ticket_created",
@@ -262,7 +378,10 @@ def test_unknown_outage_files_a_fault_ticket_then_queues(walk_to, status):
     assert (queue.skill, queue.priority) == ("fault_repair", 50)
     assert queue.context["ticket_id"] == "20261127"
     assert d.heard(out) == ["transfer_agent"]
-    assert d.dialog.outcomes == [Outcome("ticket", "故障报修"), Outcome("enqueue", "fault_repair/50")]
+    assert d.dialog.outcomes == [
+        Outcome("ticket", "故障报修"),
+        Outcome("enqueue", "fault_repair/50"),
+    ]
 
 
 def test_outage_lookup_timeout_files_the_ticket(walk_to):
@@ -459,7 +578,7 @@ def test_ticket_status_error_goes_to_an_agent(walk_to):
     assert (only(out, Enqueue).skill, only(out, Enqueue).priority) == ("general", 20)
 
 
-# ---------------------------------------------------------------------------- agent, queue, callback
+# ------------------------------------------------------------------- agent, queue, callback
 
 
 @pytest.mark.parametrize(
@@ -521,7 +640,13 @@ def test_queue_position_not_announced_over_another_prompt(walk_to):
     d.timeout()  # the hold prompt is playing
     assert d.position(12) == []
     d.finish_prompts()
-    assert d.heard(d.position(12)) == ["queue_ahead", "num_10", "digit_2", "queue_people", "callback_offer"]
+    assert d.heard(d.position(12)) == [
+        "queue_ahead",
+        "num_10",
+        "digit_2",
+        "queue_people",
+        "callback_offer",
+    ]
 
 
 def test_callback_keeps_the_queue_skill_and_priority(walk_to):
@@ -555,12 +680,42 @@ def test_callback_number_that_is_no_phone_number_is_a_no_match(walk_to, number):
 
 def test_callback_number_reentered(walk_to):
     d = walk_to("callback_number_confirm")
+    assert d.dialog.slots["callback_number"] == "13912345678"
     out = d.press("2")
     assert d.heard(out) == ["callback_number"]
+    assert d.dialog.slots["callback_number"] == ""  # the rejected number is forgotten
     d.finish_prompts()
     d.press("88886666#")
     d.finish_prompts()
     assert only(d.press("1"), RequestCallback).number == "88886666"
+
+
+@pytest.mark.parametrize("failure", ["silence", "bad_number", "mixed"])
+def test_rejected_number_then_failed_reentry_calls_back_the_callers_own_number(walk_to, failure):
+    d = walk_to("callback_number_confirm")
+    d.press("2")  # 13912345678 is wrong
+    d.finish_prompts()
+    mark = len(d.actions)
+    for attempt in range(3):
+        assert d.dialog.node_id == "callback_number"
+        bad = failure == "bad_number" or (failure == "mixed" and attempt % 2)
+        out = d.press("12345678901#") if bad else d.timeout()
+        if attempt < 2:
+            d.finish_prompts()
+    # on_failure: callback_register, on the caller's own number, not the rejected one.
+    assert d.dialog.node_id == "callback_register"
+    callback = only(out, RequestCallback)
+    assert (callback.number, callback.skill, callback.priority) == (CALLER, "general", 20)
+    assert d.dialog.slots["callback_number"] == CALLER
+    assert d.heard(out) == []  # no "transferring you to an agent": the caller gets no agent
+    assert d.dialog.failures["escalated"] == 1
+    assert not d.of(d.actions[mark:], Enqueue)
+    assert d.heard(d.done()) == ["callback_registered"]
+    assert d.finish_prompts() == [Hangup("completed")]
+    assert d.dialog.outcomes[-2:] == [
+        Outcome("callback", "general"),
+        Outcome("hangup", "callback_registered"),
+    ]
 
 
 def test_callback_registration_failure_leaves_a_message_ticket(walk_to):
@@ -572,24 +727,34 @@ def test_callback_registration_failure_leaves_a_message_ticket(walk_to):
 
 def test_agent_call_then_survey(walk_to):
     d = walk_to("agent_general")
-    out = d.connect("A1001")
-    assert out == [StopCollecting()]
+    d.position(2)  # the announcement is playing when the agent answers
+    out = d.connect("A1001", "sip:a1001@10.0.0.7")
+    assert out == [StopPlayback(), StopCollecting(), Transfer("A1001", "sip:a1001@10.0.0.7")]
     assert d.dialog.phase == "bridged"
     assert d.press("9") == []  # keys go to the agent, not to the IVR
     assert d.dialog.deadline is None
     out = d.disconnect()
     assert d.heard(out) == ["survey"]
-    assert only(out, StartCollecting).grammar[:2] == ("非常不满意", "非常满意")
+    # The hazard phrases first (they pre-empt), then the survey's own, longest first.
+    own = ("非常不满意", "非常满意", "不满意", "满意", "还行", "挺好", "一般")
+    assert only(out, StartCollecting) == StartCollecting(
+        dtmf=True, speech=True, grammar=HAZARD_PHRASES + own
+    )
 
 
 @pytest.mark.parametrize("score", [1, 2, 3, 4, 5])
 def test_survey_by_key(walk_to, score):
     d = walk_to("survey")
     out = d.press(str(score))
-    assert only(out, RecordSurvey) == RecordSurvey(only(out, RecordSurvey).request_id, score, "A1001")
+    assert only(out, RecordSurvey) == RecordSurvey(
+        only(out, RecordSurvey).request_id, score, "A1001"
+    )
     assert d.heard(out) == ["survey_thanks"]
     assert d.finish_prompts() == [Hangup("completed")]
-    assert d.dialog.outcomes[-2:] == [Outcome("survey", str(score)), Outcome("hangup", "survey_done")]
+    assert d.dialog.outcomes[-2:] == [
+        Outcome("survey", str(score)),
+        Outcome("hangup", "survey_done"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -603,12 +768,26 @@ def test_survey_by_speech(walk_to, said, score):
     assert d.dialog.slots["satisfaction"] == str(score)
 
 
-@pytest.mark.parametrize("key", ["0", "6", "9", "#"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "0",
+        "6",
+        "9",
+        "#",
+        "A",
+        "\uff15",  # fullwidth 5: int() reads it as 5, but no phone sends it
+        "\u0663",  # Arabic-Indic 3
+        "\u00b2",  # superscript 2: isdigit(), yet int() fails on it
+    ],
+)
 def test_survey_key_outside_the_scale(walk_to, key):
     d = walk_to("survey")
     out = d.press(key)
     assert d.heard(out) == ["no_match", "survey"]
     assert not d.of(out, RecordSurvey)
+    assert "satisfaction" not in d.dialog.slots
+    assert d.dialog.failures["no_match"] == 1
 
 
 def test_survey_unanswered_says_goodbye_without_an_agent(walk_to):
@@ -626,28 +805,13 @@ def test_survey_unanswered_says_goodbye_without_an_agent(walk_to):
     assert not d.of(d.actions[mark:], Enqueue)
     assert not d.of(d.actions[mark:], RecordSurvey)
     assert d.dialog.outcomes[-1] == Outcome("hangup", "completed")
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine._escalate plays flow.escalate_prompt before any escalation target, "
-    "also a node's on_failure that is no agent (survey -> goodbye)",
-)
-def test_survey_unanswered_does_not_announce_a_transfer_to_an_agent(walk_to):
-    d = walk_to("survey")
-    for _ in range(3):
-        out = d.timeout()
-        d.finish_prompts()
-    assert "escalate_agent" not in d.heard(out)
+    assert d.heard(out) == ["goodbye"]  # no "transferring you to an agent" before it
 
 
 @pytest.mark.parametrize("exit_by", ["queue_exited", "service_failed"])
 def test_queue_busy_menu_after_the_queue_gives_up(walk_to, exit_by):
     d = walk_to("agent_general")
-    if exit_by == "queue_exited":
-        out = d.exit_queue("no_agents")
-    else:
-        out = d.fail_queue("queue_full")
+    out = d.exit_queue("no_agents") if exit_by == "queue_exited" else d.fail_queue("queue_full")
     assert out[0] == StopCollecting()
     assert d.heard(out) == ["queue_busy"]
     assert d.dialog.slots["queue.exit_reason"] in {"no_agents", "queue_full"}
