@@ -104,7 +104,7 @@ class CrashingCrm(NotConnectedCrm):
 
 
 async def test_a_crashing_service_fails_the_request_not_the_call() -> None:
-    session, transport, _ = session_for(shipped_flow(), crm=CrashingCrm(), clock=ManualClock())
+    session, _transport, _ = session_for(shipped_flow(), crm=CrashingCrm(), clock=ManualClock())
     task = asyncio.create_task(session.run())
     await asyncio.sleep(0.05)
     for key in "6" + "202611270001#":

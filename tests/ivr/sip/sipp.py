@@ -15,8 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PCAP_DIR = Path("/usr/share/sip-tester")
-KEY_FILES = {**{str(d): f"dtmf_2833_{d}.pcap" for d in range(10)}, "*": "dtmf_2833_star.pcap",
-             "#": "dtmf_2833_pound.pcap"}
+KEY_FILES = {
+    **{str(d): f"dtmf_2833_{d}.pcap" for d in range(10)},
+    "*": "dtmf_2833_star.pcap",
+    "#": "dtmf_2833_pound.pcap",
+}
 
 
 def sipp_available() -> bool:
@@ -56,8 +59,13 @@ def key_pcaps(keys: str, folder: Path) -> list[Path]:
 SDP_CODECS = {0: "PCMU/8000", 8: "PCMA/8000"}
 
 
-def uac_scenario(steps: Sequence[str | float], *, codecs: Sequence[int] = (0, 8),
-                 pcaps: Sequence[Path] = (), hangup: bool = True) -> str:
+def uac_scenario(
+    steps: Sequence[str | float],
+    *,
+    codecs: Sequence[int] = (0, 8),
+    pcaps: Sequence[Path] = (),
+    hangup: bool = True,
+) -> str:
     """A SIPp UAC scenario: INVITE, ACK, then steps (a key to press, or seconds to wait), BYE.
 
     Keys are taken in order from ``pcaps`` (see key_pcaps).
@@ -74,7 +82,8 @@ def uac_scenario(steps: Sequence[str | float], *, codecs: Sequence[int] = (0, 8)
             )
         else:
             body.append(f'  <pause milliseconds="{int(step * 1000)}"/>\n')
-    bye = """
+    bye = (
+        """
   <send retrans="500">
     <![CDATA[
       BYE sip:95598@[remote_ip]:[remote_port] SIP/2.0
@@ -89,7 +98,9 @@ def uac_scenario(steps: Sequence[str | float], *, codecs: Sequence[int] = (0, 8)
     ]]>
   </send>
   <recv response="200" crlf="true"/>
-""" if hangup else """
+"""
+        if hangup
+        else """
   <recv request="BYE"/>
   <send>
     <![CDATA[
@@ -104,6 +115,7 @@ def uac_scenario(steps: Sequence[str | float], *, codecs: Sequence[int] = (0, 8)
     ]]>
   </send>
 """
+    )
     return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
 <scenario name="hotline caller">
@@ -164,19 +176,51 @@ class SippRun:
     errors: str
 
 
-def run_sipp(scenario: str, target: tuple[str, int], folder: Path, *, calls: int = 1,
-             rate: float = 10.0, timeout: float = 60.0, extra: Sequence[str] = ()) -> SippRun:
+def run_sipp(
+    scenario: str,
+    target: tuple[str, int],
+    folder: Path,
+    *,
+    calls: int = 1,
+    rate: float = 10.0,
+    timeout: float = 60.0,
+    extra: Sequence[str] = (),
+) -> SippRun:
     """Run SIPp with a scenario against the target; bounded in calls and time."""
     path = folder / "scenario.xml"
     path.write_text(scenario, encoding="ascii")
     errors = folder / "sipp_errors.log"
     cmd = [
-        "sipp", "-sf", str(path), "-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", "0",
-        "-m", str(calls), "-l", str(calls), "-r", str(rate), "-nostdin",
-        "-timeout", f"{int(timeout)}s", "-trace_err", "-error_file", str(errors),
-        *extra, f"{target[0]}:{target[1]}",
+        "sipp",
+        "-sf",
+        str(path),
+        "-i",
+        "127.0.0.1",
+        "-mi",
+        "127.0.0.1",
+        "-p",
+        "0",
+        "-m",
+        str(calls),
+        "-l",
+        str(calls),
+        "-r",
+        str(rate),
+        "-nostdin",
+        "-timeout",
+        f"{int(timeout)}s",
+        "-trace_err",
+        "-error_file",
+        str(errors),
+        *extra,
+        f"{target[0]}:{target[1]}",
     ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 30,
-                          cwd=folder, check=False)
-    return SippRun(done.returncode, done.stdout, done.stderr,
-                   errors.read_text(errors="replace") if errors.exists() else "")
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout + 30, cwd=folder, check=False
+    )
+    return SippRun(
+        done.returncode,
+        done.stdout,
+        done.stderr,
+        errors.read_text(errors="replace") if errors.exists() else "",
+    )
