@@ -67,11 +67,14 @@ def main() -> None:
     events = sum(walk(flow, i) for i in range(args.calls))
     wall = time.perf_counter() - start
     cpu = time.process_time() - cpu
-    print(f"machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}")
+    machine = platform.processor() or platform.machine()
+    print(f"machine: {machine}, Python {platform.python_version()}")
     print("| calls | events | wall s | calls/s | events/s | CPU ms per call |")
     print("|---:|---:|---:|---:|---:|---:|")
-    print(f"| {args.calls} | {events} | {wall:.2f} | {args.calls / wall:.0f} | {events / wall:.0f} "
-          f"| {cpu * 1000 / args.calls:.2f} |")
+    print(
+        f"| {args.calls} | {events} | {wall:.2f} | {args.calls / wall:.0f} | {events / wall:.0f} "
+        f"| {cpu * 1000 / args.calls:.2f} |"
+    )
 
 
 if __name__ == "__main__":
