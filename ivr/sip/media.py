@@ -1,0 +1,419 @@
+"""RTP media for many calls in one process: one shared 20 ms send clock, one UDP socket per call.
+
+The protocol work is in :class:`ivr.sip.rtp_stream.RtpStream` (sans-I/O); this module is the
+asyncio pump around it:
+
+- :class:`ivr.sip.rtp_clock.SendClock` is ONE task for all calls that calls every stream's
+  ``send_tick`` every 20 ms.
+- :class:`MediaStream` is one call's socket: it sends its :class:`RtpStream`'s packet on every
+  tick and turns received datagrams into ``on_audio`` and ``on_key`` callbacks.
+
+Between prompts a stream sends encoded silence (``MediaConfig.silence_when_idle``): SBCs and
+PBXs hang up calls whose RTP stops for 30-60 s, NAT bindings expire, and some phones report
+one-way audio — while a caller types an account number the IVR says nothing for a long time.
+The payload is precomputed, so silence costs a header and a ``sendto``.
+
+A callback that raises is logged and the call goes on; nothing one call does can stop the clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+import structlog
+from aiosipua import SdpMessage
+
+from ivr.sip.rtp_clock import SendClock
+from ivr.sip.rtp_stream import (
+    PCMA,
+    PCMU,
+    AudioReceived,
+    KeyPressed,
+    RtpCounters,
+    RtpStream,
+)
+
+log = structlog.get_logger(__name__)
+
+_LOG_EVERY = 10.0
+"""Seconds between two log lines about the same kind of bad input on one call."""
+
+OnDone = Callable[[int], None]
+OnAudio = Callable[[bytes], None]
+OnKey = Callable[[str, float], None]
+
+
+# --- configuration and negotiated parameters ---
+
+
+class RtpPorts:
+    """Even UDP ports for RTP from a configured range, handed out round-robin (RFC 3550 §11).
+
+    Nothing is reserved: the OS refuses a port in use and the next one is tried. Round-robin
+    keeps a just-freed port idle for as long as possible, so late packets of an ended call do
+    not reach the next call that gets the port.
+    """
+
+    def __init__(self, first: int, last: int) -> None:
+        if not 0 < first <= last <= 65535:
+            raise ValueError(f"bad RTP port range {first}-{last}")
+        self.first = first + first % 2
+        self.last = last
+        self._ports = [*range(self.first, last + 1, 2)]
+        if not self._ports:
+            raise ValueError(f"no even port in {first}-{last}")
+        self._cursor = itertools.count()
+
+    def candidates(self) -> Iterator[int]:
+        """Every port of the range once, starting after the one handed out last."""
+        start = next(self._cursor) % len(self._ports)
+        for i in range(len(self._ports)):
+            yield self._ports[(start + i) % len(self._ports)]
+
+
+@dataclass(frozen=True)
+class MediaConfig:
+    """Where media sockets bind and how they behave; built once from the settings."""
+
+    host: str = "127.0.0.1"
+    """Local address of the RTP sockets."""
+    ports: RtpPorts | None = None
+    """A port range, or None for ephemeral ports (tests, the embedded run)."""
+    silence_when_idle: bool = True
+    """Send silence between prompts (see the module docstring) rather than nothing."""
+    symmetric_rtp: bool = True
+    """Send to where the peer's first valid RTP packet came from (NAT; RFC 4961) and accept
+    only that source from then on; off = only the SDP address, from the start."""
+
+
+class NegotiatedMedia(Protocol):
+    """The remote side of an offer/answer (``ivr.sip.sdp.Negotiated`` fits)."""
+
+    @property
+    def remote(self) -> tuple[str, int] | None:
+        """Where to send RTP; None or 0.0.0.0 = nowhere (hold)."""
+
+    @property
+    def payload_type(self) -> int:
+        """0 = PCMU, 8 = PCMA."""
+
+    @property
+    def dtmf_payload_type(self) -> int | None:
+        """The telephone-event payload type, None if not negotiated."""
+
+    @property
+    def direction(self) -> str:
+        """The peer's SDP direction."""
+
+
+@dataclass(frozen=True)
+class RemoteMedia:
+    """The peer's media parameters (the fields of :class:`NegotiatedMedia`)."""
+
+    remote: tuple[str, int] | None
+    """Where to send RTP; None or 0.0.0.0 = nowhere (hold)."""
+    payload_type: int = PCMU
+    """0 = PCMU, 8 = PCMA."""
+    dtmf_payload_type: int | None = 101
+    """The telephone-event payload type, None if not negotiated."""
+    direction: str = "sendrecv"
+    """The peer's SDP direction."""
+
+    @classmethod
+    def from_sdp(cls, sdp: SdpMessage, payload_type: int | None = None) -> RemoteMedia:
+        """Read a peer's SDP (e.g. a re-INVITE's): keep `payload_type` if still offered.
+
+        Otherwise the first G.711 type of the offer is taken (ValueError if there is none).
+        c=0.0.0.0 is RFC 2543 hold and reads as direction ``inactive``.
+        """
+        audio = sdp.audio
+        if audio is None:
+            raise ValueError("SDP has no audio stream")
+        offered = [int(f) for f in audio.formats if f.isdigit()]
+        g711 = [pt for pt in offered if pt in (PCMU, PCMA)]
+        if payload_type not in g711:
+            if not g711:
+                raise ValueError("SDP offers neither PCMU nor PCMA")
+            payload_type = g711[0]
+        assert payload_type is not None
+        dtmf = next(
+            (c.payload_type for c in audio.codecs if c.encoding_name.lower() == "telephone-event"),
+            None,
+        )
+        remote = sdp.rtp_address
+        direction = audio.direction
+        if remote is None or remote[0] == "0.0.0.0" or remote[1] == 0:  # noqa: S104 - SDP hold
+            remote, direction = None, "inactive"
+        return cls(remote, payload_type, dtmf, direction)
+
+
+# --- one call's socket ---
+
+
+class MediaStream(asyncio.DatagramProtocol):
+    """One call's RTP: a UDP socket, the call's :class:`RtpStream`, and its callbacks."""
+
+    def __init__(
+        self,
+        params: NegotiatedMedia,
+        *,
+        clock: SendClock,
+        config: MediaConfig,
+        on_audio: OnAudio | None = None,
+        on_key: OnKey | None = None,
+        call_id: str = "",
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._clock = clock
+        self._config = config
+        self.on_audio = on_audio
+        """Called with each received packet's decoded PCM (speech, in-band DTMF)."""
+        self.on_key = on_key
+        """Called with (digit, arrival time) once per RFC 4733 event."""
+        self.call_id = call_id
+        self.rtp = RtpStream(
+            payload_type=params.payload_type,
+            dtmf_payload_type=params.dtmf_payload_type,
+            direction=params.direction,
+            now=loop.time(),
+            silence_when_idle=config.silence_when_idle,
+        )
+        """The sans-I/O state (counters, direction, queue)."""
+        self._sdp_remote: tuple[str, int] | None = None
+        self._send_to: tuple[str, int] | None = None
+        self._latched = False
+        self._transport: asyncio.DatagramTransport | None = None
+        self._on_done: deque[tuple[int, OnDone]] = deque()
+        self._last_logged: dict[str, float] = {}
+        self._extra = self.rtp.counters.extra
+        self._closed = False
+        self._paused = False
+        self._set_remote(params.remote)
+
+    @classmethod
+    async def open(
+        cls,
+        params: NegotiatedMedia,
+        *,
+        clock: SendClock,
+        config: MediaConfig | None = None,
+        on_audio: OnAudio | None = None,
+        on_key: OnKey | None = None,
+        call_id: str = "",
+    ) -> MediaStream:
+        """Bind a socket (from the port range, or ephemeral) and join the send clock."""
+        config = config or MediaConfig()
+        stream = cls(
+            params,
+            clock=clock,
+            config=config,
+            on_audio=on_audio,
+            on_key=on_key,
+            call_id=call_id,
+        )
+        loop = asyncio.get_running_loop()
+        candidates = [0] if config.ports is None else config.ports.candidates()
+        last_error: OSError | None = None
+        for port in candidates:
+            try:
+                await loop.create_datagram_endpoint(
+                    lambda: stream, local_addr=(config.host, port), family=_family(config.host)
+                )
+            except OSError as exc:  # in use: try the next one
+                last_error = exc
+                continue
+            clock.add(stream)
+            return stream
+        raise OSError(f"no free RTP port on {config.host}") from last_error
+
+    # --- asyncio.DatagramProtocol ---
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Not an isinstance assert: CPython 3.11's selector transport and uvloop's UDPTransport
+        # do not subclass asyncio.DatagramTransport, though both implement it.
+        self._transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        if self._closed:
+            return
+        source = (str(addr[0]), int(addr[1]))
+        if source != self._send_to and not self._may_latch():
+            self._count("wrong_source", source=f"{source[0]}:{source[1]}")
+            return
+        counters = self.rtp.counters
+        garbage, valid = counters.garbage, counters.received
+        received = self.rtp.receive(data, self._loop.time())
+        if counters.garbage != garbage:
+            self._maybe_log("garbage", counters.garbage, size=len(data))
+        elif counters.received != valid and self._may_latch():
+            self._latch(source)  # only a valid RTP packet may move the send address
+        if received is None:
+            return
+        if isinstance(received, AudioReceived):
+            if self.on_audio is not None:
+                self._call("on_audio", self.on_audio, received.pcm)
+        elif isinstance(received, KeyPressed) and self.on_key is not None:
+            self._call("on_key", self.on_key, received.digit, received.at)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable after a sendto (the peer's socket is gone): count, keep going;
+        # the RTP timeout or the BYE ends the call.
+        self._count("send_errors", error=type(exc).__name__)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+
+    def pause_writing(self) -> None:
+        # The socket's kernel buffer is full and asyncio has started queueing (past 64 KiB):
+        # drop frames rather than let late audio pile up in memory.
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+
+    # --- what the call does ---
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        """(host, port) the socket is bound to: the port for our SDP."""
+        if self._transport is None:
+            raise RuntimeError("media stream is not open")
+        sockname = self._transport.get_extra_info("sockname")
+        return str(sockname[0]), int(sockname[1])
+
+    @property
+    def send_address(self) -> tuple[str, int] | None:
+        """Where packets go now (the SDP address, or the latched source)."""
+        return self._send_to
+
+    def update(self, params: NegotiatedMedia) -> None:
+        """Apply a re-INVITE/UPDATE: new address, codec, hold or resume; the stream continues."""
+        self.rtp.update(
+            payload_type=params.payload_type,
+            dtmf_payload_type=params.dtmf_payload_type,
+            direction=params.direction,
+            now=self._loop.time(),
+        )
+        if params.remote != self._sdp_remote:
+            self._set_remote(params.remote)
+
+    def play(self, pcm16_8k: bytes, play_id: int, on_done: OnDone) -> None:
+        """Queue audio; `on_done(play_id)` runs once, when its last frame has been sent.
+
+        Never called for a play discarded by :meth:`stop_playback` or :meth:`close`.
+        """
+        self.rtp.play(pcm16_8k, play_id)
+        self._on_done.append((play_id, on_done))
+
+    def stop_playback(self) -> None:
+        """Barge-in: drop all queued audio now; the next tick sends silence (or nothing)."""
+        self.rtp.stop_playback()
+        self._on_done.clear()
+
+    @property
+    def playing(self) -> bool:
+        """Whether audio is queued."""
+        return self.rtp.playing
+
+    def idle_seconds(self) -> float:
+        """Seconds since the peer's last RTP (0 while it holds us): compare to the RTP timeout."""
+        return self.rtp.idle_seconds(self._loop.time())
+
+    @property
+    def counters(self) -> RtpCounters:
+        """Packet counts of this call."""
+        return self.rtp.counters
+
+    def close(self) -> None:
+        """Leave the clock, close the socket, drop queued audio; log one summary line."""
+        if self._closed:
+            return
+        self._closed = True
+        self._clock.remove(self)
+        self.rtp.stop_playback()
+        self._on_done.clear()
+        if self._transport is not None:
+            self._transport.close()
+        c = self.rtp.counters
+        log.info(
+            "media_closed",
+            call_id=self.call_id,
+            sent=c.sent,
+            received=c.received,
+            keys=c.keys,
+            other_events=c.other_events,
+            garbage=c.garbage,
+            **c.extra,
+        )
+
+    # --- the clock's side ---
+
+    def send_tick(self, tick: int) -> None:
+        """Send the frame of `tick` (called by the send clock)."""
+        transport = self._transport
+        if self._closed or transport is None or self._send_to is None:
+            return  # nowhere to send: the queue waits, like a hold
+        out = self.rtp.tick(tick)
+        if out.datagram is not None:
+            if self._paused:
+                self._count("dropped_frames")
+            else:
+                transport.sendto(out.datagram, self._send_to)
+        for play_id in out.finished:
+            queued_id, on_done = self._on_done.popleft()
+            assert queued_id == play_id
+            self._call("on_done", on_done, play_id)
+
+    # --- helpers ---
+
+    def _set_remote(self, remote: tuple[str, int] | None) -> None:
+        if remote is not None and (remote[0] == "0.0.0.0" or remote[1] == 0):  # noqa: S104
+            remote = None  # RFC 2543 hold, or a rejected stream
+        self._sdp_remote = remote
+        self._send_to = remote
+        self._latched = False
+
+    def _may_latch(self) -> bool:
+        # Symmetric RTP: the first valid packet, from wherever it comes, fixes the address we
+        # send to and accept from (a NATed phone's real address); after that, only it counts.
+        # Never while on hold with no address: that would start sending to a stranger.
+        return self._config.symmetric_rtp and not self._latched and self._sdp_remote is not None
+
+    def _latch(self, source: tuple[str, int]) -> None:
+        self._latched = True
+        if source != self._send_to:
+            log.info(
+                "rtp_latched",
+                call_id=self.call_id,
+                sdp=f"{self._sdp_remote}",
+                source=f"{source[0]}:{source[1]}",
+            )
+            self._send_to = source
+
+    def _count(self, kind: str, **fields: object) -> None:
+        self._extra[kind] = count = self._extra.get(kind, 0) + 1
+        self._maybe_log(kind, count, **fields)
+
+    def _maybe_log(self, kind: str, count: int, **fields: object) -> None:
+        now = self._loop.time()
+        last = self._last_logged.get(kind)
+        if last is None or now - last >= _LOG_EVERY:
+            self._last_logged[kind] = now
+            log.warning("rtp_dropped", call_id=self.call_id, kind=kind, count=count, **fields)
+
+    def _call(self, what: str, callback: Callable[..., None], *args: object) -> None:
+        try:
+            callback(*args)
+        except Exception:
+            log.exception("media_callback_failed", call_id=self.call_id, callback=what)
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
