@@ -1,7 +1,8 @@
-"""`hotline serve`: run this node (today the web app) until SIGTERM or SIGINT, then stop cleanly.
+"""`hotline serve`: run this node (SIP front end and web app) until SIGTERM or SIGINT.
 
-The first signal stops accepting work and lets in-flight requests finish for up to
-`shutdown_grace_seconds`; a second signal stops at once.
+The first signal stops accepting work (new INVITEs get 503 with Retry-After), lets calls and
+requests in flight finish for up to `shutdown_grace_seconds`, then hangs up the rest; a second
+signal stops at once.
 """
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ import structlog
 from aiohttp import web
 
 import ivr
+from ivr.flow.model import load_flow
 from ivr.logs import configure_logging
+from ivr.services import NotConnectedCrm, NotConnectedRouting
 from ivr.settings import Settings
+from ivr.sip.server import SipServer
 from ivr.web import create_app
+from sounds.catalog import Catalog, PromptLibrary, shipped_dir
 
 log = structlog.get_logger(__name__)
 
@@ -49,7 +54,11 @@ def _log_startup(settings: Settings) -> None:
         log.warning("speech: HOTLINE_VOSK_MODEL is not a folder", model=str(settings.vosk_model))
     else:
         log.info("speech: Vosk model configured", model=str(settings.vosk_model))
-    log.info("SIP front end not yet available; use `hotline call` for a simulated caller")
+    log.info(
+        "services",
+        crm=NotConnectedCrm.name,
+        routing=NotConnectedRouting.name,
+    )
 
 
 async def _serve(settings: Settings) -> int:
@@ -77,8 +86,25 @@ async def _serve(settings: Settings) -> int:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         _log_startup(settings)
+        status: dict[str, object] = {"sip": "starting"}
+        dirs = [settings.sounds_dir] if settings.sounds_dir is not None else []
+        sip = SipServer(
+            settings,
+            load_flow(settings.resolved_flow_file()),
+            PromptLibrary(Catalog.shipped(), [*dirs, shipped_dir()]),
+            crm=NotConnectedCrm(),
+            routing=NotConnectedRouting(),
+        )
+        try:
+            sip_host, sip_port = await sip.start()
+        except OSError as exc:
+            log.error(
+                "sip cannot listen", host=settings.sip_host, port=settings.sip_port, error=str(exc)
+            )
+            return 1
+        status["sip"] = f"listening on udp {sip_host}:{sip_port}"
         runner = web.AppRunner(
-            create_app(settings),
+            create_app(settings, status=status),
             handle_signals=False,
             # aiohttp waits this long for running handlers, then cancels them and waits as long
             # again; 2 x 40% leaves a fifth of the grace for the app's cleanup hooks.
@@ -97,13 +123,20 @@ async def _serve(settings: Settings) -> int:
                 error=str(exc),
             )
             await runner.cleanup()
+            await sip.stop(0)
             return 1
         for address in runner.addresses:
             host, port = address[0], address[1]
             log.info("web listening", url=_url(host, port), host=host, port=port)
 
         await stop.wait()
-        cleanup = asyncio.create_task(runner.cleanup())
+        status["sip"] = "draining"
+
+        async def shut_down() -> None:
+            await sip.stop(settings.shutdown_grace_seconds * 0.5)
+            await runner.cleanup()
+
+        cleanup = asyncio.create_task(shut_down())
         # A second signal cancels the task (immediate stop); so does running out of grace.
         await asyncio.wait({cleanup}, timeout=settings.shutdown_grace_seconds)
         forced = not cleanup.done() or cleanup.cancelled()

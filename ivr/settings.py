@@ -92,6 +92,12 @@ class Settings(BaseSettings):
         default=None,
         description="address written into Contact and SDP when it differs from sip_host (NAT)",
     )
+    sip_ring_seconds: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=30.0,
+        description="how long to ring (180) before answering; 0 = answer at once",
+    )
     sip_max_calls: int = Field(
         default=500,
         ge=1,

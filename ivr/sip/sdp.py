@@ -16,16 +16,14 @@ class NoCommonCodecError(Exception):
 
 @dataclass(frozen=True)
 class Negotiated:
-    """What the IVR agreed to for one call's audio."""
+    """What the IVR agreed to for one call's audio (fits ``ivr.sip.media.NegotiatedMedia``)."""
 
-    answer: bytes
-    """The SDP answer body."""
     payload_type: int
     """0 = PCMU, 8 = PCMA."""
     dtmf_payload_type: int | None
     """The telephone-event payload type both sides use, if the caller offered one."""
-    remote: tuple[str, int]
-    """Where to send RTP."""
+    remote: tuple[str, int] | None
+    """Where to send RTP (None: the offer holds the stream with 0.0.0.0 or port 0)."""
     direction: str
     """The caller's direction: sendrecv, sendonly (we are on hold), recvonly, inactive."""
 
@@ -41,31 +39,40 @@ def offered_dtmf_type(offer: SdpMessage) -> int | None:
     return None
 
 
-def answer_offer(
-    offer: SdpMessage, local_host: str, rtp_port: int, *, advertised_host: str | None = None
-) -> Negotiated:
-    """Answer an offer: the caller's first G.711 codec, its telephone-event payload type."""
-    remote = offer.rtp_address
-    if remote is None or offer.audio is None:
+def negotiate(offer: SdpMessage) -> Negotiated:
+    """Pick the caller's first G.711 codec and its telephone-event type (RFC 3264 §6.1)."""
+    if offer.audio is None:
         raise NoCommonCodecError("the offer has no audio stream")
-    dtmf = offered_dtmf_type(offer)
+    _, pt = _answer(offer, "127.0.0.1", 9)
+    return Negotiated(
+        payload_type=pt,
+        dtmf_payload_type=offered_dtmf_type(offer),
+        remote=offer.rtp_address,
+        direction=offer.audio.direction,
+    )
+
+
+def answer_sdp(
+    offer: SdpMessage, local_host: str, rtp_port: int, *, advertised_host: str | None = None
+) -> bytes:
+    """The SDP answer body for an offer, with our RTP address."""
+    answer, _ = _answer(offer, local_host, rtp_port, advertised_host)
+    return serialize_sdp(answer).encode()
+
+
+def _answer(
+    offer: SdpMessage, host: str, port: int, advertised: str | None = None
+) -> tuple[SdpMessage, int]:
     try:
         # Mirror the offer's telephone-event number: dynamic types are safest unchanged.
-        answer, pt = negotiate_sdp(
+        return negotiate_sdp(
             offer,
-            local_host,
-            rtp_port,
+            host,
+            port,
             supported_codecs=list(SUPPORTED_CODECS),
-            dtmf_payload_type=dtmf or 0,
+            dtmf_payload_type=offered_dtmf_type(offer) or 0,
             session_name="hotline95598",
-            advertised_ip=advertised_host,
+            advertised_ip=advertised,
         )
     except SdpNegotiationError as exc:
         raise NoCommonCodecError(str(exc)) from None
-    return Negotiated(
-        answer=serialize_sdp(answer).encode(),
-        payload_type=pt,
-        dtmf_payload_type=dtmf,
-        remote=remote,
-        direction=offer.audio.direction,
-    )

@@ -71,7 +71,7 @@ def uac_scenario(
     Keys are taken in order from ``pcaps`` (see key_pcaps).
     """
     fmts = " ".join(str(c) for c in codecs) + " 101"
-    rtpmaps = "".join(f"a=rtpmap:{c}:{SDP_CODECS[c]}\n" for c in codecs)
+    rtpmaps = "".join(f"a=rtpmap:{c} {SDP_CODECS[c]}\n" for c in codecs)
     body: list[str] = []
     keys = iter(pcaps)
     for step in steps:
@@ -223,4 +223,66 @@ def run_sipp(
         done.stdout,
         done.stderr,
         errors.read_text(errors="replace") if errors.exists() else "",
+    )
+
+
+OPTIONS_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="options ping">
+  <send retrans="500">
+    <![CDATA[
+      OPTIONS sip:95598@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:monitor@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+      To: <sip:95598@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 OPTIONS
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>
+</scenario>
+"""
+
+
+def cancel_scenario(codecs: Sequence[int] = (0,)) -> str:
+    """INVITE, wait for 180, CANCEL: expect 200 to the CANCEL and 487 to the INVITE, ACK it."""
+    full = uac_scenario([], codecs=codecs)
+    head = full[: full.index('  <recv response="100"')]
+    return (
+        head
+        + """  <recv response="100" optional="true"/>
+  <recv response="180"/>
+  <send>
+    <![CDATA[
+      CANCEL sip:95598@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-3]
+      From: "Caller" <sip:13800138000@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:95598@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 CANCEL
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>
+  <recv response="487"/>
+  <send>
+    <![CDATA[
+      ACK sip:95598@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-6]
+      From: "Caller" <sip:13800138000@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:95598@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+</scenario>
+"""
     )

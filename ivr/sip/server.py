@@ -1,0 +1,408 @@
+"""The SIP front end: one UDP socket pumping the sans-I/O core, a media stream and a call session
+per call, all on one event loop.
+
+The core (`ivr.sip.uas.SipCore`) decides what SIP says; this module only moves datagrams, arms
+the core's timer, opens media and runs the 95598 dialog for each answered call through
+:class:`SipCall`, the SIP implementation of the session's ``Transport``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from ivr.dialog import actions as act
+from ivr.dialog import events as ev
+from ivr.dialog.engine import CallContext
+from ivr.flow.model import Flow
+from ivr.services import Crm, Routing
+from ivr.session import CallSession, CallSummary
+from ivr.settings import Settings
+from ivr.sip import events as sip
+from ivr.sip.dtmf_merge import DtmfMerger, DtmfSource
+from ivr.sip.media import MediaConfig, MediaStream
+from ivr.sip.prompt_audio import render_play
+from ivr.sip.rtp_clock import SendClock
+from ivr.sip.sdp import Negotiated, NoCommonCodecError, answer_sdp, negotiate
+from ivr.sip.uas import SipCore
+from sounds.catalog import PromptLibrary
+from speech.dtmf import DtmfDetector
+
+log = structlog.get_logger("ivr.sip")
+
+MALFORMED_LOG_EVERY = 10.0
+"""At most one log line per this many seconds for malformed datagrams (a scanner must not flood
+the log)."""
+
+RETRY_AFTER_SECONDS = 30
+
+
+@dataclass
+class SipCall:
+    """One answered SIP call: its media, its key de-duplication and its session."""
+
+    server: SipServer
+    key: str
+    context: CallContext
+    media: MediaStream
+    inband: bool
+    """Listen for in-band tones: only when the caller offered no RFC 4733 events."""
+    session: CallSession | None = None
+    task: asyncio.Task[object] | None = None
+    merger: DtmfMerger = field(default_factory=DtmfMerger)
+    detector: DtmfDetector = field(default_factory=DtmfDetector)
+    ended: bool = False
+
+    # -- Transport (what the session asks for) -----------------------------------------
+
+    async def play(self, play: act.Play) -> None:
+        """Render the prompts and queue them on the shared send clock."""
+        pcm = render_play(play.items, self.server.library, None)
+        if not pcm:
+            self._feed(ev.PromptFinished(play.play_id))
+            return
+        self.media.play(pcm, play.play_id, lambda pid: self._feed(ev.PromptFinished(pid)))
+
+    async def stop_playback(self) -> None:
+        """Barge-in: drop queued audio now."""
+        self.media.stop_playback()
+
+    async def start_collecting(self, spec: act.StartCollecting) -> None:
+        """Keys always reach the dialog; nothing to switch on per collection."""
+
+    async def stop_collecting(self) -> None:
+        """Keys always reach the dialog, which ignores what it does not want."""
+
+    async def transfer(self, action: act.Transfer) -> None:
+        """Agent legs (B2BUA bridging) are not built yet: say so, keep the caller on the line."""
+        log.warning("agent bridging not available", agent_id=action.agent_id)
+
+    async def hangup(self, reason: str) -> None:
+        """The IVR ends the call: BYE (retransmitted by the core)."""
+        self.server.hangup(self)
+
+    # -- inputs -----------------------------------------------------------------------
+
+    def on_key(self, digit: str, source: DtmfSource) -> None:
+        """One key report from any source; fed once to the dialog."""
+        merged = self.merger.push(digit, source, time.monotonic())
+        if merged is not None:
+            self._feed(ev.DigitPressed(merged))
+
+    def audio(self, pcm: bytes) -> None:
+        """Caller audio: in-band DTMF when the caller has no telephone-events."""
+        if self.inband:
+            for digit in self.detector.feed(pcm):
+                self.on_key(digit, DtmfSource.INBAND)
+
+    def _feed(self, event: ev.Event) -> None:
+        if self.session is not None:
+            self.session.feed(event)
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, server: SipServer) -> None:
+        self.server = server
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self.server.datagram(data, (str(addr[0]), int(addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        log.warning("sip socket error", error=str(exc))
+
+
+class SipServer:
+    """Answers SIP calls with the flow; one per process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        flow: Flow,
+        library: PromptLibrary,
+        *,
+        crm: Crm,
+        routing: Routing,
+        session_factory: Callable[[CallContext, SipCall], CallSession] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.flow = flow
+        self.library = library
+        self.crm = crm
+        self.routing = routing
+        self.clock = SendClock()
+        self.calls: dict[str, SipCall] = {}
+        self.pending: set[str] = set()
+        self.draining = False
+        self.address: tuple[str, int] = (settings.sip_host, settings.sip_port)
+        self._core: SipCore | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._last_malformed_log = 0.0
+        self._malformed = 0
+        self._session_factory = session_factory
+        self.answered: list[tuple[str, int]] = []
+        """(call id, RTP payload type) of every answered call."""
+        self._no_calls = asyncio.Event()
+        self._no_calls.set()
+        self.completed: list[CallSummary] = []
+        """Summaries of finished calls (for tests and the shutdown log)."""
+
+    @property
+    def core(self) -> SipCore:
+        """The protocol core (after start)."""
+        assert self._core is not None
+        return self._core
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> tuple[str, int]:
+        """Bind the SIP socket and start the send clock; returns the bound address."""
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Protocol(self), local_addr=(self.settings.sip_host, self.settings.sip_port)
+        )
+        # CPython's UDP transport is not a DatagramTransport subclass on 3.11: no isinstance.
+        self._transport = transport
+        host, port = transport.get_extra_info("sockname")[:2]
+        self.address = (str(host), int(port))
+        advertised = self.settings.sip_advertised_host or str(host)
+        self._core = SipCore(
+            local_addr=(advertised, int(port)),
+            session_expires=self.settings.sip_session_expires,
+        )
+        self.clock.start()
+        self._watchdog = loop.create_task(self._watch_rtp())
+        log.info("sip listening", host=self.address[0], port=self.address[1])
+        return self.address
+
+    async def stop(self, grace: float) -> None:
+        """Stop taking calls (503 + Retry-After), let calls end within ``grace``, then hang up."""
+        self.draining = True
+        if self.calls:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._no_calls.wait(), grace)
+        for call in list(self.calls.values()):
+            self.hangup(call)
+            if call.session is not None:
+                call.session.feed(ev.CallerHungUp())
+        tasks = [c.task for c in self.calls.values() if c.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
+        # Give the core a moment to send the BYEs it just queued.
+        await asyncio.sleep(0.05)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        await self.clock.stop()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._transport is not None:
+            self._transport.close()
+        log.info("sip stopped", calls_left=len(self.calls))
+
+    # ------------------------------------------------------------------ the pump
+
+    def datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        """A datagram from the socket."""
+        self.core.receive_datagram(data, addr, self._now())
+        self._pump()
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _pump(self) -> None:
+        core = self.core
+        now = self._now()
+        try:
+            while (event := core.next_event()) is not None:
+                self._handle(event)
+        except Exception:  # one bad call must not stop the others
+            log.exception("sip event handling failed")
+        for data, addr in core.datagrams_to_send(now):
+            if self._transport is not None:
+                self._transport.sendto(data, addr)
+        self._arm()
+
+    def _arm(self) -> None:
+        when = self.core.get_timer()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if when is not None:
+            self._timer = asyncio.get_running_loop().call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.core.handle_timer(self._now())
+        self._pump()
+
+    # ------------------------------------------------------------------ events
+
+    def _handle(self, event: sip.SipEvent) -> None:
+        match event:
+            case sip.IncomingCall():
+                self._incoming(event)
+            case sip.CallAcked():
+                call = self.calls.get(event.call_key)
+                if call is not None and call.task is None:
+                    self._start_session(call)
+            case sip.CallCancelled():
+                self.pending.discard(event.call_key)
+                log.info("call cancelled while ringing", sip_call_key=event.call_key)
+            case sip.CallEnded():
+                self._ended(event)
+            case sip.MediaChanged():
+                call = self.calls.get(event.call_key)
+                if call is not None:
+                    with contextlib.suppress(NoCommonCodecError):
+                        call.media.update(negotiate(event.remote_sdp))
+            case sip.DtmfInfo():
+                call = self.calls.get(event.call_key)
+                if call is not None:
+                    call.on_key(event.digit, DtmfSource.SIP_INFO)
+            case sip.Malformed():
+                self._malformed += 1
+                now = time.monotonic()
+                if now - self._last_malformed_log >= MALFORMED_LOG_EVERY:
+                    self._last_malformed_log = now
+                    log.warning(
+                        "malformed sip dropped",
+                        source=f"{event.addr[0]}:{event.addr[1]}",
+                        reason=event.reason,
+                        since_last=self._malformed,
+                    )
+                    self._malformed = 0
+            case _:
+                pass
+
+    def _incoming(self, event: sip.IncomingCall) -> None:
+        now = self._now()
+        if self.draining or len(self.calls) + len(self.pending) >= self.settings.sip_max_calls:
+            self.core.reject(
+                event.call_key, 503, "Service Unavailable", now, retry_after=RETRY_AFTER_SECONDS
+            )
+            log.warning("call refused", reason="draining" if self.draining else "full")
+            return
+        try:
+            params = negotiate(event.remote_sdp)
+        except NoCommonCodecError as exc:
+            self.core.reject(event.call_key, 488, "Not Acceptable Here", now)
+            log.warning("call refused", reason="no common codec", detail=str(exc))
+            return
+        self.core.ring(event.call_key, now)
+        self.pending.add(event.call_key)
+        asyncio.get_running_loop().create_task(self._answer(event, params))
+
+    async def _answer(self, event: sip.IncomingCall, params: Negotiated) -> None:
+        context = CallContext(
+            call_id=f"sip-{event.call_id}",
+            caller=event.caller,
+            dialed=event.dialed,
+            channel="sip",
+            speech_available=False,
+            min_confidence=self.settings.speech_min_confidence,
+        )
+        holder: dict[str, SipCall] = {}
+        try:
+            media = await MediaStream.open(
+                params,
+                clock=self.clock,
+                config=MediaConfig(host=self.settings.sip_host),
+                on_key=lambda digit, _t: holder["call"].on_key(digit, DtmfSource.RFC4733),
+                # late-bound: the call object exists only after the media is open
+                on_audio=lambda pcm: holder["call"].audio(pcm),  # noqa: PLW0108
+                call_id=context.call_id,
+            )
+        except OSError as exc:
+            self.pending.discard(event.call_key)
+            self.core.reject(
+                event.call_key,
+                503,
+                "Service Unavailable",
+                self._now(),
+                retry_after=RETRY_AFTER_SECONDS,
+            )
+            self._pump()
+            log.error("no rtp port", error=str(exc))
+            return
+        if self.settings.sip_ring_seconds:
+            await asyncio.sleep(self.settings.sip_ring_seconds)
+        if event.call_key not in self.pending:  # CANCEL while ringing: never answer
+            media.close()
+            return
+        self.pending.discard(event.call_key)
+        self.answered.append((context.call_id, params.payload_type))
+        call = SipCall(
+            self, event.call_key, context, media, inband=params.dtmf_payload_type is None
+        )
+        holder["call"] = call
+        self.calls[event.call_key] = call
+        self._no_calls.clear()
+        host = self.settings.sip_advertised_host or self.address[0]
+        port = media.local_address[1]
+        self.core.answer(event.call_key, answer_sdp(event.remote_sdp, host, port), self._now())
+        self._pump()
+
+    def _start_session(self, call: SipCall) -> None:
+        if self._session_factory is not None:
+            call.session = self._session_factory(call.context, call)
+        else:
+            call.session = CallSession(self.flow, call.context, call, self.crm, self.routing)
+        call.task = asyncio.get_running_loop().create_task(self._run(call))
+
+    async def _run(self, call: SipCall) -> None:
+        assert call.session is not None
+        try:
+            summary = await call.session.run()
+            self.completed.append(summary)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("call session failed", call_key=call.key)
+        finally:
+            if not call.ended:
+                self.hangup(call)
+
+    def _ended(self, event: sip.CallEnded) -> None:
+        self.pending.discard(event.call_key)
+        call = self.calls.pop(event.call_key, None)
+        if not self.calls:
+            self._no_calls.set()
+        if call is None:
+            return
+        call.ended = True
+        call.media.close()
+        if call.session is not None and event.reason != "local_bye":
+            call.session.feed(ev.CallerHungUp())
+        elif call.session is None and call.task is None:
+            log.info("call ended before it was acknowledged", reason=event.reason)
+
+    def hangup(self, call: SipCall) -> None:
+        """End a call from our side (BYE)."""
+        if call.ended:
+            return
+        call.ended = True
+        with contextlib.suppress(Exception):
+            self.core.hangup(call.key, self._now())
+        call.media.close()
+        self.calls.pop(call.key, None)
+        if not self.calls:
+            self._no_calls.set()
+        self._pump()
+
+    async def _watch_rtp(self) -> None:
+        """Hang up calls whose caller stopped sending RTP (a dead peer, RFC 3550 §6.3.5)."""
+        limit = self.settings.rtp_timeout_seconds
+        while True:
+            await asyncio.sleep(min(1.0, limit / 4))
+            for call in list(self.calls.values()):
+                if call.task is not None and call.media.idle_seconds() > limit:
+                    log.warning("rtp timeout", call_id=call.context.call_id)
+                    self.hangup(call)
+                    if call.session is not None:
+                        call.session.feed(ev.CallerHungUp())
