@@ -52,3 +52,35 @@ for _channel in CHANNELS:
     CALLS_STARTED.labels(channel=_channel)
 for _kind in FAILURE_KINDS:
     DIALOG_FAILURES.labels(kind=_kind)
+
+# --- SIP and RTP (the SIP front end updates these) ---
+
+SIP_CALLS_REFUSED = Counter(
+    "hotline_sip_calls_refused",
+    "INVITEs refused before answering, by reason (draining, full, codec, no_rtp_port).",
+    ["reason"],
+    registry=REGISTRY,
+)
+SIP_MALFORMED = Counter(
+    "hotline_sip_malformed",
+    "SIP datagrams dropped as malformed (unparseable, oversized, missing headers).",
+    registry=REGISTRY,
+)
+RTP_STREAMS = Gauge(
+    "hotline_rtp_streams",
+    "RTP streams on the shared send clock.",
+    registry=REGISTRY,
+)
+RTP_SEND_GAP = Gauge(
+    "hotline_rtp_send_gap_seconds",
+    "Gap between two rounds of the 20 ms send clock over its recent window, by statistic.",
+    ["stat"],
+    registry=REGISTRY,
+)
+RTP_TICKS_SKIPPED = Gauge(
+    "hotline_rtp_ticks_skipped",
+    "Send-clock ticks dropped because the loop ran too late (since start).",
+    registry=REGISTRY,
+)
+for _reason in ("draining", "full", "codec", "no_rtp_port"):
+    SIP_CALLS_REFUSED.labels(reason=_reason)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from ivr import metrics
 from ivr.dialog import actions as act
 from ivr.dialog import events as ev
 from ivr.dialog.engine import CallContext
@@ -266,6 +267,7 @@ class SipServer:
                 if call is not None:
                     call.on_key(event.digit, DtmfSource.SIP_INFO)
             case sip.Malformed():
+                metrics.SIP_MALFORMED.inc()
                 self._malformed += 1
                 now = time.monotonic()
                 if now - self._last_malformed_log >= MALFORMED_LOG_EVERY:
@@ -286,12 +288,15 @@ class SipServer:
             self.core.reject(
                 event.call_key, 503, "Service Unavailable", now, retry_after=RETRY_AFTER_SECONDS
             )
-            log.warning("call refused", reason="draining" if self.draining else "full")
+            reason = "draining" if self.draining else "full"
+            metrics.SIP_CALLS_REFUSED.labels(reason=reason).inc()
+            log.warning("call refused", reason=reason)
             return
         try:
             params = negotiate(event.remote_sdp)
         except NoCommonCodecError as exc:
             self.core.reject(event.call_key, 488, "Not Acceptable Here", now)
+            metrics.SIP_CALLS_REFUSED.labels(reason="codec").inc()
             log.warning("call refused", reason="no common codec", detail=str(exc))
             return
         self.core.ring(event.call_key, now)
@@ -328,6 +333,7 @@ class SipServer:
                 retry_after=RETRY_AFTER_SECONDS,
             )
             self._pump()
+            metrics.SIP_CALLS_REFUSED.labels(reason="no_rtp_port").inc()
             log.error("no rtp port", error=str(exc))
             return
         if self.settings.sip_ring_seconds:
@@ -395,11 +401,19 @@ class SipServer:
             self._no_calls.set()
         self._pump()
 
+    def _export_clock(self) -> None:
+        stats = self.clock.stats()
+        metrics.RTP_STREAMS.set(stats.streams)
+        metrics.RTP_TICKS_SKIPPED.set(stats.skipped)
+        for name, value in (("p50", stats.p50_ms), ("p99", stats.p99_ms), ("max", stats.max_ms)):
+            metrics.RTP_SEND_GAP.labels(stat=name).set(value / 1000)
+
     async def _watch_rtp(self) -> None:
         """Hang up calls whose caller stopped sending RTP (a dead peer, RFC 3550 §6.3.5)."""
         limit = self.settings.rtp_timeout_seconds
         while True:
             await asyncio.sleep(min(1.0, limit / 4))
+            self._export_clock()
             for call in list(self.calls.values()):
                 if call.task is not None and call.media.idle_seconds() > limit:
                     log.warning("rtp timeout", call_id=call.context.call_id)
