@@ -19,7 +19,7 @@ from ivr.metrics import REGISTRY
 from ivr.settings import Settings
 
 API_PREFIX = "/api/"
-SIP_STATUS = "not available yet (SIP front end pending)"
+SIP_STATUS = "not started (the serve command starts it)"
 
 log = structlog.get_logger(__name__)
 

@@ -82,6 +82,7 @@ def serve(tmp_path: Path) -> Iterator[ServeProcess]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
     env |= {
         "HOTLINE_WEB_PORT": "0",
+        "HOTLINE_SIP_PORT": "0",
         "HOTLINE_LOG_FORMAT": "json",
         "HOTLINE_NODE_ID": "serve-test",
         "HOTLINE_SHUTDOWN_GRACE_SECONDS": "2",
@@ -124,13 +125,15 @@ def test_serve_answers_health_and_stops_on_sigterm(serve: ServeProcess) -> None:
     assert health["status"] == "ok"
     assert health["node_id"] == "serve-test"
     assert health["speech"] == "dtmf-only"
+    sip = serve.wait_for("sip listening", 0)
+    assert health["sip"] == f"listening on udp 127.0.0.1:{sip['port']}"
 
     serve.proc.send_signal(signal.SIGTERM)
     assert serve.proc.wait(timeout=STOP_TIMEOUT) == 0
     serve.drain(STOP_TIMEOUT)
     events = [line.get("event") for line in serve.lines]
     assert events.count("speech: DTMF-only, HOTLINE_VOSK_MODEL not set") == 1
-    assert "SIP front end not yet available; use `hotline call` for a simulated caller" in events
+    assert "sip stopped" in events
     stopping = serve.wait_for("stopping", 0)
     assert stopping["signal"] == "SIGTERM"
     stopped = serve.wait_for("stopped", 0)

@@ -56,7 +56,7 @@ async def test_healthz(base_url: str, http: aiohttp.ClientSession) -> None:
     assert body["node_id"] == "node-test"
     assert body["version"] == ivr.__version__
     assert body["speech"] == "dtmf-only"
-    assert body["sip"] == "not available yet (SIP front end pending)"
+    assert body["sip"] == "not started (the serve command starts it)"
     assert isinstance(body["uptime_seconds"], float | int)
     assert body["uptime_seconds"] >= 0
 
