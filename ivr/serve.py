@@ -14,10 +14,11 @@ import structlog
 from aiohttp import web
 
 import ivr
-from ivr.flow.model import load_flow
+from ivr.flow.model import FlowLoadError, load_flow
 from ivr.logs import configure_logging
 from ivr.services import NotConnectedCrm, NotConnectedRouting
 from ivr.settings import Settings
+from ivr.sip.errors import SipError
 from ivr.sip.server import SipServer
 from ivr.web import create_app
 from sounds.catalog import Catalog, PromptLibrary, shipped_dir
@@ -88,13 +89,17 @@ async def _serve(settings: Settings) -> int:
         _log_startup(settings)
         status: dict[str, object] = {"sip": "starting"}
         dirs = [settings.sounds_dir] if settings.sounds_dir is not None else []
-        sip = SipServer(
-            settings,
-            load_flow(settings.resolved_flow_file()),
-            PromptLibrary(Catalog.shipped(), [*dirs, shipped_dir()]),
-            crm=NotConnectedCrm(),
-            routing=NotConnectedRouting(),
-        )
+        try:
+            sip = SipServer(
+                settings,
+                load_flow(settings.resolved_flow_file()),
+                PromptLibrary(Catalog.shipped(), [*dirs, shipped_dir()]),
+                crm=NotConnectedCrm(),
+                routing=NotConnectedRouting(),
+            )
+        except (SipError, FlowLoadError) as exc:
+            log.error("cannot start", error=str(exc))
+            return 1
         try:
             sip_host, sip_port = await sip.start()
         except OSError as exc:

@@ -108,6 +108,29 @@ class Settings(BaseSettings):
         ge=90,
         description="RFC 4028 session interval in seconds: a call not refreshed in time is ended",
     )
+    sip_agents_file: Path | None = Field(
+        default=None,
+        description=(
+            "TOML file of agent softphone credentials ([agents.<extension>] ha1 = md5 of "
+            "'extension:realm:password', or password); set = the built-in registrar answers "
+            "REGISTER, unset = REGISTER gets 405"
+        ),
+    )
+    sip_realm: str = Field(
+        default="hotline",
+        min_length=1,
+        description="digest realm of the built-in registrar (stored ha1 hashes depend on it)",
+    )
+    sip_register_min_expires: int = Field(
+        default=60,
+        ge=1,
+        description="shortest registration an agent phone may ask for; shorter gets 423",
+    )
+    sip_register_max_expires: int = Field(
+        default=3600,
+        ge=1,
+        description="longest registration granted (seconds); longer requests are cut to this",
+    )
     rtp_timeout_seconds: float = Field(
         default=60.0,
         gt=0,

@@ -28,6 +28,7 @@ from ivr.sip import events as sip
 from ivr.sip.dtmf_merge import DtmfMerger, DtmfSource
 from ivr.sip.media import MediaConfig, MediaStream
 from ivr.sip.prompt_audio import render_play
+from ivr.sip.registrar import Registrar, load_agents
 from ivr.sip.rtp_clock import SendClock
 from ivr.sip.sdp import Negotiated, NoCommonCodecError, answer_sdp, negotiate
 from ivr.sip.uas import SipCore
@@ -153,6 +154,18 @@ class SipServer:
         self._no_calls.set()
         self.completed: list[CallSummary] = []
         """Summaries of finished calls (for tests and the shutdown log)."""
+        # -- registrar: agent softphones REGISTER here when an agents file is configured --
+        self.registrar: Registrar | None = None
+        """The built-in registrar (``sip_agents_file`` set), else ``None`` (REGISTER gets 405).
+        Its clock is the event loop's: ``registrar.lookup(ext, loop.time())``."""
+        if settings.sip_agents_file is not None:
+            self.registrar = Registrar(
+                load_agents(settings.sip_agents_file, settings.sip_realm),
+                realm=settings.sip_realm,
+                min_expires=settings.sip_register_min_expires,
+                max_expires=settings.sip_register_max_expires,
+            )
+        # -- end registrar --
 
     @property
     def core(self) -> SipCore:
@@ -176,6 +189,7 @@ class SipServer:
         self._core = SipCore(
             local_addr=(advertised, int(port)),
             session_expires=self.settings.sip_session_expires,
+            registrar=self.registrar is not None,
         )
         self.clock.start()
         self._watchdog = loop.create_task(self._watch_rtp())
@@ -266,6 +280,8 @@ class SipServer:
                 call = self.calls.get(event.call_key)
                 if call is not None:
                     call.on_key(event.digit, DtmfSource.SIP_INFO)
+            case sip.RegisterRequest():
+                self._register(event)
             case sip.Malformed():
                 metrics.SIP_MALFORMED.inc()
                 self._malformed += 1
@@ -281,6 +297,17 @@ class SipServer:
                     self._malformed = 0
             case _:
                 pass
+
+    def _register(self, event: sip.RegisterRequest) -> None:
+        """REGISTER from an agent phone: the registrar decides, the core sends (and resends)."""
+        if self.registrar is None:  # the core only reports REGISTER when we asked it to
+            return
+        now = self._now()
+        reply = self.registrar.handle(event.request, event.addr, now)
+        response = self.core.response_for(event.request, reply.status, reply.reason, event.addr)
+        for name, value in reply.headers:
+            response.headers.append(name, value)
+        self.core.send_response(event.request, response, event.addr, now)
 
     def _incoming(self, event: sip.IncomingCall) -> None:
         now = self._now()

@@ -486,6 +486,8 @@ class SipCore:
         # §13.3.1.4 / §17.1.1.3: the ACK for a 2xx is a transaction of its own, matched to the
         # dialog and to the INVITE by CSeq number.
         call = self._table.dialog(rx.call_id, rx.to_tag or "")
+        if call is None:
+            call = self._ack_with_wrong_to_tag(rx)
         if call is None or rx.from_tag != call.remote_tag:
             return  # never answer an ACK; an ACK for nothing is dropped
         invite = call.pending_acks.pop(rx.cseq, None)
@@ -507,6 +509,20 @@ class SipCore:
                 call.bye_after_ack = False
                 self._table.send_bye(call, rx.now)
         self._table.remove_if_done(call)
+
+    def _ack_with_wrong_to_tag(self, rx: Incoming) -> Call | None:
+        """Some phones (pyVoIP 1.6.8) put a made-up To-tag in the ACK for our 2xx. We create one
+        dialog per INVITE, so an ACK naming our Call-ID, the caller's From-tag and a CSeq that
+        awaits its ACK can only mean that call: accept it rather than drop the caller at 32 s
+        (be liberal in what you accept; §13.3.1.4 ACK matching is by dialog)."""
+        for call in self._table:
+            if (
+                call.call_id == rx.call_id
+                and call.remote_tag == rx.from_tag
+                and rx.cseq in call.pending_acks
+            ):
+                return call
+        return None
 
     def _on_cancel(self, rx: Incoming, invite_key: TxKey) -> None:
         tx = self._tx.invites.get(invite_key)
