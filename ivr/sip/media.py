@@ -304,12 +304,12 @@ class MediaStream(asyncio.DatagramProtocol):
         if params.remote != self._sdp_remote:
             self._set_remote(params.remote)
 
-    def play(self, pcm16_8k: bytes, play_id: int, on_done: OnDone) -> None:
+    def play(self, pcm16_8k: bytes, play_id: int, on_done: OnDone, *, cache: bool = True) -> None:
         """Queue audio; `on_done(play_id)` runs once, when its last frame has been sent.
 
         Never called for a play discarded by :meth:`stop_playback` or :meth:`close`.
         """
-        self.rtp.play(pcm16_8k, play_id)
+        self.rtp.play(pcm16_8k, play_id, cache=cache)
         self._on_done.append((play_id, on_done))
 
     def stop_playback(self) -> None:

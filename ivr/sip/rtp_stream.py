@@ -321,10 +321,16 @@ class RtpStream:
 
     # --- outgoing ---
 
-    def play(self, pcm: bytes, play_id: int) -> None:
-        """Queue 16-bit little-endian 8 kHz mono PCM after whatever is queued."""
+    def play(self, pcm: bytes, play_id: int, *, cache: bool = True) -> None:
+        """Queue 16-bit little-endian 8 kHz mono PCM after whatever is queued.
+
+        ``cache=False`` for live audio (a bridged agent leg): it would only evict prompts.
+        """
         pcm = bytes(pcm[: len(pcm) - len(pcm) % 2])
-        payload = ENCODED_CACHE.encode(self.payload_type, pcm)
+        if cache:
+            payload = ENCODED_CACHE.encode(self.payload_type, pcm)
+        else:
+            payload = codec_for(self.payload_type).encode(pcm)
         self._queue.append(_Queued(play_id, pcm, payload, self.payload_type))
 
     def stop_playback(self) -> tuple[int, ...]:
