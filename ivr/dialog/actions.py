@@ -158,6 +158,8 @@ class Transfer:
     """The agent routing reserved."""
     contact: str = ""
     """The agent phone's address (SIP URI), when routing knows it."""
+    request_id: int = 0
+    """The Enqueue it belongs to: the transport reports the agent leg's end against it."""
 
 
 @dataclass(frozen=True)

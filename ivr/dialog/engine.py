@@ -444,7 +444,7 @@ class Dialog:
             return
         self._stop_playback(out)
         out.append(act.StopCollecting())
-        out.append(act.Transfer(event.agent_id, event.contact))
+        out.append(act.Transfer(event.agent_id, event.contact, event.request_id))
         self._agent_answered = True
         self.slots["agent_id"] = event.agent_id
         self.phase = "bridged"

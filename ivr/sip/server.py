@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
+from aiosipua import parse_uri
 
 from ivr import metrics
 from ivr.dialog import actions as act
@@ -25,12 +26,17 @@ from ivr.services import Crm, Routing
 from ivr.session import CallSession, CallSummary
 from ivr.settings import Settings
 from ivr.sip import events as sip
+from ivr.sip.bridge import Bridge
 from ivr.sip.dtmf_merge import DtmfMerger, DtmfSource
-from ivr.sip.media import MediaConfig, MediaStream
+from ivr.sip.media import MediaConfig, MediaStream, RemoteMedia
 from ivr.sip.prompt_audio import render_play
 from ivr.sip.registrar import Registrar, load_agents
 from ivr.sip.rtp_clock import SendClock
 from ivr.sip.sdp import Negotiated, NoCommonCodecError, answer_sdp, negotiate
+from ivr.sip.transactions import earliest
+from ivr.sip.uac import SipClient
+from ivr.sip.uac_events import LegAnswered, LegEnded, LegEvent, LegFailed, LegMediaChanged
+from ivr.sip.uac_messages import sdp_offer
 from ivr.sip.uas import SipCore
 from sounds.catalog import PromptLibrary
 from speech.dtmf import DtmfDetector
@@ -56,6 +62,11 @@ class SipCall:
     """Listen for in-band tones: only when the caller offered no RFC 4733 events."""
     session: CallSession | None = None
     task: asyncio.Task[object] | None = None
+    agent_leg: str | None = None
+    """The outbound leg to the agent's phone, while one exists."""
+    agent_media: MediaStream | None = None
+    bridge: Bridge | None = None
+    transfer_request: int = 0
     merger: DtmfMerger = field(default_factory=DtmfMerger)
     detector: DtmfDetector = field(default_factory=DtmfDetector)
     ended: bool = False
@@ -81,8 +92,8 @@ class SipCall:
         """Keys always reach the dialog, which ignores what it does not want."""
 
     async def transfer(self, action: act.Transfer) -> None:
-        """Agent legs (B2BUA bridging) are not built yet: say so, keep the caller on the line."""
-        log.warning("agent bridging not available", agent_id=action.agent_id)
+        """Call the agent's phone and bridge the caller to it; the IVR stays in the path."""
+        await self.server.call_agent(self, action)
 
     async def hangup(self, reason: str) -> None:
         """The IVR ends the call: BYE (retransmitted by the core)."""
@@ -105,6 +116,10 @@ class SipCall:
     def _feed(self, event: ev.Event) -> None:
         if self.session is not None:
             self.session.feed(event)
+
+    def session_feed(self, event: ev.Event) -> None:
+        """Hand an event to the call's session (agent leg outcomes)."""
+        self._feed(event)
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -142,6 +157,9 @@ class SipServer:
         self.draining = False
         self.address: tuple[str, int] = (settings.sip_host, settings.sip_port)
         self._core: SipCore | None = None
+        self._client: SipClient | None = None
+        self.legs: dict[str, SipCall] = {}
+        """Outbound agent legs by leg key, to the caller's call."""
         self._transport: asyncio.DatagramTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -173,6 +191,12 @@ class SipServer:
         assert self._core is not None
         return self._core
 
+    @property
+    def client(self) -> SipClient:
+        """The outbound (agent leg) side, sharing the socket (after start)."""
+        assert self._client is not None
+        return self._client
+
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> tuple[str, int]:
@@ -191,6 +215,7 @@ class SipServer:
             session_expires=self.settings.sip_session_expires,
             registrar=self.registrar is not None,
         )
+        self._client = SipClient(local_addr=(advertised, int(port)))
         self.clock.start()
         self._watchdog = loop.create_task(self._watch_rtp())
         log.info("sip listening", host=self.address[0], port=self.address[1])
@@ -224,7 +249,10 @@ class SipServer:
 
     def datagram(self, data: bytes, addr: tuple[str, int]) -> None:
         """A datagram from the socket."""
-        self.core.receive_datagram(data, addr, self._now())
+        now = self._now()
+        # Agent legs first: the client claims only datagrams of its own legs (by Call-ID).
+        if not self.client.receive_datagram(data, addr, now):
+            self.core.receive_datagram(data, addr, now)
         self._pump()
 
     def _now(self) -> float:
@@ -236,15 +264,17 @@ class SipServer:
         try:
             while (event := core.next_event()) is not None:
                 self._handle(event)
+            while (leg_event := self.client.next_event()) is not None:
+                self._leg_event(leg_event)
         except Exception:  # one bad call must not stop the others
             log.exception("sip event handling failed")
-        for data, addr in core.datagrams_to_send(now):
+        for data, addr in [*core.datagrams_to_send(now), *self.client.datagrams_to_send(now)]:
             if self._transport is not None:
                 self._transport.sendto(data, addr)
         self._arm()
 
     def _arm(self) -> None:
-        when = self.core.get_timer()
+        when = earliest(self.core.get_timer(), self.client.get_timer())
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -253,7 +283,9 @@ class SipServer:
 
     def _on_timer(self) -> None:
         self._timer = None
-        self.core.handle_timer(self._now())
+        now = self._now()
+        self.core.handle_timer(now)
+        self.client.handle_timer(now)
         self._pump()
 
     # ------------------------------------------------------------------ events
@@ -409,6 +441,7 @@ class SipServer:
         if call is None:
             return
         call.ended = True
+        self._drop_agent_leg(call)
         call.media.close()
         if call.session is not None and event.reason != "local_bye":
             call.session.feed(ev.CallerHungUp())
@@ -422,11 +455,104 @@ class SipServer:
         call.ended = True
         with contextlib.suppress(Exception):
             self.core.hangup(call.key, self._now())
+        self._drop_agent_leg(call)
         call.media.close()
         self.calls.pop(call.key, None)
         if not self.calls:
             self._no_calls.set()
         self._pump()
+
+    # ------------------------------------------------------------------ agent legs
+
+    async def call_agent(self, call: SipCall, action: act.Transfer) -> None:
+        """Place the agent leg: the registered contact (or the one routing gave), bridged on
+        answer. A leg that cannot be placed or fails is reported to the dialog as the queue
+        giving up (``agent_unreachable``) until routing returns the call to its place."""
+        target = self._agent_target(action)
+        if target is None:
+            log.warning("agent not reachable", agent_id=action.agent_id, why="not registered")
+            call.session_feed(ev.QueueExited(action.request_id, "agent_unreachable"))
+            return
+        uri, addr = target
+        try:
+            media = await MediaStream.open(
+                RemoteMedia(None, 0, 101),
+                clock=self.clock,
+                config=MediaConfig(host=self.settings.sip_host),
+                call_id=f"{call.context.call_id}-agent",
+            )
+        except OSError as exc:
+            log.error("no rtp port for the agent leg", error=str(exc))
+            call.session_feed(ev.QueueExited(action.request_id, "agent_unreachable"))
+            return
+        if call.ended:
+            media.close()
+            return
+        host = self.settings.sip_advertised_host or self.address[0]
+        offer = sdp_offer(host, media.local_address[1])
+        leg = self.client.invite(uri, addr, offer, self._now(), from_user=call.context.caller)
+        call.agent_leg, call.agent_media, call.transfer_request = leg, media, action.request_id
+        self.legs[leg] = call
+        log.info("calling agent", agent_id=action.agent_id, contact=uri)
+        self._pump()
+
+    def _agent_target(self, action: act.Transfer) -> tuple[str, tuple[str, int]] | None:
+        if self.registrar is not None:
+            bindings = self.registrar.lookup(action.agent_id, self._now())
+            if bindings:
+                return bindings[0].contact, bindings[0].source
+        if action.contact:
+            uri = parse_uri(action.contact)
+            return action.contact, (uri.host, uri.port or 5060)
+        return None
+
+    def _leg_event(self, event: LegEvent) -> None:
+        if not hasattr(event, "leg"):
+            metrics.SIP_MALFORMED.inc()
+            return
+        call = self.legs.get(event.leg)
+        if call is None or call.agent_media is None:
+            return
+        match event:
+            case LegAnswered():
+                call.agent_media.update(RemoteMedia.from_sdp(event.remote_sdp))
+                call.bridge = Bridge(
+                    call.media, call.agent_media, self.clock, call_id=call.context.call_id
+                )
+                call.bridge.start()
+                log.info("agent leg answered, caller bridged", call_id=call.context.call_id)
+            case LegMediaChanged():
+                call.agent_media.update(
+                    RemoteMedia.from_sdp(event.remote_sdp, call.agent_media.rtp.payload_type)
+                )
+            case LegEnded() | LegFailed():
+                request = call.transfer_request
+                answered = call.bridge is not None
+                self._drop_agent_leg(call, hang_up=False)
+                if call.ended:
+                    return
+                if isinstance(event, LegEnded) and answered:
+                    call.session_feed(ev.AgentDisconnected(request))
+                else:
+                    log.warning("agent leg failed", status=getattr(event, "status", 0))
+                    call.session_feed(ev.QueueExited(request, "agent_unreachable"))
+            case _:
+                pass
+
+    def _drop_agent_leg(self, call: SipCall, *, hang_up: bool = True) -> None:
+        leg = call.agent_leg
+        if leg is None:
+            return
+        if call.bridge is not None:
+            call.bridge.stop()
+            call.bridge = None
+        if hang_up:
+            with contextlib.suppress(Exception):
+                self.client.hangup(leg, self._now())
+        if call.agent_media is not None:
+            call.agent_media.close()
+        call.agent_leg = call.agent_media = None
+        self.legs.pop(leg, None)
 
     def _export_clock(self) -> None:
         stats = self.clock.stats()

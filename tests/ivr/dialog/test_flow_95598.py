@@ -728,8 +728,13 @@ def test_callback_registration_failure_leaves_a_message_ticket(walk_to):
 def test_agent_call_then_survey(walk_to):
     d = walk_to("agent_general")
     d.position(2)  # the announcement is playing when the agent answers
+    queue = d.last(Enqueue).request_id
     out = d.connect("A1001", "sip:a1001@10.0.0.7")
-    assert out == [StopPlayback(), StopCollecting(), Transfer("A1001", "sip:a1001@10.0.0.7")]
+    assert out == [
+        StopPlayback(),
+        StopCollecting(),
+        Transfer("A1001", "sip:a1001@10.0.0.7", queue),
+    ]
     assert d.dialog.phase == "bridged"
     assert d.press("9") == []  # keys go to the agent, not to the IVR
     assert d.dialog.deadline is None
