@@ -37,6 +37,9 @@ from sounds import readback
 from speech.matching import match_phrases
 from speech.numbers import spoken_digits
 
+TYPEAHEAD_MAX = 16
+"""Keys kept from a greeting for the next menu."""
+
 MAX_AUTO_STEPS = 64
 """Nodes entered without caller input in one step; more means the flow loops (the checker
 rejects such flows, this is the run-time guard)."""
@@ -107,6 +110,7 @@ class Dialog:
         self._digits = ""
         self._ticket_created = False
         self._agent_answered = False
+        self._typeahead: list[str] = []
         self._steps = 0
 
     # ----------------------------------------------------------------- public surface
@@ -245,6 +249,12 @@ class Dialog:
                 out.append(act.LeaveQueue(self._queue_request, "callback"))
                 self._queue_request = None
                 self._enter(node.on_callback, now, out)
+            return
+        if self.phase == "prompting" and isinstance(node, PlayNode):
+            # Type-ahead: a caller who knows the menu presses during the greeting; the keys
+            # are kept and given to the next menu (bounded, like a phone's key buffer).
+            if len(self._typeahead) < TYPEAHEAD_MAX:
+                self._typeahead.append(digit)
             return
         if self.phase != "collecting":
             return
@@ -508,6 +518,12 @@ class Dialog:
             out.append(self._collecting(node))
             if self._playing is None:
                 self.deadline = now + self._timeout(node)
+            if self._typeahead:
+                keys, self._typeahead = self._typeahead, []
+                for key in keys:
+                    if self.ended:
+                        break
+                    self._on_digit(ev.DigitPressed(key), now, out)
         elif isinstance(node, BranchNode):
             self._enter(self._branch(node), now, out, lead)
         elif isinstance(node, LookupNode):

@@ -535,3 +535,34 @@ def test_other_universal_choices_stay_off_where_globals_are_off(make_driver):
     d.finish_prompts()
     d.say("转人工")  # contains the own phrase 人工, not the universal choice
     assert d.dialog.path == ["start", "bye"]
+
+
+def test_keys_pressed_during_the_greeting_go_to_the_next_menu() -> None:
+    """Type-ahead: a caller who knows the menu presses 2 and # during the welcome."""
+    from ivr.dialog import actions as act
+    from ivr.dialog import events as ev
+    from ivr.dialog.engine import CallContext, Dialog
+    from ivr.flow.model import load_flow
+    from ivr.settings import load_settings
+
+    d = Dialog(load_flow(load_settings().resolved_flow_file()), CallContext("c", "13800138000"))
+    out = d.handle(ev.CallStarted(), 0.0)
+    welcome = next(a for a in out if isinstance(a, act.Play))
+    assert d.handle(ev.DigitPressed("2"), 1.0) == []  # kept, not lost, not acted on yet
+    assert d.handle(ev.DigitPressed("#"), 1.5) == []
+    d.handle(ev.PromptFinished(welcome.play_id), 4.6)
+    # main menu took "2" (fault), the account entry took "#" (no account): the address step
+    assert d.path[:4] == ["welcome", "main_menu", "fault_account", "fault_address"]
+
+
+def test_type_ahead_is_bounded() -> None:
+    from ivr.dialog import events as ev
+    from ivr.dialog.engine import TYPEAHEAD_MAX, CallContext, Dialog
+    from ivr.flow.model import load_flow
+    from ivr.settings import load_settings
+
+    d = Dialog(load_flow(load_settings().resolved_flow_file()), CallContext("c", "13800138000"))
+    d.handle(ev.CallStarted(), 0.0)
+    for _ in range(TYPEAHEAD_MAX * 3):
+        d.handle(ev.DigitPressed("8"), 1.0)
+    assert len(d._typeahead) == TYPEAHEAD_MAX
