@@ -131,6 +131,18 @@ class Settings(BaseSettings):
         ge=1,
         description="longest registration granted (seconds); longer requests are cut to this",
     )
+    sip_upstream_registrar: str | None = Field(
+        default=None,
+        description="IP:port of an upstream PBX/registrar the hotline registers itself at "
+        "(unset = no upstream registration); never delays start-up",
+    )
+    sip_upstream_user: str = Field(
+        default="95598", min_length=1, description="user registered upstream (AOR and digest)"
+    )
+    sip_upstream_password: str = Field(default="", description="digest password upstream")
+    sip_upstream_expires: int = Field(
+        default=300, ge=1, description="registration interval asked of the upstream registrar"
+    )
     rtp_timeout_seconds: float = Field(
         default=60.0,
         gt=0,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +39,12 @@ from ivr.sip.uac import SipClient
 from ivr.sip.uac_events import LegAnswered, LegEnded, LegEvent, LegFailed, LegMediaChanged
 from ivr.sip.uac_messages import sdp_offer
 from ivr.sip.uas import SipCore
+from ivr.sip.upstream import (
+    RegistrationFailed,
+    RegistrationState,
+    UpstreamRegistration,
+    hotline_registration,
+)
 from sounds.catalog import PromptLibrary
 from speech.dtmf import DtmfDetector
 
@@ -158,6 +165,7 @@ class SipServer:
         self.address: tuple[str, int] = (settings.sip_host, settings.sip_port)
         self._core: SipCore | None = None
         self._client: SipClient | None = None
+        self.upstream: UpstreamRegistration | None = None
         self.legs: dict[str, SipCall] = {}
         """Outbound agent legs by leg key, to the caller's call."""
         self._transport: asyncio.DatagramTransport | None = None
@@ -216,14 +224,32 @@ class SipServer:
             registrar=self.registrar is not None,
         )
         self._client = SipClient(local_addr=(advertised, int(port)))
+        if (registrar := self.settings.sip_upstream_registrar) is not None:  # never waits
+            s = self.settings
+            self.upstream = hotline_registration(
+                registrar,
+                s.sip_upstream_user,
+                s.sip_upstream_password,
+                (advertised, int(port)),
+                expires=s.sip_upstream_expires,
+            )
+            self.upstream.start(loop.time())
         self.clock.start()
         self._watchdog = loop.create_task(self._watch_rtp())
         log.info("sip listening", host=self.address[0], port=self.address[1])
+        self._pump()  # the first REGISTER, if any
         return self.address
 
     async def stop(self, grace: float) -> None:
         """Stop taking calls (503 + Retry-After), let calls end within ``grace``, then hang up."""
         self.draining = True
+        if self.upstream is not None:
+            self.upstream.stop(self._now())  # REGISTER Expires: 0 (nothing if never bound)
+            self._pump()
+            for _ in range(50):  # up to 1 s for the registrar's 200; the binding lapses anyway
+                if self.upstream.state is not RegistrationState.UNREGISTERING:
+                    break
+                await asyncio.sleep(0.02)
         if self.calls:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._no_calls.wait(), grace)
@@ -251,7 +277,9 @@ class SipServer:
         """A datagram from the socket."""
         now = self._now()
         # Agent legs first: the client claims only datagrams of its own legs (by Call-ID).
-        if not self.client.receive_datagram(data, addr, now):
+        if self.upstream is not None and self.upstream.receive_datagram(data, addr, now):
+            pass  # a response to our own REGISTER (claimed by Call-ID)
+        elif not self.client.receive_datagram(data, addr, now):
             self.core.receive_datagram(data, addr, now)
         self._pump()
 
@@ -266,15 +294,24 @@ class SipServer:
                 self._handle(event)
             while (leg_event := self.client.next_event()) is not None:
                 self._leg_event(leg_event)
+            while self.upstream is not None and (up := self.upstream.next_event()) is not None:
+                emit = log.warning if isinstance(up, RegistrationFailed) else log.info
+                emit("upstream registration", outcome=type(up).__name__, **dataclasses.asdict(up))
         except Exception:  # one bad call must not stop the others
             log.exception("sip event handling failed")
-        for data, addr in [*core.datagrams_to_send(now), *self.client.datagrams_to_send(now)]:
+        upstream = self.upstream.datagrams_to_send(now) if self.upstream else []
+        for data, addr in [
+            *core.datagrams_to_send(now),
+            *self.client.datagrams_to_send(now),
+            *upstream,
+        ]:
             if self._transport is not None:
                 self._transport.sendto(data, addr)
         self._arm()
 
     def _arm(self) -> None:
-        when = earliest(self.core.get_timer(), self.client.get_timer())
+        upstream_at = self.upstream.get_timer() if self.upstream else None
+        when = earliest(self.core.get_timer(), self.client.get_timer(), upstream_at)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -286,6 +323,8 @@ class SipServer:
         now = self._now()
         self.core.handle_timer(now)
         self.client.handle_timer(now)
+        if self.upstream is not None:
+            self.upstream.handle_timer(now)
         self._pump()
 
     # ------------------------------------------------------------------ events
