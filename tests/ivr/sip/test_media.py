@@ -494,8 +494,7 @@ async def test_send_clock_serves_every_stream_every_tick(clock: SendClock, calls
     # and a loaded machine may drop some datagrams on loopback, so no exact counts).
     assert len(received) == calls
     assert min(received.values()) >= max(received.values()) // 2
-    # Drift-free: 2 s of 20 ms ticks, each either sent or counted as skipped.
-    assert 95 <= stats.ticks + stats.skipped <= 106
+    # (Drift and catch-up are pinned deterministically in test_media_clock.py.)
 
 
 # --- negotiated parameters and ports (no sockets) ---
