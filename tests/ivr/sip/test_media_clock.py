@@ -37,8 +37,8 @@ async def test_ticks_every_20_ms_without_drift_despite_work_per_tick() -> None:
     clock.start()
     await asyncio.sleep(1.0)
     await clock.stop()
-    assert 48 <= len(busy.ticks) <= 52
-    assert busy.ticks == list(range(len(busy.ticks)))
+    # 50 ticks in a second: sent, or (only if the machine stalled the loop) skipped.
+    assert 48 <= len(busy.ticks) + clock.stats().skipped <= 52
     assert 19.0 <= clock.stats().p50_ms <= 21.0
 
 
