@@ -136,3 +136,20 @@ async def test_a_draining_node_refuses_new_calls_with_503(tmp_path: Path) -> Non
         assert srv.answered == []
     finally:
         await srv.stop(0)
+
+
+async def test_a_caller_that_sends_no_rtp_is_hung_up(tmp_path: Path) -> None:
+    """A dead peer (no RTP for rtp_timeout_seconds) is hung up: BYE from the hotline."""
+    srv = make_server(rtp_timeout_seconds=2.0)
+    await srv.start()
+    try:
+        # The caller sends no audio and waits for the hotline's BYE (and answers it).
+        scenario = uac_scenario([], hangup=False)
+        run = await sipp(scenario, srv.address, tmp_path, timeout=20)
+        assert run.returncode == 0, run.stdout[-2000:] + run.errors
+        await wait_for_calls(srv, 1)
+        [summary] = srv.completed
+        assert summary.duration < 8.0  # the 2 s timeout, checked a few times a second
+        assert srv.calls == {}
+    finally:
+        await srv.stop(0)
