@@ -249,7 +249,7 @@ class MediaStream(asyncio.DatagramProtocol):
             return
         counters = self.rtp.counters
         garbage, valid = counters.garbage, counters.received
-        received = self.rtp.receive(data, self._loop.time())
+        received = self.rtp.receive(data, self._loop.time(), decode=self.on_audio is not None)
         if counters.garbage != garbage:
             self._maybe_log("garbage", counters.garbage, size=len(data))
         elif counters.received != valid and self._may_latch():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +56,8 @@ MALFORMED_LOG_EVERY = 10.0
 the log)."""
 
 RETRY_AFTER_SECONDS = 30
+
+SIP_RECEIVE_BUFFER = 4 * 1024 * 1024
 
 
 @dataclass
@@ -215,6 +218,12 @@ class SipServer:
         )
         # CPython's UDP transport is not a DatagramTransport subclass on 3.11: no isinstance.
         self._transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # A storm fills the default ~200 KiB buffer in milliseconds; lost INVITEs and ACKs
+            # cost retransmissions and silent callers. The kernel caps this at rmem_max.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SIP_RECEIVE_BUFFER)
         host, port = transport.get_extra_info("sockname")[:2]
         self.address = (str(host), int(port))
         advertised = self.settings.sip_advertised_host or str(host)
@@ -417,8 +426,13 @@ class SipServer:
                 clock=self.clock,
                 config=MediaConfig(host=self.settings.sip_host),
                 on_key=lambda digit, _t: holder["call"].on_key(digit, DtmfSource.RFC4733),
-                # late-bound: the call object exists only after the media is open
-                on_audio=lambda pcm: holder["call"].audio(pcm),  # noqa: PLW0108
+                # late-bound: the call object exists only after the media is open. Audio is
+                # decoded only for in-band DTMF (speech will listen here too).
+                on_audio=(
+                    (lambda pcm: holder["call"].audio(pcm))  # noqa: PLW0108
+                    if params.dtmf_payload_type is None
+                    else None
+                ),
                 call_id=context.call_id,
             )
         except OSError as exc:
@@ -607,6 +621,11 @@ class SipServer:
             await asyncio.sleep(min(1.0, limit / 4))
             self._export_clock()
             for call in list(self.calls.values()):
+                if call.task is None and call.media.counters.received and not call.ended:
+                    # Answered, the caller sends media, but no ACK arrived (lost in a storm):
+                    # the caller is there and must hear the IVR rather than silence.
+                    log.warning("ack missing, caller sends media: starting the call")
+                    self._start_session(call)
                 if call.task is not None and call.media.idle_seconds() > limit:
                     log.warning("rtp timeout", call_id=call.context.call_id)
                     self.hangup(call)

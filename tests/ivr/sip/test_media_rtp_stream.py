@@ -555,3 +555,17 @@ def test_receiving_keeps_nothing() -> None:
     assert len(s._recent_events) <= 16
     assert len(s._newest_event_ts) <= 17
     assert s.counters.keys == 2000
+
+
+def test_audio_is_not_decoded_when_nobody_listens() -> None:
+    """Decoding is most of the receive cost: skipped when no one uses the caller's audio."""
+    import struct as _struct
+
+    stream = RtpStream(payload_type=0)
+    packet = _struct.pack("!BBHII", 0x80, 0, 1, 160, 0x1234) + b"\xff" * 160
+    assert stream.receive(packet, 1.0, decode=False) is None
+    assert stream.counters.audio == 1
+    assert stream.last_received == 1.0  # still alive for the RTP timeout
+    heard = stream.receive(packet, 1.02)
+    assert heard is not None
+    assert len(heard.pcm) == 320  # type: ignore[union-attr]
