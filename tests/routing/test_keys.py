@@ -1,0 +1,68 @@
+"""Key names: one definition for Python and Lua, one hash tag (one Cluster slot) per tenant."""
+
+from __future__ import annotations
+
+import pytest
+from redis.asyncio import Redis
+from redis.crc import key_slot
+
+from routing.keys import TEMPLATES, Keys, check_name, lua_prelude
+
+
+def all_keys(k: Keys) -> list[str]:
+    return [
+        k.seq,
+        k.agents,
+        k.calls,
+        k.queues,
+        k.timers,
+        k.events,
+        k.agent("A1"),
+        k.agent_skills("A1"),
+        k.available("billing", 3),
+        k.staffed("billing"),
+        k.handle_times("billing"),
+        k.queue("billing", 3),
+        k.queue_config("billing"),
+        k.call("sip-call-id@host{weird}:x|y"),
+        k.parked("c1"),
+        k.inbox("node-1"),
+    ]
+
+
+def test_every_template_has_a_python_accessor() -> None:
+    k = Keys("t")
+    names = {key.removeprefix(k.prefix).split(":")[0] for key in all_keys(k)}
+    assert names == {t.split(":")[0] for t in TEMPLATES.values()}
+
+
+def test_one_tenant_is_one_cluster_slot() -> None:
+    k = Keys("北京")
+    slots = {key_slot(key.encode()) for key in all_keys(k)}
+    assert slots == {key_slot(b"{\xe5\x8c\x97\xe4\xba\xac}")}
+    assert key_slot(Keys("other").seq.encode()) != key_slot(k.seq.encode())
+
+
+async def test_lua_builds_the_same_names(redis_client: Redis) -> None:
+    k = Keys("t")
+    script = lua_prelude() + (
+        "P = ARGV[1]\n"
+        "return {K.seq(), K.agents(), K.calls(), K.queues(), K.timers(), K.events(),"
+        " K.agent('A1'), K.agent_skills('A1'), K.available('billing', 3),"
+        " K.staffed('billing'), K.handle_times('billing'), K.queue('billing', 3),"
+        " K.queue_config('billing'), K.call(ARGV[2]), K.parked('c1'), K.inbox('node-1')}"
+    )
+    names = await redis_client.eval(script, 0, k.prefix, "sip-call-id@host{weird}:x|y")
+    assert names == all_keys(k)
+
+
+@pytest.mark.parametrize("bad", ["", "a:b", "a|b", "{a}", "a b", "x" * 65])
+def test_names_inside_keys_are_checked(bad: str) -> None:
+    with pytest.raises(ValueError, match="bad"):
+        check_name("agent", bad)
+    with pytest.raises(ValueError, match="bad"):
+        Keys(bad)
+
+
+def test_names_may_be_chinese() -> None:
+    assert check_name("skill", "故障报修") == "故障报修"

@@ -1,0 +1,301 @@
+"""Random interleavings of everything callers, agents and timers do, against a real Redis.
+
+After every step the invariants of `assert_consistent` (conftest) must hold: no agent reserved
+for two calls, no call offered to two agents, no call gone without an event, the stream replays
+to exactly the stored states, priority/FIFO order at every offer, matching never left undone.
+Every rule also predicts whether the store must refuse the request, and a refused request must
+leave no event behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any, ClassVar, TypeVar
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+from redis.asyncio import Redis
+
+from routing.errors import (
+    AgentBusyError,
+    InvalidTransitionError,
+    NoSuchAgentError,
+    NoSuchReservationError,
+    RoutingError,
+)
+from routing.model import Agent, AgentState, CallState, ItemKind, NewCall, QueueConfig, Strategy
+from routing.store import RoutingStore
+
+T = TypeVar("T")
+T0 = 1_800_000_000.0
+AGENTS = ["A0", "A1", "A2"]
+SKILLS = ["billing", "hazard"]
+
+levels = st.sampled_from([1, 1, 2, 3])  # mostly equal requirements, so order is often tested
+skill_sets = st.dictionaries(st.sampled_from(SKILLS), levels, min_size=1, max_size=2)
+
+
+class RoutingMachine(RuleBasedStateMachine):
+    url: ClassVar[str] = ""
+    checker: ClassVar[Callable[[], Any]]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.client = Redis.from_url(self.url, decode_responses=True)
+        self.run(self.client.flushall())
+        self.store = RoutingStore(self.client, tenant="sm")
+        self.consistency = type(self).checker()
+        self.now = T0
+        self.serial = 0
+        self.callers: list[str] = []
+        """Ids of every caller ever enqueued (some long gone: a hang-up must then be a no-op)."""
+
+    def run(self, work: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(work)
+
+    def teardown(self) -> None:
+        self.run(self.client.aclose())
+        self.loop.close()
+
+    def agent(self, agent_id: str) -> Agent | None:
+        return self.run(self.store.agent(agent_id))
+
+    def pick(self, data: st.DataObject, *states: AgentState) -> str:
+        """Mostly an agent in one of ``states`` (the request makes progress), sometimes any agent
+        (the request may have to be refused)."""
+        fitting = [a for a in AGENTS if (ag := self.agent(a)) is not None and ag.state in states]
+        misuse = data.draw(st.integers(min_value=0, max_value=3), label="misuse") == 0
+        return data.draw(st.sampled_from(fitting if fitting and not misuse else AGENTS))
+
+    def expect(self, error: type[RoutingError] | None, work: Coroutine[Any, Any, object]) -> None:
+        """Run a store request; it must raise ``error`` (and then write nothing) or succeed."""
+        before = self.run(self.store.event_count())
+        if error is None:
+            self.run(work)
+            return
+        with pytest.raises(error):
+            self.run(work)
+        assert self.run(self.store.event_count()) == before
+
+    # ------------------------------------------------------------------ setup
+
+    @initialize(
+        strategy=st.sampled_from(list(Strategy)),
+        wrap=st.sampled_from([0.0, 10.0]),
+        max_wait=st.sampled_from([0.0, 45.0]),
+        aging=st.sampled_from([30.0, 600.0]),
+    )
+    def configure(self, strategy: Strategy, wrap: float, max_wait: float, aging: float) -> None:
+        """Both queues alike, so a run explores one strategy and one set of timers."""
+        for skill in SKILLS:
+            config = QueueConfig(
+                skill,
+                strategy=strategy,
+                wrap_up_seconds=wrap,
+                max_wait=max_wait,
+                aging_seconds_per_priority=aging,
+                callback_window=120.0,
+            )
+            self.run(self.store.configure_queue(config, self.now))
+
+    @initialize(
+        staff=st.lists(
+            st.tuples(skill_sets, st.booleans()), min_size=len(AGENTS), max_size=len(AGENTS)
+        )
+    )
+    def log_in_everyone(self, staff: list[tuple[dict[str, int], bool]]) -> None:
+        """Start with everyone logged in, some ready, so calls meet agents from the first step."""
+        for agent_id, (skills, ready) in zip(AGENTS, staff, strict=True):
+            self.run(self.store.login(agent_id, skills=skills, now=self.now, ready=ready))
+
+    # ------------------------------------------------------------------ agents
+
+    @rule(data=st.data(), skills=skill_sets, ready=st.booleans())
+    def login(self, data: st.DataObject, skills: dict[str, int], ready: bool) -> None:
+        agent_id = self.pick(data, AgentState.LOGGED_OUT)
+        agent = self.agent(agent_id)
+        ok = agent is None or agent.state is AgentState.LOGGED_OUT
+        self.expect(
+            None if ok else InvalidTransitionError,
+            self.store.login(agent_id, skills=skills, now=self.now, ready=ready),
+        )
+
+    @rule(data=st.data())
+    def logout(self, data: st.DataObject) -> None:
+        agent_id = self.pick(
+            data,
+            AgentState.AVAILABLE,
+            AgentState.NOT_READY,
+            AgentState.WRAP_UP,
+            AgentState.RESERVED,
+        )
+        agent = self.agent(agent_id)
+        error: type[RoutingError] | None = None
+        if agent is None:
+            error = NoSuchAgentError
+        elif agent.state is AgentState.LOGGED_OUT:
+            error = InvalidTransitionError
+        elif agent.state is AgentState.ON_CALL:
+            error = AgentBusyError
+        self.expect(error, self.store.logout(agent_id, self.now))
+
+    @rule(data=st.data())
+    def ready(self, data: st.DataObject) -> None:
+        agent_id = self.pick(data, AgentState.NOT_READY, AgentState.WRAP_UP)
+        agent = self.agent(agent_id)
+        error: type[RoutingError] | None = None
+        if agent is None:
+            error = NoSuchAgentError
+        elif agent.state in (AgentState.LOGGED_OUT, AgentState.RESERVED, AgentState.ON_CALL):
+            error = InvalidTransitionError
+        self.expect(error, self.store.ready(agent_id, self.now))
+
+    @rule(data=st.data(), reason=st.sampled_from(["break", "lunch"]))
+    def not_ready(self, data: st.DataObject, reason: str) -> None:
+        agent_id = self.pick(data, AgentState.AVAILABLE, AgentState.RESERVED, AgentState.WRAP_UP)
+        agent = self.agent(agent_id)
+        error: type[RoutingError] | None = None
+        if agent is None:
+            error = NoSuchAgentError
+        elif agent.state is AgentState.LOGGED_OUT:
+            error = InvalidTransitionError
+        elif agent.state is AgentState.ON_CALL:
+            error = AgentBusyError
+        self.expect(error, self.store.not_ready(agent_id, reason, self.now))
+
+    @rule(agent_id=st.sampled_from(AGENTS), skills=skill_sets)
+    def set_skills(self, agent_id: str, skills: dict[str, int]) -> None:
+        agent = self.agent(agent_id)
+        self.expect(
+            NoSuchAgentError if agent is None else None,
+            self.store.set_skills(agent_id, skills, self.now),
+        )
+
+    @rule(data=st.data(), accept=st.sampled_from([True, True, False]))
+    def answer(self, data: st.DataObject, accept: bool) -> None:
+        """Accept or reject: the agent's own offer, or (refused) some other call."""
+        agent_id = self.pick(data, AgentState.RESERVED)
+        agent = self.agent(agent_id)
+        if agent is not None and agent.state is AgentState.RESERVED:
+            call_id, error = agent.call_id, None
+        else:
+            call_id = self.callers[-1] if self.callers else "nothing"
+            error = NoSuchAgentError if agent is None else NoSuchReservationError
+        if accept:
+            self.expect(error, self.store.accept(agent_id, call_id, self.now))
+        else:
+            self.expect(error, self.store.reject(agent_id, call_id, self.now))
+
+    @rule(data=st.data())
+    def complete(self, data: st.DataObject) -> None:
+        agent_id = self.pick(data, AgentState.ON_CALL)
+        agent = self.agent(agent_id)
+        error: type[RoutingError] | None = None
+        if agent is None:
+            error = NoSuchAgentError
+        elif agent.state is not AgentState.ON_CALL:
+            error = InvalidTransitionError
+        self.expect(error, self.store.complete(agent_id, self.now))
+
+    # ------------------------------------------------------------------ callers
+
+    @rule(
+        skill=st.sampled_from(SKILLS),
+        level=levels,
+        priority=st.sampled_from([0, 0, 1, 2]),
+        extra=st.sampled_from([False, False, False, True]),
+    )
+    def enqueue(self, skill: str, level: int, priority: int, extra: bool) -> None:
+        self.serial += 1
+        call_id = f"call-{self.serial}"
+        skills = {skill: level}
+        if extra:
+            other = SKILLS[1 - SKILLS.index(skill)]
+            skills[other] = 1
+        self.callers.append(call_id)
+        self.run(self.store.enqueue(NewCall(call_id, skills, priority=priority), self.now))
+
+    @rule(
+        calls=st.lists(
+            st.tuples(st.sampled_from(SKILLS), levels, st.sampled_from([0, 0, 1, 2])),
+            min_size=2,
+            max_size=4,
+        )
+    )
+    def burst(self, calls: list[tuple[str, int, int]]) -> None:
+        """Several callers in the same instant, so lines build up across queues and levels."""
+        for skill, level, priority in calls:
+            self.enqueue(skill, level, priority, extra=False)
+
+    @precondition(lambda self: bool(self.callers))
+    @rule(data=st.data())
+    def hang_up(self, data: st.DataObject) -> None:
+        call_id = data.draw(st.sampled_from(self.callers))
+        before = self.run(self.store.call(call_id))
+        outcome = self.run(self.store.hangup(call_id, self.now))
+        expected = {
+            None: "none",
+            CallState.WAITING: "abandoned",
+            CallState.OFFERED: "abandoned",
+            CallState.CONNECTED: "completed",
+        }
+        assert outcome == expected[None if before is None else before.state]
+
+    @precondition(lambda self: bool(self.callers))
+    @rule(data=st.data())
+    def callback_instead(self, data: st.DataObject) -> None:
+        call_id = data.draw(st.sampled_from(self.callers))
+        before = self.run(self.store.call(call_id))
+        outcome = self.run(self.store.leave_for_callback(call_id, self.now))
+        if before is None or before.state is CallState.CONNECTED:
+            assert outcome == ("none" if before is None else "connected")
+            return
+        assert outcome == "parked"
+        callback = NewCall(
+            "cb:" + call_id,
+            before.skills,
+            priority=before.priority,
+            kind=ItemKind.CALLBACK,
+            number="13800000000",
+        )
+        result = self.run(self.store.add_callback(callback, self.now, from_call=call_id))
+        assert result.kept_place
+
+    # ------------------------------------------------------------------ time
+
+    @rule(seconds=st.sampled_from([1.0, 5.0, 11.0, 16.0, 50.0]))
+    def time_passes(self, seconds: float) -> None:
+        self.now += seconds
+        self.run(self.store.tick(self.now))
+
+    # ------------------------------------------------------------------ invariants
+
+    @invariant()
+    def consistent(self) -> None:
+        self.run(self.consistency.check(self.store))
+
+
+@pytest.mark.slow
+def test_random_interleavings(redis_server: Any, consistency: Callable[[], Any]) -> None:
+    RoutingMachine.url = redis_server.url
+    RoutingMachine.checker = consistency
+    run_state_machine_as_test(
+        RoutingMachine,
+        settings=settings(
+            max_examples=80,
+            stateful_step_count=50,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
+    )
