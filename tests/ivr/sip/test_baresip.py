@@ -21,9 +21,6 @@ from typing import Any
 import pytest
 import structlog
 
-from ivr.flow.model import load_flow
-from ivr.services import NotConnectedCrm, NotConnectedRouting
-from ivr.settings import Settings, load_settings
 from ivr.sip.prompt_audio import prompt_pcm
 from ivr.sip.registrar import digest_ha1
 from ivr.sip.server import SipServer
@@ -32,6 +29,7 @@ from sounds.catalog import Catalog, PromptLibrary, shipped_dir
 
 sys.path.insert(0, str(Path(__file__).parent))
 from baresip import Baresip, write_tone
+from sipp import make_server
 
 pytestmark = [
     pytest.mark.slow,
@@ -44,18 +42,6 @@ pytestmark = [
 AGENT, AGENT_PASSWORD = "1001", "agent-1001-pw"
 CALLER = "13800138000"
 TONE_HZ = 1000.0
-
-
-def make_server(**overrides: Any) -> SipServer:
-    base = load_settings()
-    settings = Settings(**{**base.model_dump(), "sip_port": 0, **overrides})
-    return SipServer(
-        settings,
-        load_flow(settings.resolved_flow_file()),
-        PromptLibrary(Catalog.shipped(), [shipped_dir()]),
-        crm=NotConnectedCrm(),
-        routing=NotConnectedRouting(),
-    )
 
 
 @pytest.fixture

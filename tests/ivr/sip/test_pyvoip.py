@@ -33,15 +33,12 @@ from typing import Any
 
 import pytest
 
-from ivr.flow.model import load_flow
-from ivr.services import NotConnectedCrm, NotConnectedRouting
-from ivr.settings import Settings, load_settings
 from ivr.sip.registrar import digest_ha1
 from ivr.sip.server import SipServer
-from sounds.catalog import Catalog, PromptLibrary, shipped_dir
 
 sys.path.insert(0, str(Path(__file__).parent))
 from baresip import free_ports
+from sipp import make_server
 
 
 def _import_pyvoip() -> ModuleType | None:
@@ -65,18 +62,6 @@ pytestmark = [
 EXTENSION, PASSWORD = "1002", "agent-1002-pw"
 STEP_TIMEOUT = 10.0
 """Bound on every blocking pyVoIP call (its own register timeout is 30 s; we set 5)."""
-
-
-def make_server(**overrides: Any) -> SipServer:
-    base = load_settings()
-    settings = Settings(**{**base.model_dump(), "sip_port": 0, **overrides})
-    return SipServer(
-        settings,
-        load_flow(settings.resolved_flow_file()),
-        PromptLibrary(Catalog.shipped(), [shipped_dir()]),
-        crm=NotConnectedCrm(),
-        routing=NotConnectedRouting(),
-    )
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,6 @@ from aiosipua import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ivr.flow.model import load_flow
-from ivr.services import NotConnectedCrm, NotConnectedRouting
-from ivr.settings import Settings, load_settings
 from ivr.sip.events import Addr, RegisterRequest
 from ivr.sip.registrar import (
     AgentsFileError,
@@ -39,7 +37,9 @@ from ivr.sip.registrar import (
     load_agents,
 )
 from ivr.sip.server import SipServer
-from sounds.catalog import Catalog, PromptLibrary, shipped_dir
+
+sys.path.insert(0, str(Path(__file__).parent))
+from sipp import make_server
 
 PHONE: Addr = ("127.0.0.1", 5070)
 PASSWORDS = {"1001": "s3cret-1001", "1002": "s3cret-1002"}
@@ -574,18 +574,6 @@ def test_min_expires_above_max_is_refused():
 
 
 # ---------------------------------------------------------------------- wired into the server
-
-
-def make_server(**overrides: Any) -> SipServer:
-    base = load_settings()
-    settings = Settings(**{**base.model_dump(), "sip_port": 0, **overrides})
-    return SipServer(
-        settings,
-        load_flow(settings.resolved_flow_file()),
-        PromptLibrary(Catalog.shipped(), [shipped_dir()]),
-        crm=NotConnectedCrm(),
-        routing=NotConnectedRouting(),
-    )
 
 
 @pytest.fixture

@@ -12,17 +12,14 @@ from typing import Any
 
 import pytest
 
-from ivr.flow.model import load_flow
-from ivr.services import NotConnectedCrm, NotConnectedRouting
-from ivr.settings import Settings, load_settings
 from ivr.sip.server import SipServer
-from sounds.catalog import Catalog, PromptLibrary, shipped_dir
 
 sys.path.insert(0, str(Path(__file__).parent))
 from sipp import (
     OPTIONS_SCENARIO,
     cancel_scenario,
     key_pcaps,
+    make_server,
     run_sipp,
     sipp_available,
     uac_scenario,
@@ -35,18 +32,6 @@ pytestmark = [
         not sipp_available() and not os.environ.get("CI"), reason="needs Debian sip-tester"
     ),
 ]
-
-
-def make_server(**overrides: Any) -> SipServer:
-    base = load_settings()
-    settings = Settings(**{**base.model_dump(), "sip_port": 0, **overrides})
-    return SipServer(
-        settings,
-        load_flow(settings.resolved_flow_file()),
-        PromptLibrary(Catalog.shipped(), [shipped_dir()]),
-        crm=NotConnectedCrm(),
-        routing=NotConnectedRouting(),
-    )
 
 
 @pytest.fixture
