@@ -170,6 +170,36 @@ class Settings(BaseSettings):
         le=1.0,
         description="recognition results below this confidence count as no-match",
     )
+    redis_url: str | None = Field(
+        default=None,
+        description=(
+            "Redis (>= 6.2) or Valkey for routing, e.g. redis://host:6379/0; unset = the "
+            "embedded Redis server started by the hotline, data under var_dir"
+        ),
+    )
+    routing_tenant: str = Field(
+        default="default",
+        pattern=r"^[^\s:|{}]{1,64}$",
+        description="routing key namespace (one Redis Cluster hash tag) shared by all nodes",
+    )
+    routing_heartbeat_seconds: float = Field(
+        default=5.0,
+        gt=0.0,
+        description="how often this node tells routing it is alive",
+    )
+    routing_node_timeout_seconds: float = Field(
+        default=20.0,
+        gt=0.0,
+        description="a node silent this long is declared lost and its queued calls reclaimed",
+    )
+    api_token: str | None = Field(
+        default=None,
+        min_length=16,
+        description=(
+            "bearer token required by the /api/ endpoints that change state; unset = only "
+            "clients on this host (loopback) may change state"
+        ),
+    )
     shutdown_grace_seconds: float = Field(
         default=10.0,
         ge=0.0,
