@@ -16,7 +16,8 @@ from aiohttp import web
 import ivr
 from ivr.flow.model import FlowLoadError, load_flow
 from ivr.logs import configure_logging
-from ivr.services import NotConnectedCrm, NotConnectedRouting
+from ivr.routing_runtime import RoutingRuntime, RoutingStartError
+from ivr.services import NotConnectedCrm
 from ivr.settings import Settings
 from ivr.sip.errors import SipError
 from ivr.sip.server import SipServer
@@ -55,11 +56,7 @@ def _log_startup(settings: Settings) -> None:
         log.warning("speech: HOTLINE_VOSK_MODEL is not a folder", model=str(settings.vosk_model))
     else:
         log.info("speech: Vosk model configured", model=str(settings.vosk_model))
-    log.info(
-        "services",
-        crm=NotConnectedCrm.name,
-        routing=NotConnectedRouting.name,
-    )
+    log.info("services", crm=NotConnectedCrm.name)
 
 
 async def _serve(settings: Settings) -> int:
@@ -87,18 +84,31 @@ async def _serve(settings: Settings) -> int:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         _log_startup(settings)
-        status: dict[str, object] = {"sip": "starting"}
+        status: dict[str, object] = {"sip": "starting", "routing": "starting"}
         dirs = [settings.sounds_dir] if settings.sounds_dir is not None else []
+        try:
+            flow = load_flow(settings.resolved_flow_file())
+        except FlowLoadError as exc:
+            log.error("cannot start", error=str(exc))
+            return 1
+        routing = RoutingRuntime(settings)
+        try:
+            node_routing = await routing.start()
+        except RoutingStartError as exc:
+            log.error("routing cannot start", error=str(exc))
+            return 1
+        status["routing"] = routing.description
         try:
             sip = SipServer(
                 settings,
-                load_flow(settings.resolved_flow_file()),
+                flow,
                 PromptLibrary(Catalog.shipped(), [*dirs, shipped_dir()]),
                 crm=NotConnectedCrm(),
-                routing=NotConnectedRouting(),
+                routing=node_routing,
             )
-        except (SipError, FlowLoadError) as exc:
+        except SipError as exc:
             log.error("cannot start", error=str(exc))
+            await routing.stop()
             return 1
         try:
             sip_host, sip_port = await sip.start()
@@ -106,6 +116,7 @@ async def _serve(settings: Settings) -> int:
             log.error(
                 "sip cannot listen", host=settings.sip_host, port=settings.sip_port, error=str(exc)
             )
+            await routing.stop()
             return 1
         status["sip"] = f"listening on udp {sip_host}:{sip_port}"
         runner = web.AppRunner(
@@ -129,6 +140,7 @@ async def _serve(settings: Settings) -> int:
             )
             await runner.cleanup()
             await sip.stop(0)
+            await routing.stop()
             return 1
         for address in runner.addresses:
             host, port = address[0], address[1]
@@ -138,8 +150,13 @@ async def _serve(settings: Settings) -> int:
         status["sip"] = "draining"
 
         async def shut_down() -> None:
-            await sip.stop(settings.shutdown_grace_seconds * 0.5)
-            await runner.cleanup()
+            try:
+                await sip.stop(settings.shutdown_grace_seconds * 0.5)
+                await runner.cleanup()
+            finally:
+                # Last: calls hung up above leave their queues through routing first.
+                status["routing"] = "stopping"
+                await routing.stop()
 
         cleanup = asyncio.create_task(shut_down())
         # A second signal cancels the task (immediate stop); so does running out of grace.
@@ -150,6 +167,9 @@ async def _serve(settings: Settings) -> int:
             await asyncio.wait({cleanup}, timeout=1.0)
         elif not cleanup.cancelled() and cleanup.exception() is not None:
             log.error("web server cleanup failed", exc_info=cleanup.exception())
+        # Idempotent; after a forced stop it makes sure the embedded Redis is told to stop
+        # (it runs in its own process group and would otherwise outlive us).
+        await routing.stop()
         log.info("stopped", forced=forced)
         return 0
     finally:

@@ -23,12 +23,18 @@ One command per line (a line starting with ``#`` is a comment)::
 
 ``reply`` lines play the part of services that are not connected to this run; each reply is
 printed as a scripted reply so nobody mistakes it for a real work order.
+
+With a real routing service (`ScriptRunner(routing=...)`, a node's `RedisRouting`), the call waits
+in a real queue: ``reply queue/agent...`` lines are refused, and after every line routing's pump
+runs once at the script's time (due timers, this node's inbox, position updates), so
+``silence 30`` lets a position announcement come round and an agent's accept reaches the call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import shlex
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,13 +44,18 @@ from ivr.dialog import actions as act
 from ivr.dialog import events as ev
 from ivr.dialog.engine import CallContext
 from ivr.flow.model import Flow, load_flow
-from ivr.services import LookupReply, ServiceError
+from ivr.routing_redis import RedisRouting
+from ivr.services import LookupReply, Routing, ServiceError
 from ivr.session import CallSession, CallSummary, ManualClock
 from ivr.settings import Settings
 from ivr.transports.sim import PrintingCrm, PrintingRouting, SimTransport, new_call_id
 from sounds.catalog import Catalog
 
 SETTLE_ROUNDS = 2000
+"""Event-loop turns a call may take to settle when only in-process work is pending."""
+
+SETTLE_SECONDS = 10.0
+"""Real seconds a call may take to settle when it waits on real I/O (a Redis round trip)."""
 
 
 class ScriptError(Exception):
@@ -124,7 +135,13 @@ class ScriptRunner:
         caller: str,
         dialed: str,
         min_confidence: float = 0.5,
+        routing: RedisRouting | None = None,
+        clock: ManualClock | None = None,
     ) -> None:
+        """``routing``: a real routing service whose pump the runner drives (``reply`` lines for
+        routing are then refused); ``clock``: the script's clock (share it with whatever else
+        acts at the script's time, e.g. an agent API in a test)."""
+        self.routing = routing
         self.flow = flow
         self.catalog = catalog
         self.out = out
@@ -133,7 +150,7 @@ class ScriptRunner:
         self.min_confidence = min_confidence
         self.speech = True
         self.services = ScriptedServices()
-        self.clock = ManualClock()
+        self.clock = clock if clock is not None else ManualClock()
         self.transport = SimTransport(catalog, out, show_collect=False)
         self.session: CallSession | None = None
         self._task: asyncio.Task[CallSummary] | None = None
@@ -144,8 +161,12 @@ class ScriptRunner:
 
     async def run(self, lines: list[str]) -> CallSummary:
         """Run every line; ScriptError on the first failing one."""
-        started = False
-        for no, raw in enumerate(lines, start=1):
+        await self.step(lines)
+        return await self.finish()
+
+    async def step(self, lines: list[str], *, first_line: int = 1) -> None:
+        """Run some lines and leave the call where they put it (tests interleave other work)."""
+        for no, raw in enumerate(lines, start=first_line):
             line = raw.strip()
             if not line or line.startswith("#"):
                 continue
@@ -153,19 +174,29 @@ class ScriptRunner:
             command, args = words[0], words[1:]
             try:
                 if command == "speech":
-                    if started:
+                    if self.session is not None:
                         raise ScriptError("'speech' must come before the call starts")
                     self.speech = _on_off(args)
                     continue
-                if not started:
+                if self.session is None:
                     await self._start()
-                    started = True
                 print(f"  ## {line}", file=self.out)
                 await self._command(command, args, line)
                 await self._settle()
+                await self.pump()
             except ScriptError as exc:
                 raise ScriptError(f"line {no}: {line}: {exc}") from None
-        if not started:
+
+    async def pump(self) -> None:
+        """Run the real routing's pump once at the script's time, then let the call settle."""
+        if self.routing is None or self.session is None:
+            return
+        await self.routing.run_once(self.clock.now())
+        await self._settle()
+
+    async def finish(self) -> CallSummary:
+        """Check the call is over and return its summary."""
+        if self.session is None:
             await self._start()
         return await self._finish()
 
@@ -180,7 +211,8 @@ class ScriptRunner:
         )
         label = "scripted reply"
         crm = PrintingCrm(self.services, self.out, label)
-        routing = PrintingRouting(self.services, self.out, label)
+        inner: Routing = self.routing if self.routing is not None else self.services
+        routing = PrintingRouting(inner, self.out, "routing" if self.routing else label)
         self.session = CallSession(
             self.flow, context, self.transport, crm, routing, clock=self.clock, service_grace=1.0
         )
@@ -205,8 +237,12 @@ class ScriptRunner:
         """Let the session process everything until it waits for the caller or a reply."""
         assert self.session is not None
         assert self._task is not None
-        for _ in range(SETTLE_ROUNDS):
-            await asyncio.sleep(0)
+        deadline = time.monotonic() + SETTLE_SECONDS
+        rounds = 0
+        while True:
+            rounds += 1
+            # Turns of the loop settle in-process work; real I/O needs the selector to wait.
+            await asyncio.sleep(0 if rounds < SETTLE_ROUNDS else 0.001)
             if self._task.done():
                 return
             running = self.session.running_services
@@ -217,6 +253,10 @@ class ScriptRunner:
                 and running <= self.services.waiting
             ):
                 return
+            if self.routing is None and rounds >= SETTLE_ROUNDS:
+                break
+            if time.monotonic() > deadline:
+                break
         raise ScriptError("the call did not settle")
 
     # ------------------------------------------------------------------ commands
@@ -294,6 +334,8 @@ class ScriptRunner:
         elif kind in ("survey", "callback"):
             self._take(kind).future.set_result(None)
         elif kind in ("queue", "agent", "agent-hangup", "queue-exit"):
+            if self.routing is not None:
+                raise ScriptError("routing is real in this run: agents answer, not the script")
             if services.queue is None or services.feed is None:
                 raise ScriptError("the caller is not in a queue")
             rid = services.queue.request_id

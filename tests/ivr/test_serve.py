@@ -13,7 +13,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 
@@ -77,8 +77,8 @@ def hotline_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "ivr"]
 
 
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[ServeProcess]:
+def start_serve(workdir: Path, **extra: str) -> ServeProcess:
+    """Start `hotline serve` in ``workdir`` on free ports with JSON logs (plus ``extra`` env)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
     env |= {
         "HOTLINE_WEB_PORT": "0",
@@ -87,9 +87,10 @@ def serve(tmp_path: Path) -> Iterator[ServeProcess]:
         "HOTLINE_NODE_ID": "serve-test",
         "HOTLINE_SHUTDOWN_GRACE_SECONDS": "2",
     }
+    env |= extra
     proc = subprocess.Popen(
         [*hotline_command(), "serve"],
-        cwd=tmp_path,
+        cwd=workdir,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -97,15 +98,25 @@ def serve(tmp_path: Path) -> Iterator[ServeProcess]:
         text=True,
         encoding="utf-8",
     )
-    server = ServeProcess(proc)
+    return ServeProcess(proc)
+
+
+def finish(server: ServeProcess) -> None:
+    proc = server.proc
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=STOP_TIMEOUT)
+    if proc.stderr is not None:
+        proc.stderr.close()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[ServeProcess]:
+    server = start_serve(tmp_path)
     try:
         yield server
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=STOP_TIMEOUT)
-        if proc.stderr is not None:
-            proc.stderr.close()
+        finish(server)
 
 
 def get_json(url: str) -> dict[str, object]:
@@ -127,6 +138,10 @@ def test_serve_answers_health_and_stops_on_sigterm(serve: ServeProcess) -> None:
     assert health["speech"] == "dtmf-only"
     sip = serve.wait_for("sip listening", 0)
     assert health["sip"] == f"listening on udp 127.0.0.1:{sip['port']}"
+    assert str(health["routing"]).startswith("redis 6.2")
+    assert str(health["routing"]).endswith("(embedded), tenant default")
+    redis_pid = serve.wait_for("embedded redis started", 0)["pid"]
+    assert isinstance(redis_pid, int)
 
     serve.proc.send_signal(signal.SIGTERM)
     assert serve.proc.wait(timeout=STOP_TIMEOUT) == 0
@@ -140,6 +155,9 @@ def test_serve_answers_health_and_stops_on_sigterm(serve: ServeProcess) -> None:
     assert stopped["forced"] is False
     assert events[-1] == "stopped"
     assert not [line for line in serve.lines if line.get("not_json")]
+    # The embedded Redis went with it, its data kept for the next start.
+    assert events.index("sip stopped") < events.index("embedded redis stopped")
+    assert not Path(f"/proc/{redis_pid}").exists() or _zombie(redis_pid)
 
 
 def test_serve_stops_on_sigint(serve: ServeProcess) -> None:
@@ -149,3 +167,36 @@ def test_serve_stops_on_sigint(serve: ServeProcess) -> None:
     serve.drain(STOP_TIMEOUT)
     assert serve.wait_for("stopping", 0)["signal"] == "SIGINT"
     serve.wait_for("stopped", 0)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_serve_uses_a_configured_redis(tmp_path: Path, redis_server: Any) -> None:
+    server = start_serve(tmp_path, HOTLINE_REDIS_URL=redis_server.url, HOTLINE_ROUTING_TENANT="t9")
+    try:
+        listening = server.wait_for("web listening", START_TIMEOUT)
+        health = get_json(f"http://127.0.0.1:{listening['port']}/healthz")
+        assert health["routing"] == (
+            f"redis {redis_server.version} (redis://127.0.0.1:{redis_server.port}/0), tenant t9"
+        )
+        assert not (tmp_path / "var" / "redis").exists()  # no embedded server was started
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=STOP_TIMEOUT) == 0
+    finally:
+        finish(server)
+
+
+def test_serve_refuses_a_bad_redis_url(tmp_path: Path) -> None:
+    server = start_serve(tmp_path, HOTLINE_REDIS_URL="http://127.0.0.1:1/")
+    try:
+        assert server.proc.wait(timeout=START_TIMEOUT) == 1
+        server.drain(STOP_TIMEOUT)
+        failed = server.wait_for("routing cannot start", 0)
+        assert "not a Redis URL" in str(failed["error"])
+    finally:
+        finish(server)
