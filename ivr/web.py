@@ -1,4 +1,5 @@
-"""The web app: health (`/healthz`), Prometheus metrics (`/metrics`) and a status page (`/`).
+"""The web app: health (`/healthz`), Prometheus metrics (`/metrics`), a status page (`/`) and the
+agents and queues API (`ivr.web_routing`).
 
 API errors under `/api/` are JSON with a stable `error_id` (`{"error_id": "not-found", ...}`),
 so clients branch on the id, never on the message.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import html
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import structlog
 from aiohttp import web
@@ -17,8 +18,10 @@ from prometheus_client import exposition
 import ivr
 from ivr.metrics import REGISTRY
 from ivr.settings import Settings
+from ivr.web_api import API_PREFIX, ApiError, Handler, require_access
+from ivr.web_routing import add_routing_routes
+from routing.store import RoutingStore
 
-API_PREFIX = "/api/"
 SIP_STATUS = "not started (the serve command starts it)"
 
 log = structlog.get_logger(__name__)
@@ -27,8 +30,6 @@ SETTINGS_KEY = web.AppKey("settings", Settings)
 STARTED_KEY = web.AppKey("started_monotonic", float)
 STATUS_KEY = web.AppKey("status", Mapping[str, object])
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
 # Stable ids for the HTTP errors aiohttp raises itself (unknown path, wrong method, ...).
 _ERROR_IDS = {
     400: "bad-request",
@@ -36,19 +37,6 @@ _ERROR_IDS = {
     405: "method-not-allowed",
     413: "request-too-large",
 }
-
-
-class ApiError(Exception):
-    """An API failure a handler raises; the middleware turns it into a JSON error response."""
-
-    def __init__(self, error_id: str, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.error_id = error_id
-        """Stable, kebab-case id clients can branch on, e.g. "no-such-call"."""
-        self.message = message
-        """Human-readable explanation; may change between versions."""
-        self.status = status
-        """HTTP status code of the response."""
 
 
 def _error(status: int, error_id: str, message: str) -> web.Response:
@@ -135,14 +123,24 @@ async def index(request: web.Request) -> web.Response:
 
 
 def create_app(
-    settings: Settings, *, status: Mapping[str, object] | None = None
+    settings: Settings,
+    *,
+    status: Mapping[str, object] | None = None,
+    routing: RoutingStore | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> web.Application:
-    """Build the web app for `settings`; `status` entries are merged into every /healthz answer."""
-    app = web.Application(middlewares=[api_errors])
+    """Build the web app for `settings`; `status` entries are merged into every /healthz answer.
+
+    `routing` serves the agents and queues API (without it those endpoints answer 503
+    ``routing-unavailable``); `clock` gives routing's ``now`` (seconds since the epoch).
+    """
+    # api_errors first: the access rule's refusals are ApiErrors it turns into JSON.
+    app = web.Application(middlewares=[api_errors, require_access(settings.api_token)])
     app[SETTINGS_KEY] = settings
     app[STARTED_KEY] = time.monotonic()
     app[STATUS_KEY] = status if status is not None else {}
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/", index)
+    add_routing_routes(app, routing, clock)
     return app
