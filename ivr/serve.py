@@ -120,7 +120,7 @@ async def _serve(settings: Settings) -> int:
             return 1
         status["sip"] = f"listening on udp {sip_host}:{sip_port}"
         runner = web.AppRunner(
-            create_app(settings, status=status),
+            create_app(settings, status=status, routing=routing.store),
             handle_signals=False,
             # aiohttp waits this long for running handlers, then cancels them and waits as long
             # again; 2 x 40% leaves a fifth of the grace for the app's cleanup hooks.

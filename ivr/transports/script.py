@@ -279,11 +279,17 @@ class ScriptRunner:
             session.feed(ev.SpeechRecognized(" ".join(args), confidence))
         elif command == "silence":
             if args:
-                self.clock.advance(float(args[0]))
+                seconds = float(args[0])
             elif dialog.deadline is None:
                 raise ScriptError(f"nothing is timed at node {dialog.node_id!r}")
             else:
-                self.clock.advance(max(0.0, dialog.deadline - self.clock.now()))
+                seconds = max(0.0, dialog.deadline - self.clock.now())
+            if self.routing is not None:
+                # Routing's news for the time that passes (a new place in line) reaches the call
+                # before the call's own timers fire, so a hold announcement is not stale.
+                await self.routing.run_once(self.clock.now() + seconds)
+                await self._settle()
+            self.clock.advance(seconds)
         elif command == "hangup":
             session.feed(ev.CallerHungUp())
         elif command == "reply":

@@ -142,6 +142,17 @@ def test_serve_answers_health_and_stops_on_sigterm(serve: ServeProcess) -> None:
     assert str(health["routing"]).endswith("(embedded), tenant default")
     redis_pid = serve.wait_for("embedded redis started", 0)["pid"]
     assert isinstance(redis_pid, int)
+    # The agents API reaches routing on the embedded Redis.
+    login = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/agents/A1/login",
+        data=json.dumps({"skills": {"general": 3}, "ready": True}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(login, timeout=5) as resp:  # noqa: S310 — loopback http URL
+        assert json.load(resp)["agent"]["state"] == "available"
+    agents = get_json(f"http://127.0.0.1:{port}/api/agents")
+    assert [a["agent_id"] for a in agents["agents"]] == ["A1"]
 
     serve.proc.send_signal(signal.SIGTERM)
     assert serve.proc.wait(timeout=STOP_TIMEOUT) == 0

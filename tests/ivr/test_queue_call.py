@@ -1,0 +1,159 @@
+"""A scripted call waits in a real queue (real Redis), hears its place in line, and is offered to
+an agent who logged in through the HTTP API; the agent accepts, talks, completes; the caller is
+bridged, then rates the service. Routing's event stream tells the same story."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from redis.asyncio import Redis
+
+from ivr.flow.model import load_flow
+from ivr.routing_redis import RedisRouting
+from ivr.session import ManualClock
+from ivr.settings import Settings
+from ivr.transports.script import ScriptError, ScriptRunner
+from ivr.web import create_app
+from routing.events import EventType
+from routing.model import NewCall
+from routing.store import RoutingStore
+from sounds.catalog import Catalog
+
+START = 1_800_000_000.0
+"""The script's clock starts here (seconds since the epoch), shared by routing and the API."""
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(START)
+
+
+@pytest.fixture
+def store(redis_client: Redis) -> RoutingStore:
+    return RoutingStore(redis_client, tenant="t1")
+
+
+@pytest.fixture
+async def api(store: RoutingStore, clock: ManualClock) -> AsyncIterator[str]:
+    settings = Settings(web_port=0, node_id="api-node")
+    app = create_app(settings, status={}, routing=store, clock=clock.now)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def _call_api(method: str, url: str, body: dict[str, Any] | None = None) -> Any:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url, json=body) as resp,
+    ):
+        data = await resp.json()
+        assert resp.status == 200, data
+        return data
+
+
+def _runner(store: RoutingStore, clock: ManualClock, out: io.StringIO) -> ScriptRunner:
+    settings = Settings()
+    routing = RedisRouting(store, "sim-node", clock=clock.now, position_interval=10.0)
+    return ScriptRunner(
+        load_flow(settings.resolved_flow_file()),
+        Catalog.shipped(),
+        out,
+        caller="13812345678",
+        dialed="95598",
+        routing=routing,
+        clock=clock,
+    )
+
+
+async def test_scripted_call_waits_in_a_real_queue_and_reaches_an_api_agent(
+    store: RoutingStore, clock: ManualClock, api: str
+) -> None:
+    # An agent logs in through the API, not ready yet; another caller is already waiting.
+    await _call_api(
+        "POST",
+        f"{api}/api/agents/A1001/login",
+        {"name": "王芳", "contact": "sip:A1001@127.0.0.1", "skills": {"general": 5}},
+    )
+    await store.enqueue(NewCall("other-1", {"general": 1}, priority=20), clock.now())
+
+    out = io.StringIO()
+    runner = _runner(store, clock, out)
+    await runner.step(["expect welcome main_menu", "press 0"])
+    assert runner.session is not None
+    call_id = runner.session.context.call_id
+    # Second in line: the caller hears it at once.
+    await runner.step(["expect transfer_agent queue_ahead digit_2 queue_people callback_offer"])
+    assert await store.waiting("general") == ["other-1", call_id]
+
+    # The agent goes ready and takes the caller ahead; ours moves up, and hears so 10 s on.
+    await _call_api("POST", f"{api}/api/agents/A1001/ready")
+    agent = await _call_api("GET", f"{api}/api/agents/A1001")
+    assert (agent["state"], agent["call_id"]) == ("reserved", "other-1")
+    # (Within the 15 s the offer stays open: a missed offer would put that caller back ahead.)
+    await runner.step(["silence 10", "expect queue_ahead digit_1 queue_people"])
+
+    # The caller ahead hangs up while offered: the agent is offered our call.
+    assert await store.hangup("other-1", clock.now()) == "abandoned"
+    agent = await _call_api("GET", f"{api}/api/agents/A1001")
+    assert (agent["state"], agent["call_id"]) == ("reserved", call_id)
+    popped = await _call_api("GET", f"{api}/api/calls/{call_id}")
+    assert popped["context"]["queue.skill"] == "general"  # the screen pop
+
+    # Accept through the API: the caller is bridged to the agent.
+    accepted = await _call_api("POST", f"{api}/api/agents/A1001/accept", {"call_id": call_id})
+    assert accepted["contact"] == "sip:A1001@127.0.0.1"
+    await runner.pump()
+    assert runner.transport.transferred_to == "A1001"
+    assert "IVR ⇄ caller connected to agent A1001" in out.getvalue()
+
+    # The agent finishes; the caller is taken to the survey.
+    clock.advance(95)
+    await _call_api("POST", f"{api}/api/agents/A1001/complete")
+    await runner.pump()
+    await runner.step(
+        [
+            "expect survey",
+            "press 5",
+            "expect-request survey score=5",
+            "reply survey ok",
+            "expect survey_thanks",
+            "expect-ended completed",
+            "expect-outcome enqueue general/20",
+            "expect-outcome survey 5",
+        ]
+    )
+    await runner.finish()
+
+    types = [e.type for e in await store.events() if e.call_id == call_id]
+    assert types == [EventType.ENTERQUEUE, EventType.OFFER, EventType.CONNECT, EventType.COMPLETE]
+    assert await store.call(call_id) is None
+    agent = await _call_api("GET", f"{api}/api/agents/A1001")
+    assert agent["state"] == "wrap_up"
+    assert agent["calls"] == 1
+
+
+async def test_routing_replies_are_refused_when_routing_is_real(
+    store: RoutingStore, clock: ManualClock
+) -> None:
+    runner = _runner(store, clock, io.StringIO())
+    await runner.step(["press 0"])
+    with pytest.raises(ScriptError, match="routing is real in this run"):
+        await runner.step(["reply agent A1"])
+    await runner.step(["hangup"])
+    summary = await runner.finish()
+    assert ("enqueue", "general/20") in [(o.kind, o.detail) for o in summary.outcomes]
+    # The caller who hung up while waiting left the queue as abandoned.
+    assert await store.call_ids() == set()
+    assert [e.type for e in await store.events()][-1] is EventType.ABANDON
