@@ -114,12 +114,14 @@ class Enqueue:
 
 @dataclass(frozen=True)
 class LeaveQueue:
-    """Take the caller out of line (hang-up while waiting, or a callback instead)."""
+    """Tell routing the caller's time in its queue is over: hung up while waiting, chose a
+    callback, hung up while talking to the agent, or the agent's leg ended."""
 
     request_id: int
-    """The Enqueue it cancels."""
+    """The Enqueue it ends."""
     reason: str
-    """``abandoned`` or ``callback``."""
+    """``abandoned`` (hung up waiting), ``callback`` (the place is parked for a callback),
+    ``hangup`` (hung up while bridged) or ``agent_finished`` (the agent's leg ended)."""
 
 
 @dataclass(frozen=True)

@@ -170,6 +170,9 @@ class Dialog:
     def _on_hangup(self, event: ev.CallerHungUp, now: float, out: list[act.Action]) -> None:
         if self.phase == "queued" and self._queue_request is not None:
             out.append(act.LeaveQueue(self._queue_request, "abandoned"))
+        elif self.phase == "bridged" and self._queue_request is not None:
+            # Routing must hear it: the agent goes to wrap-up, the call is complete.
+            out.append(act.LeaveQueue(self._queue_request, "hangup"))
         pending = self.slots.get("pending_ticket")
         in_flight = self.phase == "service" and isinstance(self._node(), TicketNode)
         served = self._agent_answered or self.phase == "bridged"
@@ -467,6 +470,9 @@ class Dialog:
             return
         node = self._node()
         assert isinstance(node, EnqueueNode)
+        # The agent leg may have ended on the transport's side (the agent hung up the phone):
+        # routing hears it here. When routing itself said so, this is a no-op there.
+        out.append(act.LeaveQueue(event.request_id, "agent_finished"))
         self._queue_request = None
         if node.after is not None:
             self._enter(node.after, now, out)

@@ -51,6 +51,8 @@ class SimTransport:
         self.collecting: act.StartCollecting | None = None
         self.hung_up: str | None = None
         self.transferred_to: str | None = None
+        self.transfer_request = 0
+        """The Enqueue request id of the last transfer (the transport reports against it)."""
 
     def say(self, items: tuple[act.PlayItem, ...]) -> str:
         """The text a Play speaks."""
@@ -92,6 +94,7 @@ class SimTransport:
     async def transfer(self, action: act.Transfer) -> None:
         """Say who the caller is talking to now."""
         self.transferred_to = action.agent_id
+        self.transfer_request = action.request_id
         print(f"IVR ⇄ caller connected to agent {action.agent_id}", file=self.out)
 
     async def hangup(self, reason: str) -> None:

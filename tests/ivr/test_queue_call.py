@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
+from ivr.dialog.events import AgentDisconnected
 from ivr.flow.model import load_flow
 from ivr.routing_redis import RedisRouting
 from ivr.session import ManualClock
@@ -157,3 +158,46 @@ async def test_routing_replies_are_refused_when_routing_is_real(
     # The caller who hung up while waiting left the queue as abandoned.
     assert await store.call_ids() == set()
     assert [e.type for e in await store.events()][-1] is EventType.ABANDON
+
+
+async def _bridged(store: RoutingStore, clock: ManualClock, out: io.StringIO) -> ScriptRunner:
+    await store.login("A7", skills={"general": 3}, now=clock.now(), ready=True)
+    runner = _runner(store, clock, out)
+    await runner.step(["press 0"])
+    assert runner.session is not None
+    call_id = runner.session.context.call_id
+    assert await store.accept("A7", call_id, clock.now()) == ""
+    await runner.pump()
+    assert runner.transport.transferred_to == "A7"
+    return runner
+
+
+async def test_caller_hanging_up_while_bridged_completes_the_call_in_routing(
+    store: RoutingStore, clock: ManualClock
+) -> None:
+    runner = await _bridged(store, clock, io.StringIO())
+    clock.advance(40)
+    await runner.step(["hangup"])
+    await runner.finish()
+    agent = await store.agent("A7")
+    assert agent is not None
+    assert (agent.state, agent.calls, agent.talk_seconds) == ("wrap_up", 1, 40.0)
+    assert await store.call_ids() == set()
+    assert [e.type for e in await store.events()][-1] is EventType.COMPLETE
+
+
+async def test_agent_leg_ending_on_the_phone_completes_the_call_in_routing(
+    store: RoutingStore, clock: ManualClock
+) -> None:
+    runner = await _bridged(store, clock, io.StringIO())
+    assert runner.session is not None
+    clock.advance(25)
+    # What the SIP transport feeds when the agent's phone hangs up.
+    runner.session.feed(AgentDisconnected(runner.transport.transfer_request))
+    await runner.pump()
+    await runner.step(["expect survey", "hangup"])
+    await runner.finish()
+    agent = await store.agent("A7")
+    assert agent is not None
+    assert (agent.state, agent.talk_seconds) == ("wrap_up", 25.0)
+    assert await store.call_ids() == set()

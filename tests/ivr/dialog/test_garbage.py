@@ -194,8 +194,7 @@ class QueueWatch:
                 closes = False
         if self.open is not None and after not in ("queued", "bridged"):
             # Left the queue: routing must have said so, or the dialog told routing.
-            hung_up_on_agent = isinstance(event, ev.CallerHungUp) and before == "bridged"
-            assert closes or hung_up_on_agent, f"left the queue silently on {event}"
+            assert closes, f"left the queue silently on {event}"
             self.open = None
 
 
