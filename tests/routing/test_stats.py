@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import replace
+from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
 from routing.errors import RoutingError
 from routing.events import EventType, RoutingEvent
@@ -423,6 +425,21 @@ async def test_a_view_loaded_while_a_place_is_parked_follows_its_callback(
     await view.refresh(store)
     assert view.snapshot(T0 + 60).queue("billing").oldest_callback == 60.0
     assert view.snapshot(T0 + 60) == await snapshot(store, T0 + 60)
+
+
+async def test_a_client_returning_bytes_reads_the_same(
+    store: RoutingStore, redis_server: Any
+) -> None:
+    await store.login("A1", skills={"billing": 1}, now=T0, ready=True)
+    await store.enqueue(call("c1"), T0 + 1)
+    await store.enqueue(call("c2"), T0 + 2)
+    raw = Redis.from_url(redis_server.url)  # no decode_responses
+    try:
+        assert await snapshot(RoutingStore(raw, tenant="t1"), T0 + 9) == await snapshot(
+            store, T0 + 9
+        )
+    finally:
+        await raw.aclose()
 
 
 # ---------------------------------------------------------------------- random operations
