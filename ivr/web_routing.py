@@ -29,6 +29,7 @@ from ivr.web_api import (
     number,
     text_field,
 )
+from routing import stats
 from routing.errors import NoSuchAgentError, NoSuchReservationError, RoutingError
 from routing.keys import MAX_LEVEL, check_name
 from routing.model import Agent, AgentState, Offer, Position, QueueConfig, QueuedCall, Strategy
@@ -429,6 +430,40 @@ async def put_queue(request: web.Request, store: RoutingStore, now: float) -> di
     return {"skill": skill, "config": config_json(await store.queue_config(skill))}
 
 
+@_routing
+async def live_stats(request: web.Request, store: RoutingStore, now: float) -> dict[str, Any]:
+    """`GET /api/stats/live`: queues and agents right now (one consistent read of Redis)."""
+    return (await stats.snapshot(store, now)).as_dict()
+
+
+@_routing
+async def interval_stats(request: web.Request, store: RoutingStore, now: float) -> dict[str, Any]:
+    """`GET /api/stats/intervals?since=EPOCH&interval=900&sl=20,30&short_abandon=5`: figures per
+    queue and interval, recomputed from routing's event stream (calls that entered since
+    ``since``, default the last 24 hours)."""
+    query = request.query
+    try:
+        since = float(query.get("since", now - 86400))
+        interval = float(query.get("interval", stats.INTERVAL_SECONDS))
+        short = float(query.get("short_abandon", stats.SHORT_ABANDON_SECONDS))
+        thresholds = tuple(
+            float(t) for t in query.get("sl", ",".join(map(str, stats.SL_THRESHOLDS))).split(",")
+        )
+        fold = stats.IntervalFold(
+            interval_seconds=interval, short_abandon_seconds=short, sl_thresholds=thresholds
+        )
+    except ValueError as exc:
+        raise ApiError(
+            "invalid-request", f"since, interval, sl and short_abandon are numbers: {exc}"
+        ) from None
+    # Stream ids start with Redis's clock in milliseconds; nodes' clocks are close to it, and the
+    # fold leaves out calls whose entry it did not see, so starting a little early is harmless.
+    after = f"{max(0, int((since - 60) * 1000))}-0"
+    await stats.fold_events(store, fold, after=after)
+    rows = [row.as_dict() for row in fold.intervals() if row.start + interval > since]
+    return {"since": since, "interval_seconds": interval, "intervals": rows}
+
+
 def add_routing_routes(
     app: web.Application, store: RoutingStore | None, clock: Callable[[], float]
 ) -> None:
@@ -451,5 +486,7 @@ def add_routing_routes(
             web.get("/api/queues", list_queues),
             web.get("/api/queues/{skill}", get_queue),
             web.put("/api/queues/{skill}", put_queue),
+            web.get("/api/stats/live", live_stats),
+            web.get("/api/stats/intervals", interval_stats),
         ]
     )

@@ -5,6 +5,7 @@ bridged, then rates the service. Routing's event stream tells the same story."""
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,8 +26,9 @@ from routing.model import NewCall
 from routing.store import RoutingStore
 from sounds.catalog import Catalog
 
-START = 1_800_000_000.0
-"""The script's clock starts here (seconds since the epoch), shared by routing and the API."""
+START = float(int(time.time()))
+"""The script's clock starts here, shared by routing and the API: the wall clock at import, as
+stream ids (Redis's clock) are compared with event times by the interval report."""
 
 
 @pytest.fixture
@@ -143,6 +145,15 @@ async def test_scripted_call_waits_in_a_real_queue_and_reaches_an_api_agent(
     agent = await _call_api("GET", f"{api}/api/agents/A1001")
     assert agent["state"] == "wrap_up"
     assert agent["calls"] == 1
+
+    # The supervisor's figures, live and for the quarter hour, tell the same story.
+    live = await _call_api("GET", f"{api}/api/stats/live")
+    assert live["queues"]["general"]["waiting"] == 0
+    assert live["queues"]["general"]["agents"]["wrap_up"] == 1
+    report = await _call_api("GET", f"{api}/api/stats/intervals?since={START - 1}&sl=20,60")
+    [row] = [r for r in report["intervals"] if r["skill"] == "general"]
+    assert (row["offered"], row["answered"], row["abandoned"]) == (2, 1, 1)
+    assert row["answered_within"] == {"20": 1, "60": 1}  # after 10 s in line
 
 
 async def test_routing_replies_are_refused_when_routing_is_real(
