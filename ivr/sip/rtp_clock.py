@@ -6,6 +6,10 @@ back to back, at most ``max_catch_up`` of them, and skips older ones (their RTP 
 skipped too, so the peer's jitter buffer sees a gap, not a time warp). The gaps between rounds
 are recorded: they are the outbound send-gap of the SIP benchmark.
 
+The clock reads time and sleeps through two injectable functions (by default the running loop's
+``time()`` and ``asyncio.sleep``), so tests drive it on virtual time and pin exact figures
+instead of hoping the machine is fast enough.
+
 One clock for all calls instead of a timer per call: 400 calls cost 50 wake-ups a second, not
 20 000, and all calls' packets for a tick leave together.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import math
 from array import array
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -82,10 +87,21 @@ class _Ring:
 
 
 class SendClock:
-    """One asyncio task that sends every registered stream's next frame every 20 ms."""
+    """One asyncio task that sends every registered stream's next frame every 20 ms.
+
+    `now` is its time source in seconds (default: the running loop's ``time()``, read when the
+    clock starts) and `sleep(seconds)` waits on that time (default: ``asyncio.sleep``). Tests
+    pass a virtual clock's pair; production keeps the defaults.
+    """
 
     def __init__(
-        self, *, period: float = PERIOD, max_catch_up: int = 3, stats_window: int = 3000
+        self,
+        *,
+        period: float = PERIOD,
+        max_catch_up: int = 3,
+        stats_window: int = 3000,
+        now: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.period = period
         """Seconds per tick."""
@@ -100,6 +116,8 @@ class SendClock:
         self._rounds = 0
         self._skipped = 0
         self._last_round: float | None = None
+        self._now = now
+        self._sleep = sleep
 
     @property
     def tick(self) -> int:
@@ -164,11 +182,11 @@ class SendClock:
         self._last_round = None
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+        time = self._now or asyncio.get_running_loop().time
         period = self.period
-        origin = loop.time() - self._tick * period  # resume numbering after a stop()
+        origin = time() - self._tick * period  # resume numbering after a stop()
         while True:
-            now = loop.time()
+            now = time()
             # The latest tick that is due; the epsilon absorbs float error at exact wake-ups.
             due = math.floor((now - origin) / period + 1e-6)
             if due >= self._tick:
@@ -177,8 +195,8 @@ class SendClock:
                 for tick in range(first, due + 1):
                     self._send(tick)
                 self._tick = due + 1
-                self._record(now, loop.time())
-            await asyncio.sleep(origin + self._tick * period - loop.time())
+                self._record(now, time())
+            await self._sleep(origin + self._tick * period - time())
 
     def _send(self, tick: int) -> None:
         for stream in tuple(self._streams):  # a callback may add or remove streams

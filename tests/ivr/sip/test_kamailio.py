@@ -360,15 +360,15 @@ async def test_start_is_not_blocked_when_the_registrar_is_down(tmp_path: Path) -
     registrar = ("127.0.0.1", port)
     factory = registration_to(registrar, t1=0.02, retry_base=0.2, retry_max=0.8)
     server = make_server(factory)
-    loop = asyncio.get_running_loop()
-    began = loop.time()
     stopped = False
-    async with asyncio.timeout(1.0):  # start() returns at once: no wait on the registrar
+    async with asyncio.timeout(10.0):  # only a guard against a hang
         await server.start()
     try:
-        assert loop.time() - began < 0.5
+        # start() did not wait on the registrar: its first REGISTER is still in flight, not yet
+        # failed by Timer F (proven by state, not by how fast this machine ran start()).
         assert server.upstream is not None
         assert server.upstream.state is RegistrationState.REGISTERING
+        assert server.events_of(RegistrationFailed) == []
         # A direct call is answered while the REGISTERs go unanswered.
         run = await sipp(uac_scenario([1.5]), server.address, tmp_path, timeout=20)
         assert run.returncode == 0, run.stdout[-2000:] + run.errors

@@ -136,8 +136,12 @@ def purity(pcm: bytes, freq: float) -> float:
 
 @pytest.mark.parametrize("pt", [PCMU, PCMA], ids=["PCMU", "PCMA"])
 async def test_a_tone_prompt_arrives_whole_at_50_packets_a_second(
-    open_stream: OpenStream, peer: Peer, pt: int
+    clock: SendClock, open_stream: OpenStream, peer: Peer, pt: int
 ) -> None:
+    # A loaded machine may stall the loop: catch every missed tick up rather than skip it, so
+    # the packets below are the prompt's own, whatever the load. (Skipping is pinned in
+    # test_media_clock.py.)
+    clock.max_catch_up = 1_000_000
     stream = await open_stream(pt)
     done: list[int] = []
     stream.play(tone_pcm(1000, 1.0), 1, done.append)
@@ -149,13 +153,13 @@ async def test_a_tone_prompt_arrives_whole_at_50_packets_a_second(
     assert {p.payload_type for p in packets} == {pt}
     seqs = [p.sequence_number for p in packets]
     assert [(b - a) & 0xFFFF for a, b in itertools.pairwise(seqs)] == [1] * 49
+    # 50 packets a second: one per 20 ms tick, 160 samples apart, in one talkspurt. (Arrival
+    # times are not asserted: pacing on real time is the benchmark's to measure; on virtual
+    # time it is pinned in test_media_clock.py.)
     stamps = [p.timestamp for p in packets]
     assert [(b - a) & 0xFFFFFFFF for a, b in itertools.pairwise(stamps)] == [160] * 49
-    assert len({p.ssrc for p in packets}) == 1
     assert [p.marker for p in packets] == [1] + [0] * 49
-    # 50 packets a second: the first and the last are 49 ticks apart.
-    span = peer.received[-1][0] - peer.received[0][0]
-    assert 0.90 < span < 1.10
+    assert len({p.ssrc for p in packets}) == 1
     # What the caller hears is a clean 1 kHz tone.
     pcm = codec_for(pt).decode(b"".join(p.payload for p in packets))
     assert purity(pcm, 1000) > 0.99
@@ -178,15 +182,14 @@ async def test_stop_playback_stops_the_audio_within_one_tick(
     stream.play(tone_pcm(1000, 5.0), 1, done.append)
     stream.play(tone_pcm(1000, 1.0), 2, done.append)
     await wait_for(lambda: len(peer.received) >= 10)
-    loop = asyncio.get_running_loop()
-    stopped_at = loop.time()
     stream.stop_playback()
     assert not stream.playing
-    await asyncio.sleep(0.2)
-    late = [t for t, _, _ in peer.received if t > stopped_at]
-    # At most a packet already on its way; nothing from a later tick.
-    assert len(late) <= 1
-    assert all(t - stopped_at < 0.005 for t in late)
+    sent = stream.counters.sent
+    await asyncio.sleep(0.2)  # ten more ticks
+    # Nothing from a later tick: the peer got only what was sent before the stop (counted,
+    # not timed by arrival, which a loaded machine delays).
+    assert stream.counters.sent == sent
+    assert len(peer.received) == sent
     assert done == []
 
 
