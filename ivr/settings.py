@@ -200,6 +200,51 @@ class Settings(BaseSettings):
             "clients on this host (loopback) may change state"
         ),
     )
+    crm_backend: Literal["embedded", "http"] = Field(
+        default="embedded",
+        description="where tickets, customers and outages live: the embedded SQLite store or a CRM",
+    )
+    crm_url: str | None = Field(
+        default=None,
+        description="base URL of the CRM's REST API (crm_backend = http)",
+    )
+    crm_auth: Literal["none", "bearer", "hmac"] = Field(
+        default="none",
+        description="how requests to the CRM are authenticated",
+    )
+    crm_secret: str | None = Field(
+        default=None,
+        description="the bearer token or the HMAC key for the CRM (crm_auth bearer or hmac)",
+    )
+    crm_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0.0,
+        description="how long one request to the CRM may take",
+    )
+    crm_field_map: Path | None = Field(
+        default=None,
+        description="TOML file renaming ticket fields for the CRM's API (crm_backend = http)",
+    )
+    crm_ticket_types: tuple[str, ...] = Field(
+        default=(),
+        description="work-order types allowed besides the eight 95598 ones",
+    )
+    crm_node_code: int = Field(
+        default=1,
+        ge=0,
+        le=99,
+        description="two digits in every ticket number this node allocates (unique per node)",
+    )
+    crm_max_attempts: int = Field(
+        default=20,
+        ge=1,
+        description="deliveries of a ticket tried before it goes to the dead-letter list",
+    )
+    crm_retry_max_seconds: float = Field(
+        default=300.0,
+        gt=0.0,
+        description="longest wait between two delivery attempts (exponential backoff with jitter)",
+    )
     shutdown_grace_seconds: float = Field(
         default=10.0,
         ge=0.0,
