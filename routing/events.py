@@ -49,6 +49,15 @@ class EventType(StrEnum):
     """A callback joined a queue (kept: 1 when it took the place its caller left)."""
     CALLBACK_EXPIRED = "CALLBACK_EXPIRED"
     """A callback waited past the callback window."""
+    ESCALATE = "ESCALATE"
+    """A call waited its queue's ``escalate_after``: its minimum level dropped (fields: min,
+    from_min) and its extra requirements were dropped; it kept its place."""
+    OVERFLOW = "OVERFLOW"
+    """A call waited its queue's ``overflow_after`` and moved to the overflow queue (fields:
+    from, to, and its new place: score, seq), keeping its enqueue time and priority."""
+    OVERFLOW_FULL = "OVERFLOW_FULL"
+    """An overflow was refused because the overflow queue was at its max length: the call stays
+    where it waits (fields: from, to)."""
     AGENTLOGIN = "AGENTLOGIN"
     AGENTLOGOFF = "AGENTLOGOFF"
     READY = "READY"

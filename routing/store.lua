@@ -79,7 +79,8 @@ end
 -- ---------------------------------------------------------------- queue settings
 
 local NUMERIC = { 'reservation_timeout', 'wrap_up_seconds', 'max_wait', 'max_length',
-    'aging_seconds_per_priority', 'callback_window', 'default_handle_seconds' }
+    'aging_seconds_per_priority', 'callback_window', 'default_handle_seconds',
+    'escalate_after', 'escalate_min_level', 'overflow_after' }
 
 local function qcfg(skill)
     local c = CFG[skill]
@@ -361,6 +362,8 @@ local function end_call(id, c)
     timer_clear('rona', id)
     timer_clear('maxwait', id)
     timer_clear('cbexp', id)
+    timer_clear('esc', id)
+    timer_clear('ovf', id)
 end
 
 -- An offered call goes back to its original place (same score, same member).
@@ -384,12 +387,163 @@ local function exit_call(id, c, reason)
     end
 end
 
+-- ---------------------------------------------------------------- escalation and overflow
+--
+-- Both are timers counted from the enqueue ('esc|<call>', 'ovf|<call>'), armed when the call
+-- enters the queue. A timer re-reads the queue's settings when it fires, so a setting turned off
+-- or lengthened meanwhile is honoured. A call being offered is not moved under the agent's feet:
+-- the move is noted in 'due' and made if the offer ends without an accept (after_return).
+-- The call fields 'origin' (the queue it entered) and 'esc' ('1': requirements relaxed) are read
+-- here only, so they are not among CALL_FIELDS.
+
+local function moved_fields(id, c)
+    local v = redis.call('HMGET', K.call(id), 'origin', 'esc', 'due')
+    return v[1] or c.skill, v[2] or '', v[3] or ''
+end
+
+-- Arm the timers of a call that just entered its queue (c.origin, c.esc: a callback taking a
+-- place a caller left keeps that caller's escalation or overflow).
+local function moves_arm(id, c)
+    local origin, esc = c.origin or c.skill, c.esc or ''
+    redis.call('HSET', K.call(id), 'origin', origin, 'esc', esc, 'due', '')
+    if origin ~= c.skill then
+        return -- overflowed already: a call overflows once, and arrives fully relaxed
+    end
+    local cfg = qcfg(c.skill)
+    local enq = tonumber(c.enq)
+    if cfg.escalate_after > 0 and esc ~= '1'
+            and (tonumber(c.min) > cfg.escalate_min_level or c.req ~= '') then
+        timer_set('esc', id, enq + cfg.escalate_after)
+    end
+    if cfg.overflow_after > 0 and cfg.overflow_queue ~= '' then
+        timer_set('ovf', id, enq + cfg.overflow_after)
+    end
+end
+
+-- The queue setting of a move may have changed since its timer was armed: true when the move
+-- is due now; re-arms the timer when it is due later.
+local function move_due_now(kind, id, c, after)
+    if after <= 0 then
+        return false
+    end
+    local due = tonumber(c.enq) + after
+    if due > NOW then
+        timer_set(kind, id, due)
+        return false
+    end
+    return true
+end
+
+-- Escalate a waiting call: lower minimum level, no extra requirements, same place. Returns
+-- true when the requirements changed.
+local function escalate(id, c)
+    local origin, esc = moved_fields(id, c)
+    if origin ~= c.skill or esc == '1' then
+        return false
+    end
+    local cfg = qcfg(c.skill)
+    if not move_due_now('esc', id, c, cfg.escalate_after) then
+        return false
+    end
+    local min = math.min(tonumber(c.min), cfg.escalate_min_level)
+    if min == tonumber(c.min) and c.req == '' then
+        return false
+    end
+    local member = member_of(string.sub(c.member, 1, SEQ_WIDTH), '', id)
+    redis.call('ZREM', K.queue(c.skill, c.min), c.member)
+    redis.call('ZADD', K.queue(c.skill, min), c.score, member)
+    redis.call('HSET', K.call(id), 'min', min, 'req', '', 'member', member, 'esc', '1')
+    emit('ESCALATE', 'call', id, 'skill', c.skill, 'min', tostring(min), 'from_min', c.min,
+        'req', '', 'wait', tostring(NOW - tonumber(c.enq)))
+    return true
+end
+
+-- Move a waiting call to its queue's overflow queue: level 1, no extra requirements, its place
+-- there from its enqueue time and priority (the overflow queue's aging), same arrival number.
+-- A full overflow queue refuses it: the call stays where it waits (one attempt).
+local function overflow(id, c)
+    local origin = moved_fields(id, c)
+    if origin ~= c.skill then
+        return false
+    end
+    local cfg = qcfg(c.skill)
+    local to = cfg.overflow_queue
+    if to == '' or to == c.skill or not move_due_now('ovf', id, c, cfg.overflow_after) then
+        return false
+    end
+    local wait = tostring(NOW - tonumber(c.enq))
+    local target = qcfg(to)
+    if target.max_length > 0 and waiting_count(to) >= target.max_length then
+        emit('OVERFLOW_FULL', 'call', id, 'skill', c.skill, 'from', c.skill, 'to', to,
+            'reason', 'queue_full', 'wait', wait)
+        return false
+    end
+    local seq = string.sub(c.member, 1, SEQ_WIDTH)
+    local member = member_of(seq, '', id)
+    redis.call('ZREM', K.queue(c.skill, c.min), c.member)
+    timer_clear('esc', id)
+    redis.call('HSET', K.call(id), 'skill', to, 'min', 1, 'req', '', 'member', member, 'esc', '1',
+        'score', tonumber(c.enq) - tonumber(c.prio) * target.aging_seconds_per_priority)
+    local score = redis.call('HGET', K.call(id), 'score') -- the exact stored form
+    redis.call('ZADD', K.queue(to, 1), score, member)
+    redis.call('SADD', K.queues(), to)
+    emit('OVERFLOW', 'call', id, 'skill', to, 'from', c.skill, 'to', to, 'min', '1', 'req', '',
+        'score', score, 'seq', tostring(tonumber(seq)), 'wait', wait)
+    return true
+end
+
+-- An 'esc' or 'ovf' timer fired: move a waiting call and offer it if an agent now fits; note
+-- the move on an offered call for when the offer ends.
+local function move_timer(kind, id)
+    local c = call_get(id)
+    if not c then
+        return
+    elseif c.state == 'offered' then
+        local _, _, due = moved_fields(id, c)
+        redis.call('HSET', K.call(id), 'due', due .. kind .. ' ')
+        return
+    elseif c.state ~= 'waiting' then
+        return
+    end
+    local moved
+    if kind == 'ovf' then
+        moved = overflow(id, c)
+    else
+        moved = escalate(id, c)
+    end
+    if moved then
+        match_call(id)
+    end
+end
+
+-- Make the moves that came due while the call was offered (escalation first: an overflow that
+-- is refused still leaves the call escalated).
+local function apply_due(id)
+    local c = call_get(id)
+    if not c or c.state ~= 'waiting' then
+        return
+    end
+    local _, _, due = moved_fields(id, c)
+    if due == '' then
+        return
+    end
+    redis.call('HSET', K.call(id), 'due', '')
+    if string.find(due, 'esc', 1, true) then
+        escalate(id, c)
+        c = call_get(id)
+    end
+    if string.find(due, 'ovf', 1, true) then
+        overflow(id, c)
+    end
+end
+
 -- After a call went back in line: leave if its time ran out meanwhile, else offer it again.
 local function after_return(id)
     local c = call_get(id)
     if c and c.overdue ~= '' then
         exit_call(id, c, c.overdue)
     else
+        apply_due(id)
         match_call(id)
     end
 end
@@ -601,6 +755,8 @@ local function cmd_accept()
     timer_clear('rona', id)
     timer_clear('maxwait', id)
     timer_clear('cbexp', id)
+    timer_clear('esc', id)
+    timer_clear('ovf', id)
     emit('CONNECT', 'call', id, 'agent', a, 'skill', c.skill, 'kind', c.kind,
         'cstate', 'connected', 'astate', 'on_call', 'reason', '',
         'wait', tostring(NOW - tonumber(c.enq)), 'ring', tostring(NOW - tonumber(c.offered_at)))
@@ -670,6 +826,8 @@ local function cmd_leave_for_callback()
     redis.call('DEL', K.parked(id))
     redis.call('HSET', K.parked(id), 'skill', c.skill, 'min', c.min, 'score', c.score,
         'member', c.member, 'enq', c.enq)
+    local origin, esc = moved_fields(id, c)
+    redis.call('HSET', K.parked(id), 'origin', origin, 'esc', esc)
     timer_set('park', id, NOW + park)
     local wait = tostring(NOW - tonumber(c.enq))
     end_call(id, c)
@@ -718,6 +876,7 @@ local function cmd_enqueue()
     if cfg.max_wait > 0 then
         timer_set('maxwait', id, NOW + cfg.max_wait)
     end
+    moves_arm(id, c)
     emit('ENTERQUEUE', 'call', id, 'skill', c.skill, 'min', c.min, 'req', c.req, 'prio', c.prio,
         'node', c.node, 'kind', c.kind, 'seq', tostring(seq), 'score', c.score,
         'cstate', 'waiting')
@@ -738,10 +897,15 @@ local function cmd_callback()
     local parked = hgetall(K.parked(from))
     local kept = '0'
     local seq
-    if parked and parked.skill == c.skill then
-        -- the callback takes the caller's place: same score, same arrival number, same bucket
+    if parked and (parked.skill == c.skill or parked.origin == c.skill) then
+        -- the callback takes the caller's place: same score, same arrival number, same bucket,
+        -- in the queue the caller had overflowed to, with the requirements it had escalated to
         seq = string.sub(parked.member, 1, SEQ_WIDTH)
         c.score, c.enq, c.min, kept = parked.score, parked.enq, parked.min, '1'
+        c.skill, c.origin, c.esc = parked.skill, parked.origin, parked.esc
+        if parked.esc == '1' then
+            c.req = ''
+        end
         redis.call('DEL', K.parked(from))
         timer_clear('park', from)
     else
@@ -753,6 +917,7 @@ local function cmd_callback()
     insert(id, c)
     c.score = redis.call('HGET', K.call(id), 'score')
     timer_set('cbexp', id, NOW + cfg.callback_window)
+    moves_arm(id, c)
     emit('CALLBACK', 'call', id, 'skill', c.skill, 'min', c.min, 'req', c.req, 'prio', c.prio,
         'node', c.node, 'kind', c.kind, 'seq', tostring(tonumber(seq)), 'score', c.score,
         'cstate', 'waiting', 'kept', kept, 'from', from)
@@ -836,6 +1001,8 @@ local function cmd_tick()
             end
         elseif kind == 'park' then
             redis.call('DEL', K.parked(id))
+        elseif kind == 'esc' or kind == 'ovf' then
+            move_timer(kind, id)
         end
     end
     return { tostring(#due) }

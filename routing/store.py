@@ -336,6 +336,8 @@ class RoutingStore:
             state=CallState(h["state"]),
             agent_id=h["agent"],
             number=h["number"],
+            entered_queue=h.get("origin") or h["skill"],
+            escalated=h.get("esc") == "1",
         )
 
     async def agent_ids(self) -> set[str]:

@@ -33,7 +33,7 @@ class Consistency:
     - no waiting call has an eligible available agent (matching is never left undone);
     - at every OFFER in the stream, no call the agent could take waited ahead of the one offered
       (priority with aging, then FIFO): the stream alone shows every call's place and
-      requirements and every agent's skills.
+      requirements (as escalations and overflows change them) and every agent's skills.
 
     The stream is read incrementally, so one instance can check after every step of a run.
     """
@@ -108,9 +108,13 @@ class Consistency:
             f = e.fields
             if e.type in (EventType.AGENTLOGIN, EventType.SKILLS):
                 self.skills[e.agent_id] = json.loads(f["skills"])
-            if e.type in (EventType.ENTERQUEUE, EventType.CALLBACK):
+            if e.type in (EventType.ENTERQUEUE, EventType.CALLBACK, EventType.OVERFLOW):
                 needs = {f["skill"]: int(f["min"])} | json.loads(f["req"] or "{}")
                 self.places[e.call_id] = (needs, (float(f["score"]), int(f["seq"])))
+            if e.type is EventType.ESCALATE:  # same place, fewer needs
+                self.places[e.call_id] = ({f["skill"]: int(f["min"])}, self.places[e.call_id][1])
+            if e.type in (EventType.ESCALATE, EventType.OVERFLOW) and e.call_id in self.ahead:
+                self.ahead[e.call_id] = self.places[e.call_id]
             if e.type is EventType.OFFER:
                 skills = self.skills[e.agent_id]
                 place = self.places[e.call_id][1]

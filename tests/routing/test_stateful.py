@@ -95,17 +95,39 @@ class RoutingMachine(RuleBasedStateMachine):
         wrap=st.sampled_from([0.0, 10.0]),
         max_wait=st.sampled_from([0.0, 45.0]),
         aging=st.sampled_from([30.0, 600.0]),
+        escalate_after=st.sampled_from([0.0, 20.0]),
+        escalate_level=st.sampled_from([1, 2]),
+        overflowing=st.sampled_from([(), (SKILLS[0],), tuple(SKILLS)]),
+        max_length=st.sampled_from([0, 0, 3]),
     )
-    def configure(self, strategy: Strategy, wrap: float, max_wait: float, aging: float) -> None:
-        """Both queues alike, so a run explores one strategy and one set of timers."""
+    def configure(
+        self,
+        *,
+        strategy: Strategy,
+        wrap: float,
+        max_wait: float,
+        aging: float,
+        escalate_after: float,
+        escalate_level: int,
+        overflowing: tuple[str, ...],
+        max_length: int,
+    ) -> None:
+        """Both queues alike, so a run explores one strategy and one set of timers; some runs
+        overflow one queue into the other, or each into the other (a call still moves once)."""
         for skill in SKILLS:
+            other = SKILLS[1 - SKILLS.index(skill)]
             config = QueueConfig(
                 skill,
                 strategy=strategy,
                 wrap_up_seconds=wrap,
                 max_wait=max_wait,
+                max_length=max_length,
                 aging_seconds_per_priority=aging,
                 callback_window=120.0,
+                escalate_after=escalate_after,
+                escalate_min_level=escalate_level,
+                overflow_after=30.0 if skill in overflowing else 0.0,
+                overflow_queue=other if skill in overflowing else "",
             )
             self.run(self.store.configure_queue(config, self.now))
 
