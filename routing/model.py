@@ -53,6 +53,10 @@ class Strategy(StrEnum):
     """The agent with the least talk time since logging in, in whole seconds (then longest idle)."""
     SKILL_LEVEL_FIRST = "skill_level_first"
     """The agent with the highest level in the queue's skill (then longest idle)."""
+    RING_ALL = "ring_all"
+    """Every eligible available agent at once; the first to accept takes the call. Each agent
+    rung has its own reservation timeout, and an agent who becomes available while the call
+    still rings others joins the ring."""
 
 
 NOT_READY_MISSED = "missed"
@@ -260,13 +264,17 @@ class QueuedCall:
     state: CallState
     """Waiting, offered or connected."""
     agent_id: str
-    """The agent offered or connected; empty while waiting."""
+    """The agent offered or connected; empty while waiting, and while a ring-all call rings
+    (see ``offered_to``)."""
     number: str = ""
     """For a callback: the number to dial."""
     entered_queue: str = ""
     """The queue the call entered; differs from `skill` once it overflowed."""
     escalated: bool = False
     """Its requirements were relaxed by the queue's escalation or by an overflow."""
+    offered_to: tuple[str, ...] = ()
+    """A ring-all call being offered: the agents it rings, sorted (``agent_id`` stays empty
+    until one of them accepts). Empty for every other call."""
 
     @property
     def skill(self) -> str:
@@ -303,7 +311,8 @@ class EnqueueResult:
     position: Position
     """Its place at once (position 0 when it was offered straight away)."""
     offers: tuple[Offer, ...] = ()
-    """Reservations the enqueue made (at most one, for this call)."""
+    """Reservations the enqueue made, all for this call: at most one, or one per agent rung in
+    a ring-all queue."""
     kept_place: bool = False
     """For a callback: it took the place its caller left."""
 

@@ -237,7 +237,102 @@ local function first_call(key, skills)
     return nil
 end
 
+-- ---------------------------------------------------------------- ring-all offers
+--
+-- A call of a ring-all queue is offered to every eligible available agent at once. Each agent
+-- rung is reserved for it (state 'reserved', 'call' the call) with its own reservation timer
+-- ('ringto|<agent>'), so an agent who joins late gets the full time to answer. While it rings,
+-- the call is 'offered' with an empty 'agent'; K.ring(call) holds the agents rung and
+-- K.ringing(skill) the skill's ringing calls by place, where an agent becoming available looks
+-- for a ring to join. Events about a ring carry 'ring' '1'. An accept or a hang-up frees every
+-- agent still ringing at once; they are matched one after the other (ring_cancel), so matching
+-- stays a matter of one agent at a time.
+
+local function ringing(c)
+    return c.state == 'offered' and c.agent == ''
+end
+
+local function ring_add(id, c, a)
+    avail_remove(a)
+    redis.call('HSET', K.agent(a), 'state', 'reserved', 'reason', '', 'since', NOW_S, 'call', id,
+        'offer_seq', next_seq())
+    redis.call('SADD', K.ring(id), a)
+    timer_set('ringto', a, NOW + qcfg(c.skill).reservation_timeout)
+    emit('OFFER', 'call', id, 'agent', a, 'skill', c.skill, 'cstate', 'offered',
+        'astate', 'reserved', 'reason', '', 'wait', tostring(NOW - tonumber(c.enq)), 'ring', '1')
+    OFFERS[#OFFERS + 1] = id
+    OFFERS[#OFFERS + 1] = a
+end
+
+local function ring_start(id, c, agents)
+    redis.call('ZREM', K.queue(c.skill, c.min), c.member)
+    redis.call('ZADD', K.ringing(c.skill), c.score, c.member)
+    redis.call('HSET', K.call(id), 'state', 'offered', 'agent', '', 'offered_at', NOW_S)
+    for _, a in ipairs(agents) do
+        ring_add(id, c, a)
+    end
+end
+
+-- Ring every eligible available agent (longest idle first, for the order of the offers).
+local function ring_call(id, c)
+    local agents, score = {}, {}
+    for l = tonumber(c.min), MAX_LEVEL do
+        local r = redis.call('ZRANGE', K.available(c.skill, l), 0, -1, 'WITHSCORES')
+        for i = 1, #r, 2 do
+            if satisfies(c.req, agent_skills(r[i])) then
+                agents[#agents + 1] = r[i]
+                score[r[i]] = tonumber(r[i + 1])
+            end
+        end
+    end
+    if #agents == 0 then
+        return nil
+    end
+    table.sort(agents, function(x, y)
+        if score[x] ~= score[y] then
+            return score[x] < score[y]
+        end
+        return x < y
+    end)
+    ring_start(id, c, agents)
+    return agents[1]
+end
+
+-- The first ringing call of a ring-all queue an available agent could join, if it is ahead of
+-- the best waiting call the agent could take (best_score, best_member; nil: none).
+local function ring_to_join(skills, best_score, best_member)
+    local found, found_score, found_member
+    for s, l in pairs(skills) do
+        if qcfg(s).strategy == 'ring_all' then
+            local r = redis.call('ZRANGE', K.ringing(s), 0, SCAN_LIMIT - 1, 'WITHSCORES')
+            for i = 1, #r, 2 do
+                local id = string.sub(r[i], SEQ_WIDTH + 2)
+                local need = redis.call('HMGET', K.call(id), 'min', 'req')
+                if need[1] and tonumber(need[1]) <= l and satisfies(need[2], skills) then
+                    local sc = tonumber(r[i + 1])
+                    if found == nil or sc < found_score
+                            or (sc == found_score and r[i] < found_member) then
+                        found, found_score, found_member = id, sc, r[i]
+                    end
+                    break
+                end
+            end
+        end
+    end
+    if found and (best_score == nil or found_score < best_score
+            or (found_score == best_score and found_member < best_member)) then
+        return found
+    end
+    return nil
+end
+
 local function reserve(id, c, a)
+    if qcfg(c.skill).strategy == 'ring_all' then
+        -- an agent that became available: no other available agent is eligible for the call,
+        -- but later ones may join this ring
+        ring_start(id, c, { a })
+        return
+    end
     local cfg = qcfg(c.skill)
     redis.call('ZREM', K.queue(c.skill, c.min), c.member)
     avail_remove(a)
@@ -256,6 +351,9 @@ local function match_call(id)
     local c = call_get(id)
     if not c or c.state ~= 'waiting' then
         return nil
+    end
+    if qcfg(c.skill).strategy == 'ring_all' then
+        return ring_call(id, c)
     end
     local min = tonumber(c.min)
     local best, best_score
@@ -296,6 +394,11 @@ local function match_agent(a)
                 best_id, best_score, best_member = id, sc, member
             end
         end
+    end
+    local join = ring_to_join(skills, best_score, best_member)
+    if join then
+        ring_add(join, call_get(join), a)
+        return join
     end
     if best_id then
         reserve(best_id, call_get(best_id), a)
@@ -578,10 +681,113 @@ local function release_agent(a)
     avail_add(a, ag)
 end
 
+-- ---------------------------------------------------------------- ring-all offers ending
+
+-- One agent stops ringing; when nobody is left the call goes back to its place. Returns the
+-- call's state after: 'offered' or 'waiting'.
+local function ring_leave(id, c, a)
+    redis.call('SREM', K.ring(id), a)
+    timer_clear('ringto', a)
+    if redis.call('SCARD', K.ring(id)) > 0 then
+        return 'offered'
+    end
+    redis.call('ZREM', K.ringing(c.skill), c.member)
+    requeue(id, c)
+    return 'waiting'
+end
+
+-- The agent rejected the call or let its ring time out: not ready with the reason, like a
+-- single offer; the others keep ringing.
+local function ring_drop(id, c, a, kind, reason)
+    local cstate = ring_leave(id, c, a)
+    redis.call('HSET', K.agent(a), 'state', 'not_ready', 'reason', reason, 'since', NOW_S,
+        'call', '')
+    emit(kind, 'call', id, 'agent', a, 'skill', c.skill, 'cstate', cstate,
+        'astate', 'not_ready', 'reason', reason, 'ring', '1')
+    if cstate == 'waiting' then
+        after_return(id)
+    end
+end
+
+local function ring_timeout(a)
+    local ag = hgetall(K.agent(a))
+    if not ag or ag.state ~= 'reserved' then
+        return
+    end
+    local c = call_get(ag.call)
+    if c and ringing(c) then
+        ring_drop(ag.call, c, a, 'RONA', 'missed')
+    end
+end
+
+-- The agent logs out or goes not ready while ringing (the caller of this sets its state).
+-- Returns the call id when it went back in line, for after_return.
+local function ring_release(id, c, a, why)
+    local cstate = ring_leave(id, c, a)
+    emit('RELEASE', 'call', id, 'agent', a, 'skill', c.skill, 'cstate', cstate, 'reason', why,
+        'ring', '1')
+    if cstate == 'waiting' then
+        return id
+    end
+    return nil
+end
+
+-- Everyone still ringing stops: available again, keeping the idle place (they did nothing
+-- wrong, so not ready would punish them for someone else's answer). Returns them, sorted: the
+-- caller matches each once every call it ends is gone.
+local function ring_stop(id, c)
+    local agents = redis.call('SMEMBERS', K.ring(id))
+    table.sort(agents)
+    redis.call('ZREM', K.ringing(c.skill), c.member)
+    redis.call('DEL', K.ring(id))
+    for _, b in ipairs(agents) do
+        timer_clear('ringto', b)
+        release_agent(b)
+        emit('RINGCANCEL', 'call', id, 'agent', b, 'skill', c.skill, 'astate', 'available',
+            'reason', '', 'ring', '1')
+    end
+    return agents
+end
+
+-- Stop the ring; then each agent takes the best call it can, which may be a new ring.
+local function ring_cancel(id, c)
+    for _, b in ipairs(ring_stop(id, c)) do
+        match_agent(b)
+    end
+end
+
+-- The first accept wins the ring.
+local function ring_won(id, c, a)
+    redis.call('SREM', K.ring(id), a)
+    timer_clear('ringto', a)
+    redis.call('HSET', K.call(id), 'agent', a)
+    ring_cancel(id, c)
+end
+
+-- The caller left while the call rang (hang-up, or a callback instead).
+local function ring_abandon(id, c, kind)
+    local wait = tostring(NOW - tonumber(c.enq))
+    end_call(id, c)
+    emit(kind, 'call', id, 'skill', c.skill, 'cstate', 'ended', 'wait', wait)
+    ring_cancel(id, c)
+end
+
+-- A queue became ring-all: available agents join the rings still going on from before.
+local function ring_join_available(skill)
+    for l = 1, MAX_LEVEL do
+        for _, a in ipairs(redis.call('ZRANGE', K.available(skill, l), 0, -1)) do
+            match_agent(a)
+        end
+    end
+end
+
 -- The agent gives up an offer it holds (logout, not ready): the call goes back in place.
 local function release_offer(a, ag, why)
     local id = ag.call
     local c = call_get(id)
+    if ringing(c) then
+        return ring_release(id, c, a, why)
+    end
     requeue(id, c)
     emit('RELEASE', 'call', id, 'agent', a, 'skill', c.skill, 'cstate', 'waiting', 'reason', why)
     return id
@@ -764,12 +970,19 @@ local function cmd_accept()
         inbox(c.node, { kind = 'connected', call = id, rid = c.rid, agent = a,
             contact = ag.contact })
     end
+    if ringing(c) then
+        ring_won(id, c, a)
+    end
     return { ag.contact }
 end
 
 local function cmd_reject()
     local a, id = ARGS[4], ARGS[5]
     local _, c = reserved_call(a, id)
+    if ringing(c) then
+        ring_drop(id, c, a, 'REJECT', 'rejected')
+        return {}
+    end
     requeue(id, c)
     redis.call('HSET', K.agent(a), 'state', 'not_ready', 'reason', 'rejected', 'since', NOW_S,
         'call', '')
@@ -799,6 +1012,9 @@ local function cmd_hangup()
     if c.state == 'connected' then
         finish(id, c, c.agent, 'caller')
         return { 'completed' }
+    elseif ringing(c) then
+        ring_abandon(id, c, 'ABANDON')
+        return { 'abandoned' }
     end
     local wait = tostring(NOW - tonumber(c.enq))
     end_call(id, c)
@@ -829,6 +1045,10 @@ local function cmd_leave_for_callback()
     local origin, esc = moved_fields(id, c)
     redis.call('HSET', K.parked(id), 'origin', origin, 'esc', esc)
     timer_set('park', id, NOW + park)
+    if ringing(c) then
+        ring_abandon(id, c, 'EXITWITHKEY')
+        return { 'parked' }
+    end
     local wait = tostring(NOW - tonumber(c.enq))
     end_call(id, c)
     if c.state == 'offered' then
@@ -962,6 +1182,9 @@ local function cmd_configure()
         end
     end
     emit('CONFIG', 'skill', skill, 'strategy', after)
+    if after == 'ring_all' and before ~= 'ring_all' then
+        ring_join_available(skill)
+    end
     return {}
 end
 
@@ -1003,6 +1226,8 @@ local function cmd_tick()
             redis.call('DEL', K.parked(id))
         elseif kind == 'esc' or kind == 'ovf' then
             move_timer(kind, id)
+        elseif kind == 'ringto' then
+            ring_timeout(id)
         end
     end
     return { tostring(#due) }

@@ -1,8 +1,10 @@
 """Random interleavings of everything callers, agents and timers do, against a real Redis.
 
 After every step the invariants of `assert_consistent` (conftest) must hold: no agent reserved
-for two calls, no call offered to two agents, no call gone without an event, the stream replays
-to exactly the stored states, priority/FIFO order at every offer, matching never left undone.
+for two calls, no call offered to two agents outside ring-all queues, no call gone without an
+event, the stream replays to exactly the stored states, priority/FIFO order at every offer,
+matching never left undone. Queues may ring all, escalate, overflow and fill up; time passes in
+steps that cross their timers.
 Every rule also predicts whether the store must refuse the request, and a refused request must
 leave no event behind.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import Any, ClassVar, TypeVar
 
 import pytest
@@ -42,6 +45,7 @@ AGENTS = ["A0", "A1", "A2"]
 SKILLS = ["billing", "hazard"]
 
 levels = st.sampled_from([1, 1, 2, 3])  # mostly equal requirements, so order is often tested
+strategies = st.sampled_from([*Strategy, Strategy.RING_ALL, Strategy.RING_ALL])
 skill_sets = st.dictionaries(st.sampled_from(SKILLS), levels, min_size=1, max_size=2)
 
 
@@ -91,7 +95,7 @@ class RoutingMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------------ setup
 
     @initialize(
-        strategy=st.sampled_from(list(Strategy)),
+        strategy=st.tuples(strategies, strategies),
         wrap=st.sampled_from([0.0, 10.0]),
         max_wait=st.sampled_from([0.0, 45.0]),
         aging=st.sampled_from([30.0, 600.0]),
@@ -103,7 +107,7 @@ class RoutingMachine(RuleBasedStateMachine):
     def configure(
         self,
         *,
-        strategy: Strategy,
+        strategy: tuple[Strategy, Strategy],
         wrap: float,
         max_wait: float,
         aging: float,
@@ -112,13 +116,13 @@ class RoutingMachine(RuleBasedStateMachine):
         overflowing: tuple[str, ...],
         max_length: int,
     ) -> None:
-        """Both queues alike, so a run explores one strategy and one set of timers; some runs
-        overflow one queue into the other, or each into the other (a call still moves once)."""
-        for skill in SKILLS:
-            other = SKILLS[1 - SKILLS.index(skill)]
+        """Both queues share one set of timers, so a run explores it; each has its strategy. Some
+        runs overflow one queue into the other, or each into the other (a call moves once)."""
+        for i, skill in enumerate(SKILLS):
+            other = SKILLS[1 - i]
             config = QueueConfig(
                 skill,
-                strategy=strategy,
+                strategy=strategy[i],
                 wrap_up_seconds=wrap,
                 max_wait=max_wait,
                 max_length=max_length,
@@ -140,6 +144,12 @@ class RoutingMachine(RuleBasedStateMachine):
         """Start with everyone logged in, some ready, so calls meet agents from the first step."""
         for agent_id, (skills, ready) in zip(AGENTS, staff, strict=True):
             self.run(self.store.login(agent_id, skills=skills, now=self.now, ready=ready))
+
+    @rule(skill=st.sampled_from(SKILLS), strategy=strategies)
+    def switch_strategy(self, skill: str, strategy: Strategy) -> None:
+        """A supervisor changes a queue's strategy, maybe while its calls ring."""
+        config = self.run(self.store.queue_config(skill))
+        self.run(self.store.configure_queue(replace(config, strategy=strategy), self.now))
 
     # ------------------------------------------------------------------ agents
 
