@@ -4,7 +4,9 @@ Every change of a call's or an agent's state is one entry in the tenant's Redis 
 the same Lua step that makes the change. An entry that changes a call carries ``call`` and
 ``cstate`` (``waiting``, ``offered``, ``connected``, ``ended``); one that changes an agent carries
 ``agent``, ``astate`` and ``reason`` (the not-ready reason, empty in other states). Where no agent
-changes, ``reason`` says why a call ended (``max_wait``, ``expired``, ``queue_full``).
+changes, ``reason`` says why a call ended (``max_wait``, ``expired``, ``queue_full``). An entry
+about one agent of a ring-all call's ring (OFFER, REJECT, RONA, RELEASE, RINGCANCEL) carries
+``ring`` ``1``: such a call stays ``offered`` while any agent still rings.
 
 `Replay` folds a stream back into states, which is how tests prove nothing changes without an
 event, and how statistics can be recomputed.
@@ -27,7 +29,8 @@ class EventType(StrEnum):
     FULL = "FULL"
     """A caller was refused: the queue was at its max length."""
     OFFER = "OFFER"
-    """A waiting call was reserved for an agent (wait: seconds since it entered)."""
+    """A waiting call was reserved for an agent (wait: seconds since it entered; ring: 1 when
+    the call rings this agent among others, a ring-all queue)."""
     CONNECT = "CONNECT"
     """The agent accepted the offer (wait: since entering, ring: since the offer)."""
     RONA = "RONA"
@@ -37,6 +40,9 @@ class EventType(StrEnum):
     """The agent rejected the offer: the call went back in place, the agent is not ready."""
     RELEASE = "RELEASE"
     """The agent gave up an offer by logging out or going not ready; the call went back."""
+    RINGCANCEL = "RINGCANCEL"
+    """A ring-all call stopped ringing this agent because another agent accepted it or the
+    caller left; the agent is available again, not penalised."""
     ABANDON = "ABANDON"
     """The caller hung up while waiting or while offered."""
     COMPLETE = "COMPLETE"
@@ -49,6 +55,15 @@ class EventType(StrEnum):
     """A callback joined a queue (kept: 1 when it took the place its caller left)."""
     CALLBACK_EXPIRED = "CALLBACK_EXPIRED"
     """A callback waited past the callback window."""
+    ESCALATE = "ESCALATE"
+    """A call waited its queue's ``escalate_after``: its minimum level dropped (fields: min,
+    from_min) and its extra requirements were dropped; it kept its place."""
+    OVERFLOW = "OVERFLOW"
+    """A call waited its queue's ``overflow_after`` and moved to the overflow queue (fields:
+    from, to, and its new place: score, seq), keeping its enqueue time and priority."""
+    OVERFLOW_FULL = "OVERFLOW_FULL"
+    """An overflow was refused because the overflow queue was at its max length: the call stays
+    where it waits (fields: from, to)."""
     AGENTLOGIN = "AGENTLOGIN"
     AGENTLOGOFF = "AGENTLOGOFF"
     READY = "READY"
@@ -104,11 +119,14 @@ class Replay:
     calls: dict[str, CallState] = field(default_factory=dict)
     """Call id -> state for every call still in routing."""
     agent_of: dict[str, str] = field(default_factory=dict)
-    """Call id -> the agent it is offered to or connected with."""
+    """Call id -> the agent it is offered to (not ring-all) or connected with."""
+    offered_to: dict[str, set[str]] = field(default_factory=dict)
+    """Call id -> the agents a ring-all call rings, while it rings."""
 
     def apply(self, event: RoutingEvent) -> None:
         """Fold one event in."""
         f = event.fields
+        ring = f.get("ring") == "1"
         if "astate" in f:
             self.agents[f["agent"]] = (AgentState(f["astate"]), f.get("reason", ""))
         if "cstate" in f:
@@ -116,13 +134,24 @@ class Replay:
             if f["cstate"] == ENDED:
                 self.calls.pop(call, None)
                 self.agent_of.pop(call, None)
+                self.offered_to.pop(call, None)
             else:
                 state = CallState(f["cstate"])
                 self.calls[call] = state
                 if state is CallState.WAITING:
                     self.agent_of.pop(call, None)
-                elif f.get("agent"):
+                    self.offered_to.pop(call, None)
+                elif f.get("agent") and not ring:
                     self.agent_of[call] = f["agent"]
+                    self.offered_to.pop(call, None)  # connected: the ring is over
+        if ring:
+            call, agent = f["call"], f["agent"]
+            if event.type is EventType.OFFER:
+                self.offered_to.setdefault(call, set()).add(agent)
+            elif call in self.offered_to:
+                self.offered_to[call].discard(agent)
+                if not self.offered_to[call]:
+                    del self.offered_to[call]
 
     def apply_all(self, events: Iterable[RoutingEvent]) -> Replay:
         """Fold many events in, in order; returns self."""

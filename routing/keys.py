@@ -37,6 +37,8 @@ TEMPLATES: dict[str, str] = {
     # queues and calls
     "queue": "q:{0}:{1}",  # zset per (skill, min level): "<seq><mark><call id>" -> place
     "queue_config": "queue:{0}",  # hash: QueueConfig overrides for the skill
+    "ring": "ring:{0}",  # set per ring-all call being offered: the agents it rings
+    "ringing": "ringing:{0}",  # zset per skill: its ring-all calls being offered -> place
     "call": "call:{0}",  # hash: one queued call or callback
     "parked": "parked:{0}",  # hash: the place a caller left for a callback, until claimed
     "inbox": "inbox:{0}",  # list per IVR node: JSON messages for calls that node holds
@@ -112,6 +114,12 @@ class Keys:
 
     def queue_config(self, skill: str) -> str:
         return self._key("queue_config", skill)
+
+    def ring(self, call_id: str) -> str:
+        return self._key("ring", call_id)
+
+    def ringing(self, skill: str) -> str:
+        return self._key("ringing", skill)
 
     def call(self, call_id: str) -> str:
         return self._key("call", call_id)

@@ -53,6 +53,10 @@ class Strategy(StrEnum):
     """The agent with the least talk time since logging in, in whole seconds (then longest idle)."""
     SKILL_LEVEL_FIRST = "skill_level_first"
     """The agent with the highest level in the queue's skill (then longest idle)."""
+    RING_ALL = "ring_all"
+    """Every eligible available agent at once; the first to accept takes the call. Each agent
+    rung has its own reservation timeout, and an agent who becomes available while the call
+    still rings others joins the ring."""
 
 
 NOT_READY_MISSED = "missed"
@@ -97,7 +101,9 @@ class QueueConfig:
     wrap_up_seconds: float = 30.0
     """Wrap-up after each call before the agent is available again (0: none)."""
     max_wait: float = 0.0
-    """Seconds a caller may wait before routing gives up with ``max_wait`` (0: no limit)."""
+    """Seconds a caller may wait before routing gives up with ``max_wait`` (0: no limit). The
+    setting of the queue the call entered applies, counted from its enqueue, also after an
+    escalation or overflow."""
     max_length: int = 0
     """Calls waiting at most; an enqueue beyond it is refused with ``queue_full`` (0: no limit)."""
     aging_seconds_per_priority: float = 600.0
@@ -108,6 +114,18 @@ class QueueConfig:
     """Seconds a callback stays in line before it expires."""
     default_handle_seconds: float = 180.0
     """Assumed handle time for estimated waits until the skill has recent calls to average."""
+    escalate_after: float = 0.0
+    """Seconds of waiting (from the enqueue) after which a call's minimum level in this queue
+    drops to ``escalate_min_level`` and its extra skill requirements are dropped; it keeps its
+    place (0: never)."""
+    escalate_min_level: int = 1
+    """The minimum level an escalated call asks for (a call already asking less keeps its own)."""
+    overflow_after: float = 0.0
+    """Seconds of waiting (from the enqueue) after which a call moves to ``overflow_queue``,
+    keeping its enqueue time and priority; there it asks for level 1 and nothing else. A call
+    overflows once: the overflow queue's own overflow does not move it again (0: never)."""
+    overflow_queue: str = ""
+    """Where calls overflow to; set together with ``overflow_after``."""
 
     def __post_init__(self) -> None:
         check_name("skill", self.skill)
@@ -115,12 +133,24 @@ class QueueConfig:
         for name in ("reservation_timeout", "wrap_up_seconds", "max_wait", "callback_window"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
+        self._check_escalation_and_overflow()
         if self.reservation_timeout <= 0:
             raise ValueError("reservation_timeout must be positive")
         if self.max_length < 0:
             raise ValueError("max_length must not be negative")
         if self.aging_seconds_per_priority <= 0 or self.default_handle_seconds <= 0:
             raise ValueError("aging and default handle time must be positive")
+
+    def _check_escalation_and_overflow(self) -> None:
+        if self.escalate_after < 0 or self.overflow_after < 0:
+            raise ValueError("escalate_after and overflow_after must not be negative")
+        check_level(self.escalate_min_level)
+        if (self.overflow_after > 0) != (self.overflow_queue != ""):
+            raise ValueError("overflow_after and overflow_queue are set together or not at all")
+        if self.overflow_queue:
+            check_name("skill", self.overflow_queue)
+            if self.overflow_queue == self.skill:
+                raise ValueError("a queue cannot overflow to itself")
 
     def as_fields(self) -> dict[str, str]:
         """The stored form (all fields but the skill, as strings)."""
@@ -136,7 +166,9 @@ class QueueConfig:
             raw = stored[f.name]
             if f.name == "strategy":
                 values[f.name] = Strategy(raw)
-            elif f.name == "max_length":
+            elif f.name == "overflow_queue":
+                values[f.name] = raw
+            elif f.name in ("max_length", "escalate_min_level"):
                 values[f.name] = int(float(raw))
             else:
                 values[f.name] = float(raw)
@@ -232,9 +264,17 @@ class QueuedCall:
     state: CallState
     """Waiting, offered or connected."""
     agent_id: str
-    """The agent offered or connected; empty while waiting."""
+    """The agent offered or connected; empty while waiting, and while a ring-all call rings
+    (see ``offered_to``)."""
     number: str = ""
     """For a callback: the number to dial."""
+    entered_queue: str = ""
+    """The queue the call entered; differs from `skill` once it overflowed."""
+    escalated: bool = False
+    """Its requirements were relaxed by the queue's escalation or by an overflow."""
+    offered_to: tuple[str, ...] = ()
+    """A ring-all call being offered: the agents it rings, sorted (``agent_id`` stays empty
+    until one of them accepts). Empty for every other call."""
 
     @property
     def skill(self) -> str:
@@ -271,7 +311,8 @@ class EnqueueResult:
     position: Position
     """Its place at once (position 0 when it was offered straight away)."""
     offers: tuple[Offer, ...] = ()
-    """Reservations the enqueue made (at most one, for this call)."""
+    """Reservations the enqueue made, all for this call: at most one, or one per agent rung in
+    a ring-all queue."""
     kept_place: bool = False
     """For a callback: it took the place its caller left."""
 

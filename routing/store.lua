@@ -79,7 +79,8 @@ end
 -- ---------------------------------------------------------------- queue settings
 
 local NUMERIC = { 'reservation_timeout', 'wrap_up_seconds', 'max_wait', 'max_length',
-    'aging_seconds_per_priority', 'callback_window', 'default_handle_seconds' }
+    'aging_seconds_per_priority', 'callback_window', 'default_handle_seconds',
+    'escalate_after', 'escalate_min_level', 'overflow_after' }
 
 local function qcfg(skill)
     local c = CFG[skill]
@@ -236,7 +237,102 @@ local function first_call(key, skills)
     return nil
 end
 
+-- ---------------------------------------------------------------- ring-all offers
+--
+-- A call of a ring-all queue is offered to every eligible available agent at once. Each agent
+-- rung is reserved for it (state 'reserved', 'call' the call) with its own reservation timer
+-- ('ringto|<agent>'), so an agent who joins late gets the full time to answer. While it rings,
+-- the call is 'offered' with an empty 'agent'; K.ring(call) holds the agents rung and
+-- K.ringing(skill) the skill's ringing calls by place, where an agent becoming available looks
+-- for a ring to join. Events about a ring carry 'ring' '1'. An accept or a hang-up frees every
+-- agent still ringing at once; they are matched one after the other (ring_cancel), so matching
+-- stays a matter of one agent at a time.
+
+local function ringing(c)
+    return c.state == 'offered' and c.agent == ''
+end
+
+local function ring_add(id, c, a)
+    avail_remove(a)
+    redis.call('HSET', K.agent(a), 'state', 'reserved', 'reason', '', 'since', NOW_S, 'call', id,
+        'offer_seq', next_seq())
+    redis.call('SADD', K.ring(id), a)
+    timer_set('ringto', a, NOW + qcfg(c.skill).reservation_timeout)
+    emit('OFFER', 'call', id, 'agent', a, 'skill', c.skill, 'cstate', 'offered',
+        'astate', 'reserved', 'reason', '', 'wait', tostring(NOW - tonumber(c.enq)), 'ring', '1')
+    OFFERS[#OFFERS + 1] = id
+    OFFERS[#OFFERS + 1] = a
+end
+
+local function ring_start(id, c, agents)
+    redis.call('ZREM', K.queue(c.skill, c.min), c.member)
+    redis.call('ZADD', K.ringing(c.skill), c.score, c.member)
+    redis.call('HSET', K.call(id), 'state', 'offered', 'agent', '', 'offered_at', NOW_S)
+    for _, a in ipairs(agents) do
+        ring_add(id, c, a)
+    end
+end
+
+-- Ring every eligible available agent (longest idle first, for the order of the offers).
+local function ring_call(id, c)
+    local agents, score = {}, {}
+    for l = tonumber(c.min), MAX_LEVEL do
+        local r = redis.call('ZRANGE', K.available(c.skill, l), 0, -1, 'WITHSCORES')
+        for i = 1, #r, 2 do
+            if satisfies(c.req, agent_skills(r[i])) then
+                agents[#agents + 1] = r[i]
+                score[r[i]] = tonumber(r[i + 1])
+            end
+        end
+    end
+    if #agents == 0 then
+        return nil
+    end
+    table.sort(agents, function(x, y)
+        if score[x] ~= score[y] then
+            return score[x] < score[y]
+        end
+        return x < y
+    end)
+    ring_start(id, c, agents)
+    return agents[1]
+end
+
+-- The first ringing call of a ring-all queue an available agent could join, if it is ahead of
+-- the best waiting call the agent could take (best_score, best_member; nil: none).
+local function ring_to_join(skills, best_score, best_member)
+    local found, found_score, found_member
+    for s, l in pairs(skills) do
+        if qcfg(s).strategy == 'ring_all' then
+            local r = redis.call('ZRANGE', K.ringing(s), 0, SCAN_LIMIT - 1, 'WITHSCORES')
+            for i = 1, #r, 2 do
+                local id = string.sub(r[i], SEQ_WIDTH + 2)
+                local need = redis.call('HMGET', K.call(id), 'min', 'req')
+                if need[1] and tonumber(need[1]) <= l and satisfies(need[2], skills) then
+                    local sc = tonumber(r[i + 1])
+                    if found == nil or sc < found_score
+                            or (sc == found_score and r[i] < found_member) then
+                        found, found_score, found_member = id, sc, r[i]
+                    end
+                    break
+                end
+            end
+        end
+    end
+    if found and (best_score == nil or found_score < best_score
+            or (found_score == best_score and found_member < best_member)) then
+        return found
+    end
+    return nil
+end
+
 local function reserve(id, c, a)
+    if qcfg(c.skill).strategy == 'ring_all' then
+        -- an agent that became available: no other available agent is eligible for the call,
+        -- but later ones may join this ring
+        ring_start(id, c, { a })
+        return
+    end
     local cfg = qcfg(c.skill)
     redis.call('ZREM', K.queue(c.skill, c.min), c.member)
     avail_remove(a)
@@ -255,6 +351,9 @@ local function match_call(id)
     local c = call_get(id)
     if not c or c.state ~= 'waiting' then
         return nil
+    end
+    if qcfg(c.skill).strategy == 'ring_all' then
+        return ring_call(id, c)
     end
     local min = tonumber(c.min)
     local best, best_score
@@ -295,6 +394,11 @@ local function match_agent(a)
                 best_id, best_score, best_member = id, sc, member
             end
         end
+    end
+    local join = ring_to_join(skills, best_score, best_member)
+    if join then
+        ring_add(join, call_get(join), a)
+        return join
     end
     if best_id then
         reserve(best_id, call_get(best_id), a)
@@ -361,6 +465,8 @@ local function end_call(id, c)
     timer_clear('rona', id)
     timer_clear('maxwait', id)
     timer_clear('cbexp', id)
+    timer_clear('esc', id)
+    timer_clear('ovf', id)
 end
 
 -- An offered call goes back to its original place (same score, same member).
@@ -384,12 +490,163 @@ local function exit_call(id, c, reason)
     end
 end
 
+-- ---------------------------------------------------------------- escalation and overflow
+--
+-- Both are timers counted from the enqueue ('esc|<call>', 'ovf|<call>'), armed when the call
+-- enters the queue. A timer re-reads the queue's settings when it fires, so a setting turned off
+-- or lengthened meanwhile is honoured. A call being offered is not moved under the agent's feet:
+-- the move is noted in 'due' and made if the offer ends without an accept (after_return).
+-- The call fields 'origin' (the queue it entered) and 'esc' ('1': requirements relaxed) are read
+-- here only, so they are not among CALL_FIELDS.
+
+local function moved_fields(id, c)
+    local v = redis.call('HMGET', K.call(id), 'origin', 'esc', 'due')
+    return v[1] or c.skill, v[2] or '', v[3] or ''
+end
+
+-- Arm the timers of a call that just entered its queue (c.origin, c.esc: a callback taking a
+-- place a caller left keeps that caller's escalation or overflow).
+local function moves_arm(id, c)
+    local origin, esc = c.origin or c.skill, c.esc or ''
+    redis.call('HSET', K.call(id), 'origin', origin, 'esc', esc, 'due', '')
+    if origin ~= c.skill then
+        return -- overflowed already: a call overflows once, and arrives fully relaxed
+    end
+    local cfg = qcfg(c.skill)
+    local enq = tonumber(c.enq)
+    if cfg.escalate_after > 0 and esc ~= '1'
+            and (tonumber(c.min) > cfg.escalate_min_level or c.req ~= '') then
+        timer_set('esc', id, enq + cfg.escalate_after)
+    end
+    if cfg.overflow_after > 0 and cfg.overflow_queue ~= '' then
+        timer_set('ovf', id, enq + cfg.overflow_after)
+    end
+end
+
+-- The queue setting of a move may have changed since its timer was armed: true when the move
+-- is due now; re-arms the timer when it is due later.
+local function move_due_now(kind, id, c, after)
+    if after <= 0 then
+        return false
+    end
+    local due = tonumber(c.enq) + after
+    if due > NOW then
+        timer_set(kind, id, due)
+        return false
+    end
+    return true
+end
+
+-- Escalate a waiting call: lower minimum level, no extra requirements, same place. Returns
+-- true when the requirements changed.
+local function escalate(id, c)
+    local origin, esc = moved_fields(id, c)
+    if origin ~= c.skill or esc == '1' then
+        return false
+    end
+    local cfg = qcfg(c.skill)
+    if not move_due_now('esc', id, c, cfg.escalate_after) then
+        return false
+    end
+    local min = math.min(tonumber(c.min), cfg.escalate_min_level)
+    if min == tonumber(c.min) and c.req == '' then
+        return false
+    end
+    local member = member_of(string.sub(c.member, 1, SEQ_WIDTH), '', id)
+    redis.call('ZREM', K.queue(c.skill, c.min), c.member)
+    redis.call('ZADD', K.queue(c.skill, min), c.score, member)
+    redis.call('HSET', K.call(id), 'min', min, 'req', '', 'member', member, 'esc', '1')
+    emit('ESCALATE', 'call', id, 'skill', c.skill, 'min', tostring(min), 'from_min', c.min,
+        'req', '', 'wait', tostring(NOW - tonumber(c.enq)))
+    return true
+end
+
+-- Move a waiting call to its queue's overflow queue: level 1, no extra requirements, its place
+-- there from its enqueue time and priority (the overflow queue's aging), same arrival number.
+-- A full overflow queue refuses it: the call stays where it waits (one attempt).
+local function overflow(id, c)
+    local origin = moved_fields(id, c)
+    if origin ~= c.skill then
+        return false
+    end
+    local cfg = qcfg(c.skill)
+    local to = cfg.overflow_queue
+    if to == '' or to == c.skill or not move_due_now('ovf', id, c, cfg.overflow_after) then
+        return false
+    end
+    local wait = tostring(NOW - tonumber(c.enq))
+    local target = qcfg(to)
+    if target.max_length > 0 and waiting_count(to) >= target.max_length then
+        emit('OVERFLOW_FULL', 'call', id, 'skill', c.skill, 'from', c.skill, 'to', to,
+            'reason', 'queue_full', 'wait', wait)
+        return false
+    end
+    local seq = string.sub(c.member, 1, SEQ_WIDTH)
+    local member = member_of(seq, '', id)
+    redis.call('ZREM', K.queue(c.skill, c.min), c.member)
+    timer_clear('esc', id)
+    redis.call('HSET', K.call(id), 'skill', to, 'min', 1, 'req', '', 'member', member, 'esc', '1',
+        'score', tonumber(c.enq) - tonumber(c.prio) * target.aging_seconds_per_priority)
+    local score = redis.call('HGET', K.call(id), 'score') -- the exact stored form
+    redis.call('ZADD', K.queue(to, 1), score, member)
+    redis.call('SADD', K.queues(), to)
+    emit('OVERFLOW', 'call', id, 'skill', to, 'from', c.skill, 'to', to, 'min', '1', 'req', '',
+        'score', score, 'seq', tostring(tonumber(seq)), 'wait', wait)
+    return true
+end
+
+-- An 'esc' or 'ovf' timer fired: move a waiting call and offer it if an agent now fits; note
+-- the move on an offered call for when the offer ends.
+local function move_timer(kind, id)
+    local c = call_get(id)
+    if not c then
+        return
+    elseif c.state == 'offered' then
+        local _, _, due = moved_fields(id, c)
+        redis.call('HSET', K.call(id), 'due', due .. kind .. ' ')
+        return
+    elseif c.state ~= 'waiting' then
+        return
+    end
+    local moved
+    if kind == 'ovf' then
+        moved = overflow(id, c)
+    else
+        moved = escalate(id, c)
+    end
+    if moved then
+        match_call(id)
+    end
+end
+
+-- Make the moves that came due while the call was offered (escalation first: an overflow that
+-- is refused still leaves the call escalated).
+local function apply_due(id)
+    local c = call_get(id)
+    if not c or c.state ~= 'waiting' then
+        return
+    end
+    local _, _, due = moved_fields(id, c)
+    if due == '' then
+        return
+    end
+    redis.call('HSET', K.call(id), 'due', '')
+    if string.find(due, 'esc', 1, true) then
+        escalate(id, c)
+        c = call_get(id)
+    end
+    if string.find(due, 'ovf', 1, true) then
+        overflow(id, c)
+    end
+end
+
 -- After a call went back in line: leave if its time ran out meanwhile, else offer it again.
 local function after_return(id)
     local c = call_get(id)
     if c and c.overdue ~= '' then
         exit_call(id, c, c.overdue)
     else
+        apply_due(id)
         match_call(id)
     end
 end
@@ -424,10 +681,113 @@ local function release_agent(a)
     avail_add(a, ag)
 end
 
+-- ---------------------------------------------------------------- ring-all offers ending
+
+-- One agent stops ringing; when nobody is left the call goes back to its place. Returns the
+-- call's state after: 'offered' or 'waiting'.
+local function ring_leave(id, c, a)
+    redis.call('SREM', K.ring(id), a)
+    timer_clear('ringto', a)
+    if redis.call('SCARD', K.ring(id)) > 0 then
+        return 'offered'
+    end
+    redis.call('ZREM', K.ringing(c.skill), c.member)
+    requeue(id, c)
+    return 'waiting'
+end
+
+-- The agent rejected the call or let its ring time out: not ready with the reason, like a
+-- single offer; the others keep ringing.
+local function ring_drop(id, c, a, kind, reason)
+    local cstate = ring_leave(id, c, a)
+    redis.call('HSET', K.agent(a), 'state', 'not_ready', 'reason', reason, 'since', NOW_S,
+        'call', '')
+    emit(kind, 'call', id, 'agent', a, 'skill', c.skill, 'cstate', cstate,
+        'astate', 'not_ready', 'reason', reason, 'ring', '1')
+    if cstate == 'waiting' then
+        after_return(id)
+    end
+end
+
+local function ring_timeout(a)
+    local ag = hgetall(K.agent(a))
+    if not ag or ag.state ~= 'reserved' then
+        return
+    end
+    local c = call_get(ag.call)
+    if c and ringing(c) then
+        ring_drop(ag.call, c, a, 'RONA', 'missed')
+    end
+end
+
+-- The agent logs out or goes not ready while ringing (the caller of this sets its state).
+-- Returns the call id when it went back in line, for after_return.
+local function ring_release(id, c, a, why)
+    local cstate = ring_leave(id, c, a)
+    emit('RELEASE', 'call', id, 'agent', a, 'skill', c.skill, 'cstate', cstate, 'reason', why,
+        'ring', '1')
+    if cstate == 'waiting' then
+        return id
+    end
+    return nil
+end
+
+-- Everyone still ringing stops: available again, keeping the idle place (they did nothing
+-- wrong, so not ready would punish them for someone else's answer). Returns them, sorted: the
+-- caller matches each once every call it ends is gone.
+local function ring_stop(id, c)
+    local agents = redis.call('SMEMBERS', K.ring(id))
+    table.sort(agents)
+    redis.call('ZREM', K.ringing(c.skill), c.member)
+    redis.call('DEL', K.ring(id))
+    for _, b in ipairs(agents) do
+        timer_clear('ringto', b)
+        release_agent(b)
+        emit('RINGCANCEL', 'call', id, 'agent', b, 'skill', c.skill, 'astate', 'available',
+            'reason', '', 'ring', '1')
+    end
+    return agents
+end
+
+-- Stop the ring; then each agent takes the best call it can, which may be a new ring.
+local function ring_cancel(id, c)
+    for _, b in ipairs(ring_stop(id, c)) do
+        match_agent(b)
+    end
+end
+
+-- The first accept wins the ring.
+local function ring_won(id, c, a)
+    redis.call('SREM', K.ring(id), a)
+    timer_clear('ringto', a)
+    redis.call('HSET', K.call(id), 'agent', a)
+    ring_cancel(id, c)
+end
+
+-- The caller left while the call rang (hang-up, or a callback instead).
+local function ring_abandon(id, c, kind)
+    local wait = tostring(NOW - tonumber(c.enq))
+    end_call(id, c)
+    emit(kind, 'call', id, 'skill', c.skill, 'cstate', 'ended', 'wait', wait)
+    ring_cancel(id, c)
+end
+
+-- A queue became ring-all: available agents join the rings still going on from before.
+local function ring_join_available(skill)
+    for l = 1, MAX_LEVEL do
+        for _, a in ipairs(redis.call('ZRANGE', K.available(skill, l), 0, -1)) do
+            match_agent(a)
+        end
+    end
+end
+
 -- The agent gives up an offer it holds (logout, not ready): the call goes back in place.
 local function release_offer(a, ag, why)
     local id = ag.call
     local c = call_get(id)
+    if ringing(c) then
+        return ring_release(id, c, a, why)
+    end
     requeue(id, c)
     emit('RELEASE', 'call', id, 'agent', a, 'skill', c.skill, 'cstate', 'waiting', 'reason', why)
     return id
@@ -601,6 +961,8 @@ local function cmd_accept()
     timer_clear('rona', id)
     timer_clear('maxwait', id)
     timer_clear('cbexp', id)
+    timer_clear('esc', id)
+    timer_clear('ovf', id)
     emit('CONNECT', 'call', id, 'agent', a, 'skill', c.skill, 'kind', c.kind,
         'cstate', 'connected', 'astate', 'on_call', 'reason', '',
         'wait', tostring(NOW - tonumber(c.enq)), 'ring', tostring(NOW - tonumber(c.offered_at)))
@@ -608,12 +970,19 @@ local function cmd_accept()
         inbox(c.node, { kind = 'connected', call = id, rid = c.rid, agent = a,
             contact = ag.contact })
     end
+    if ringing(c) then
+        ring_won(id, c, a)
+    end
     return { ag.contact }
 end
 
 local function cmd_reject()
     local a, id = ARGS[4], ARGS[5]
     local _, c = reserved_call(a, id)
+    if ringing(c) then
+        ring_drop(id, c, a, 'REJECT', 'rejected')
+        return {}
+    end
     requeue(id, c)
     redis.call('HSET', K.agent(a), 'state', 'not_ready', 'reason', 'rejected', 'since', NOW_S,
         'call', '')
@@ -643,6 +1012,9 @@ local function cmd_hangup()
     if c.state == 'connected' then
         finish(id, c, c.agent, 'caller')
         return { 'completed' }
+    elseif ringing(c) then
+        ring_abandon(id, c, 'ABANDON')
+        return { 'abandoned' }
     end
     local wait = tostring(NOW - tonumber(c.enq))
     end_call(id, c)
@@ -670,7 +1042,13 @@ local function cmd_leave_for_callback()
     redis.call('DEL', K.parked(id))
     redis.call('HSET', K.parked(id), 'skill', c.skill, 'min', c.min, 'score', c.score,
         'member', c.member, 'enq', c.enq)
+    local origin, esc = moved_fields(id, c)
+    redis.call('HSET', K.parked(id), 'origin', origin, 'esc', esc)
     timer_set('park', id, NOW + park)
+    if ringing(c) then
+        ring_abandon(id, c, 'EXITWITHKEY')
+        return { 'parked' }
+    end
     local wait = tostring(NOW - tonumber(c.enq))
     end_call(id, c)
     if c.state == 'offered' then
@@ -718,6 +1096,7 @@ local function cmd_enqueue()
     if cfg.max_wait > 0 then
         timer_set('maxwait', id, NOW + cfg.max_wait)
     end
+    moves_arm(id, c)
     emit('ENTERQUEUE', 'call', id, 'skill', c.skill, 'min', c.min, 'req', c.req, 'prio', c.prio,
         'node', c.node, 'kind', c.kind, 'seq', tostring(seq), 'score', c.score,
         'cstate', 'waiting')
@@ -738,10 +1117,15 @@ local function cmd_callback()
     local parked = hgetall(K.parked(from))
     local kept = '0'
     local seq
-    if parked and parked.skill == c.skill then
-        -- the callback takes the caller's place: same score, same arrival number, same bucket
+    if parked and (parked.skill == c.skill or parked.origin == c.skill) then
+        -- the callback takes the caller's place: same score, same arrival number, same bucket,
+        -- in the queue the caller had overflowed to, with the requirements it had escalated to
         seq = string.sub(parked.member, 1, SEQ_WIDTH)
         c.score, c.enq, c.min, kept = parked.score, parked.enq, parked.min, '1'
+        c.skill, c.origin, c.esc = parked.skill, parked.origin, parked.esc
+        if parked.esc == '1' then
+            c.req = ''
+        end
         redis.call('DEL', K.parked(from))
         timer_clear('park', from)
     else
@@ -753,6 +1137,7 @@ local function cmd_callback()
     insert(id, c)
     c.score = redis.call('HGET', K.call(id), 'score')
     timer_set('cbexp', id, NOW + cfg.callback_window)
+    moves_arm(id, c)
     emit('CALLBACK', 'call', id, 'skill', c.skill, 'min', c.min, 'req', c.req, 'prio', c.prio,
         'node', c.node, 'kind', c.kind, 'seq', tostring(tonumber(seq)), 'score', c.score,
         'cstate', 'waiting', 'kept', kept, 'from', from)
@@ -797,6 +1182,9 @@ local function cmd_configure()
         end
     end
     emit('CONFIG', 'skill', skill, 'strategy', after)
+    if after == 'ring_all' and before ~= 'ring_all' then
+        ring_join_available(skill)
+    end
     return {}
 end
 
@@ -836,6 +1224,10 @@ local function cmd_tick()
             end
         elseif kind == 'park' then
             redis.call('DEL', K.parked(id))
+        elseif kind == 'esc' or kind == 'ovf' then
+            move_timer(kind, id)
+        elseif kind == 'ringto' then
+            ring_timeout(id)
         end
     end
     return { tostring(#due) }

@@ -317,7 +317,10 @@ class RoutingStore:
 
     async def call(self, call_id: str) -> QueuedCall | None:
         """One call or callback routing holds, or None."""
-        raw = await self.redis.hgetall(self.keys.call(call_id))
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hgetall(self.keys.call(call_id))
+        pipe.smembers(self.keys.ring(call_id))
+        raw, ring = await pipe.execute()
         if not raw:
             return None
         h = {_s(k): _s(v) for k, v in raw.items()}
@@ -336,6 +339,9 @@ class RoutingStore:
             state=CallState(h["state"]),
             agent_id=h["agent"],
             number=h["number"],
+            entered_queue=h.get("origin") or h["skill"],
+            escalated=h.get("esc") == "1",
+            offered_to=tuple(sorted(_s(a) for a in ring)),
         )
 
     async def agent_ids(self) -> set[str]:

@@ -10,7 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from routing.events import EventType, Replay, RoutingEvent
-from routing.model import AgentState, CallState
+from routing.model import AgentState, CallState, Strategy
 from routing.store import RoutingStore
 
 
@@ -27,13 +27,17 @@ class Consistency:
 
     - replaying the stream gives exactly the agents' states and the calls routing holds;
     - reserved agents and offered calls pair one to one, and so do on-call agents and
-      connected calls (no agent holds two calls, no call is offered to two agents);
+      connected calls (no agent holds two calls, no call is offered to two agents), except that
+      a ring-all call rings several reserved agents at once (each of them reserved for it only);
+    - an OFFER that rings several agents happens only in a queue that is ring-all at the time,
+      and a call ringing several agents is never offered to one alone;
     - the queue sets hold exactly the waiting calls, the available sets exactly the available
       agents;
-    - no waiting call has an eligible available agent (matching is never left undone);
+    - no waiting call has an eligible available agent (matching is never left undone), nor does
+      a call ringing in a ring-all queue (the agent would have joined the ring);
     - at every OFFER in the stream, no call the agent could take waited ahead of the one offered
       (priority with aging, then FIFO): the stream alone shows every call's place and
-      requirements and every agent's skills.
+      requirements (as escalations and overflows change them) and every agent's skills.
 
     The stream is read incrementally, so one instance can check after every step of a run.
     """
@@ -47,6 +51,10 @@ class Consistency:
         """Call -> (required skills, place in line), from the stream."""
         self.ahead: dict[str, tuple[dict[str, int], tuple[float, int]]] = {}
         """The waiting calls among them."""
+        self.strategies: dict[str, str] = {}
+        """Skill -> strategy, from the stream's CONFIG events."""
+        self.rings: set[str] = set()
+        """Calls ringing as ring-all calls, from the stream."""
 
     async def check(self, store: RoutingStore) -> None:
         events = await store.events(after=self.last)
@@ -65,16 +73,28 @@ class Consistency:
         assert {a: (ag.state, ag.reason) for a, ag in agent_map.items()} == replay.agents
         assert {c: q.state for c, q in call_map.items()} == replay.calls
         assert {c: q.agent_id for c, q in call_map.items() if q.agent_id} == replay.agent_of
+        assert {c: set(q.offered_to) for c, q in call_map.items() if q.offered_to} == (
+            replay.offered_to
+        )
 
         for c, q in call_map.items():
             if q.state is CallState.WAITING:
-                assert q.agent_id == ""
+                assert (q.agent_id, q.offered_to) == ("", ())
                 continue
+            if q.offered_to:  # a ring-all call ringing
+                assert (q.state, q.agent_id) == (CallState.OFFERED, "")
+                for a in q.offered_to:
+                    assert (agent_map[a].state, agent_map[a].call_id) == (AgentState.RESERVED, c)
+                continue
+            assert q.agent_id, f"{c} is {q.state} to nobody"
             agent = agent_map[q.agent_id]
             expected = AgentState.RESERVED if q.state is CallState.OFFERED else AgentState.ON_CALL
             assert (agent.state, agent.call_id) == (expected, c)
         for a, ag in agent_map.items():
-            if ag.state in (AgentState.RESERVED, AgentState.ON_CALL):
+            if ag.state is AgentState.RESERVED:
+                q = call_map[ag.call_id]
+                assert q.agent_id == a or (q.agent_id == "" and a in q.offered_to)
+            elif ag.state is AgentState.ON_CALL:
                 assert call_map[ag.call_id].agent_id == a
             else:
                 assert ag.call_id == ""
@@ -95,12 +115,16 @@ class Consistency:
             }
 
         for c, q in call_map.items():
-            if q.state is not CallState.WAITING:
+            rings = bool(q.offered_to) and (
+                (await store.queue_config(q.skill)).strategy is Strategy.RING_ALL
+            )
+            if q.state is not CallState.WAITING and not rings:
                 continue
             for a, ag in agent_map.items():
                 eligible = all(ag.skills.get(s, 0) >= m for s, m in q.skills.items())
                 assert not (ag.state is AgentState.AVAILABLE and eligible), (
-                    f"{c} waits while {a} is available and eligible"
+                    f"{c} {'rings others' if rings else 'waits'} while {a} is available"
+                    " and eligible"
                 )
 
     def _check_order(self, events: list[RoutingEvent]) -> None:
@@ -108,9 +132,24 @@ class Consistency:
             f = e.fields
             if e.type in (EventType.AGENTLOGIN, EventType.SKILLS):
                 self.skills[e.agent_id] = json.loads(f["skills"])
-            if e.type in (EventType.ENTERQUEUE, EventType.CALLBACK):
+            if e.type in (EventType.ENTERQUEUE, EventType.CALLBACK, EventType.OVERFLOW):
                 needs = {f["skill"]: int(f["min"])} | json.loads(f["req"] or "{}")
                 self.places[e.call_id] = (needs, (float(f["score"]), int(f["seq"])))
+            if e.type is EventType.ESCALATE:  # same place, fewer needs
+                self.places[e.call_id] = ({f["skill"]: int(f["min"])}, self.places[e.call_id][1])
+            if e.type in (EventType.ESCALATE, EventType.OVERFLOW) and e.call_id in self.ahead:
+                self.ahead[e.call_id] = self.places[e.call_id]
+            if e.type is EventType.CONFIG:
+                self.strategies[f["skill"]] = f["strategy"]
+            if e.type is EventType.OFFER and f.get("ring") == "1":
+                assert self.strategies.get(f["skill"]) == Strategy.RING_ALL, (
+                    f"{e.call_id} rings {e.agent_id} outside a ring-all queue"
+                )
+                self.rings.add(e.call_id)
+            elif e.type is EventType.OFFER:
+                assert e.call_id not in self.rings, f"{e.call_id} rings others and {e.agent_id}"
+            elif "cstate" in f and f["cstate"] != CallState.OFFERED:
+                self.rings.discard(e.call_id)
             if e.type is EventType.OFFER:
                 skills = self.skills[e.agent_id]
                 place = self.places[e.call_id][1]

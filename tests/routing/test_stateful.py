@@ -1,8 +1,10 @@
 """Random interleavings of everything callers, agents and timers do, against a real Redis.
 
 After every step the invariants of `assert_consistent` (conftest) must hold: no agent reserved
-for two calls, no call offered to two agents, no call gone without an event, the stream replays
-to exactly the stored states, priority/FIFO order at every offer, matching never left undone.
+for two calls, no call offered to two agents outside ring-all queues, no call gone without an
+event, the stream replays to exactly the stored states, priority/FIFO order at every offer,
+matching never left undone. Queues may ring all, escalate, overflow and fill up; time passes in
+steps that cross their timers.
 Every rule also predicts whether the store must refuse the request, and a refused request must
 leave no event behind.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import Any, ClassVar, TypeVar
 
 import pytest
@@ -42,6 +45,7 @@ AGENTS = ["A0", "A1", "A2"]
 SKILLS = ["billing", "hazard"]
 
 levels = st.sampled_from([1, 1, 2, 3])  # mostly equal requirements, so order is often tested
+strategies = st.sampled_from([*Strategy, Strategy.RING_ALL, Strategy.RING_ALL])
 skill_sets = st.dictionaries(st.sampled_from(SKILLS), levels, min_size=1, max_size=2)
 
 
@@ -91,21 +95,43 @@ class RoutingMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------------ setup
 
     @initialize(
-        strategy=st.sampled_from(list(Strategy)),
+        strategy=st.tuples(strategies, strategies),
         wrap=st.sampled_from([0.0, 10.0]),
         max_wait=st.sampled_from([0.0, 45.0]),
         aging=st.sampled_from([30.0, 600.0]),
+        escalate_after=st.sampled_from([0.0, 20.0]),
+        escalate_level=st.sampled_from([1, 2]),
+        overflowing=st.sampled_from([(), (SKILLS[0],), tuple(SKILLS)]),
+        max_length=st.sampled_from([0, 0, 3]),
     )
-    def configure(self, strategy: Strategy, wrap: float, max_wait: float, aging: float) -> None:
-        """Both queues alike, so a run explores one strategy and one set of timers."""
-        for skill in SKILLS:
+    def configure(
+        self,
+        *,
+        strategy: tuple[Strategy, Strategy],
+        wrap: float,
+        max_wait: float,
+        aging: float,
+        escalate_after: float,
+        escalate_level: int,
+        overflowing: tuple[str, ...],
+        max_length: int,
+    ) -> None:
+        """Both queues share one set of timers, so a run explores it; each has its strategy. Some
+        runs overflow one queue into the other, or each into the other (a call moves once)."""
+        for i, skill in enumerate(SKILLS):
+            other = SKILLS[1 - i]
             config = QueueConfig(
                 skill,
-                strategy=strategy,
+                strategy=strategy[i],
                 wrap_up_seconds=wrap,
                 max_wait=max_wait,
+                max_length=max_length,
                 aging_seconds_per_priority=aging,
                 callback_window=120.0,
+                escalate_after=escalate_after,
+                escalate_min_level=escalate_level,
+                overflow_after=30.0 if skill in overflowing else 0.0,
+                overflow_queue=other if skill in overflowing else "",
             )
             self.run(self.store.configure_queue(config, self.now))
 
@@ -118,6 +144,12 @@ class RoutingMachine(RuleBasedStateMachine):
         """Start with everyone logged in, some ready, so calls meet agents from the first step."""
         for agent_id, (skills, ready) in zip(AGENTS, staff, strict=True):
             self.run(self.store.login(agent_id, skills=skills, now=self.now, ready=ready))
+
+    @rule(skill=st.sampled_from(SKILLS), strategy=strategies)
+    def switch_strategy(self, skill: str, strategy: Strategy) -> None:
+        """A supervisor changes a queue's strategy, maybe while its calls ring."""
+        config = self.run(self.store.queue_config(skill))
+        self.run(self.store.configure_queue(replace(config, strategy=strategy), self.now))
 
     # ------------------------------------------------------------------ agents
 
