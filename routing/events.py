@@ -4,7 +4,9 @@ Every change of a call's or an agent's state is one entry in the tenant's Redis 
 the same Lua step that makes the change. An entry that changes a call carries ``call`` and
 ``cstate`` (``waiting``, ``offered``, ``connected``, ``ended``); one that changes an agent carries
 ``agent``, ``astate`` and ``reason`` (the not-ready reason, empty in other states). Where no agent
-changes, ``reason`` says why a call ended (``max_wait``, ``expired``, ``queue_full``).
+changes, ``reason`` says why a call ended (``max_wait``, ``expired``, ``queue_full``,
+``node_lost``); an ``ABANDON`` of an offered call by a lost node carries ``reason`` ``node_lost``
+next to ``astate`` ``available``, which is why only a not-ready ``astate`` takes the reason.
 
 `Replay` folds a stream back into states, which is how tests prove nothing changes without an
 event, and how statistics can be recomputed.
@@ -38,9 +40,11 @@ class EventType(StrEnum):
     RELEASE = "RELEASE"
     """The agent gave up an offer by logging out or going not ready; the call went back."""
     ABANDON = "ABANDON"
-    """The caller hung up while waiting or while offered."""
+    """The caller hung up while waiting or while offered (reason ``node_lost``: the caller's
+    IVR node was lost)."""
     COMPLETE = "COMPLETE"
-    """The call ended after talking (by: agent or caller); the agent goes to wrap-up."""
+    """The call ended after talking (by: agent, caller, or ``node_lost``); the agent goes to
+    wrap-up."""
     EXITWITHTIMEOUT = "EXITWITHTIMEOUT"
     """Routing gave up on a caller after the queue's max wait."""
     EXITWITHKEY = "EXITWITHKEY"
@@ -59,6 +63,11 @@ class EventType(StrEnum):
     """The agent's skills changed."""
     CONFIG = "CONFIG"
     """A queue's settings changed."""
+    NODELOST = "NODELOST"
+    """An IVR node was reclaimed (node; cause: ``timeout``, ``left`` or ``restart``; to: the
+    node its callbacks moved to, empty when they stayed; abandoned, completed, rehomed: how
+    many of its calls ended each way and how many callbacks moved). Its calls' own events come
+    just before it."""
 
 
 @dataclass(frozen=True)
@@ -105,17 +114,29 @@ class Replay:
     """Call id -> state for every call still in routing."""
     agent_of: dict[str, str] = field(default_factory=dict)
     """Call id -> the agent it is offered to or connected with."""
+    node_of: dict[str, str] = field(default_factory=dict)
+    """Call id -> the IVR node holding it (callbacks move when their node is lost)."""
 
     def apply(self, event: RoutingEvent) -> None:
         """Fold one event in."""
         f = event.fields
         if "astate" in f:
-            self.agents[f["agent"]] = (AgentState(f["astate"]), f.get("reason", ""))
+            astate = AgentState(f["astate"])
+            reason = f.get("reason", "") if astate is AgentState.NOT_READY else ""
+            self.agents[f["agent"]] = (astate, reason)
+        if event.type in (EventType.ENTERQUEUE, EventType.CALLBACK):
+            self.node_of[f["call"]] = f["node"]
+        elif event.type is EventType.NODELOST and f["to"]:
+            lost, heir = f["node"], f["to"]
+            for call, node in self.node_of.items():
+                if node == lost:
+                    self.node_of[call] = heir
         if "cstate" in f:
             call = f["call"]
             if f["cstate"] == ENDED:
                 self.calls.pop(call, None)
                 self.agent_of.pop(call, None)
+                self.node_of.pop(call, None)
             else:
                 state = CallState(f["cstate"])
                 self.calls[call] = state

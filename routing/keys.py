@@ -28,6 +28,7 @@ TEMPLATES: dict[str, str] = {
     "queues": "queues",  # set of skills that have had a queue or config
     "timers": "timers",  # zset "<kind>|<id>" -> due time (reservation, wrap-up, max wait...)
     "events": "events",  # stream: the append-only event log (queue_log)
+    "nodes": "nodes",  # zset: IVR node id -> time its last heartbeat vouches for it until
     # agents
     "agent": "agent:{0}",  # hash: name, contact, state, reason, since, calls, talk, ...
     "agent_skills": "agent:{0}:skills",  # hash: skill -> level
@@ -91,6 +92,10 @@ class Keys:
     @property
     def events(self) -> str:
         return self._key("events")
+
+    @property
+    def nodes(self) -> str:
+        return self._key("nodes")
 
     def agent(self, agent_id: str) -> str:
         return self._key("agent", agent_id)

@@ -456,6 +456,100 @@ local function finish(id, c, a, by)
     end
 end
 
+-- ---------------------------------------------------------------- nodes
+
+-- End what a lost IVR node held. Its callers went with it: waiting or offered ones are
+-- abandoned (an offered agent did nothing wrong: available again, keeping the idle place), a
+-- talking one is completed (the agent wraps up as usual). Its callbacks lose nothing: nobody is
+-- on the line, so they move to `heir`, whose inbox gets their later messages. Node loss is rare,
+-- so the node's calls are found by a scan of the calls routing holds rather than by an index
+-- every call change would have to keep up; ids are sorted so the events come in one order.
+local function reclaim(node, heir)
+    local ids = redis.call('SMEMBERS', K.calls())
+    table.sort(ids)
+    local gone, talking, callbacks = {}, {}, {}
+    for _, id in ipairs(ids) do
+        if redis.call('HGET', K.call(id), 'node') == node then
+            local c = call_get(id)
+            if c.kind == 'callback' then
+                callbacks[#callbacks + 1] = id
+            elseif c.state == 'connected' then
+                talking[#talking + 1] = { id, c }
+            else
+                gone[#gone + 1] = { id, c }
+            end
+        end
+    end
+    -- Every call of the node ends before a released agent is matched again, so no agent is
+    -- offered a call that is about to be abandoned.
+    local released = {}
+    for _, e in ipairs(gone) do
+        local id, c = e[1], e[2]
+        local wait = tostring(NOW - tonumber(c.enq))
+        end_call(id, c)
+        if c.state == 'offered' then
+            release_agent(c.agent)
+            released[#released + 1] = c.agent
+            emit('ABANDON', 'call', id, 'agent', c.agent, 'skill', c.skill, 'cstate', 'ended',
+                'astate', 'available', 'reason', 'node_lost', 'wait', wait)
+        else
+            emit('ABANDON', 'call', id, 'skill', c.skill, 'cstate', 'ended',
+                'reason', 'node_lost', 'wait', wait)
+        end
+    end
+    for _, e in ipairs(talking) do
+        finish(e[1], e[2], e[2].agent, 'node_lost')
+    end
+    for _, id in ipairs(callbacks) do
+        redis.call('HSET', K.call(id), 'node', heir)
+    end
+    redis.call('DEL', K.inbox(node)) -- after finish(), which writes "disconnected" there
+    for _, a in ipairs(released) do
+        match_agent(a)
+    end
+    return #gone, #talking, #callbacks
+end
+
+-- Reclaim a node and say so. `heir`: the node taking its callbacks, or nil when they stay under
+-- its id. `quiet`: no event when no call had to be ended. Returns how many callbacks it had.
+local function node_lost(node, heir, cause, quiet)
+    local abandoned, completed, callbacks = reclaim(node, heir or node)
+    if not quiet or abandoned + completed > 0 then
+        local rehomed = 0
+        if heir then
+            rehomed = callbacks
+        end
+        emit('NODELOST', 'node', node, 'cause', cause, 'to', heir or '',
+            'abandoned', tostring(abandoned), 'completed', tostring(completed),
+            'rehomed', tostring(rehomed))
+    end
+    return callbacks
+end
+
+local function node_alive(node)
+    local until_t = redis.call('ZSCORE', K.nodes(), node)
+    return until_t and tonumber(until_t) >= NOW
+end
+
+-- Run by a node's tick: reclaim every node whose heartbeat ran out. Only a node that is alive
+-- itself does it, so a node cut off from Redis for a while (its own heartbeat lapsed) does not
+-- take over the others' callbacks when it comes back, and never reclaims itself. Nodes that never
+-- heartbeated are not in the set: unknown, not dead, their calls are never reclaimed.
+local function reclaim_expired(ticker)
+    if not node_alive(ticker) then
+        return
+    end
+    local lost = redis.call('ZRANGEBYSCORE', K.nodes(), '-inf', '(' .. NOW_S, 'WITHSCORES')
+    for i = 1, #lost, 2 do
+        redis.call('ZREM', K.nodes(), lost[i])
+        local cause = 'timeout'
+        if tonumber(lost[i + 1]) <= 0 then
+            cause = 'left' -- a node that left with callbacks and no live node to take them
+        end
+        node_lost(lost[i], ticker, cause, false)
+    end
+end
+
 -- ---------------------------------------------------------------- commands
 
 local function cmd_login()
@@ -801,9 +895,13 @@ local function cmd_configure()
 end
 
 -- Timers that are due: reservation timeouts (RONA), wrap-up ends, max waits, callback expiry,
--- parked places. Each is one short step; the caller repeats while a full batch was due.
+-- parked places. Each is one short step; the caller repeats while a full batch was due. Run by a
+-- node (ARGS[5]), it first reclaims the nodes whose heartbeat ran out.
 local function cmd_tick()
     local batch = tonumber(ARGS[4])
+    if ARGS[5] and ARGS[5] ~= '' then
+        reclaim_expired(ARGS[5])
+    end
     local due = redis.call('ZRANGEBYSCORE', K.timers(), '-inf', NOW_S, 'LIMIT', 0, batch)
     for _, m in ipairs(due) do
         redis.call('ZREM', K.timers(), m)
@@ -841,6 +939,36 @@ local function cmd_tick()
     return { tostring(#due) }
 end
 
+-- A node is alive until now + timeout. On its first heartbeat (`starting` = '1') a node also
+-- reclaims what an earlier process under the same id left behind (a crash and a restart within
+-- the timeout): those callers are gone, its callbacks stay with it. Returns 'alive' when the
+-- node was known, 'joined' when it was not (first start, or declared lost meanwhile).
+local function cmd_heartbeat()
+    local node, timeout, starting = ARGS[4], tonumber(ARGS[5]), ARGS[6] == '1'
+    local known = redis.call('ZSCORE', K.nodes(), node)
+    redis.call('ZADD', K.nodes(), NOW + timeout, node)
+    if starting then
+        node_lost(node, nil, 'restart', true)
+    end
+    if known then
+        return { 'alive' }
+    end
+    return { 'joined' }
+end
+
+-- A node stops: what it still holds is reclaimed at once, its callbacks go to the live node
+-- heard from last. With no other node alive they stay under its id, and its entry is kept as
+-- long expired, so the first node to tick later takes them over.
+local function cmd_node_leave()
+    local node = ARGS[4]
+    redis.call('ZREM', K.nodes(), node)
+    local heir = redis.call('ZREVRANGEBYSCORE', K.nodes(), '+inf', NOW_S, 'LIMIT', 0, 1)[1]
+    if node_lost(node, heir, 'left', false) > 0 and not heir then
+        redis.call('ZADD', K.nodes(), 0, node)
+    end
+    return {}
+end
+
 local COMMANDS = {
     login = cmd_login,
     logout = cmd_logout,
@@ -857,6 +985,8 @@ local COMMANDS = {
     positions = cmd_positions,
     configure = cmd_configure,
     tick = cmd_tick,
+    heartbeat = cmd_heartbeat,
+    node_leave = cmd_node_leave,
 }
 
 local function invoke(args)

@@ -243,15 +243,64 @@ class RoutingStore:
 
     # ------------------------------------------------------------------ timers, inboxes, config
 
-    async def tick(self, now: float) -> int:
-        """Handle every timer due at ``now`` (RONA, wrap-up end, max wait...); returns the count."""
+    async def tick(self, now: float, node_id: str = "") -> int:
+        """Handle every timer due at ``now`` (RONA, wrap-up end, max wait...); returns the count.
+
+        Run by a live node (``node_id``, see `heartbeat`), it first reclaims every node whose
+        heartbeat ran out, each in one atomic step: that node's callers are ended (waiting or
+        offered: ``ABANDON`` with reason ``node_lost``; talking: ``COMPLETE`` by ``node_lost``),
+        its callbacks move to ``node_id``, its inbox is deleted, and a ``NODELOST`` event says
+        so. A node that never heartbeated is unknown rather than dead: its calls are never
+        reclaimed.
+        """
+        if node_id:
+            check_name("node", node_id)
         total = 0
         while True:
-            result, _ = await self._run("tick", now, str(TICK_BATCH))
+            result, _ = await self._run("tick", now, str(TICK_BATCH), node_id)
             done = int(_s(result[0]))
             total += done
             if done < TICK_BATCH:
                 return total
+
+    async def heartbeat(
+        self, node_id: str, now: float, node_timeout: float, *, starting: bool = False
+    ) -> bool:
+        """Node ``node_id`` is alive until ``now + node_timeout``; returns whether routing knew
+        it.
+
+        False means it joined: it never heartbeated, or it was declared lost meanwhile (its
+        callers were then ended). With ``starting`` (the first heartbeat of a process), whatever
+        routing still holds under the id was left by an earlier process of it (a crash and a
+        restart within the timeout) and is reclaimed at once; its callbacks stay with it. Two
+        live processes must therefore never share a node id. Nodes compare heartbeats with
+        their own clocks: clock skew must stay well below ``node_timeout`` minus the interval.
+        """
+        if node_timeout <= 0:
+            raise ValueError("a node timeout must be positive")
+        result, _ = await self._run(
+            "heartbeat",
+            now,
+            check_name("node", node_id),
+            _time(node_timeout),
+            "1" if starting else "0",
+        )
+        return _s(result[0]) == "alive"
+
+    async def node_leave(self, node_id: str, now: float) -> None:
+        """Node ``node_id`` stops: reclaimed at once as if lost (``NODELOST`` cause ``left``).
+
+        Its callbacks go to the live node whose heartbeat reaches furthest; with none alive they
+        stay under its id until the first node to tick (or its own restart) takes them.
+        """
+        await self._run("node_leave", now, check_name("node", node_id))
+
+    async def nodes(self, now: float) -> dict[str, float]:
+        """The live nodes at ``now``, each with the time its last heartbeat vouches until."""
+        raw: list[Any] = await self.redis.zrangebyscore(
+            self.keys.nodes, now, "+inf", withscores=True
+        )
+        return {_s(node): float(until) for node, until in raw}
 
     async def drain_inbox(self, node_id: str, wait: float = 0.0) -> list[NodeMessage]:
         """Take the messages for calls held by ``node_id`` (connected, disconnected, exited).

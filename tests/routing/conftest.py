@@ -25,7 +25,9 @@ def store(redis_client: Redis) -> RoutingStore:
 class Consistency:
     """Everything the routing invariants promise, checked against Redis and the event stream.
 
-    - replaying the stream gives exactly the agents' states and the calls routing holds;
+    - replaying the stream gives exactly the agents' states and the calls routing holds, and
+      the node holding each call (so a lost node's calls end with an event and its callbacks
+      move to the node the stream says);
     - reserved agents and offered calls pair one to one, and so do on-call agents and
       connected calls (no agent holds two calls, no call is offered to two agents);
     - the queue sets hold exactly the waiting calls, the available sets exactly the available
@@ -65,6 +67,7 @@ class Consistency:
         assert {a: (ag.state, ag.reason) for a, ag in agent_map.items()} == replay.agents
         assert {c: q.state for c, q in call_map.items()} == replay.calls
         assert {c: q.agent_id for c, q in call_map.items() if q.agent_id} == replay.agent_of
+        assert {c: q.node_id for c, q in call_map.items()} == replay.node_of
 
         for c, q in call_map.items():
             if q.state is CallState.WAITING:

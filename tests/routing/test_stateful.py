@@ -4,7 +4,9 @@ After every step the invariants of `assert_consistent` (conftest) must hold: no 
 for two calls, no call offered to two agents, no call gone without an event, the stream replays
 to exactly the stored states, priority/FIFO order at every offer, matching never left undone.
 Every rule also predicts whether the store must refuse the request, and a refused request must
-leave no event behind.
+leave no event behind. IVR nodes heartbeat, restart, leave and fall silent among the rest: once a
+live node's tick (or a node's leave) has reclaimed a node, no call of it remains (its callbacks
+moved to a live node).
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ T = TypeVar("T")
 T0 = 1_800_000_000.0
 AGENTS = ["A0", "A1", "A2"]
 SKILLS = ["billing", "hazard"]
+NODES = ["n1", "n2"]
+"""IVR nodes that heartbeat; calls also come from "n9", which never does (never reclaimed)."""
+NODE_TIMEOUT = 20.0
 
 levels = st.sampled_from([1, 1, 2, 3])  # mostly equal requirements, so order is often tested
 skill_sets = st.dictionaries(st.sampled_from(SKILLS), levels, min_size=1, max_size=2)
@@ -215,8 +220,9 @@ class RoutingMachine(RuleBasedStateMachine):
         level=levels,
         priority=st.sampled_from([0, 0, 1, 2]),
         extra=st.sampled_from([False, False, False, True]),
+        node=st.sampled_from([*NODES, "n9"]),
     )
-    def enqueue(self, skill: str, level: int, priority: int, extra: bool) -> None:
+    def enqueue(self, skill: str, level: int, priority: int, extra: bool, node: str) -> None:
         self.serial += 1
         call_id = f"call-{self.serial}"
         skills = {skill: level}
@@ -224,7 +230,8 @@ class RoutingMachine(RuleBasedStateMachine):
             other = SKILLS[1 - SKILLS.index(skill)]
             skills[other] = 1
         self.callers.append(call_id)
-        self.run(self.store.enqueue(NewCall(call_id, skills, priority=priority), self.now))
+        call = NewCall(call_id, skills, priority=priority, node_id=node)
+        self.run(self.store.enqueue(call, self.now))
 
     @rule(
         calls=st.lists(
@@ -235,8 +242,8 @@ class RoutingMachine(RuleBasedStateMachine):
     )
     def burst(self, calls: list[tuple[str, int, int]]) -> None:
         """Several callers in the same instant, so lines build up across queues and levels."""
-        for skill, level, priority in calls:
-            self.enqueue(skill, level, priority, extra=False)
+        for i, (skill, level, priority) in enumerate(calls):
+            self.enqueue(skill, level, priority, extra=False, node=NODES[i % len(NODES)])
 
     @precondition(lambda self: bool(self.callers))
     @rule(data=st.data())
@@ -268,16 +275,67 @@ class RoutingMachine(RuleBasedStateMachine):
             priority=before.priority,
             kind=ItemKind.CALLBACK,
             number="13800000000",
+            node_id=before.node_id,
         )
         result = self.run(self.store.add_callback(callback, self.now, from_call=call_id))
         assert result.kept_place
 
     # ------------------------------------------------------------------ time
 
-    @rule(seconds=st.sampled_from([1.0, 5.0, 11.0, 16.0, 50.0]))
-    def time_passes(self, seconds: float) -> None:
+    @rule(
+        seconds=st.sampled_from([1.0, 5.0, 11.0, 16.0, 50.0]),
+        ticker=st.sampled_from(["", *NODES]),
+        beat=st.sampled_from([True, True, False]),
+    )
+    def time_passes(self, seconds: float, ticker: str, beat: bool) -> None:
+        """Timers run by a node (reclaiming the silent ones if it is alive) or by no node. With
+        ``beat`` the node heartbeats first, as its pump does; the other node may fall silent."""
         self.now += seconds
-        self.run(self.store.tick(self.now))
+        if ticker and beat:
+            self.run(self.store.heartbeat(ticker, self.now, NODE_TIMEOUT))
+        registry = self.registry()
+        lost = {node for node, until in registry.items() if until < self.now}
+        alive = registry.get(ticker, -1.0) >= self.now
+        self.run(self.store.tick(self.now, ticker))
+        if alive:
+            assert not lost & set(self.registry())
+            self.assert_no_calls_of(lost)
+
+    # ------------------------------------------------------------------ nodes
+
+    def registry(self) -> dict[str, float]:
+        """Every node routing knows, live or not, with its heartbeat's end."""
+        raw = self.run(self.client.zrange(self.store.keys.nodes, 0, -1, withscores=True))
+        return {node: float(until) for node, until in raw}
+
+    def assert_no_calls_of(self, nodes: set[str], callbacks_stay: bool = False) -> None:
+        """No ghosts: a reclaimed node holds nothing (its callbacks may stay if said so)."""
+        for call_id in self.run(self.store.call_ids()):
+            call = self.run(self.store.call(call_id))
+            assert call is not None
+            if call.node_id in nodes:
+                assert callbacks_stay, (call_id, call.node_id)
+                assert call.kind is ItemKind.CALLBACK, (call_id, call.node_id)
+
+    @rule(node=st.sampled_from(NODES), starting=st.sampled_from([False, False, False, True]))
+    def heartbeat(self, node: str, starting: bool) -> None:
+        """A node is alive for a while; ``starting``: a new process of it, after a crash."""
+        self.run(self.store.heartbeat(node, self.now, NODE_TIMEOUT, starting=starting))
+        if starting:
+            self.assert_no_calls_of({node}, callbacks_stay=True)
+
+    @rule(node=st.sampled_from(NODES))
+    def node_dies(self, node: str) -> None:
+        """The node falls silent (killed) past the timeout; the other one pumps on."""
+        survivor = NODES[1 - NODES.index(node)]
+        self.time_passes(NODE_TIMEOUT + 1.0, survivor, beat=True)
+        assert node not in self.registry()
+
+    @rule(node=st.sampled_from(NODES))
+    def node_leaves(self, node: str) -> None:
+        others = {n for n, until in self.registry().items() if until >= self.now and n != node}
+        self.run(self.store.node_leave(node, self.now))
+        self.assert_no_calls_of({node}, callbacks_stay=not others)
 
     # ------------------------------------------------------------------ invariants
 
