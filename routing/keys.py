@@ -29,6 +29,7 @@ TEMPLATES: dict[str, str] = {
     "timers": "timers",  # zset "<kind>|<id>" -> due time (reservation, wrap-up, max wait...)
     "events": "events",  # stream: the append-only event log (queue_log)
     "nodes": "nodes",  # zset: IVR node id -> time its last heartbeat vouches for it until
+    "settings": "settings",  # hash: tenant-wide settings the script reads (events_max)
     # agents
     "agent": "agent:{0}",  # hash: name, contact, state, reason, since, calls, talk, ...
     "agent_skills": "agent:{0}:skills",  # hash: skill -> level
@@ -96,6 +97,10 @@ class Keys:
     @property
     def nodes(self) -> str:
         return self._key("nodes")
+
+    @property
+    def settings(self) -> str:
+        return self._key("settings")
 
     def agent(self, agent_id: str) -> str:
         return self._key("agent", agent_id)

@@ -1,10 +1,10 @@
 -- Routing's one Lua script: every state change of agents, calls and timers, atomically.
 --
--- Prefixed at load time with the key functions `K.<name>(...)`, `MAX_LEVEL`, `DEFAULTS` and
--- `SEQ_WIDTH` generated in Python (routing/keys.py, routing/store.py), and followed by the entry
--- point: `return invoke(ARGV)` for EVALSHA (Redis 6.2), or the registration of `invoke` as a
--- FUNCTION (Redis 7+). Arguments: 1 key (the seq key, for Cluster slot routing), then
--- <prefix> <command> <now> <command arguments...>.
+-- Prefixed at load time with the key functions `K.<name>(...)`, `MAX_LEVEL`, `DEFAULTS`,
+-- `SEQ_WIDTH` and `DEFAULT_EVENTS_MAX` generated in Python (routing/keys.py, routing/store.py),
+-- and followed by the entry point: `return invoke(ARGV)` for EVALSHA (Redis 6.2), or the
+-- registration of `invoke` as a FUNCTION (Redis 7+). Arguments: 1 key (the seq key, for Cluster
+-- slot routing), then <prefix> <command> <now> <command arguments...>.
 --
 -- Invariant kept by every command: after it, no waiting call has an eligible available agent.
 -- A command frees at most one call or one agent at a time and then matches just that one, so
@@ -16,6 +16,7 @@
 local ARGS -- the arguments: prefix, command, now, command arguments
 local NOW_S, NOW -- the time, as passed and as a number
 local OFFERS -- flat {call id, agent id, ...}: the reservations this invocation made
+local EVENTS_MAX -- the tenant's bound on the event stream, read by the first emit
 local CFG -- skill -> queue settings read by this invocation
 local SKILLS -- agent -> skills read by this invocation (cleared where they change)
 local SCAN_CHUNK = 20
@@ -42,8 +43,24 @@ local function next_seq()
     return redis.call('INCR', K.seq())
 end
 
+-- The stream keeps about the latest EVENTS_MAX entries (the tenant setting `events_max`, read
+-- once per invocation; 0: unbounded). "~" lets Redis trim whole stream nodes only, which is
+-- cheap; consumers that need every event (statistics) read it well before it is trimmed.
+local function events_max()
+    if not EVENTS_MAX then
+        EVENTS_MAX = tonumber(redis.call('HGET', K.settings(), 'events_max')) or
+            DEFAULT_EVENTS_MAX
+    end
+    return EVENTS_MAX
+end
+
 local function emit(kind, ...)
-    redis.call('XADD', K.events(), '*', 'type', kind, 't', NOW_S, ...)
+    if events_max() > 0 then
+        redis.call('XADD', K.events(), 'MAXLEN', '~', EVENTS_MAX, '*', 'type', kind, 't', NOW_S,
+            ...)
+    else
+        redis.call('XADD', K.events(), '*', 'type', kind, 't', NOW_S, ...)
+    end
 end
 
 local function timer_set(kind, id, due)
@@ -994,6 +1011,7 @@ local function invoke(args)
     NOW_S = args[3]
     NOW = tonumber(NOW_S)
     OFFERS, CFG, SKILLS = {}, {}, {}
+    EVENTS_MAX = nil
     local command = COMMANDS[args[2]]
     if not command then
         return redis.error_reply('bad-command ' .. tostring(args[2]))

@@ -51,6 +51,10 @@ TICK_BATCH = 200
 INBOX_BATCH = 200
 """Messages taken per round trip from a node's inbox."""
 
+EVENTS_MAX = 1_000_000
+"""Default bound of a tenant's event stream (entries, approximately: Redis trims whole stream
+nodes, so it may hold up to one node's worth more, ``stream-node-max-entries``)."""
+
 INBOX_MAX_BLOCK = 1.0
 """The longest `RoutingStore.drain_inbox` blocks: well under the client's socket timeout (5 s by
 default in redis-py), which would otherwise fire on the blocking read and fail the pump."""
@@ -63,7 +67,10 @@ def _lua_defaults() -> str:
         for f in fields(QueueConfig)
         if f.name != "skill"
     )
-    return f"local DEFAULTS = {{{pairs}}}\nlocal SEQ_WIDTH = {SEQ_WIDTH}\n"
+    return (
+        f"local DEFAULTS = {{{pairs}}}\nlocal SEQ_WIDTH = {SEQ_WIDTH}\n"
+        f"local DEFAULT_EVENTS_MAX = {EVENTS_MAX}\n"
+    )
 
 
 def _lua_body() -> str:
@@ -100,19 +107,33 @@ class RoutingStore:
     """Agents, queues, reservations and the event stream of one tenant, in Redis."""
 
     def __init__(
-        self, redis: Redis, tenant: str = "default", *, functions: bool | None = None
+        self,
+        redis: Redis,
+        tenant: str = "default",
+        *,
+        functions: bool | None = None,
+        events_max: int = EVENTS_MAX,
     ) -> None:
         """``functions``: run the Lua as a FUNCTION library (None: when the server is Redis 7+;
-        False: always EVALSHA)."""
+        False: always EVALSHA). ``events_max``: the tenant's event stream keeps about this many
+        latest entries (0: unbounded); a tenant setting, stored before this store's first change
+        (every node of a tenant should pass the same)."""
+        if events_max < 0:
+            raise ValueError("events_max must not be negative")
         self.redis = redis
         self.keys = Keys(tenant)
+        self.events_max = events_max
         self._script = redis.register_script(script_source())
         self._function, self._library = library_source()
         self._functions = functions
+        self._settings_stored = False
 
     # ------------------------------------------------------------------ the script
 
     async def _invoke(self, args: list[str]) -> Any:
+        if not self._settings_stored:
+            await self.redis.hset(self.keys.settings, "events_max", str(self.events_max))
+            self._settings_stored = True
         if self._functions is None:
             info = await self.redis.info("server")
             self._functions = int(str(info["redis_version"]).split(".")[0]) >= 7
@@ -467,4 +488,11 @@ def _position(position: Any, wait: Any) -> Position:
     return Position(int(_s(position)), None if seconds < 0 else seconds)
 
 
-__all__ = ["PARK_SECONDS", "RoutingError", "RoutingStore", "library_source", "script_source"]
+__all__ = [
+    "EVENTS_MAX",
+    "PARK_SECONDS",
+    "RoutingError",
+    "RoutingStore",
+    "library_source",
+    "script_source",
+]

@@ -18,6 +18,7 @@ def all_keys(k: Keys) -> list[str]:
         k.timers,
         k.events,
         k.nodes,
+        k.settings,
         k.agent("A1"),
         k.agent_skills("A1"),
         k.available("billing", 3),
@@ -49,7 +50,7 @@ async def test_lua_builds_the_same_names(redis_client: Redis) -> None:
     script = lua_prelude() + (
         "P = ARGV[1]\n"
         "return {K.seq(), K.agents(), K.calls(), K.queues(), K.timers(), K.events(),"
-        " K.nodes(), K.agent('A1'), K.agent_skills('A1'), K.available('billing', 3),"
+        " K.nodes(), K.settings(), K.agent('A1'), K.agent_skills('A1'), K.available('billing', 3),"
         " K.staffed('billing'), K.handle_times('billing'), K.queue('billing', 3),"
         " K.queue_config('billing'), K.call(ARGV[2]), K.parked('c1'), K.inbox('node-1')}"
     )
