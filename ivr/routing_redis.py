@@ -112,6 +112,7 @@ class RedisRouting:
             node_id=self.node_id,
             request_id=request.request_id,
             context=request.context,
+            caller=context.caller,
         )
         await self._first_heartbeat(now)
         # Held before the script runs: an agent on another node may accept before we resume.

@@ -25,7 +25,9 @@ class EventType(StrEnum):
     """What happened."""
 
     ENTERQUEUE = "ENTERQUEUE"
-    """A caller joined a queue (fields: skill, min, req, prio, node, seq, score)."""
+    """A caller joined a queue (fields: skill, min, req, prio, node, seq, score). A returning
+    caller routed to the agent they talked to last also has pref (that agent) and hold (until
+    when the call is held for them; empty when it was offered to them at once)."""
     FULL = "FULL"
     """A caller was refused: the queue was at its max length."""
     OFFER = "OFFER"
@@ -63,6 +65,9 @@ class EventType(StrEnum):
     """The agent's skills changed."""
     CONFIG = "CONFIG"
     """A queue's settings changed."""
+    PREF_EXPIRED = "PREF_EXPIRED"
+    """A call held for the caller's last agent (pref) was not offered to them in time: it
+    competes with everyone from its place in line now."""
     NODELOST = "NODELOST"
     """An IVR node was reclaimed (node; cause: ``timeout``, ``left`` or ``restart``; to: the
     node its callbacks moved to, empty when they stayed; abandoned, completed, rehomed: how
@@ -116,6 +121,8 @@ class Replay:
     """Call id -> the agent it is offered to or connected with."""
     node_of: dict[str, str] = field(default_factory=dict)
     """Call id -> the IVR node holding it (callbacks move when their node is lost)."""
+    holds: dict[str, str] = field(default_factory=dict)
+    """Call id -> the agent it is held for (last-agent routing), while it is."""
 
     def apply(self, event: RoutingEvent) -> None:
         """Fold one event in."""
@@ -126,6 +133,10 @@ class Replay:
             self.agents[f["agent"]] = (astate, reason)
         if event.type in (EventType.ENTERQUEUE, EventType.CALLBACK):
             self.node_of[f["call"]] = f["node"]
+            if f.get("hold"):
+                self.holds[f["call"]] = f["pref"]
+        elif event.type in (EventType.OFFER, EventType.PREF_EXPIRED):
+            self.holds.pop(f["call"], None)  # a hold ends at the call's first offer
         elif event.type is EventType.NODELOST and f["to"]:
             lost, heir = f["node"], f["to"]
             for call, node in self.node_of.items():
@@ -137,6 +148,7 @@ class Replay:
                 self.calls.pop(call, None)
                 self.agent_of.pop(call, None)
                 self.node_of.pop(call, None)
+                self.holds.pop(call, None)
             else:
                 state = CallState(f["cstate"])
                 self.calls[call] = state

@@ -30,6 +30,8 @@ TEMPLATES: dict[str, str] = {
     "events": "events",  # stream: the append-only event log (queue_log)
     "nodes": "nodes",  # zset: IVR node id -> time its last heartbeat vouches for it until
     "settings": "settings",  # hash: tenant-wide settings the script reads (events_max)
+    "last_agent": "last_agent",  # hash: caller number -> the agent the caller talked to last
+    "last_agent_until": "last_agent_until",  # zset: caller number -> until when remembered
     # agents
     "agent": "agent:{0}",  # hash: name, contact, state, reason, since, calls, talk, ...
     "agent_skills": "agent:{0}:skills",  # hash: skill -> level
@@ -41,6 +43,7 @@ TEMPLATES: dict[str, str] = {
     "queue_config": "queue:{0}",  # hash: QueueConfig overrides for the skill
     "call": "call:{0}",  # hash: one queued call or callback
     "parked": "parked:{0}",  # hash: the place a caller left for a callback, until claimed
+    "held": "held:{0}",  # set per agent: calls held for the agent (last-agent routing)
     "inbox": "inbox:{0}",  # list per IVR node: JSON messages for calls that node holds
 }
 
@@ -102,6 +105,14 @@ class Keys:
     def settings(self) -> str:
         return self._key("settings")
 
+    @property
+    def last_agent(self) -> str:
+        return self._key("last_agent")
+
+    @property
+    def last_agent_until(self) -> str:
+        return self._key("last_agent_until")
+
     def agent(self, agent_id: str) -> str:
         return self._key("agent", agent_id)
 
@@ -128,6 +139,9 @@ class Keys:
 
     def parked(self, call_id: str) -> str:
         return self._key("parked", call_id)
+
+    def held(self, agent_id: str) -> str:
+        return self._key("held", agent_id)
 
     def inbox(self, node_id: str) -> str:
         return self._key("inbox", node_id)

@@ -108,11 +108,26 @@ class QueueConfig:
     """Seconds a callback stays in line before it expires."""
     default_handle_seconds: float = 180.0
     """Assumed handle time for estimated waits until the skill has recent calls to average."""
+    last_agent_hours: float = 24.0
+    """Last-agent routing: for how many hours after a caller talked to an agent of this queue
+    that caller is routed back to that agent; calls entering this queue look for it too
+    (0: off for this queue)."""
+    last_agent_seconds: float = 20.0
+    """How long a returning caller whose last agent is busy is held for that agent: offered to
+    them first when they become available; afterwards the call competes from its own place in
+    line, which the hold did not cost it (0: no hold, only an offer when the agent is free)."""
 
     def __post_init__(self) -> None:
         check_name("skill", self.skill)
         object.__setattr__(self, "strategy", Strategy(self.strategy))
-        for name in ("reservation_timeout", "wrap_up_seconds", "max_wait", "callback_window"):
+        for name in (
+            "reservation_timeout",
+            "wrap_up_seconds",
+            "max_wait",
+            "callback_window",
+            "last_agent_hours",
+            "last_agent_seconds",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         if self.reservation_timeout <= 0:
@@ -191,6 +206,8 @@ class NewCall:
     """A caller on the line, or a callback to dial."""
     number: str = ""
     """For a callback: the number to dial."""
+    caller: str = ""
+    """The caller's number (ANI), for last-agent routing; empty when unknown."""
 
     def __post_init__(self) -> None:
         if not self.call_id or "\n" in self.call_id:
@@ -235,6 +252,12 @@ class QueuedCall:
     """The agent offered or connected; empty while waiting."""
     number: str = ""
     """For a callback: the number to dial."""
+    caller: str = ""
+    """The caller's number, when known."""
+    preferred_agent: str = ""
+    """While the call is held for the caller's last agent: that agent; empty otherwise."""
+    held_until: float | None = None
+    """When that hold ends (the call then competes with everyone from its place in line)."""
 
     @property
     def skill(self) -> str:
@@ -274,6 +297,9 @@ class EnqueueResult:
     """Reservations the enqueue made (at most one, for this call)."""
     kept_place: bool = False
     """For a callback: it took the place its caller left."""
+    preferred_agent: str = ""
+    """The caller's last agent when last-agent routing applied: the call was offered to them at
+    once, or is held for them."""
 
 
 @dataclass(frozen=True)

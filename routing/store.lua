@@ -180,6 +180,87 @@ local function satisfies(req, skills)
     return true
 end
 
+-- ---------------------------------------------------------------- last agent
+--
+-- A caller who talked to an agent is remembered (caller number -> agent) until a time kept in a
+-- zset, compared with NOW (time is an argument, so no Redis TTL) and swept by tick. A returning
+-- caller is offered to that agent at once when available, else held for them a few seconds: the
+-- call waits at its own place in line, marked '+' so that matching reads its hold (as for extra
+-- skill requirements), and the agent's `held` set lets them find it first when free. The hold
+-- ends at the first offer of the call or by its timer; `held` entries of calls that ended
+-- otherwise are dropped when next read, not by every command that ends a call.
+
+local function hold_clear(id, a)
+    redis.call('HSET', K.call(id), 'pref', '', 'pref_until', '')
+    redis.call('SREM', K.held(a), id)
+    timer_clear('pref', id)
+end
+
+-- The call held for `a` with the best place in line that `a` can take, if any.
+local function held_for(a)
+    local ids = redis.call('SMEMBERS', K.held(a))
+    if #ids == 0 then
+        return nil
+    end
+    local skills = agent_skills(a)
+    local best, best_score, best_member
+    for _, id in ipairs(ids) do
+        local v = redis.call('HMGET', K.call(id), 'pref', 'state', 'skill', 'min', 'req', 'score',
+            'member')
+        if v[1] ~= a or v[2] ~= 'waiting' then
+            redis.call('SREM', K.held(a), id)
+        elseif (skills[v[3]] or 0) >= tonumber(v[4]) and satisfies(v[5], skills) then
+            local sc = tonumber(v[6])
+            if best == nil or sc < best_score or (sc == best_score and v[7] < best_member) then
+                best, best_score, best_member = id, sc, v[7]
+            end
+        end
+    end
+    return best
+end
+
+-- The agent a caller entering queue `c.skill` talked to last, if remembered, logged in and able
+-- to take the call; and that agent's state.
+local function last_agent_of(c, caller, cfg)
+    if caller == '' or tonumber(cfg.last_agent_hours) <= 0 then
+        return nil
+    end
+    local until_t = redis.call('ZSCORE', K.last_agent_until(), caller)
+    if not until_t or tonumber(until_t) < NOW then
+        return nil
+    end
+    local a = redis.call('HGET', K.last_agent(), caller)
+    local state = a and redis.call('HGET', K.agent(a), 'state')
+    if not state or state == 'logged_out' then
+        return nil
+    end
+    local skills = agent_skills(a)
+    if (skills[c.skill] or 0) < tonumber(c.min) or not satisfies(c.req, skills) then
+        return nil
+    end
+    return a, state
+end
+
+-- At CONNECT: remember who took the caller, per the queue's setting.
+local function remember_agent(id, c, a)
+    local hours = tonumber(qcfg(c.skill).last_agent_hours)
+    local caller = redis.call('HGET', K.call(id), 'caller')
+    if c.kind ~= 'call' or hours <= 0 or not caller or caller == '' then
+        return
+    end
+    redis.call('HSET', K.last_agent(), caller, a)
+    redis.call('ZADD', K.last_agent_until(), NOW + hours * 3600, caller)
+end
+
+local function forget_expired(batch)
+    local old = redis.call('ZRANGEBYSCORE', K.last_agent_until(), '-inf', '(' .. NOW_S,
+        'LIMIT', 0, batch)
+    if #old > 0 then
+        redis.call('HDEL', K.last_agent(), unpack(old))
+        redis.call('ZREM', K.last_agent_until(), unpack(old))
+    end
+end
+
 -- ---------------------------------------------------------------- matching
 
 local function first_agent(key, req)
@@ -216,23 +297,27 @@ local function member_of(seq, req, id)
     return seq .. mark .. id
 end
 
-local function call_fits(member, skills)
+local function call_fits(member, skills, a)
     local id = string.sub(member, SEQ_WIDTH + 2)
     if string.byte(member, SEQ_WIDTH + 1) == 124 then -- '|': no extra requirements
         return id
     end
-    if satisfies(redis.call('HGET', K.call(id), 'req'), skills) then
+    local v = redis.call('HMGET', K.call(id), 'req', 'pref')
+    if v[2] and v[2] ~= '' and v[2] ~= a then -- held for the caller's last agent
+        return nil
+    end
+    if satisfies(v[1], skills) then
         return id
     end
     return nil
 end
 
-local function first_call(key, skills)
+local function first_call(key, skills, a)
     local head = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
     if #head == 0 then
         return nil
     end
-    local id = call_fits(head[1], skills)
+    local id = call_fits(head[1], skills, a)
     if id then
         return head[1], tonumber(head[2]), id
     end
@@ -243,7 +328,7 @@ local function first_call(key, skills)
             return nil
         end
         for i = 1, #r, 2 do
-            id = call_fits(r[i], skills)
+            id = call_fits(r[i], skills, a)
             if id then
                 return r[i], tonumber(r[i + 1]), id
             end
@@ -296,17 +381,24 @@ local function match_call(id)
     return best
 end
 
--- Offer the best waiting call (lowest place in line) an available agent is eligible for.
+-- Offer the best waiting call (lowest place in line) an available agent is eligible for; a call
+-- held for the agent (last-agent routing) before any other.
 local function match_agent(a)
     local ag = hgetall(K.agent(a))
     if not ag or ag.state ~= 'available' then
         return nil
     end
+    local held = held_for(a) -- a returning caller held for this agent goes first
+    if held then
+        hold_clear(held, a)
+        reserve(held, call_get(held), a)
+        return held
+    end
     local skills = agent_skills(a)
     local best_id, best_score, best_member
     for s, l in pairs(skills) do
         for m = 1, l do
-            local member, sc, id = first_call(K.queue(s, m), skills)
+            local member, sc, id = first_call(K.queue(s, m), skills, a)
             if member and (best_id == nil or sc < best_score
                     or (sc == best_score and member < best_member)) then
                 best_id, best_score, best_member = id, sc, member
@@ -409,6 +501,17 @@ local function after_return(id)
     else
         match_call(id)
     end
+end
+
+-- The hold for the caller's last agent is over: the call competes from its place in line.
+local function hold_expired(id)
+    local v = redis.call('HMGET', K.call(id), 'pref', 'pref_until', 'skill')
+    if not v[1] or v[1] == '' or tonumber(v[2]) > NOW then
+        return -- offered meanwhile (the hold ended then), or gone
+    end
+    hold_clear(id, v[1])
+    emit('PREF_EXPIRED', 'call', id, 'skill', v[3], 'pref', v[1])
+    match_call(id)
 end
 
 -- ---------------------------------------------------------------- agent transitions
@@ -719,6 +822,7 @@ local function cmd_accept()
         inbox(c.node, { kind = 'connected', call = id, rid = c.rid, agent = a,
             contact = ag.contact })
     end
+    remember_agent(id, c, a)
     return { ag.contact }
 end
 
@@ -824,14 +928,41 @@ local function cmd_enqueue()
     c.member = member_of(string.format('%0' .. SEQ_WIDTH .. 'd', seq), c.req, id)
     c.score = NOW - tonumber(c.prio) * cfg.aging_seconds_per_priority
     c.enq = NOW_S
+    local caller = ARGS[14] or ''
+    local pref, pref_state = last_agent_of(c, caller, cfg)
+    local hold = pref and pref_state ~= 'available' and tonumber(cfg.last_agent_seconds) > 0
+    if hold then
+        -- '+': matching reads the call (and its hold) before offering it to anyone
+        c.member = string.format('%0' .. SEQ_WIDTH .. 'd', seq) .. '+' .. id
+    end
     insert(id, c)
     c.score = redis.call('HGET', K.call(id), 'score') -- the exact stored form
     if cfg.max_wait > 0 then
         timer_set('maxwait', id, NOW + cfg.max_wait)
     end
+    if caller ~= '' then
+        redis.call('HSET', K.call(id), 'caller', caller)
+    end
+    local last = {}
+    if hold then
+        local until_t = NOW + tonumber(cfg.last_agent_seconds)
+        redis.call('HSET', K.call(id), 'pref', pref, 'pref_until', until_t)
+        redis.call('SADD', K.held(pref), id)
+        timer_set('pref', id, until_t)
+        last = { 'pref', pref, 'hold', redis.call('HGET', K.call(id), 'pref_until') }
+    elseif pref and pref_state == 'available' then
+        last = { 'pref', pref, 'hold', '' }
+    end
     emit('ENTERQUEUE', 'call', id, 'skill', c.skill, 'min', c.min, 'req', c.req, 'prio', c.prio,
         'node', c.node, 'kind', c.kind, 'seq', tostring(seq), 'score', c.score,
-        'cstate', 'waiting')
+        'cstate', 'waiting', unpack(last))
+    if #last > 0 and not hold then
+        reserve(id, c, pref) -- the caller's last agent is free: theirs at once
+        return { 'offered', '0', '-1', pref }
+    elseif hold then
+        local p = place(c)
+        return { 'queued', p[1], p[2], pref }
+    end
     if match_call(id) then
         return { 'offered', '0', '-1' }
     end
@@ -912,13 +1043,14 @@ local function cmd_configure()
 end
 
 -- Timers that are due: reservation timeouts (RONA), wrap-up ends, max waits, callback expiry,
--- parked places. Each is one short step; the caller repeats while a full batch was due. Run by a
--- node (ARGS[5]), it first reclaims the nodes whose heartbeat ran out.
+-- parked places, holds for a last agent. Each is one short step; the caller repeats while a full
+-- batch was due. Run by a node (ARGS[5]), it first reclaims the nodes whose heartbeat ran out.
 local function cmd_tick()
     local batch = tonumber(ARGS[4])
     if ARGS[5] and ARGS[5] ~= '' then
         reclaim_expired(ARGS[5])
     end
+    forget_expired(batch)
     local due = redis.call('ZRANGEBYSCORE', K.timers(), '-inf', NOW_S, 'LIMIT', 0, batch)
     for _, m in ipairs(due) do
         redis.call('ZREM', K.timers(), m)
@@ -951,6 +1083,8 @@ local function cmd_tick()
             end
         elseif kind == 'park' then
             redis.call('DEL', K.parked(id))
+        elseif kind == 'pref' then
+            hold_expired(id)
         end
     end
     return { tostring(#due) }

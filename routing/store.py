@@ -218,12 +218,23 @@ class RoutingStore:
     # ------------------------------------------------------------------ calls
 
     async def enqueue(self, call: NewCall, now: float) -> EnqueueResult:
-        """Put a call in line and offer it at once if an eligible agent is available."""
-        result, offers = await self._run("enqueue", now, *_call_args(call))
+        """Put a call in line and offer it at once if an eligible agent is available.
+
+        Last-agent routing: a caller (``call.caller``) who talked to an agent within the queue's
+        ``last_agent_hours`` is offered to that agent at once if available, or held for them
+        ``last_agent_seconds`` while they are busy (``EnqueueResult.preferred_agent`` names
+        them), provided they are logged in and have the call's skills.
+        """
+        result, offers = await self._run("enqueue", now, *_call_args(call), call.caller)
         status = _s(result[0])
         if status == "full":
             return EnqueueResult(False, Position(0, None))
-        return EnqueueResult(True, _position(result[1], result[2]), tuple(offers))
+        return EnqueueResult(
+            True,
+            _position(result[1], result[2]),
+            tuple(offers),
+            preferred_agent=_s(result[3]) if len(result) > 3 else "",
+        )
 
     async def add_callback(
         self, call: NewCall, now: float, *, from_call: str = ""
@@ -406,6 +417,9 @@ class RoutingStore:
             state=CallState(h["state"]),
             agent_id=h["agent"],
             number=h["number"],
+            caller=h.get("caller", ""),
+            preferred_agent=h.get("pref", ""),
+            held_until=float(h["pref_until"]) if h.get("pref_until") else None,
         )
 
     async def agent_ids(self) -> set[str]:

@@ -32,10 +32,12 @@ class Consistency:
       connected calls (no agent holds two calls, no call is offered to two agents);
     - the queue sets hold exactly the waiting calls, the available sets exactly the available
       agents;
-    - no waiting call has an eligible available agent (matching is never left undone);
+    - no waiting call has an eligible available agent (matching is never left undone); a call
+      held for the caller's last agent only waits for that one;
     - at every OFFER in the stream, no call the agent could take waited ahead of the one offered
-      (priority with aging, then FIFO): the stream alone shows every call's place and
-      requirements and every agent's skills.
+      (priority with aging, then FIFO), calls held for other agents aside, and no call held for
+      the agent waited at all (the stream alone shows every call's place, requirements and
+      hold, and every agent's skills); a call is offered to the agent it is held for or nobody.
 
     The stream is read incrementally, so one instance can check after every step of a run.
     """
@@ -49,6 +51,8 @@ class Consistency:
         """Call -> (required skills, place in line), from the stream."""
         self.ahead: dict[str, tuple[dict[str, int], tuple[float, int]]] = {}
         """The waiting calls among them."""
+        self.holds: dict[str, str] = {}
+        """Call -> the agent it is held for (last-agent routing), from the stream."""
 
     async def check(self, store: RoutingStore) -> None:
         events = await store.events(after=self.last)
@@ -68,6 +72,13 @@ class Consistency:
         assert {c: q.state for c, q in call_map.items()} == replay.calls
         assert {c: q.agent_id for c, q in call_map.items() if q.agent_id} == replay.agent_of
         assert {c: q.node_id for c, q in call_map.items()} == replay.node_of
+        assert {
+            c: q.preferred_agent for c, q in call_map.items() if q.preferred_agent
+        } == replay.holds
+        for c, q in call_map.items():
+            assert (q.held_until is None) == (q.preferred_agent == ""), c
+            if q.preferred_agent:
+                assert q.state is CallState.WAITING, c
 
         for c, q in call_map.items():
             if q.state is CallState.WAITING:
@@ -101,6 +112,8 @@ class Consistency:
             if q.state is not CallState.WAITING:
                 continue
             for a, ag in agent_map.items():
+                if q.preferred_agent not in ("", a):
+                    continue  # held for the caller's last agent: nobody else may take it yet
                 eligible = all(ag.skills.get(s, 0) >= m for s, m in q.skills.items())
                 assert not (ag.state is AgentState.AVAILABLE and eligible), (
                     f"{c} waits while {a} is available and eligible"
@@ -114,19 +127,39 @@ class Consistency:
             if e.type in (EventType.ENTERQUEUE, EventType.CALLBACK):
                 needs = {f["skill"]: int(f["min"])} | json.loads(f["req"] or "{}")
                 self.places[e.call_id] = (needs, (float(f["score"]), int(f["seq"])))
+                if f.get("hold"):
+                    self.holds[e.call_id] = f["pref"]
+            if e.type is EventType.PREF_EXPIRED:
+                del self.holds[e.call_id]
             if e.type is EventType.OFFER:
-                skills = self.skills[e.agent_id]
-                place = self.places[e.call_id][1]
-                for other, (needs, other_place) in self.ahead.items():
-                    eligible = all(skills.get(s, 0) >= m for s, m in needs.items())
-                    assert not (eligible and other_place < place), (
-                        f"{e.call_id} offered to {e.agent_id} while {other} waited ahead of it"
-                    )
+                self._check_offer(e.call_id, e.agent_id)
             if "cstate" in f and e.call_id in self.places:
                 if f["cstate"] == CallState.WAITING:
                     self.ahead[e.call_id] = self.places[e.call_id]
                 else:
                     self.ahead.pop(e.call_id, None)
+                    self.holds.pop(e.call_id, None)
+
+    def _check_offer(self, call: str, agent: str) -> None:
+        skills = self.skills[agent]
+        held_for = self.holds.get(call)
+        assert held_for in (None, agent), f"{call}, held for {held_for}, offered to {agent}"
+        place = self.places[call][1]
+        for other, (needs, other_place) in self.ahead.items():
+            if other == call:
+                continue
+            eligible = all(skills.get(s, 0) >= m for s, m in needs.items())
+            other_held_for = self.holds.get(other)
+            if other_held_for == agent:
+                assert not (eligible and held_for != agent), (
+                    f"{call} offered to {agent} while {other} was held for {agent}"
+                )
+            elif other_held_for is None and held_for is None:
+                assert not (eligible and other_place < place), (
+                    f"{call} offered to {agent} while {other} waited ahead of it"
+                )
+        if held_for is not None:
+            del self.holds[call]  # a hold ends at the call's first offer
 
 
 async def assert_consistent(store: RoutingStore) -> None:

@@ -4,9 +4,10 @@ After every step the invariants of `assert_consistent` (conftest) must hold: no 
 for two calls, no call offered to two agents, no call gone without an event, the stream replays
 to exactly the stored states, priority/FIFO order at every offer, matching never left undone.
 Every rule also predicts whether the store must refuse the request, and a refused request must
-leave no event behind. IVR nodes heartbeat, restart, leave and fall silent among the rest: once a
-live node's tick (or a node's leave) has reclaimed a node, no call of it remains (its callbacks
-moved to a live node).
+leave no event behind. A few callers call again and again, so calls are held for their last
+agent (Consistency checks holds too). IVR nodes heartbeat, restart, leave and fall silent among
+the rest: once a live node's tick (or a node's leave) has reclaimed a node, no call of it remains
+(its callbacks moved to a live node).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ SKILLS = ["billing", "hazard"]
 NODES = ["n1", "n2"]
 """IVR nodes that heartbeat; calls also come from "n9", which never does (never reclaimed)."""
 NODE_TIMEOUT = 20.0
+CALLER_NUMBERS = ["", "13900000001", "13900000002"]
+"""Few callers, who come back: last-agent routing holds some of their calls."""
 
 levels = st.sampled_from([1, 1, 2, 3])  # mostly equal requirements, so order is often tested
 skill_sets = st.dictionaries(st.sampled_from(SKILLS), levels, min_size=1, max_size=2)
@@ -65,6 +68,8 @@ class RoutingMachine(RuleBasedStateMachine):
         self.serial = 0
         self.callers: list[str] = []
         """Ids of every caller ever enqueued (some long gone: a hang-up must then be a no-op)."""
+        self.got_through: list[str] = []
+        """Numbers of callers who talked to an agent (they may call again)."""
 
     def run(self, work: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(work)
@@ -100,8 +105,16 @@ class RoutingMachine(RuleBasedStateMachine):
         wrap=st.sampled_from([0.0, 10.0]),
         max_wait=st.sampled_from([0.0, 45.0]),
         aging=st.sampled_from([30.0, 600.0]),
+        last_agent=st.sampled_from([(24.0, 20.0), (24.0, 20.0), (24.0, 0.0), (0.0, 20.0)]),
     )
-    def configure(self, strategy: Strategy, wrap: float, max_wait: float, aging: float) -> None:
+    def configure(
+        self,
+        strategy: Strategy,
+        wrap: float,
+        max_wait: float,
+        aging: float,
+        last_agent: tuple[float, float],
+    ) -> None:
         """Both queues alike, so a run explores one strategy and one set of timers."""
         for skill in SKILLS:
             config = QueueConfig(
@@ -111,6 +124,8 @@ class RoutingMachine(RuleBasedStateMachine):
                 max_wait=max_wait,
                 aging_seconds_per_priority=aging,
                 callback_window=120.0,
+                last_agent_hours=last_agent[0],
+                last_agent_seconds=last_agent[1],
             )
             self.run(self.store.configure_queue(config, self.now))
 
@@ -198,7 +213,10 @@ class RoutingMachine(RuleBasedStateMachine):
             call_id = self.callers[-1] if self.callers else "nothing"
             error = NoSuchAgentError if agent is None else NoSuchReservationError
         if accept:
+            offered = self.run(self.store.call(call_id)) if error is None else None
             self.expect(error, self.store.accept(agent_id, call_id, self.now))
+            if offered is not None and offered.caller:
+                self.got_through.append(offered.caller)
         else:
             self.expect(error, self.store.reject(agent_id, call_id, self.now))
 
@@ -221,8 +239,11 @@ class RoutingMachine(RuleBasedStateMachine):
         priority=st.sampled_from([0, 0, 1, 2]),
         extra=st.sampled_from([False, False, False, True]),
         node=st.sampled_from([*NODES, "n9"]),
+        caller=st.sampled_from(CALLER_NUMBERS),
     )
-    def enqueue(self, skill: str, level: int, priority: int, extra: bool, node: str) -> None:
+    def enqueue(
+        self, skill: str, level: int, priority: int, extra: bool, node: str, *, caller: str = ""
+    ) -> None:
         self.serial += 1
         call_id = f"call-{self.serial}"
         skills = {skill: level}
@@ -230,8 +251,45 @@ class RoutingMachine(RuleBasedStateMachine):
             other = SKILLS[1 - SKILLS.index(skill)]
             skills[other] = 1
         self.callers.append(call_id)
-        call = NewCall(call_id, skills, priority=priority, node_id=node)
-        self.run(self.store.enqueue(call, self.now))
+        call = NewCall(call_id, skills, priority=priority, node_id=node, caller=caller)
+        result = self.run(self.store.enqueue(call, self.now))
+        if result.preferred_agent:  # a returning caller, routed to a logged-in, able agent
+            agent = self.agent(result.preferred_agent)
+            assert agent is not None
+            assert agent.state is not AgentState.LOGGED_OUT
+            assert all(agent.skills.get(s, 0) >= m for s, m in skills.items())
+
+    def someone_available(self) -> bool:
+        return any(
+            (agent := self.agent(a)) is not None and agent.state is AgentState.AVAILABLE
+            for a in AGENTS
+        )
+
+    @precondition(someone_available)
+    @rule(
+        caller=st.sampled_from(CALLER_NUMBERS[1:]),
+        skill=st.sampled_from(SKILLS),
+        again=st.booleans(),
+    )
+    def gets_through(self, caller: str, skill: str, again: bool) -> None:
+        """A caller is offered to a free agent at once (if able) who answers: they talk. With
+        ``again``, the caller calls a second time at once (the agent is still busy: a hold)."""
+        self.enqueue(skill, 1, 0, extra=False, node=NODES[0], caller=caller)
+        call_id = self.callers[-1]
+        call = self.run(self.store.call(call_id))
+        assert call is not None
+        if call.state is CallState.OFFERED:
+            self.run(self.store.accept(call.agent_id, call_id, self.now))
+            self.got_through.append(caller)
+            if again:
+                self.enqueue(skill, 1, 0, extra=False, node=NODES[1], caller=caller)
+
+    @precondition(lambda self: bool(self.got_through))
+    @rule(data=st.data(), skill=st.sampled_from(SKILLS), level=levels)
+    def call_again(self, data: st.DataObject, skill: str, level: int) -> None:
+        """A caller who talked to an agent calls again (last-agent routing)."""
+        caller = data.draw(st.sampled_from(self.got_through))
+        self.enqueue(skill, level, 0, extra=False, node=NODES[0], caller=caller)
 
     @rule(
         calls=st.lists(
