@@ -5,6 +5,11 @@ model know nothing of dialogs. A node keeps, per caller it put in line, the dial
 and ``feed``; everything else lives in Redis. What happens to a caller elsewhere (an agent on
 another node accepts, the agent hangs up, the max wait runs out) reaches this node through its
 inbox, which `run_once` drains together with the due timers and the periodic position updates.
+
+A node heartbeats from its pump (and before its first call), and its tick reclaims the nodes
+whose heartbeat ran out: their callers are ended and their callbacks move here. A node that finds
+it was declared lost itself (cut off from Redis longer than the timeout) tells its waiting
+callers they left the queue, since routing no longer holds them.
 """
 
 from __future__ import annotations
@@ -35,6 +40,15 @@ POSITION_INTERVAL = 30.0
 POLL_INTERVAL = 0.2
 """`serve`: the longest a node waits for its inbox before handling timers again."""
 
+HEARTBEAT_INTERVAL = 5.0
+"""Seconds between heartbeats (``routing_heartbeat_seconds``)."""
+
+NODE_TIMEOUT = 20.0
+"""A node not heard from this long is declared lost (``routing_node_timeout_seconds``)."""
+
+NODE_LOST = "node_lost"
+"""The reason a caller is told it left the queue when routing declared its node lost."""
+
 T = TypeVar("T")
 
 CALLBACK_PREFIX = "cb:"
@@ -64,13 +78,22 @@ class RedisRouting:
         clock: Callable[[], float] = time.time,
         position_interval: float = POSITION_INTERVAL,
         park_seconds: float = PARK_SECONDS,
+        heartbeat_interval: float = HEARTBEAT_INTERVAL,
+        node_timeout: float = NODE_TIMEOUT,
     ) -> None:
+        if not 0 < heartbeat_interval < node_timeout:
+            raise ValueError("the heartbeat interval must be positive and below the node timeout")
         self.store = store
         self.node_id = check_name("node", node_id)
         self.clock = clock
         self.position_interval = position_interval
         self.park_seconds = park_seconds
+        self.heartbeat_interval = heartbeat_interval
+        self.node_timeout = node_timeout
         self._held: dict[str, _Held] = {}
+        self._next_heartbeat: float | None = None
+        """When the next heartbeat is due; None until the first one (this process started)."""
+        self._heartbeat_lock = asyncio.Lock()
 
     @property
     def held(self) -> frozenset[str]:
@@ -89,7 +112,9 @@ class RedisRouting:
             node_id=self.node_id,
             request_id=request.request_id,
             context=request.context,
+            caller=context.caller,
         )
+        await self._first_heartbeat(now)
         # Held before the script runs: an agent on another node may accept before we resume.
         self._held[call.call_id] = _Held(request.request_id, feed, now + self.position_interval)
         try:
@@ -139,6 +164,7 @@ class RedisRouting:
             kind=ItemKind.CALLBACK,
             number=request.number,
         )
+        await self._first_heartbeat(now)
         result = await _service_call(self.store.add_callback(call, now, from_call=context.call_id))
         log.info(
             "callback registered",
@@ -157,7 +183,8 @@ class RedisRouting:
         """
         if now is None:
             now = self.clock()
-        await self.store.tick(now)
+        await self._heartbeat(now)
+        await self.store.tick(now, self.node_id)
         fed = 0
         for message in await self.store.drain_inbox(self.node_id, wait):
             fed += self._deliver(message)
@@ -176,6 +203,42 @@ class RedisRouting:
                     held, ev.QueuePosition(held.request_id, pos.position, pos.wait_seconds)
                 )
         return fed
+
+    async def leave(self) -> None:
+        """This node stops: routing ends the calls it still holds and moves its callbacks to a
+        live node at once, instead of after the node timeout. Stop the pump first."""
+        await _service_call(self.store.node_leave(self.node_id, self.clock()))
+        self._held.clear()
+        self._next_heartbeat = None
+        log.info("node left routing")
+
+    async def _first_heartbeat(self, now: float) -> None:
+        # The first heartbeat reclaims what an earlier process of this node id left behind: it
+        # must come before this process puts its own first call in line.
+        if self._next_heartbeat is None:
+            await _service_call(self._heartbeat(now))
+
+    async def _heartbeat(self, now: float) -> None:
+        """Heartbeat when due (the first time always)."""
+        async with self._heartbeat_lock:
+            due = self._next_heartbeat
+            if due is not None and now < due:
+                return
+            starting = due is None
+            known = await self.store.heartbeat(
+                self.node_id, now, self.node_timeout, starting=starting
+            )
+            self._next_heartbeat = now + self.heartbeat_interval
+        if starting or known:
+            return
+        # Declared lost while this process ran (cut off longer than the timeout): routing ended
+        # every call held here. Waiting callers hear so now instead of waiting forever; a bridged
+        # caller keeps talking (routing only forgot the call) until someone hangs up.
+        log.warning("node was declared lost", calls=len(self._held))
+        held, self._held = self._held, {}
+        for held_call in held.values():
+            if not held_call.connected:
+                _feed(held_call, ev.QueueExited(held_call.request_id, NODE_LOST))
 
     async def serve(self, poll_interval: float = POLL_INTERVAL) -> None:
         """Pump forever (cancel to stop); a Redis outage is logged and retried."""

@@ -192,6 +192,14 @@ class Settings(BaseSettings):
         gt=0.0,
         description="a node silent this long is declared lost and its queued calls reclaimed",
     )
+    routing_events_max: int = Field(
+        default=1_000_000,
+        ge=0,
+        description=(
+            "routing's event stream keeps about this many latest events (0 = unbounded); "
+            "the same for every node of the tenant"
+        ),
+    )
     api_token: str | None = Field(
         default=None,
         min_length=16,

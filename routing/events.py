@@ -4,9 +4,11 @@ Every change of a call's or an agent's state is one entry in the tenant's Redis 
 the same Lua step that makes the change. An entry that changes a call carries ``call`` and
 ``cstate`` (``waiting``, ``offered``, ``connected``, ``ended``); one that changes an agent carries
 ``agent``, ``astate`` and ``reason`` (the not-ready reason, empty in other states). Where no agent
-changes, ``reason`` says why a call ended (``max_wait``, ``expired``, ``queue_full``). An entry
-about one agent of a ring-all call's ring (OFFER, REJECT, RONA, RELEASE, RINGCANCEL) carries
-``ring`` ``1``: such a call stays ``offered`` while any agent still rings.
+changes, ``reason`` says why a call ended (``max_wait``, ``expired``, ``queue_full``,
+``node_lost``); an ``ABANDON`` of an offered call by a lost node carries ``reason`` ``node_lost``
+next to ``astate`` ``available``, which is why only a not-ready ``astate`` takes the reason. An
+entry about one agent of a ring-all call's ring (OFFER, REJECT, RONA, RELEASE, RINGCANCEL)
+carries ``ring`` ``1``: such a call stays ``offered`` while any agent still rings.
 
 `Replay` folds a stream back into states, which is how tests prove nothing changes without an
 event, and how statistics can be recomputed.
@@ -25,7 +27,9 @@ class EventType(StrEnum):
     """What happened."""
 
     ENTERQUEUE = "ENTERQUEUE"
-    """A caller joined a queue (fields: skill, min, req, prio, node, seq, score)."""
+    """A caller joined a queue (fields: skill, min, req, prio, node, seq, score). A returning
+    caller routed to the agent they talked to last also has pref (that agent) and hold (until
+    when the call is held for them; empty when it was offered to them at once)."""
     FULL = "FULL"
     """A caller was refused: the queue was at its max length."""
     OFFER = "OFFER"
@@ -44,9 +48,11 @@ class EventType(StrEnum):
     """A ring-all call stopped ringing this agent because another agent accepted it or the
     caller left; the agent is available again, not penalised."""
     ABANDON = "ABANDON"
-    """The caller hung up while waiting or while offered."""
+    """The caller hung up while waiting or while offered (reason ``node_lost``: the caller's
+    IVR node was lost)."""
     COMPLETE = "COMPLETE"
-    """The call ended after talking (by: agent or caller); the agent goes to wrap-up."""
+    """The call ended after talking (by: agent, caller, or ``node_lost``); the agent goes to
+    wrap-up."""
     EXITWITHTIMEOUT = "EXITWITHTIMEOUT"
     """Routing gave up on a caller after the queue's max wait."""
     EXITWITHKEY = "EXITWITHKEY"
@@ -74,6 +80,14 @@ class EventType(StrEnum):
     """The agent's skills changed."""
     CONFIG = "CONFIG"
     """A queue's settings changed."""
+    PREF_EXPIRED = "PREF_EXPIRED"
+    """A call held for the caller's last agent (pref) was not offered to them in time: it
+    competes with everyone from its place in line now."""
+    NODELOST = "NODELOST"
+    """An IVR node was reclaimed (node; cause: ``timeout``, ``left`` or ``restart``; to: the
+    node its callbacks moved to, empty when they stayed; abandoned, completed, rehomed: how
+    many of its calls ended each way and how many callbacks moved). Its calls' own events come
+    just before it."""
 
 
 @dataclass(frozen=True)
@@ -122,19 +136,38 @@ class Replay:
     """Call id -> the agent it is offered to (not ring-all) or connected with."""
     offered_to: dict[str, set[str]] = field(default_factory=dict)
     """Call id -> the agents a ring-all call rings, while it rings."""
+    node_of: dict[str, str] = field(default_factory=dict)
+    """Call id -> the IVR node holding it (callbacks move when their node is lost)."""
+    holds: dict[str, str] = field(default_factory=dict)
+    """Call id -> the agent it is held for (last-agent routing), while it is."""
 
     def apply(self, event: RoutingEvent) -> None:
         """Fold one event in."""
         f = event.fields
         ring = f.get("ring") == "1"
         if "astate" in f:
-            self.agents[f["agent"]] = (AgentState(f["astate"]), f.get("reason", ""))
+            astate = AgentState(f["astate"])
+            reason = f.get("reason", "") if astate is AgentState.NOT_READY else ""
+            self.agents[f["agent"]] = (astate, reason)
+        if event.type in (EventType.ENTERQUEUE, EventType.CALLBACK):
+            self.node_of[f["call"]] = f["node"]
+            if f.get("hold"):
+                self.holds[f["call"]] = f["pref"]
+        elif event.type in (EventType.OFFER, EventType.PREF_EXPIRED):
+            self.holds.pop(f["call"], None)  # a hold ends at the call's first offer
+        elif event.type is EventType.NODELOST and f["to"]:
+            lost, heir = f["node"], f["to"]
+            for call, node in self.node_of.items():
+                if node == lost:
+                    self.node_of[call] = heir
         if "cstate" in f:
             call = f["call"]
             if f["cstate"] == ENDED:
                 self.calls.pop(call, None)
                 self.agent_of.pop(call, None)
                 self.offered_to.pop(call, None)
+                self.node_of.pop(call, None)
+                self.holds.pop(call, None)
             else:
                 state = CallState(f["cstate"])
                 self.calls[call] = state

@@ -28,6 +28,10 @@ TEMPLATES: dict[str, str] = {
     "queues": "queues",  # set of skills that have had a queue or config
     "timers": "timers",  # zset "<kind>|<id>" -> due time (reservation, wrap-up, max wait...)
     "events": "events",  # stream: the append-only event log (queue_log)
+    "nodes": "nodes",  # zset: IVR node id -> time its last heartbeat vouches for it until
+    "settings": "settings",  # hash: tenant-wide settings the script reads (events_max)
+    "last_agent": "last_agent",  # hash: caller number -> the agent the caller talked to last
+    "last_agent_until": "last_agent_until",  # zset: caller number -> until when remembered
     # agents
     "agent": "agent:{0}",  # hash: name, contact, state, reason, since, calls, talk, ...
     "agent_skills": "agent:{0}:skills",  # hash: skill -> level
@@ -41,6 +45,7 @@ TEMPLATES: dict[str, str] = {
     "ringing": "ringing:{0}",  # zset per skill: its ring-all calls being offered -> place
     "call": "call:{0}",  # hash: one queued call or callback
     "parked": "parked:{0}",  # hash: the place a caller left for a callback, until claimed
+    "held": "held:{0}",  # set per agent: calls held for the agent (last-agent routing)
     "inbox": "inbox:{0}",  # list per IVR node: JSON messages for calls that node holds
 }
 
@@ -94,6 +99,22 @@ class Keys:
     def events(self) -> str:
         return self._key("events")
 
+    @property
+    def nodes(self) -> str:
+        return self._key("nodes")
+
+    @property
+    def settings(self) -> str:
+        return self._key("settings")
+
+    @property
+    def last_agent(self) -> str:
+        return self._key("last_agent")
+
+    @property
+    def last_agent_until(self) -> str:
+        return self._key("last_agent_until")
+
     def agent(self, agent_id: str) -> str:
         return self._key("agent", agent_id)
 
@@ -126,6 +147,9 @@ class Keys:
 
     def parked(self, call_id: str) -> str:
         return self._key("parked", call_id)
+
+    def held(self, agent_id: str) -> str:
+        return self._key("held", agent_id)
 
     def inbox(self, node_id: str) -> str:
         return self._key("inbox", node_id)

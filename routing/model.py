@@ -126,11 +126,26 @@ class QueueConfig:
     overflows once: the overflow queue's own overflow does not move it again (0: never)."""
     overflow_queue: str = ""
     """Where calls overflow to; set together with ``overflow_after``."""
+    last_agent_hours: float = 24.0
+    """Last-agent routing: for how many hours after a caller talked to an agent of this queue
+    that caller is routed back to that agent; calls entering this queue look for it too
+    (0: off for this queue)."""
+    last_agent_seconds: float = 20.0
+    """How long a returning caller whose last agent is busy is held for that agent: offered to
+    them first when they become available; afterwards the call competes from its own place in
+    line, which the hold did not cost it (0: no hold, only an offer when the agent is free)."""
 
     def __post_init__(self) -> None:
         check_name("skill", self.skill)
         object.__setattr__(self, "strategy", Strategy(self.strategy))
-        for name in ("reservation_timeout", "wrap_up_seconds", "max_wait", "callback_window"):
+        for name in (
+            "reservation_timeout",
+            "wrap_up_seconds",
+            "max_wait",
+            "callback_window",
+            "last_agent_hours",
+            "last_agent_seconds",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         self._check_escalation_and_overflow()
@@ -223,6 +238,8 @@ class NewCall:
     """A caller on the line, or a callback to dial."""
     number: str = ""
     """For a callback: the number to dial."""
+    caller: str = ""
+    """The caller's number (ANI), for last-agent routing; empty when unknown."""
 
     def __post_init__(self) -> None:
         if not self.call_id or "\n" in self.call_id:
@@ -275,6 +292,12 @@ class QueuedCall:
     offered_to: tuple[str, ...] = ()
     """A ring-all call being offered: the agents it rings, sorted (``agent_id`` stays empty
     until one of them accepts). Empty for every other call."""
+    caller: str = ""
+    """The caller's number, when known."""
+    preferred_agent: str = ""
+    """While the call is held for the caller's last agent: that agent; empty otherwise."""
+    held_until: float | None = None
+    """When that hold ends (the call then competes with everyone from its place in line)."""
 
     @property
     def skill(self) -> str:
@@ -315,6 +338,9 @@ class EnqueueResult:
     a ring-all queue."""
     kept_place: bool = False
     """For a callback: it took the place its caller left."""
+    preferred_agent: str = ""
+    """The caller's last agent when last-agent routing applied: the call was offered to them at
+    once, or is held for them."""
 
 
 @dataclass(frozen=True)

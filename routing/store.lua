@@ -1,10 +1,10 @@
 -- Routing's one Lua script: every state change of agents, calls and timers, atomically.
 --
--- Prefixed at load time with the key functions `K.<name>(...)`, `MAX_LEVEL`, `DEFAULTS` and
--- `SEQ_WIDTH` generated in Python (routing/keys.py, routing/store.py), and followed by the entry
--- point: `return invoke(ARGV)` for EVALSHA (Redis 6.2), or the registration of `invoke` as a
--- FUNCTION (Redis 7+). Arguments: 1 key (the seq key, for Cluster slot routing), then
--- <prefix> <command> <now> <command arguments...>.
+-- Prefixed at load time with the key functions `K.<name>(...)`, `MAX_LEVEL`, `DEFAULTS`,
+-- `SEQ_WIDTH` and `DEFAULT_EVENTS_MAX` generated in Python (routing/keys.py, routing/store.py),
+-- and followed by the entry point: `return invoke(ARGV)` for EVALSHA (Redis 6.2), or the
+-- registration of `invoke` as a FUNCTION (Redis 7+). Arguments: 1 key (the seq key, for Cluster
+-- slot routing), then <prefix> <command> <now> <command arguments...>.
 --
 -- Invariant kept by every command: after it, no waiting call has an eligible available agent.
 -- A command frees at most one call or one agent at a time and then matches just that one, so
@@ -16,6 +16,7 @@
 local ARGS -- the arguments: prefix, command, now, command arguments
 local NOW_S, NOW -- the time, as passed and as a number
 local OFFERS -- flat {call id, agent id, ...}: the reservations this invocation made
+local EVENTS_MAX -- the tenant's bound on the event stream, read by the first emit
 local CFG -- skill -> queue settings read by this invocation
 local SKILLS -- agent -> skills read by this invocation (cleared where they change)
 local SCAN_CHUNK = 20
@@ -42,8 +43,24 @@ local function next_seq()
     return redis.call('INCR', K.seq())
 end
 
+-- The stream keeps about the latest EVENTS_MAX entries (the tenant setting `events_max`, read
+-- once per invocation; 0: unbounded). "~" lets Redis trim whole stream nodes only, which is
+-- cheap; consumers that need every event (statistics) read it well before it is trimmed.
+local function events_max()
+    if not EVENTS_MAX then
+        EVENTS_MAX = tonumber(redis.call('HGET', K.settings(), 'events_max')) or
+            DEFAULT_EVENTS_MAX
+    end
+    return EVENTS_MAX
+end
+
 local function emit(kind, ...)
-    redis.call('XADD', K.events(), '*', 'type', kind, 't', NOW_S, ...)
+    if events_max() > 0 then
+        redis.call('XADD', K.events(), 'MAXLEN', '~', EVENTS_MAX, '*', 'type', kind, 't', NOW_S,
+            ...)
+    else
+        redis.call('XADD', K.events(), '*', 'type', kind, 't', NOW_S, ...)
+    end
 end
 
 local function timer_set(kind, id, due)
@@ -164,6 +181,87 @@ local function satisfies(req, skills)
     return true
 end
 
+-- ---------------------------------------------------------------- last agent
+--
+-- A caller who talked to an agent is remembered (caller number -> agent) until a time kept in a
+-- zset, compared with NOW (time is an argument, so no Redis TTL) and swept by tick. A returning
+-- caller is offered to that agent at once when available, else held for them a few seconds: the
+-- call waits at its own place in line, marked '+' so that matching reads its hold (as for extra
+-- skill requirements), and the agent's `held` set lets them find it first when free. The hold
+-- ends at the first offer of the call or by its timer; `held` entries of calls that ended
+-- otherwise are dropped when next read, not by every command that ends a call.
+
+local function hold_clear(id, a)
+    redis.call('HSET', K.call(id), 'pref', '', 'pref_until', '')
+    redis.call('SREM', K.held(a), id)
+    timer_clear('pref', id)
+end
+
+-- The call held for `a` with the best place in line that `a` can take, if any.
+local function held_for(a)
+    local ids = redis.call('SMEMBERS', K.held(a))
+    if #ids == 0 then
+        return nil
+    end
+    local skills = agent_skills(a)
+    local best, best_score, best_member
+    for _, id in ipairs(ids) do
+        local v = redis.call('HMGET', K.call(id), 'pref', 'state', 'skill', 'min', 'req', 'score',
+            'member')
+        if v[1] ~= a or v[2] ~= 'waiting' then
+            redis.call('SREM', K.held(a), id)
+        elseif (skills[v[3]] or 0) >= tonumber(v[4]) and satisfies(v[5], skills) then
+            local sc = tonumber(v[6])
+            if best == nil or sc < best_score or (sc == best_score and v[7] < best_member) then
+                best, best_score, best_member = id, sc, v[7]
+            end
+        end
+    end
+    return best
+end
+
+-- The agent a caller entering queue `c.skill` talked to last, if remembered, logged in and able
+-- to take the call; and that agent's state.
+local function last_agent_of(c, caller, cfg)
+    if caller == '' or tonumber(cfg.last_agent_hours) <= 0 then
+        return nil
+    end
+    local until_t = redis.call('ZSCORE', K.last_agent_until(), caller)
+    if not until_t or tonumber(until_t) < NOW then
+        return nil
+    end
+    local a = redis.call('HGET', K.last_agent(), caller)
+    local state = a and redis.call('HGET', K.agent(a), 'state')
+    if not state or state == 'logged_out' then
+        return nil
+    end
+    local skills = agent_skills(a)
+    if (skills[c.skill] or 0) < tonumber(c.min) or not satisfies(c.req, skills) then
+        return nil
+    end
+    return a, state
+end
+
+-- At CONNECT: remember who took the caller, per the queue's setting.
+local function remember_agent(id, c, a)
+    local hours = tonumber(qcfg(c.skill).last_agent_hours)
+    local caller = redis.call('HGET', K.call(id), 'caller')
+    if c.kind ~= 'call' or hours <= 0 or not caller or caller == '' then
+        return
+    end
+    redis.call('HSET', K.last_agent(), caller, a)
+    redis.call('ZADD', K.last_agent_until(), NOW + hours * 3600, caller)
+end
+
+local function forget_expired(batch)
+    local old = redis.call('ZRANGEBYSCORE', K.last_agent_until(), '-inf', '(' .. NOW_S,
+        'LIMIT', 0, batch)
+    if #old > 0 then
+        redis.call('HDEL', K.last_agent(), unpack(old))
+        redis.call('ZREM', K.last_agent_until(), unpack(old))
+    end
+end
+
 -- ---------------------------------------------------------------- matching
 
 local function first_agent(key, req)
@@ -200,23 +298,27 @@ local function member_of(seq, req, id)
     return seq .. mark .. id
 end
 
-local function call_fits(member, skills)
+local function call_fits(member, skills, a)
     local id = string.sub(member, SEQ_WIDTH + 2)
     if string.byte(member, SEQ_WIDTH + 1) == 124 then -- '|': no extra requirements
         return id
     end
-    if satisfies(redis.call('HGET', K.call(id), 'req'), skills) then
+    local v = redis.call('HMGET', K.call(id), 'req', 'pref')
+    if v[2] and v[2] ~= '' and v[2] ~= a then -- held for the caller's last agent
+        return nil
+    end
+    if satisfies(v[1], skills) then
         return id
     end
     return nil
 end
 
-local function first_call(key, skills)
+local function first_call(key, skills, a)
     local head = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
     if #head == 0 then
         return nil
     end
-    local id = call_fits(head[1], skills)
+    local id = call_fits(head[1], skills, a)
     if id then
         return head[1], tonumber(head[2]), id
     end
@@ -227,7 +329,7 @@ local function first_call(key, skills)
             return nil
         end
         for i = 1, #r, 2 do
-            id = call_fits(r[i], skills)
+            id = call_fits(r[i], skills, a)
             if id then
                 return r[i], tonumber(r[i + 1]), id
             end
@@ -326,13 +428,10 @@ local function ring_to_join(skills, best_score, best_member)
     return nil
 end
 
-local function reserve(id, c, a)
-    if qcfg(c.skill).strategy == 'ring_all' then
-        -- an agent that became available: no other available agent is eligible for the call,
-        -- but later ones may join this ring
-        ring_start(id, c, { a })
-        return
-    end
+-- Offer the call to this one agent, whatever the queue's strategy (also a ring-all queue's
+-- call offered to the caller's last agent: that offer is theirs alone, and only when it ends
+-- without an accept does the call ring everyone).
+local function reserve_one(id, c, a)
     local cfg = qcfg(c.skill)
     redis.call('ZREM', K.queue(c.skill, c.min), c.member)
     avail_remove(a)
@@ -344,6 +443,16 @@ local function reserve(id, c, a)
         'astate', 'reserved', 'reason', '', 'wait', tostring(NOW - tonumber(c.enq)))
     OFFERS[#OFFERS + 1] = id
     OFFERS[#OFFERS + 1] = a
+end
+
+local function reserve(id, c, a)
+    if qcfg(c.skill).strategy == 'ring_all' then
+        -- an agent that became available: no other available agent is eligible for the call,
+        -- but later ones may join this ring
+        ring_start(id, c, { a })
+        return
+    end
+    reserve_one(id, c, a)
 end
 
 -- Offer a waiting call to the best eligible available agent, per its queue's strategy.
@@ -378,17 +487,24 @@ local function match_call(id)
     return best
 end
 
--- Offer the best waiting call (lowest place in line) an available agent is eligible for.
+-- Offer the best waiting call (lowest place in line) an available agent is eligible for; a call
+-- held for the agent (last-agent routing) before any other.
 local function match_agent(a)
     local ag = hgetall(K.agent(a))
     if not ag or ag.state ~= 'available' then
         return nil
     end
+    local held = held_for(a) -- a returning caller held for this agent goes first
+    if held then
+        hold_clear(held, a)
+        reserve_one(held, call_get(held), a)
+        return held
+    end
     local skills = agent_skills(a)
     local best_id, best_score, best_member
     for s, l in pairs(skills) do
         for m = 1, l do
-            local member, sc, id = first_call(K.queue(s, m), skills)
+            local member, sc, id = first_call(K.queue(s, m), skills, a)
             if member and (best_id == nil or sc < best_score
                     or (sc == best_score and member < best_member)) then
                 best_id, best_score, best_member = id, sc, member
@@ -651,6 +767,17 @@ local function after_return(id)
     end
 end
 
+-- The hold for the caller's last agent is over: the call competes from its place in line.
+local function hold_expired(id)
+    local v = redis.call('HMGET', K.call(id), 'pref', 'pref_until', 'skill')
+    if not v[1] or v[1] == '' or tonumber(v[2]) > NOW then
+        return -- offered meanwhile (the hold ended then), or gone
+    end
+    hold_clear(id, v[1])
+    emit('PREF_EXPIRED', 'call', id, 'skill', v[3], 'pref', v[1])
+    match_call(id)
+end
+
 -- ---------------------------------------------------------------- agent transitions
 
 -- Record the finished call's handle time (talk + wrap-up) for estimated waits.
@@ -816,6 +943,107 @@ local function finish(id, c, a, by)
     end
 end
 
+-- ---------------------------------------------------------------- nodes
+
+-- End what a lost IVR node held. Its callers went with it: waiting or offered ones are
+-- abandoned (an offered agent did nothing wrong: available again, keeping the idle place), a
+-- talking one is completed (the agent wraps up as usual). Its callbacks lose nothing: nobody is
+-- on the line, so they move to `heir`, whose inbox gets their later messages. Node loss is rare,
+-- so the node's calls are found by a scan of the calls routing holds rather than by an index
+-- every call change would have to keep up; ids are sorted so the events come in one order.
+local function reclaim(node, heir)
+    local ids = redis.call('SMEMBERS', K.calls())
+    table.sort(ids)
+    local gone, talking, callbacks = {}, {}, {}
+    for _, id in ipairs(ids) do
+        if redis.call('HGET', K.call(id), 'node') == node then
+            local c = call_get(id)
+            if c.kind == 'callback' then
+                callbacks[#callbacks + 1] = id
+            elseif c.state == 'connected' then
+                talking[#talking + 1] = { id, c }
+            else
+                gone[#gone + 1] = { id, c }
+            end
+        end
+    end
+    -- Every call of the node ends before a released agent is matched again, so no agent is
+    -- offered a call that is about to be abandoned.
+    local released = {}
+    for _, e in ipairs(gone) do
+        local id, c = e[1], e[2]
+        local wait = tostring(NOW - tonumber(c.enq))
+        end_call(id, c)
+        if ringing(c) then
+            -- A ring-all call: every agent it rang is freed (RINGCANCEL), matched below.
+            emit('ABANDON', 'call', id, 'skill', c.skill, 'cstate', 'ended',
+                'reason', 'node_lost', 'wait', wait)
+            for _, b in ipairs(ring_stop(id, c)) do
+                released[#released + 1] = b
+            end
+        elseif c.state == 'offered' then
+            release_agent(c.agent)
+            released[#released + 1] = c.agent
+            emit('ABANDON', 'call', id, 'agent', c.agent, 'skill', c.skill, 'cstate', 'ended',
+                'astate', 'available', 'reason', 'node_lost', 'wait', wait)
+        else
+            emit('ABANDON', 'call', id, 'skill', c.skill, 'cstate', 'ended',
+                'reason', 'node_lost', 'wait', wait)
+        end
+    end
+    for _, e in ipairs(talking) do
+        finish(e[1], e[2], e[2].agent, 'node_lost')
+    end
+    for _, id in ipairs(callbacks) do
+        redis.call('HSET', K.call(id), 'node', heir)
+    end
+    redis.call('DEL', K.inbox(node)) -- after finish(), which writes "disconnected" there
+    for _, a in ipairs(released) do
+        match_agent(a)
+    end
+    return #gone, #talking, #callbacks
+end
+
+-- Reclaim a node and say so. `heir`: the node taking its callbacks, or nil when they stay under
+-- its id. `quiet`: no event when no call had to be ended. Returns how many callbacks it had.
+local function node_lost(node, heir, cause, quiet)
+    local abandoned, completed, callbacks = reclaim(node, heir or node)
+    if not quiet or abandoned + completed > 0 then
+        local rehomed = 0
+        if heir then
+            rehomed = callbacks
+        end
+        emit('NODELOST', 'node', node, 'cause', cause, 'to', heir or '',
+            'abandoned', tostring(abandoned), 'completed', tostring(completed),
+            'rehomed', tostring(rehomed))
+    end
+    return callbacks
+end
+
+local function node_alive(node)
+    local until_t = redis.call('ZSCORE', K.nodes(), node)
+    return until_t and tonumber(until_t) >= NOW
+end
+
+-- Run by a node's tick: reclaim every node whose heartbeat ran out. Only a node that is alive
+-- itself does it, so a node cut off from Redis for a while (its own heartbeat lapsed) does not
+-- take over the others' callbacks when it comes back, and never reclaims itself. Nodes that never
+-- heartbeated are not in the set: unknown, not dead, their calls are never reclaimed.
+local function reclaim_expired(ticker)
+    if not node_alive(ticker) then
+        return
+    end
+    local lost = redis.call('ZRANGEBYSCORE', K.nodes(), '-inf', '(' .. NOW_S, 'WITHSCORES')
+    for i = 1, #lost, 2 do
+        redis.call('ZREM', K.nodes(), lost[i])
+        local cause = 'timeout'
+        if tonumber(lost[i + 1]) <= 0 then
+            cause = 'left' -- a node that left with callbacks and no live node to take them
+        end
+        node_lost(lost[i], ticker, cause, false)
+    end
+end
+
 -- ---------------------------------------------------------------- commands
 
 local function cmd_login()
@@ -973,6 +1201,7 @@ local function cmd_accept()
     if ringing(c) then
         ring_won(id, c, a)
     end
+    remember_agent(id, c, a)
     return { ag.contact }
 end
 
@@ -1091,15 +1320,42 @@ local function cmd_enqueue()
     c.member = member_of(string.format('%0' .. SEQ_WIDTH .. 'd', seq), c.req, id)
     c.score = NOW - tonumber(c.prio) * cfg.aging_seconds_per_priority
     c.enq = NOW_S
+    local caller = ARGS[14] or ''
+    local pref, pref_state = last_agent_of(c, caller, cfg)
+    local hold = pref and pref_state ~= 'available' and tonumber(cfg.last_agent_seconds) > 0
+    if hold then
+        -- '+': matching reads the call (and its hold) before offering it to anyone
+        c.member = string.format('%0' .. SEQ_WIDTH .. 'd', seq) .. '+' .. id
+    end
     insert(id, c)
     c.score = redis.call('HGET', K.call(id), 'score') -- the exact stored form
     if cfg.max_wait > 0 then
         timer_set('maxwait', id, NOW + cfg.max_wait)
     end
     moves_arm(id, c)
+    if caller ~= '' then
+        redis.call('HSET', K.call(id), 'caller', caller)
+    end
+    local last = {}
+    if hold then
+        local until_t = NOW + tonumber(cfg.last_agent_seconds)
+        redis.call('HSET', K.call(id), 'pref', pref, 'pref_until', until_t)
+        redis.call('SADD', K.held(pref), id)
+        timer_set('pref', id, until_t)
+        last = { 'pref', pref, 'hold', redis.call('HGET', K.call(id), 'pref_until') }
+    elseif pref and pref_state == 'available' then
+        last = { 'pref', pref, 'hold', '' }
+    end
     emit('ENTERQUEUE', 'call', id, 'skill', c.skill, 'min', c.min, 'req', c.req, 'prio', c.prio,
         'node', c.node, 'kind', c.kind, 'seq', tostring(seq), 'score', c.score,
-        'cstate', 'waiting')
+        'cstate', 'waiting', unpack(last))
+    if #last > 0 and not hold then
+        reserve_one(id, c, pref) -- the caller's last agent is free: theirs at once
+        return { 'offered', '0', '-1', pref }
+    elseif hold then
+        local p = place(c)
+        return { 'queued', p[1], p[2], pref }
+    end
     if match_call(id) then
         return { 'offered', '0', '-1' }
     end
@@ -1189,9 +1445,14 @@ local function cmd_configure()
 end
 
 -- Timers that are due: reservation timeouts (RONA), wrap-up ends, max waits, callback expiry,
--- parked places. Each is one short step; the caller repeats while a full batch was due.
+-- parked places, holds for a last agent. Each is one short step; the caller repeats while a full
+-- batch was due. Run by a node (ARGS[5]), it first reclaims the nodes whose heartbeat ran out.
 local function cmd_tick()
     local batch = tonumber(ARGS[4])
+    if ARGS[5] and ARGS[5] ~= '' then
+        reclaim_expired(ARGS[5])
+    end
+    forget_expired(batch)
     local due = redis.call('ZRANGEBYSCORE', K.timers(), '-inf', NOW_S, 'LIMIT', 0, batch)
     for _, m in ipairs(due) do
         redis.call('ZREM', K.timers(), m)
@@ -1228,9 +1489,41 @@ local function cmd_tick()
             move_timer(kind, id)
         elseif kind == 'ringto' then
             ring_timeout(id)
+        elseif kind == 'pref' then
+            hold_expired(id)
         end
     end
     return { tostring(#due) }
+end
+
+-- A node is alive until now + timeout. On its first heartbeat (`starting` = '1') a node also
+-- reclaims what an earlier process under the same id left behind (a crash and a restart within
+-- the timeout): those callers are gone, its callbacks stay with it. Returns 'alive' when the
+-- node was known, 'joined' when it was not (first start, or declared lost meanwhile).
+local function cmd_heartbeat()
+    local node, timeout, starting = ARGS[4], tonumber(ARGS[5]), ARGS[6] == '1'
+    local known = redis.call('ZSCORE', K.nodes(), node)
+    redis.call('ZADD', K.nodes(), NOW + timeout, node)
+    if starting then
+        node_lost(node, nil, 'restart', true)
+    end
+    if known then
+        return { 'alive' }
+    end
+    return { 'joined' }
+end
+
+-- A node stops: what it still holds is reclaimed at once, its callbacks go to the live node
+-- heard from last. With no other node alive they stay under its id, and its entry is kept as
+-- long expired, so the first node to tick later takes them over.
+local function cmd_node_leave()
+    local node = ARGS[4]
+    redis.call('ZREM', K.nodes(), node)
+    local heir = redis.call('ZREVRANGEBYSCORE', K.nodes(), '+inf', NOW_S, 'LIMIT', 0, 1)[1]
+    if node_lost(node, heir, 'left', false) > 0 and not heir then
+        redis.call('ZADD', K.nodes(), 0, node)
+    end
+    return {}
 end
 
 local COMMANDS = {
@@ -1249,6 +1542,8 @@ local COMMANDS = {
     positions = cmd_positions,
     configure = cmd_configure,
     tick = cmd_tick,
+    heartbeat = cmd_heartbeat,
+    node_leave = cmd_node_leave,
 }
 
 local function invoke(args)
@@ -1256,6 +1551,7 @@ local function invoke(args)
     NOW_S = args[3]
     NOW = tonumber(NOW_S)
     OFFERS, CFG, SKILLS = {}, {}, {}
+    EVENTS_MAX = nil
     local command = COMMANDS[args[2]]
     if not command then
         return redis.error_reply('bad-command ' .. tostring(args[2]))

@@ -51,6 +51,10 @@ TICK_BATCH = 200
 INBOX_BATCH = 200
 """Messages taken per round trip from a node's inbox."""
 
+EVENTS_MAX = 1_000_000
+"""Default bound of a tenant's event stream (entries, approximately: Redis trims whole stream
+nodes, so it may hold up to one node's worth more, ``stream-node-max-entries``)."""
+
 INBOX_MAX_BLOCK = 1.0
 """The longest `RoutingStore.drain_inbox` blocks: well under the client's socket timeout (5 s by
 default in redis-py), which would otherwise fire on the blocking read and fail the pump."""
@@ -63,7 +67,10 @@ def _lua_defaults() -> str:
         for f in fields(QueueConfig)
         if f.name != "skill"
     )
-    return f"local DEFAULTS = {{{pairs}}}\nlocal SEQ_WIDTH = {SEQ_WIDTH}\n"
+    return (
+        f"local DEFAULTS = {{{pairs}}}\nlocal SEQ_WIDTH = {SEQ_WIDTH}\n"
+        f"local DEFAULT_EVENTS_MAX = {EVENTS_MAX}\n"
+    )
 
 
 def _lua_body() -> str:
@@ -100,19 +107,33 @@ class RoutingStore:
     """Agents, queues, reservations and the event stream of one tenant, in Redis."""
 
     def __init__(
-        self, redis: Redis, tenant: str = "default", *, functions: bool | None = None
+        self,
+        redis: Redis,
+        tenant: str = "default",
+        *,
+        functions: bool | None = None,
+        events_max: int = EVENTS_MAX,
     ) -> None:
         """``functions``: run the Lua as a FUNCTION library (None: when the server is Redis 7+;
-        False: always EVALSHA)."""
+        False: always EVALSHA). ``events_max``: the tenant's event stream keeps about this many
+        latest entries (0: unbounded); a tenant setting, stored before this store's first change
+        (every node of a tenant should pass the same)."""
+        if events_max < 0:
+            raise ValueError("events_max must not be negative")
         self.redis = redis
         self.keys = Keys(tenant)
+        self.events_max = events_max
         self._script = redis.register_script(script_source())
         self._function, self._library = library_source()
         self._functions = functions
+        self._settings_stored = False
 
     # ------------------------------------------------------------------ the script
 
     async def _invoke(self, args: list[str]) -> Any:
+        if not self._settings_stored:
+            await self.redis.hset(self.keys.settings, "events_max", str(self.events_max))
+            self._settings_stored = True
         if self._functions is None:
             info = await self.redis.info("server")
             self._functions = int(str(info["redis_version"]).split(".")[0]) >= 7
@@ -197,12 +218,23 @@ class RoutingStore:
     # ------------------------------------------------------------------ calls
 
     async def enqueue(self, call: NewCall, now: float) -> EnqueueResult:
-        """Put a call in line and offer it at once if an eligible agent is available."""
-        result, offers = await self._run("enqueue", now, *_call_args(call))
+        """Put a call in line and offer it at once if an eligible agent is available.
+
+        Last-agent routing: a caller (``call.caller``) who talked to an agent within the queue's
+        ``last_agent_hours`` is offered to that agent at once if available, or held for them
+        ``last_agent_seconds`` while they are busy (``EnqueueResult.preferred_agent`` names
+        them), provided they are logged in and have the call's skills.
+        """
+        result, offers = await self._run("enqueue", now, *_call_args(call), call.caller)
         status = _s(result[0])
         if status == "full":
             return EnqueueResult(False, Position(0, None))
-        return EnqueueResult(True, _position(result[1], result[2]), tuple(offers))
+        return EnqueueResult(
+            True,
+            _position(result[1], result[2]),
+            tuple(offers),
+            preferred_agent=_s(result[3]) if len(result) > 3 else "",
+        )
 
     async def add_callback(
         self, call: NewCall, now: float, *, from_call: str = ""
@@ -243,15 +275,64 @@ class RoutingStore:
 
     # ------------------------------------------------------------------ timers, inboxes, config
 
-    async def tick(self, now: float) -> int:
-        """Handle every timer due at ``now`` (RONA, wrap-up end, max wait...); returns the count."""
+    async def tick(self, now: float, node_id: str = "") -> int:
+        """Handle every timer due at ``now`` (RONA, wrap-up end, max wait...); returns the count.
+
+        Run by a live node (``node_id``, see `heartbeat`), it first reclaims every node whose
+        heartbeat ran out, each in one atomic step: that node's callers are ended (waiting or
+        offered: ``ABANDON`` with reason ``node_lost``; talking: ``COMPLETE`` by ``node_lost``),
+        its callbacks move to ``node_id``, its inbox is deleted, and a ``NODELOST`` event says
+        so. A node that never heartbeated is unknown rather than dead: its calls are never
+        reclaimed.
+        """
+        if node_id:
+            check_name("node", node_id)
         total = 0
         while True:
-            result, _ = await self._run("tick", now, str(TICK_BATCH))
+            result, _ = await self._run("tick", now, str(TICK_BATCH), node_id)
             done = int(_s(result[0]))
             total += done
             if done < TICK_BATCH:
                 return total
+
+    async def heartbeat(
+        self, node_id: str, now: float, node_timeout: float, *, starting: bool = False
+    ) -> bool:
+        """Node ``node_id`` is alive until ``now + node_timeout``; returns whether routing knew
+        it.
+
+        False means it joined: it never heartbeated, or it was declared lost meanwhile (its
+        callers were then ended). With ``starting`` (the first heartbeat of a process), whatever
+        routing still holds under the id was left by an earlier process of it (a crash and a
+        restart within the timeout) and is reclaimed at once; its callbacks stay with it. Two
+        live processes must therefore never share a node id. Nodes compare heartbeats with
+        their own clocks: clock skew must stay well below ``node_timeout`` minus the interval.
+        """
+        if node_timeout <= 0:
+            raise ValueError("a node timeout must be positive")
+        result, _ = await self._run(
+            "heartbeat",
+            now,
+            check_name("node", node_id),
+            _time(node_timeout),
+            "1" if starting else "0",
+        )
+        return _s(result[0]) == "alive"
+
+    async def node_leave(self, node_id: str, now: float) -> None:
+        """Node ``node_id`` stops: reclaimed at once as if lost (``NODELOST`` cause ``left``).
+
+        Its callbacks go to the live node whose heartbeat reaches furthest; with none alive they
+        stay under its id until the first node to tick (or its own restart) takes them.
+        """
+        await self._run("node_leave", now, check_name("node", node_id))
+
+    async def nodes(self, now: float) -> dict[str, float]:
+        """The live nodes at ``now``, each with the time its last heartbeat vouches until."""
+        raw: list[Any] = await self.redis.zrangebyscore(
+            self.keys.nodes, now, "+inf", withscores=True
+        )
+        return {_s(node): float(until) for node, until in raw}
 
     async def drain_inbox(self, node_id: str, wait: float = 0.0) -> list[NodeMessage]:
         """Take the messages for calls held by ``node_id`` (connected, disconnected, exited).
@@ -342,6 +423,9 @@ class RoutingStore:
             entered_queue=h.get("origin") or h["skill"],
             escalated=h.get("esc") == "1",
             offered_to=tuple(sorted(_s(a) for a in ring)),
+            caller=h.get("caller", ""),
+            preferred_agent=h.get("pref", ""),
+            held_until=float(h["pref_until"]) if h.get("pref_until") else None,
         )
 
     async def agent_ids(self) -> set[str]:
@@ -424,4 +508,11 @@ def _position(position: Any, wait: Any) -> Position:
     return Position(int(_s(position)), None if seconds < 0 else seconds)
 
 
-__all__ = ["PARK_SECONDS", "RoutingError", "RoutingStore", "library_source", "script_source"]
+__all__ = [
+    "EVENTS_MAX",
+    "PARK_SECONDS",
+    "RoutingError",
+    "RoutingStore",
+    "library_source",
+    "script_source",
+]

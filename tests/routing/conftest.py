@@ -25,7 +25,9 @@ def store(redis_client: Redis) -> RoutingStore:
 class Consistency:
     """Everything the routing invariants promise, checked against Redis and the event stream.
 
-    - replaying the stream gives exactly the agents' states and the calls routing holds;
+    - replaying the stream gives exactly the agents' states and the calls routing holds, and
+      the node holding each call (so a lost node's calls end with an event and its callbacks
+      move to the node the stream says);
     - reserved agents and offered calls pair one to one, and so do on-call agents and
       connected calls (no agent holds two calls, no call is offered to two agents), except that
       a ring-all call rings several reserved agents at once (each of them reserved for it only);
@@ -34,10 +36,13 @@ class Consistency:
     - the queue sets hold exactly the waiting calls, the available sets exactly the available
       agents;
     - no waiting call has an eligible available agent (matching is never left undone), nor does
-      a call ringing in a ring-all queue (the agent would have joined the ring);
+      a call ringing in a ring-all queue (the agent would have joined the ring); a call held for
+      the caller's last agent only waits for that one;
     - at every OFFER in the stream, no call the agent could take waited ahead of the one offered
-      (priority with aging, then FIFO): the stream alone shows every call's place and
-      requirements (as escalations and overflows change them) and every agent's skills.
+      (priority with aging, then FIFO), calls held for other agents aside, and no call held for
+      the agent waited at all (the stream alone shows every call's place, requirements and
+      hold, as escalations and overflows change them, and every agent's skills); a call is
+      offered to the agent it is held for or nobody.
 
     The stream is read incrementally, so one instance can check after every step of a run.
     """
@@ -55,6 +60,8 @@ class Consistency:
         """Skill -> strategy, from the stream's CONFIG events."""
         self.rings: set[str] = set()
         """Calls ringing as ring-all calls, from the stream."""
+        self.holds: dict[str, str] = {}
+        """Call -> the agent it is held for (last-agent routing), from the stream."""
 
     async def check(self, store: RoutingStore) -> None:
         events = await store.events(after=self.last)
@@ -76,6 +83,14 @@ class Consistency:
         assert {c: set(q.offered_to) for c, q in call_map.items() if q.offered_to} == (
             replay.offered_to
         )
+        assert {c: q.node_id for c, q in call_map.items()} == replay.node_of
+        assert {
+            c: q.preferred_agent for c, q in call_map.items() if q.preferred_agent
+        } == replay.holds
+        for c, q in call_map.items():
+            assert (q.held_until is None) == (q.preferred_agent == ""), c
+            if q.preferred_agent:
+                assert q.state is CallState.WAITING, c
 
         for c, q in call_map.items():
             if q.state is CallState.WAITING:
@@ -121,6 +136,8 @@ class Consistency:
             if q.state is not CallState.WAITING and not rings:
                 continue
             for a, ag in agent_map.items():
+                if q.preferred_agent not in ("", a):
+                    continue  # held for the caller's last agent: nobody else may take it yet
                 eligible = all(ag.skills.get(s, 0) >= m for s, m in q.skills.items())
                 assert not (ag.state is AgentState.AVAILABLE and eligible), (
                     f"{c} {'rings others' if rings else 'waits'} while {a} is available"
@@ -135,6 +152,10 @@ class Consistency:
             if e.type in (EventType.ENTERQUEUE, EventType.CALLBACK, EventType.OVERFLOW):
                 needs = {f["skill"]: int(f["min"])} | json.loads(f["req"] or "{}")
                 self.places[e.call_id] = (needs, (float(f["score"]), int(f["seq"])))
+                if f.get("hold"):
+                    self.holds[e.call_id] = f["pref"]
+            if e.type is EventType.PREF_EXPIRED:
+                del self.holds[e.call_id]
             if e.type is EventType.ESCALATE:  # same place, fewer needs
                 self.places[e.call_id] = ({f["skill"]: int(f["min"])}, self.places[e.call_id][1])
             if e.type in (EventType.ESCALATE, EventType.OVERFLOW) and e.call_id in self.ahead:
@@ -151,18 +172,34 @@ class Consistency:
             elif "cstate" in f and f["cstate"] != CallState.OFFERED:
                 self.rings.discard(e.call_id)
             if e.type is EventType.OFFER:
-                skills = self.skills[e.agent_id]
-                place = self.places[e.call_id][1]
-                for other, (needs, other_place) in self.ahead.items():
-                    eligible = all(skills.get(s, 0) >= m for s, m in needs.items())
-                    assert not (eligible and other_place < place), (
-                        f"{e.call_id} offered to {e.agent_id} while {other} waited ahead of it"
-                    )
+                self._check_offer(e.call_id, e.agent_id)
             if "cstate" in f and e.call_id in self.places:
                 if f["cstate"] == CallState.WAITING:
                     self.ahead[e.call_id] = self.places[e.call_id]
                 else:
                     self.ahead.pop(e.call_id, None)
+                    self.holds.pop(e.call_id, None)
+
+    def _check_offer(self, call: str, agent: str) -> None:
+        skills = self.skills[agent]
+        held_for = self.holds.get(call)
+        assert held_for in (None, agent), f"{call}, held for {held_for}, offered to {agent}"
+        place = self.places[call][1]
+        for other, (needs, other_place) in self.ahead.items():
+            if other == call:
+                continue
+            eligible = all(skills.get(s, 0) >= m for s, m in needs.items())
+            other_held_for = self.holds.get(other)
+            if other_held_for == agent:
+                assert not (eligible and held_for != agent), (
+                    f"{call} offered to {agent} while {other} was held for {agent}"
+                )
+            elif other_held_for is None and held_for is None:
+                assert not (eligible and other_place < place), (
+                    f"{call} offered to {agent} while {other} waited ahead of it"
+                )
+        if held_for is not None:
+            del self.holds[call]  # a hold ends at the call's first offer
 
 
 async def assert_consistent(store: RoutingStore) -> None:

@@ -17,6 +17,10 @@ def all_keys(k: Keys) -> list[str]:
         k.queues,
         k.timers,
         k.events,
+        k.nodes,
+        k.settings,
+        k.last_agent,
+        k.last_agent_until,
         k.agent("A1"),
         k.agent_skills("A1"),
         k.available("billing", 3),
@@ -28,6 +32,7 @@ def all_keys(k: Keys) -> list[str]:
         k.ringing("billing"),
         k.call("sip-call-id@host{weird}:x|y"),
         k.parked("c1"),
+        k.held("A1"),
         k.inbox("node-1"),
     ]
 
@@ -50,10 +55,11 @@ async def test_lua_builds_the_same_names(redis_client: Redis) -> None:
     script = lua_prelude() + (
         "P = ARGV[1]\n"
         "return {K.seq(), K.agents(), K.calls(), K.queues(), K.timers(), K.events(),"
+        " K.nodes(), K.settings(), K.last_agent(), K.last_agent_until(),"
         " K.agent('A1'), K.agent_skills('A1'), K.available('billing', 3),"
         " K.staffed('billing'), K.handle_times('billing'), K.queue('billing', 3),"
         " K.queue_config('billing'), K.ring('c1'), K.ringing('billing'), K.call(ARGV[2]),"
-        " K.parked('c1'), K.inbox('node-1')}"
+        " K.parked('c1'), K.held('A1'), K.inbox('node-1')}"
     )
     names = await redis_client.eval(script, 0, k.prefix, "sip-call-id@host{weird}:x|y")
     assert names == all_keys(k)

@@ -150,6 +150,7 @@ async def test_max_wait_exits_the_queue(
     await store.configure_queue(QueueConfig("billing", max_wait=120), T0)
     feeds = Feeds()
     await node_a.enqueue(enqueue(3), ctx("c1"), feeds.feed("c1"))
+    await node_a.run_once(T0 + 110)  # node a's pump keeps it alive (heartbeat)
     await node_b.run_once(T0 + 120)  # any node's pump handles the timer...
     await node_a.run_once(T0 + 120)  # ...the caller's node tells the caller
     assert feeds.got["c1"][-1] == ev.QueueExited(3, "max_wait")

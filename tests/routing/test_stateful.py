@@ -6,7 +6,10 @@ event, the stream replays to exactly the stored states, priority/FIFO order at e
 matching never left undone. Queues may ring all, escalate, overflow and fill up; time passes in
 steps that cross their timers.
 Every rule also predicts whether the store must refuse the request, and a refused request must
-leave no event behind.
+leave no event behind. A few callers call again and again, so calls are held for their last
+agent (Consistency checks holds too). IVR nodes heartbeat, restart, leave and fall silent among
+the rest: once a live node's tick (or a node's leave) has reclaimed a node, no call of it remains
+(its callbacks moved to a live node).
 """
 
 from __future__ import annotations
@@ -43,6 +46,11 @@ T = TypeVar("T")
 T0 = 1_800_000_000.0
 AGENTS = ["A0", "A1", "A2"]
 SKILLS = ["billing", "hazard"]
+NODES = ["n1", "n2"]
+"""IVR nodes that heartbeat; calls also come from "n9", which never does (never reclaimed)."""
+NODE_TIMEOUT = 20.0
+CALLER_NUMBERS = ["", "13900000001", "13900000002"]
+"""Few callers, who come back: last-agent routing holds some of their calls."""
 
 levels = st.sampled_from([1, 1, 2, 3])  # mostly equal requirements, so order is often tested
 strategies = st.sampled_from([*Strategy, Strategy.RING_ALL, Strategy.RING_ALL])
@@ -64,6 +72,8 @@ class RoutingMachine(RuleBasedStateMachine):
         self.serial = 0
         self.callers: list[str] = []
         """Ids of every caller ever enqueued (some long gone: a hang-up must then be a no-op)."""
+        self.got_through: list[str] = []
+        """Numbers of callers who talked to an agent (they may call again)."""
 
     def run(self, work: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(work)
@@ -103,6 +113,7 @@ class RoutingMachine(RuleBasedStateMachine):
         escalate_level=st.sampled_from([1, 2]),
         overflowing=st.sampled_from([(), (SKILLS[0],), tuple(SKILLS)]),
         max_length=st.sampled_from([0, 0, 3]),
+        last_agent=st.sampled_from([(24.0, 20.0), (24.0, 20.0), (24.0, 0.0), (0.0, 20.0)]),
     )
     def configure(
         self,
@@ -115,6 +126,7 @@ class RoutingMachine(RuleBasedStateMachine):
         escalate_level: int,
         overflowing: tuple[str, ...],
         max_length: int,
+        last_agent: tuple[float, float],
     ) -> None:
         """Both queues share one set of timers, so a run explores it; each has its strategy. Some
         runs overflow one queue into the other, or each into the other (a call moves once)."""
@@ -132,6 +144,8 @@ class RoutingMachine(RuleBasedStateMachine):
                 escalate_min_level=escalate_level,
                 overflow_after=30.0 if skill in overflowing else 0.0,
                 overflow_queue=other if skill in overflowing else "",
+                last_agent_hours=last_agent[0],
+                last_agent_seconds=last_agent[1],
             )
             self.run(self.store.configure_queue(config, self.now))
 
@@ -225,7 +239,10 @@ class RoutingMachine(RuleBasedStateMachine):
             call_id = self.callers[-1] if self.callers else "nothing"
             error = NoSuchAgentError if agent is None else NoSuchReservationError
         if accept:
+            offered = self.run(self.store.call(call_id)) if error is None else None
             self.expect(error, self.store.accept(agent_id, call_id, self.now))
+            if offered is not None and offered.caller:
+                self.got_through.append(offered.caller)
         else:
             self.expect(error, self.store.reject(agent_id, call_id, self.now))
 
@@ -247,8 +264,18 @@ class RoutingMachine(RuleBasedStateMachine):
         level=levels,
         priority=st.sampled_from([0, 0, 1, 2]),
         extra=st.sampled_from([False, False, False, True]),
+        node=st.sampled_from([*NODES, "n9"]),
+        caller=st.sampled_from(CALLER_NUMBERS),
     )
-    def enqueue(self, skill: str, level: int, priority: int, extra: bool) -> None:
+    def enqueue(
+        self, skill: str, level: int, priority: int, extra: bool, node: str, *, caller: str = ""
+    ) -> None:
+        self.put_in_line(skill, level, priority, extra, node, caller=caller)
+
+    def put_in_line(
+        self, skill: str, level: int, priority: int, extra: bool, node: str, *, caller: str = ""
+    ) -> bool:
+        """Put a caller in line; False when the queue was full (max_length) and refused it."""
         self.serial += 1
         call_id = f"call-{self.serial}"
         skills = {skill: level}
@@ -256,7 +283,49 @@ class RoutingMachine(RuleBasedStateMachine):
             other = SKILLS[1 - SKILLS.index(skill)]
             skills[other] = 1
         self.callers.append(call_id)
-        self.run(self.store.enqueue(NewCall(call_id, skills, priority=priority), self.now))
+        call = NewCall(call_id, skills, priority=priority, node_id=node, caller=caller)
+        result = self.run(self.store.enqueue(call, self.now))
+        if result.preferred_agent:  # a returning caller, routed to a logged-in, able agent
+            agent = self.agent(result.preferred_agent)
+            assert agent is not None
+            assert agent.state is not AgentState.LOGGED_OUT
+            assert all(agent.skills.get(s, 0) >= m for s, m in skills.items())
+        return result.accepted
+
+    def someone_available(self) -> bool:
+        return any(
+            (agent := self.agent(a)) is not None and agent.state is AgentState.AVAILABLE
+            for a in AGENTS
+        )
+
+    @precondition(someone_available)
+    @rule(
+        caller=st.sampled_from(CALLER_NUMBERS[1:]),
+        skill=st.sampled_from(SKILLS),
+        again=st.booleans(),
+    )
+    def gets_through(self, caller: str, skill: str, again: bool) -> None:
+        """A caller is offered to a free agent at once (if able) who answers: they talk. With
+        ``again``, the caller calls a second time at once (the agent is still busy: a hold)."""
+        if not self.put_in_line(skill, 1, 0, extra=False, node=NODES[0], caller=caller):
+            return  # the queue was full
+        call_id = self.callers[-1]
+        call = self.run(self.store.call(call_id))
+        assert call is not None
+        if call.state is CallState.OFFERED:
+            # A ring-all call rings its agents with no agent_id yet: the first of them answers.
+            agent = call.agent_id or call.offered_to[0]
+            self.run(self.store.accept(agent, call_id, self.now))
+            self.got_through.append(caller)
+            if again:
+                self.enqueue(skill, 1, 0, extra=False, node=NODES[1], caller=caller)
+
+    @precondition(lambda self: bool(self.got_through))
+    @rule(data=st.data(), skill=st.sampled_from(SKILLS), level=levels)
+    def call_again(self, data: st.DataObject, skill: str, level: int) -> None:
+        """A caller who talked to an agent calls again (last-agent routing)."""
+        caller = data.draw(st.sampled_from(self.got_through))
+        self.enqueue(skill, level, 0, extra=False, node=NODES[0], caller=caller)
 
     @rule(
         calls=st.lists(
@@ -267,8 +336,8 @@ class RoutingMachine(RuleBasedStateMachine):
     )
     def burst(self, calls: list[tuple[str, int, int]]) -> None:
         """Several callers in the same instant, so lines build up across queues and levels."""
-        for skill, level, priority in calls:
-            self.enqueue(skill, level, priority, extra=False)
+        for i, (skill, level, priority) in enumerate(calls):
+            self.enqueue(skill, level, priority, extra=False, node=NODES[i % len(NODES)])
 
     @precondition(lambda self: bool(self.callers))
     @rule(data=st.data())
@@ -300,16 +369,67 @@ class RoutingMachine(RuleBasedStateMachine):
             priority=before.priority,
             kind=ItemKind.CALLBACK,
             number="13800000000",
+            node_id=before.node_id,
         )
         result = self.run(self.store.add_callback(callback, self.now, from_call=call_id))
         assert result.kept_place
 
     # ------------------------------------------------------------------ time
 
-    @rule(seconds=st.sampled_from([1.0, 5.0, 11.0, 16.0, 50.0]))
-    def time_passes(self, seconds: float) -> None:
+    @rule(
+        seconds=st.sampled_from([1.0, 5.0, 11.0, 16.0, 50.0]),
+        ticker=st.sampled_from(["", *NODES]),
+        beat=st.sampled_from([True, True, False]),
+    )
+    def time_passes(self, seconds: float, ticker: str, beat: bool) -> None:
+        """Timers run by a node (reclaiming the silent ones if it is alive) or by no node. With
+        ``beat`` the node heartbeats first, as its pump does; the other node may fall silent."""
         self.now += seconds
-        self.run(self.store.tick(self.now))
+        if ticker and beat:
+            self.run(self.store.heartbeat(ticker, self.now, NODE_TIMEOUT))
+        registry = self.registry()
+        lost = {node for node, until in registry.items() if until < self.now}
+        alive = registry.get(ticker, -1.0) >= self.now
+        self.run(self.store.tick(self.now, ticker))
+        if alive:
+            assert not lost & set(self.registry())
+            self.assert_no_calls_of(lost)
+
+    # ------------------------------------------------------------------ nodes
+
+    def registry(self) -> dict[str, float]:
+        """Every node routing knows, live or not, with its heartbeat's end."""
+        raw = self.run(self.client.zrange(self.store.keys.nodes, 0, -1, withscores=True))
+        return {node: float(until) for node, until in raw}
+
+    def assert_no_calls_of(self, nodes: set[str], callbacks_stay: bool = False) -> None:
+        """No ghosts: a reclaimed node holds nothing (its callbacks may stay if said so)."""
+        for call_id in self.run(self.store.call_ids()):
+            call = self.run(self.store.call(call_id))
+            assert call is not None
+            if call.node_id in nodes:
+                assert callbacks_stay, (call_id, call.node_id)
+                assert call.kind is ItemKind.CALLBACK, (call_id, call.node_id)
+
+    @rule(node=st.sampled_from(NODES), starting=st.sampled_from([False, False, False, True]))
+    def heartbeat(self, node: str, starting: bool) -> None:
+        """A node is alive for a while; ``starting``: a new process of it, after a crash."""
+        self.run(self.store.heartbeat(node, self.now, NODE_TIMEOUT, starting=starting))
+        if starting:
+            self.assert_no_calls_of({node}, callbacks_stay=True)
+
+    @rule(node=st.sampled_from(NODES))
+    def node_dies(self, node: str) -> None:
+        """The node falls silent (killed) past the timeout; the other one pumps on."""
+        survivor = NODES[1 - NODES.index(node)]
+        self.time_passes(NODE_TIMEOUT + 1.0, survivor, beat=True)
+        assert node not in self.registry()
+
+    @rule(node=st.sampled_from(NODES))
+    def node_leaves(self, node: str) -> None:
+        others = {n for n, until in self.registry().items() if until >= self.now and n != node}
+        self.run(self.store.node_leave(node, self.now))
+        self.assert_no_calls_of({node}, callbacks_stay=not others)
 
     # ------------------------------------------------------------------ invariants
 
