@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from ivr.redis_embedded import EmbeddedRedis, EmbeddedRedisError
 from ivr.routing_redis import RedisRouting
+from ivr.services import ServiceError
 from ivr.settings import Settings
 from routing.store import RoutingStore
 
@@ -26,6 +27,9 @@ log = structlog.get_logger(__name__)
 
 CONNECT_TIMEOUT = 15.0
 """Seconds start-up waits for a configured Redis to answer."""
+
+LEAVE_TIMEOUT = 5.0
+"""Seconds a stopping node gives routing to take its calls and callbacks over."""
 
 
 class RoutingStartError(Exception):
@@ -70,12 +74,22 @@ class RoutingRuntime:
             await self.stop()
             raise RoutingStartError(f"HOTLINE_REDIS_URL is not a Redis URL: {exc}") from None
         version = await self._wait_for_redis(url)
-        self.store = RoutingStore(self.redis, tenant=settings.routing_tenant)
-        self.routing = RedisRouting(
-            self.store,
-            settings.node_id,
-            clock=time.time,
+        self.store = RoutingStore(
+            self.redis, tenant=settings.routing_tenant, events_max=settings.routing_events_max
         )
+        try:
+            self.routing = RedisRouting(
+                self.store,
+                settings.node_id,
+                clock=time.time,
+                heartbeat_interval=settings.routing_heartbeat_seconds,
+                node_timeout=settings.routing_node_timeout_seconds,
+            )
+        except ValueError as exc:
+            await self.stop()
+            raise RoutingStartError(
+                f"{exc} (HOTLINE_ROUTING_HEARTBEAT_SECONDS, HOTLINE_ROUTING_NODE_TIMEOUT_SECONDS)"
+            ) from None
         self._pump = asyncio.get_running_loop().create_task(self.routing.serve())
         where = "embedded" if self.embedded is not None else redact_url(url)
         self.description = f"redis {version} ({where}), tenant {settings.routing_tenant}"
@@ -115,12 +129,19 @@ class RoutingRuntime:
         return version
 
     async def stop(self) -> None:
-        """Stop the pump, close the connection, stop the embedded server."""
+        """Stop the pump, leave routing (this node's callbacks move to a live node at once),
+        close the connection, stop the embedded server."""
         if self._pump is not None:
             self._pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pump
             self._pump = None
+            if self.routing is not None:
+                try:
+                    await asyncio.wait_for(self.routing.leave(), LEAVE_TIMEOUT)
+                except (ServiceError, TimeoutError) as exc:
+                    # Redis is gone: the other nodes reclaim this one after the node timeout.
+                    log.warning("could not leave routing", error=str(exc))
         if self.redis is not None:
             with contextlib.suppress(RedisError, OSError):
                 await self.redis.aclose()

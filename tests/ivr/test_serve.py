@@ -167,7 +167,8 @@ def test_serve_answers_health_and_stops_on_sigterm(serve: ServeProcess) -> None:
     assert events[-1] == "stopped"
     assert not [line for line in serve.lines if line.get("not_json")]
     # The embedded Redis went with it, its data kept for the next start.
-    assert events.index("sip stopped") < events.index("embedded redis stopped")
+    assert events.index("sip stopped") < events.index("node left routing")
+    assert events.index("node left routing") < events.index("embedded redis stopped")
     assert not Path(f"/proc/{redis_pid}").exists() or _zombie(redis_pid)
 
 
