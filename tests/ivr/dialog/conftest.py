@@ -241,6 +241,7 @@ PATHS: dict[str, tuple[str, ...]] = {
     "fault_outage_lookup": ("@fault_address", "say 北京市海淀区清华东路十七号"),
     "fault_outage_known": ("@fault_outage_lookup", "lookup found", "finish"),
     "goodbye_outage": ("@fault_outage_known", "press 2"),
+    "fault_outage_ticket": ("@fault_outage_known", "press 1"),
     "fault_ticket": ("@fault_outage_lookup", "lookup not_found"),
     "fault_queue": ("@fault_ticket", "ticket 20261127", "finish"),
     # billing

@@ -356,9 +356,16 @@ def test_outage_known_is_announced_and_the_caller_can_stop_there(walk_to):
 
 
 def test_outage_known_but_the_caller_still_reports(walk_to):
+    """The report is registered without queueing (the crew already knows of the outage)."""
     d = walk_to("fault_outage_known")
     out = d.press("1")
-    assert only(out, CreateTicket).ticket_type == "故障报修"
+    ticket = only(out, CreateTicket)
+    assert (ticket.ticket_type, ticket.priority) == ("故障报修", 40)
+    out = d.ticket("20261127")
+    assert d.heard(out) == ["fault_ticket_created", *digits("20261127")]
+    d.finish_prompts()
+    assert d.dialog.node_id == "goodbye"
+    assert not d.of(d.actions, Enqueue)
 
 
 @pytest.mark.parametrize("status", ["not_found", "error"])
