@@ -1,5 +1,5 @@
-"""The web app: health (`/healthz`), Prometheus metrics (`/metrics`), a status page (`/`) and the
-agents and queues API (`ivr.web_routing`).
+"""The web app: health (`/healthz`), Prometheus metrics (`/metrics`), a status page (`/`), the
+agents and queues API (`ivr.web_routing`) and the CRM admin API (`ivr.web_crm`).
 
 API errors under `/api/` are JSON with a stable `error_id` (`{"error_id": "not-found", ...}`),
 so clients branch on the id, never on the message.
@@ -16,9 +16,11 @@ from aiohttp import web
 from prometheus_client import exposition
 
 import ivr
+from crm_bridge.backend import CrmBackend
 from ivr.metrics import REGISTRY
 from ivr.settings import Settings
 from ivr.web_api import API_PREFIX, ApiError, Handler, require_access
+from ivr.web_crm import add_crm_routes
 from ivr.web_routing import add_routing_routes
 from routing.store import RoutingStore
 
@@ -128,11 +130,14 @@ def create_app(
     status: Mapping[str, object] | None = None,
     routing: RoutingStore | None = None,
     clock: Callable[[], float] = time.time,
+    crm: CrmBackend | None = None,
 ) -> web.Application:
     """Build the web app for `settings`; `status` entries are merged into every /healthz answer.
 
     `routing` serves the agents and queues API (without it those endpoints answer 503
-    ``routing-unavailable``); `clock` gives routing's ``now`` (seconds since the epoch).
+    ``routing-unavailable``); `crm` serves the tickets and outages API (without it 503
+    ``crm-unavailable``; with another backend than the embedded store, only ticket reads);
+    `clock` gives both their ``now`` (seconds since the epoch).
     """
     # api_errors first: the access rule's refusals are ApiErrors it turns into JSON.
     app = web.Application(middlewares=[api_errors, require_access(settings.api_token)])
@@ -143,4 +148,5 @@ def create_app(
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/", index)
     add_routing_routes(app, routing, clock)
+    add_crm_routes(app, crm, clock)
     return app

@@ -1,0 +1,485 @@
+"""The CRM admin API on a real loopback server over a real embedded store (SQLite in tmp_path):
+tickets, outages, demo data, error ids, the access rule, and nodes whose CRM is not embedded."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from structlog.testing import capture_logs
+
+from crm_bridge.embedded import EmbeddedCrm
+from crm_bridge.errors import CrmUnavailableError
+from crm_bridge.model import (
+    Address,
+    BillSummary,
+    Customer,
+    Outage,
+    Survey,
+    Ticket,
+    TicketStatus,
+)
+from ivr.settings import Settings
+from ivr.web import create_app
+
+TOKEN = "crm-test-token-0123456789"  # noqa: S105 - a test's token, not a credential
+T0 = 1_800_000_000.0
+HOUR = 3600.0
+HOME = Address("江苏省", "南京市", "鼓楼区", "中山北路", "100号", "南京市鼓楼区中山北路一百号")
+
+
+class Clock:
+    """The API's ``now``; moves only when a test moves it."""
+
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """Run `app` on a free loopback port; yield its base URL."""
+    runner = web.AppRunner(app, shutdown_timeout=1.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+class Api:
+    """A client of one test server: `call` returns (status, JSON body)."""
+
+    def __init__(self, http: aiohttp.ClientSession, url: str, token: str | None = None) -> None:
+        self.http = http
+        self.url = url
+        self.token = token
+
+    async def call(
+        self, method: str, path: str, body: Any = None, *, raw: str | None = None
+    ) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        kwargs: dict[str, Any] = {"headers": headers}
+        if raw is not None:
+            kwargs["data"] = raw
+        elif body is not None:
+            kwargs["json"] = body
+        async with self.http.request(method, self.url + path, **kwargs) as resp:
+            assert resp.content_type == "application/json"
+            return resp.status, await resp.json()
+
+    async def ok(self, method: str, path: str, body: Any = None, status: int = 200) -> Any:
+        got, answer = await self.call(method, path, body)
+        assert got == status, answer
+        return answer
+
+    async def error(self, method: str, path: str, body: Any = None) -> tuple[int, str, str]:
+        status, answer = await self.call(method, path, body)
+        assert set(answer) == {"error_id", "message"}, answer
+        return status, answer["error_id"], answer["message"]
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def crm(tmp_path: Path, clock: Clock) -> AsyncIterator[EmbeddedCrm]:
+    store = await EmbeddedCrm.open(tmp_path / "crm" / "crm.sqlite3", clock=clock)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        yield session
+
+
+@pytest.fixture
+async def api(crm: EmbeddedCrm, clock: Clock, http: aiohttp.ClientSession) -> AsyncIterator[Api]:
+    app = create_app(Settings(node_id="node-test", web_port=0), crm=crm, clock=clock)
+    async with serving(app) as url:
+        yield Api(http, url)
+
+
+def fault(n: int, created_at: float = T0) -> Ticket:
+    return Ticket(
+        ticket_id=f"26011501{n:05d}",
+        idempotency_key=f"call-{n}:fault",
+        ticket_type="故障报修",
+        priority=50,
+        created_at=created_at,
+        caller="13800138000",
+        account="1234567890",
+        address=HOME,
+        description="家里停电了",
+        call_id=f"call-{n}",
+        ivr_path=("main_menu", "fault_account"),
+        fields={"intent": "fault"},
+    )
+
+
+# ---------------------------------------------------------------------- tickets
+
+
+async def test_a_ticket_as_the_api_shows_it(api: Api, crm: EmbeddedCrm) -> None:
+    ref = await crm.create_ticket(fault(1, T0 - 5))
+    shown = await api.ok("GET", "/api/tickets/2601150100001")
+    assert shown == {
+        "ticket_id": "2601150100001",
+        "crm_ref": ref,
+        "idempotency_key": "call-1:fault",
+        "ticket_type": "故障报修",
+        "status": "submitted",
+        "priority": 50,
+        "urgent": False,
+        "created_at": T0 - 5,
+        "updated_at": T0,
+        "caller": "13800138000",
+        "account": "1234567890",
+        "customer_id": "",
+        "address": {
+            "province": "江苏省",
+            "city": "南京市",
+            "district": "鼓楼区",
+            "street": "中山北路",
+            "number": "100号",
+            "raw": "南京市鼓楼区中山北路一百号",
+        },
+        "description": "家里停电了",
+        "source": "ivr",
+        "call_id": "call-1",
+        "ivr_path": ["main_menu", "fault_account"],
+        "complete": True,
+        "fields": {"intent": "fault"},
+        "history": [
+            {"status": "new", "at": T0 - 5, "note": ""},
+            {"status": "submitted", "at": T0, "note": "received"},
+        ],
+    }
+    assert await api.ok("GET", "/api/tickets") == {"tickets": [shown]}
+
+
+async def test_tickets_listed_newest_first_with_filters(api: Api, crm: EmbeddedCrm) -> None:
+    for n in range(1, 5):
+        await crm.create_ticket(fault(n, T0 + n * HOUR))
+    await crm.set_status("2601150100003", TicketStatus.RESOLVED, "", T0 + 9 * HOUR)
+
+    async def listed(query: str) -> list[str]:
+        answer = await api.ok("GET", f"/api/tickets{query}")
+        return [t["ticket_id"][-1] for t in answer["tickets"]]
+
+    assert await listed("") == ["4", "3", "2", "1"]
+    assert await listed("?limit=2") == ["4", "3"]
+    assert await listed("?status=resolved") == ["3"]
+    assert await listed("?status=submitted&since=" + str(T0 + 2 * HOUR)) == ["4", "2"]
+    assert await listed("?status=closed") == []
+
+
+async def test_ticket_list_query_errors_name_the_parameter(api: Api) -> None:
+    for query, field in (
+        ("?status=done", "status"),
+        ("?status=new", "status"),
+        ("?limit=0", "limit"),
+        ("?limit=501", "limit"),
+        ("?limit=ten", "limit"),
+        ("?since=yesterday", "since"),
+        ("?since=NaN", "since"),
+        ("?state=resolved", "state"),
+    ):
+        status, error_id, message = await api.error("GET", f"/api/tickets{query}")
+        assert (status, error_id) == (400, "invalid-request"), query
+        assert message.startswith(f"{field}: "), (query, message)
+
+
+async def test_unknown_ticket(api: Api) -> None:
+    status, error_id, message = await api.error("GET", "/api/tickets/2601150199999")
+    assert (status, error_id, message) == (404, "no-such-ticket", "no ticket 2601150199999")
+    body = {"status": "resolved"}
+    status, error_id, _ = await api.error("POST", "/api/tickets/2601150199999/status", body)
+    assert (status, error_id) == (404, "no-such-ticket")
+    status, error_id, message = await api.error("GET", "/api/tickets/工单")
+    assert (status, error_id) == (400, "invalid-request")
+    assert message.startswith("ticket_id: ")
+
+
+async def test_ticket_status_through_its_life(api: Api, crm: EmbeddedCrm, clock: Clock) -> None:
+    await crm.create_ticket(fault(1))
+    path = "/api/tickets/2601150100001/status"
+    clock.now = T0 + 60
+    with capture_logs() as logs:
+        moved = await api.ok("POST", path, {"status": "in_progress", "note": "抢修班组已出发"})
+    assert moved["status"] == "in_progress"
+    assert moved["updated_at"] == T0 + 60
+    assert moved["history"][-1] == {
+        "status": "in_progress",
+        "at": T0 + 60,
+        "note": "抢修班组已出发",
+    }
+    changed = [e for e in logs if e["event"] == "crm changed"]
+    assert changed == [
+        {
+            "event": "crm changed",
+            "log_level": "info",
+            "action": "ticket_status",
+            "peer": "127.0.0.1",
+            "ticket_id": "2601150100001",
+            "status": "in_progress",
+        }
+    ]
+    clock.now = T0 + 120
+    closed = await api.ok("POST", path, {"status": "closed"})
+    assert closed["history"][-1] == {"status": "closed", "at": T0 + 120, "note": ""}
+    status, error_id, _ = await api.error("POST", path, {"status": "resolved"})
+    assert (status, error_id) == (409, "ticket-closed")
+    assert (await api.ok("GET", "/api/tickets/2601150100001"))["status"] == "closed"
+
+
+async def test_ticket_status_errors_name_the_field(api: Api, crm: EmbeddedCrm) -> None:
+    await crm.create_ticket(fault(1))
+    path = "/api/tickets/2601150100001/status"
+    for body, field in (
+        ({}, "status"),
+        ({"status": "new"}, "status"),
+        ({"status": "done"}, "status"),
+        ({"status": 3}, "status"),
+        ({"status": "resolved", "note": 5}, "note"),
+        ({"status": "resolved", "note": "注" * 4001}, "note"),
+        ({"status": "resolved", "reason": "x"}, "reason"),
+    ):
+        status, error_id, message = await api.error("POST", path, body)
+        assert (status, error_id) == (400, "invalid-request"), body
+        assert field in message, (body, message)
+    status, answer = await api.call("POST", path, raw='{"status": ')
+    assert (status, answer["error_id"]) == (400, "bad-json")
+    assert (await api.ok("GET", "/api/tickets/2601150100001"))["status"] == "submitted"
+
+
+# ---------------------------------------------------------------------- outages
+
+
+async def test_outages_posted_listed_and_ended(api: Api, clock: Clock) -> None:
+    body = {
+        "province": "江苏省",
+        "city": "南京市",
+        "district": "鼓楼区",
+        "kind": "fault",
+        "cause": "线路故障抢修",
+        "restore_at": T0 + 3 * HOUR,
+    }
+    posted = await api.ok("POST", "/api/outages", body, status=201)
+    assert posted == {
+        "outage_id": posted["outage_id"],
+        "province": "江苏省",
+        "city": "南京市",
+        "district": "鼓楼区",
+        "street": "",
+        "area": "江苏省南京市鼓楼区",
+        "kind": "fault",
+        "cause": "线路故障抢修",
+        "starts_at": T0,  # now, when not given
+        "restore_at": T0 + 3 * HOUR,
+        "ended_at": None,
+        "active": True,
+    }
+    planned = await api.ok(
+        "POST",
+        "/api/outages",
+        {
+            "province": "江苏省",
+            "city": "南京市",
+            "district": "玄武区",
+            "street": "珠江路",
+            "kind": "planned",
+            "cause": "线路检修",
+            "starts_at": T0 + 24 * HOUR,
+            "restore_at": None,
+        },
+        status=201,
+    )
+    assert planned["active"] is False
+    assert planned["restore_at"] is None
+
+    async def ids(query: str = "") -> list[str]:
+        answer = await api.ok("GET", f"/api/outages{query}")
+        return [o["outage_id"] for o in answer["outages"]]
+
+    both = [planned["outage_id"], posted["outage_id"]]
+    assert await ids() == both
+    assert await ids("?active=false") == both
+    assert await ids("?active=true") == [posted["outage_id"]]
+    assert await ids(f"?at={T0 + 25 * HOUR}") == both
+
+    clock.now = T0 + 2 * HOUR
+    ended = await api.ok("POST", f"/api/outages/{posted['outage_id']}/end")
+    assert (ended["ended_at"], ended["active"]) == (T0 + 2 * HOUR, False)
+    assert await ids("?active=1") == []
+    clock.now = T0 + 5 * HOUR
+    again = await api.ok("POST", f"/api/outages/{posted['outage_id']}/end")
+    assert again["ended_at"] == T0 + 2 * HOUR
+
+
+async def test_outage_errors(api: Api) -> None:
+    good = {"province": "江苏省", "kind": "fault", "cause": "抢修", "starts_at": T0}
+    for changes, field in (
+        ({"province": ""}, "area"),
+        ({"province": 7}, "province"),
+        ({"city": "市\n"}, "city"),
+        ({"kind": "storm"}, "kind"),
+        ({"kind": None}, "kind"),
+        ({"cause": ""}, "cause"),
+        ({"cause": None}, "cause"),
+        ({"starts_at": "now"}, "starts_at"),
+        ({"starts_at": True}, "starts_at"),
+        ({"restore_at": T0 - 1}, "restore_at"),
+        ({"restore_at": "later"}, "restore_at"),
+        ({"number": "1号"}, "number"),
+    ):
+        body = {k: v for k, v in {**good, **changes}.items() if v is not None}
+        status, error_id, message = await api.error("POST", "/api/outages", body)
+        assert (status, error_id) == (400, "invalid-request"), changes
+        assert field in message, (changes, message)
+    for query, field in (("?active=maybe", "active"), ("?at=x", "at"), ("?area=江苏", "area")):
+        status, error_id, message = await api.error("GET", f"/api/outages{query}")
+        assert (status, error_id) == (400, "invalid-request"), query
+        assert message.startswith(f"{field}: ")
+    assert await api.ok("GET", "/api/outages") == {"outages": []}
+    for outage_id in ("99", "abc"):
+        status, error_id, _ = await api.error("POST", f"/api/outages/{outage_id}/end")
+        assert (status, error_id) == (404, "no-such-outage")
+
+
+# ---------------------------------------------------------------------- demo data
+
+
+async def test_seed_demo(api: Api, crm: EmbeddedCrm) -> None:
+    seeded = await api.ok("POST", "/api/crm/seed-demo")
+    assert seeded == {"customers": 3, "bills": 3, "outages_added": 2}
+    assert await api.ok("POST", "/api/crm/seed-demo") == {
+        "customers": 3,
+        "bills": 3,
+        "outages_added": 0,
+    }
+    active = await api.ok("GET", "/api/outages?active=true")
+    assert [o["area"] for o in active["outages"]] == ["江苏省南京市鼓楼区"]
+    assert await crm.find_customer(phone="13800138000") is not None
+
+
+# ---------------------------------------------------------------------- access
+
+
+async def test_changes_need_the_token_when_one_is_set(
+    crm: EmbeddedCrm, clock: Clock, http: aiohttp.ClientSession
+) -> None:
+    await crm.create_ticket(fault(1))
+    app = create_app(Settings(api_token=TOKEN), crm=crm, clock=clock)
+    async with serving(app) as url:
+        anonymous = Api(http, url)
+        for path, body in (
+            ("/api/tickets/2601150100001/status", {"status": "resolved"}),
+            ("/api/outages", {"province": "江苏省", "kind": "fault", "cause": "抢修"}),
+            ("/api/outages/1/end", None),
+            ("/api/crm/seed-demo", None),
+        ):
+            status, error_id, _ = await anonymous.error("POST", path, body)
+            assert (status, error_id) == (401, "unauthorized"), path
+        assert await crm.list_outages() == []
+        # Reads are open.
+        assert (await anonymous.ok("GET", "/api/tickets/2601150100001"))["status"] == "submitted"
+        authorized = Api(http, url, TOKEN)
+        moved = await authorized.ok(
+            "POST", "/api/tickets/2601150100001/status", {"status": "resolved"}
+        )
+        assert moved["status"] == "resolved"
+
+
+# ---------------------------------------------------------------------- other CRMs
+
+
+class ExternalCrm:
+    """A CRM backend that is not the embedded store (as the HTTP adapter is), answering from
+    a real store behind it; ``down`` makes it unreachable."""
+
+    name = "external"
+
+    def __init__(self, store: EmbeddedCrm) -> None:
+        self.store = store
+        self.down = False
+
+    async def create_ticket(self, ticket: Ticket) -> str:
+        return await self.store.create_ticket(ticket)
+
+    async def get_ticket(self, ticket_id: str) -> Ticket | None:
+        if self.down:
+            raise CrmUnavailableError("connection refused")
+        return await self.store.get_ticket(ticket_id)
+
+    async def find_customer(self, *, phone: str = "", account: str = "") -> Customer | None:
+        return await self.store.find_customer(phone=phone, account=account)
+
+    async def outages(self, address: Address, now: float) -> list[Outage]:
+        return await self.store.outages(address, now)
+
+    async def bill_summary(self, account: str) -> BillSummary | None:
+        return await self.store.bill_summary(account)
+
+    async def record_survey(self, survey: Survey) -> None:
+        await self.store.record_survey(survey)
+
+    async def close(self) -> None:
+        """The store is the fixture's to close."""
+
+
+async def test_with_another_crm_only_ticket_reads_work(
+    crm: EmbeddedCrm, clock: Clock, http: aiohttp.ClientSession
+) -> None:
+    await crm.create_ticket(fault(1))
+    external = ExternalCrm(crm)
+    async with serving(create_app(Settings(), crm=external, clock=clock)) as url:
+        api = Api(http, url)
+        shown = await api.ok("GET", "/api/tickets/2601150100001")
+        assert shown["status"] == "submitted"
+        for method, path, body in (
+            ("GET", "/api/tickets", None),
+            ("POST", "/api/tickets/2601150100001/status", {"status": "resolved"}),
+            ("GET", "/api/outages", None),
+            ("POST", "/api/outages", {"province": "江苏省", "kind": "fault", "cause": "抢修"}),
+            ("POST", "/api/outages/1/end", None),
+            ("POST", "/api/crm/seed-demo", None),
+        ):
+            status, error_id, message = await api.error(method, path, body)
+            assert (status, error_id) == (503, "crm-not-embedded"), path
+            assert "'external'" in message
+        external.down = True
+        status, error_id, message = await api.error("GET", "/api/tickets/2601150100001")
+        assert (status, error_id) == (503, "crm-unavailable")
+        assert "connection refused" in message
+    assert await crm.list_outages() == []
+
+
+async def test_without_a_crm_the_endpoints_say_so(
+    clock: Clock, http: aiohttp.ClientSession
+) -> None:
+    async with serving(create_app(Settings(), clock=clock)) as url:
+        api = Api(http, url)
+        for method, path in (
+            ("GET", "/api/tickets"),
+            ("GET", "/api/tickets/2601150100001"),
+            ("POST", "/api/outages"),
+        ):
+            status, error_id, _ = await api.error(method, path)
+            assert (status, error_id) == (503, "crm-unavailable"), path
