@@ -1,4 +1,5 @@
-"""The `hotline` command: serve, simulated calls, flow checks, prompts, agents and queues."""
+"""The `hotline` command: serve, simulated calls, flow checks, prompts, agents and queues, tickets
+and outages."""
 
 from __future__ import annotations
 
@@ -56,21 +57,45 @@ def _cmd_queues(args: argparse.Namespace) -> int:
     return run(queues_request(args), _settings(args), url=args.url, as_json=args.json)
 
 
+def _cmd_crm_api(args: argparse.Namespace) -> int:
+    from ivr import cli_crm
+    from ivr.cli_routing import run
+
+    requests = {
+        "tickets": cli_crm.tickets_request,
+        "outages": cli_crm.outages_request,
+        "crm": cli_crm.crm_request,
+    }
+    command = requests[args.command](args)
+    return run(command, _settings(args), url=args.url, as_json=args.json)
+
+
+def _time(text: str) -> float:
+    from ivr.cli_crm import time_option
+
+    return time_option(text)
+
+
 def _skill(text: str) -> tuple[str, int]:
     from ivr.cli_routing import skill_option
 
     return skill_option(text)
 
 
-def _add_api_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`agents ...` and `queues ...`: requests to the running hotline's API."""
-    # Options every API command takes, after its own arguments (`hotline agents list --json`).
+def _api_options() -> argparse.ArgumentParser:
+    """Options every API command takes, after its own arguments (`hotline agents list --json`)."""
     api = argparse.ArgumentParser(add_help=False)
     api.add_argument(
         "--url", default=None, help="the hotline's web address (default: from web_host/web_port)"
     )
     api.add_argument("--json", action="store_true", help="print the API's JSON answer")
+    return api
 
+
+def _add_api_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], api: argparse.ArgumentParser
+) -> None:
+    """`agents ...` and `queues ...`: requests to the running hotline's API."""
     agents = sub.add_parser("agents", help="agents of the running hotline (through its API)")
     agents.set_defaults(func=_cmd_agents)
     actions = agents.add_subparsers(dest="agents_command", required=True)
@@ -111,6 +136,59 @@ def _add_api_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     show.add_argument("skill", metavar="SKILL", help="the queue's skill")
 
 
+def _add_crm_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], api: argparse.ArgumentParser
+) -> None:
+    """`tickets ...`, `outages ...` and `crm ...`: the CRM admin API of the running hotline."""
+    tickets = sub.add_parser("tickets", help="work orders (工单) of the running hotline")
+    tickets.set_defaults(func=_cmd_crm_api)
+    ticket_actions = tickets.add_subparsers(dest="tickets_command", required=True)
+    listing = ticket_actions.add_parser("list", parents=[api], help="the newest tickets first")
+    statuses = ["new", "submitted", "in_progress", "resolved", "closed"]
+    listing.add_argument("--status", choices=statuses, default=None, help="only these")
+    listing.add_argument("--limit", type=int, default=50, help="at most N (1..500, default 50)")
+    show = ticket_actions.add_parser("show", parents=[api], help="a ticket and its history")
+    show.add_argument("ticket_id", metavar="ID", help="the ticket number")
+    status = ticket_actions.add_parser(
+        "status", parents=[api], help="move a ticket on (embedded CRM)"
+    )
+    status.add_argument("ticket_id", metavar="ID", help="the ticket number")
+    status.add_argument("status", choices=statuses[1:], help="the new status")
+    status.add_argument("--note", default="", help="what was done, for the history")
+    # `tickets retry` (the outbox's dead letters) is added here with the outbox's commands.
+
+    outages = sub.add_parser("outages", help="outage notices of the running hotline")
+    outages.set_defaults(func=_cmd_crm_api)
+    outage_actions = outages.add_subparsers(dest="outages_command", required=True)
+    listing = outage_actions.add_parser("list", parents=[api], help="every notice, newest first")
+    listing.add_argument("--active", action="store_true", help="only those active now")
+    post = outage_actions.add_parser(
+        "post", parents=[api], help="post a notice: callers from the area hear of it"
+    )
+    for level, example in (
+        ("province", "江苏省"),
+        ("city", "南京市"),
+        ("district", "鼓楼区"),
+        ("street", "中山北路"),
+    ):
+        post.add_argument(f"--{level}", default=None, help=f"e.g. {example}")
+    post.add_argument("--kind", choices=["planned", "fault"], required=True, help="why")
+    post.add_argument("--cause", required=True, help="what callers hear, e.g. 线路检修")
+    # A time in the past needs the = form (--starts-at=-30m): argparse reads -30m as an option.
+    time_help = "now, +2h, +1d, =-30m, or a local date-time like 2026-11-27T14:00"
+    post.add_argument("--starts-at", type=_time, default=None, help=f"{time_help} (default now)")
+    post.add_argument("--restore-at", type=_time, default=None, help=f"{time_help} (estimate)")
+    end = outage_actions.add_parser("end", parents=[api], help="the power is back")
+    end.add_argument("outage_id", metavar="ID", help="the notice's id")
+
+    crm = sub.add_parser("crm", help="the embedded CRM of the running hotline")
+    crm.set_defaults(func=_cmd_crm_api)
+    crm_actions = crm.add_subparsers(dest="crm_command", required=True)
+    crm_actions.add_parser(
+        "seed-demo", parents=[api], help="load demo customers, bills and outages (safe to repeat)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hotline", description=__doc__)
     parser.add_argument(
@@ -147,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("only", nargs="*", help="prompt ids to render (default: all)")
     build.set_defaults(func=_cmd_sounds_build)
 
-    _add_api_commands(sub)
+    api = _api_options()
+    _add_api_commands(sub, api)
+    _add_crm_commands(sub, api)
     return parser
 
 
