@@ -28,6 +28,7 @@ from crm_bridge.outbox import (
     DeliveryWorker,
     Outbox,
     OutboxMetrics,
+    Outcome,
     outbox_path,
 )
 
@@ -103,6 +104,25 @@ async def test_a_queued_ticket_survives_a_restart(tmp_path: Path) -> None:
     assert entry.attempts == 0
     assert entry.next_at == T0
     assert entry.submitted_at == T0
+
+
+async def test_deliveries_are_counted_once_and_kept_across_a_restart(tmp_path: Path) -> None:
+    path = outbox_path(tmp_path)
+    crm = MemoryCrm()
+    async with await Outbox.open(path) as box:
+        for n in range(3):
+            await box.submit(ticket(n), now=T0)
+        claim = await box.claim(T0, 10, 20, lambda attempt, now: now + 1)
+        await worker(box, crm).run_once(T0 + 1)
+        # An outcome written twice (a repeated settle) does not count twice.
+        await box.settle(
+            [Outcome(e.ticket.ticket_id, DeliveryState.DELIVERED, "M-1") for e in claim.due],
+            T0 + 2,
+        )
+        assert (await box.stats(T0 + 2)).delivered == 3
+    async with await Outbox.open(path) as box:
+        stats = await box.stats(T0 + 2)
+    assert (stats.backlog, stats.delivered, stats.dead_letters) == (0, 3, 0)
 
 
 # ---------------------------------------------------------------------- submitting
