@@ -14,10 +14,10 @@ import structlog
 from aiohttp import web
 
 import ivr
+from ivr.crm_runtime import CrmRuntime, CrmStartError
 from ivr.flow.model import FlowLoadError, load_flow
 from ivr.logs import configure_logging
 from ivr.routing_runtime import RoutingRuntime, RoutingStartError
-from ivr.services import NotConnectedCrm
 from ivr.settings import Settings
 from ivr.sip.errors import SipError
 from ivr.sip.server import SipServer
@@ -56,7 +56,6 @@ def _log_startup(settings: Settings) -> None:
         log.warning("speech: HOTLINE_VOSK_MODEL is not a folder", model=str(settings.vosk_model))
     else:
         log.info("speech: Vosk model configured", model=str(settings.vosk_model))
-    log.info("services", crm=NotConnectedCrm.name)
 
 
 async def _serve(settings: Settings) -> int:
@@ -98,17 +97,30 @@ async def _serve(settings: Settings) -> int:
             log.error("routing cannot start", error=str(exc))
             return 1
         status["routing"] = routing.description
+        crm = CrmRuntime(settings)
+        try:
+            crm_service = await crm.start()
+        except CrmStartError as exc:
+            log.error("crm bridge cannot start", error=str(exc))
+            await routing.stop()
+            return 1
+        status["crm"] = crm.description
+
+        async def stop_services() -> None:
+            await crm.stop()
+            await routing.stop()
+
         try:
             sip = SipServer(
                 settings,
                 flow,
                 PromptLibrary(Catalog.shipped(), [*dirs, shipped_dir()]),
-                crm=NotConnectedCrm(),
+                crm=crm_service,
                 routing=node_routing,
             )
         except SipError as exc:
             log.error("cannot start", error=str(exc))
-            await routing.stop()
+            await stop_services()
             return 1
         try:
             sip_host, sip_port = await sip.start()
@@ -116,11 +128,14 @@ async def _serve(settings: Settings) -> int:
             log.error(
                 "sip cannot listen", host=settings.sip_host, port=settings.sip_port, error=str(exc)
             )
-            await routing.stop()
+            await stop_services()
             return 1
         status["sip"] = f"listening on udp {sip_host}:{sip_port}"
+        # Callbacks agents accept are dialed by SIP; stopping SIP hangs them up, and routing
+        # (stopped last) hears each one end before this node leaves.
+        node_routing.on_callback = sip.place_callback
         runner = web.AppRunner(
-            create_app(settings, status=status, routing=routing.store),
+            create_app(settings, status=status, routing=routing.store, crm=crm.backend),
             handle_signals=False,
             # aiohttp waits this long for running handlers, then cancels them and waits as long
             # again; 2 x 40% leaves a fifth of the grace for the app's cleanup hooks.
@@ -140,7 +155,7 @@ async def _serve(settings: Settings) -> int:
             )
             await runner.cleanup()
             await sip.stop(0)
-            await routing.stop()
+            await stop_services()
             return 1
         for address in runner.addresses:
             host, port = address[0], address[1]
@@ -154,9 +169,10 @@ async def _serve(settings: Settings) -> int:
                 await sip.stop(settings.shutdown_grace_seconds * 0.5)
                 await runner.cleanup()
             finally:
-                # Last: calls hung up above leave their queues through routing first.
-                status["routing"] = "stopping"
-                await routing.stop()
+                # Last: calls hung up above leave their tickets in the outbox and their
+                # queues through routing first.
+                status["routing"] = status["crm"] = "stopping"
+                await stop_services()
 
         cleanup = asyncio.create_task(shut_down())
         # A second signal cancels the task (immediate stop); so does running out of grace.
@@ -169,7 +185,7 @@ async def _serve(settings: Settings) -> int:
             log.error("web server cleanup failed", exc_info=cleanup.exception())
         # Idempotent; after a forced stop it makes sure the embedded Redis is told to stop
         # (it runs in its own process group and would otherwise outlive us).
-        await routing.stop()
+        await stop_services()
         log.info("stopped", forced=forced)
         return 0
     finally:

@@ -143,6 +143,13 @@ class Settings(BaseSettings):
     sip_upstream_expires: int = Field(
         default=300, ge=1, description="registration interval asked of the upstream registrar"
     )
+    sip_callback_trunk: str | None = Field(
+        default=None,
+        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):[0-9]{1,5}$",
+        description="host:port of the PBX/SBC that reaches the public network; a callback an "
+        "agent accepts is dialed there as sip:<number>@host:port from sip_upstream_user (digest "
+        "answered with sip_upstream_password); unset = callbacks are logged and ended, not dialed",
+    )
     rtp_timeout_seconds: float = Field(
         default=60.0,
         gt=0,
@@ -207,6 +214,16 @@ class Settings(BaseSettings):
             "bearer token required by the /api/ endpoints that change state; unset = only "
             "clients on this host (loopback) may change state"
         ),
+    )
+    service_province: str = Field(
+        default="",
+        max_length=32,
+        description="the hotline's province (江苏省): fills what a caller leaves out of an address",
+    )
+    service_city: str = Field(
+        default="",
+        max_length=32,
+        description="the hotline's city (南京市): fills what a caller leaves out of an address",
     )
     crm_backend: Literal["embedded", "http"] = Field(
         default="embedded",

@@ -45,7 +45,7 @@ from ivr.dialog import events as ev
 from ivr.dialog.engine import CallContext
 from ivr.flow.model import Flow, load_flow
 from ivr.routing_redis import RedisRouting
-from ivr.services import LookupReply, Routing, ServiceError
+from ivr.services import Crm, LookupReply, Routing, ServiceError
 from ivr.session import CallSession, CallSummary, ManualClock
 from ivr.settings import Settings
 from ivr.transports.sim import PrintingCrm, PrintingRouting, SimTransport, new_call_id
@@ -53,6 +53,9 @@ from sounds.catalog import Catalog
 
 SETTLE_ROUNDS = 2000
 """Event-loop turns a call may take to settle when only in-process work is pending."""
+
+CRM_REPLIES = frozenset({"lookup", "ticket", "ticket-fail", "survey", "survey-fail"})
+"""``reply`` kinds that play the CRM's part."""
 
 SETTLE_SECONDS = 10.0
 """Real seconds a call may take to settle when it waits on real I/O (a Redis round trip)."""
@@ -137,11 +140,14 @@ class ScriptRunner:
         min_confidence: float = 0.5,
         routing: RedisRouting | None = None,
         clock: ManualClock | None = None,
+        crm: Crm | None = None,
     ) -> None:
         """``routing``: a real routing service whose pump the runner drives (``reply`` lines for
         routing are then refused); ``clock``: the script's clock (share it with whatever else
         acts at the script's time, e.g. an agent API in a test)."""
         self.routing = routing
+        self.crm = crm
+        """A real CRM service (lookups and tickets are then answered by it, not the script)."""
         self.flow = flow
         self.catalog = catalog
         self.out = out
@@ -210,7 +216,8 @@ class ScriptRunner:
             min_confidence=self.min_confidence,
         )
         label = "scripted reply"
-        crm = PrintingCrm(self.services, self.out, label)
+        inner_crm: Crm = self.crm if self.crm is not None else self.services
+        crm = PrintingCrm(inner_crm, self.out, "crm" if self.crm else label)
         inner: Routing = self.routing if self.routing is not None else self.services
         routing = PrintingRouting(inner, self.out, "routing" if self.routing else label)
         self.session = CallSession(
@@ -253,7 +260,7 @@ class ScriptRunner:
                 and running <= self.services.waiting
             ):
                 return
-            if self.routing is None and rounds >= SETTLE_ROUNDS:
+            if self.routing is None and self.crm is None and rounds >= SETTLE_ROUNDS:
                 break
             if time.monotonic() > deadline:
                 break
@@ -326,6 +333,8 @@ class ScriptRunner:
             raise ScriptError("reply what?")
         kind, rest = args[0], args[1:]
         services = self.services
+        if self.crm is not None and kind in CRM_REPLIES:
+            raise ScriptError("the CRM is real in this run: it answers, not the script")
         if kind == "lookup":
             item = self._take("lookup")
             status = rest[0] if rest else ""

@@ -140,6 +140,8 @@ def test_serve_answers_health_and_stops_on_sigterm(serve: ServeProcess) -> None:
     assert health["sip"] == f"listening on udp 127.0.0.1:{sip['port']}"
     assert str(health["routing"]).startswith("redis 6.2")
     assert str(health["routing"]).endswith("(embedded), tenant default")
+    assert health["crm"] == "embedded"
+    assert serve.wait_for("crm bridge started", 0)["outbox"] == "var/crm/outbox.sqlite3"
     redis_pid = serve.wait_for("embedded redis started", 0)["pid"]
     assert isinstance(redis_pid, int)
     # The agents API reaches routing on the embedded Redis.
@@ -153,6 +155,8 @@ def test_serve_answers_health_and_stops_on_sigterm(serve: ServeProcess) -> None:
         assert json.load(resp)["agent"]["state"] == "available"
     agents = get_json(f"http://127.0.0.1:{port}/api/agents")
     assert [a["agent_id"] for a in agents["agents"]] == ["A1"]
+    # ... and the tickets API the embedded CRM store.
+    assert get_json(f"http://127.0.0.1:{port}/api/tickets")["tickets"] == []
 
     serve.proc.send_signal(signal.SIGTERM)
     assert serve.proc.wait(timeout=STOP_TIMEOUT) == 0
@@ -210,5 +214,18 @@ def test_serve_refuses_a_bad_redis_url(tmp_path: Path) -> None:
         server.drain(STOP_TIMEOUT)
         failed = server.wait_for("routing cannot start", 0)
         assert "not a Redis URL" in str(failed["error"])
+    finally:
+        finish(server)
+
+
+def test_serve_refuses_an_http_crm_without_its_url(tmp_path: Path) -> None:
+    server = start_serve(tmp_path, HOTLINE_CRM_BACKEND="http")
+    try:
+        assert server.proc.wait(timeout=START_TIMEOUT) == 1
+        server.drain(STOP_TIMEOUT)
+        failed = server.wait_for("crm bridge cannot start", 0)
+        assert "HOTLINE_CRM_URL" in str(failed["error"])
+        events = [line.get("event") for line in server.lines]
+        assert "embedded redis stopped" in events  # what had started was stopped again
     finally:
         finish(server)

@@ -1,0 +1,198 @@
+"""Scripted fault-repair calls through the real CRM bridge: the embedded store answers the outage
+lookup, tickets go through this node's outbox with a locally allocated number, and a CRM that is
+down costs the caller nothing: the number is told at once and the ticket arrives later, once."""
+
+from __future__ import annotations
+
+import io
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from crm_bridge.embedded import EmbeddedCrm
+from crm_bridge.http import HttpCrm
+from crm_bridge.model import Address, OutageKind, TicketStatus
+from crm_bridge.numbers import TicketNumbers
+from crm_bridge.outbox import DeliveryWorker, Outbox
+from ivr.crm_service import CrmService
+from ivr.flow.model import load_flow
+from ivr.services import ServiceError
+from ivr.session import ManualClock
+from ivr.settings import Settings
+from ivr.transports.script import ScriptError, ScriptRunner
+from sounds.catalog import Catalog
+
+START = float(int(time.time()))
+REGION = ("江苏省", "南京市")
+
+
+@dataclass
+class Bridge:
+    crm: EmbeddedCrm
+    outbox: Outbox
+    service: CrmService
+    clock: ManualClock
+
+
+@pytest.fixture
+async def bridge(tmp_path: Path) -> AsyncIterator[Bridge]:
+    clock = ManualClock(START)
+    crm = await EmbeddedCrm.open(tmp_path / "crm.sqlite3", clock=clock.now)
+    outbox = await Outbox.open(tmp_path / "outbox.sqlite3", clock=clock.now)
+    numbers = await TicketNumbers.attach(outbox.connection, 7, lock=outbox.lock)
+    service = CrmService(crm, outbox, numbers, clock=clock.now, region=REGION)
+    try:
+        yield Bridge(crm, outbox, service, clock)
+    finally:
+        await outbox.close()
+        await crm.close()
+
+
+def _spoken_time(at: float) -> str:
+    """How the IVR says a restoration time (China time): 今天/明天 H点M分."""
+    china = timezone(timedelta(hours=8))
+    moment, today = datetime.fromtimestamp(at, china), datetime.fromtimestamp(START, china)
+    day = "今天" if moment.date() == today.date() else "明天"
+    return f"{day}{moment.hour}点" + (f"{moment.minute}分" if moment.minute else "")
+
+
+def _runner(service: CrmService, clock: ManualClock, out: io.StringIO) -> ScriptRunner:
+    return ScriptRunner(
+        load_flow(Settings().resolved_flow_file()),
+        Catalog.shipped(),
+        out,
+        caller="13812345678",
+        dialed="95598",
+        crm=service,
+        clock=clock,
+    )
+
+
+FAULT_TO_ADDRESS = [
+    "speech on",
+    "press 2",
+    "expect fault_account",
+    "press 3201234567#",
+    "press 1",
+    "expect fault_address",
+    "say 鼓楼区中山北路一百号",
+]
+
+
+async def test_known_outage_is_announced_and_the_report_registered_without_queueing(
+    bridge: Bridge,
+) -> None:
+    outage = await bridge.crm.post_outage(
+        Address(province="江苏省", city="南京市", district="鼓楼区"),
+        OutageKind.FAULT,
+        "线路故障",
+        START - 600,
+        START + 3 * 3600,
+    )
+    out = io.StringIO()
+    runner = _runner(bridge.service, bridge.clock, out)
+    await runner.step(
+        [
+            *FAULT_TO_ADDRESS,
+            "expect-text 鼓楼区",
+            "expect-text 线路故障",
+            f"expect-text {_spoken_time(START + 3 * 3600)}",
+            "expect outage_known outage_cause outage_restore outage_known_menu",
+            "expect-slot outage.outage_id " + outage.outage_id,
+            "press 1",
+            "expect fault_ticket_created",
+            "expect goodbye",
+            "expect-ended completed",
+        ]
+    )
+    summary = await runner.finish()
+    assert ("ticket", "故障报修") in [(o.kind, o.detail) for o in summary.outcomes]
+    number = summary.slots["ticket_id"]
+    assert number.startswith(time.strftime("%y%m%d", time.gmtime(START + 8 * 3600)) + "07")
+
+    # Queued on this node before the caller heard it; the worker brings it to the store.
+    entry = await bridge.outbox.get(number)
+    assert entry is not None
+    worker = DeliveryWorker(bridge.outbox, bridge.crm, clock=bridge.clock.now)
+    assert await worker.run_once(bridge.clock.now()) == 1
+    ticket = await bridge.crm.get_ticket(number)
+    assert ticket is not None
+    assert (ticket.ticket_type, ticket.priority, ticket.urgent) == ("故障报修", 40, False)
+    assert (ticket.account, ticket.caller) == ("3201234567", "13812345678")
+    address = ticket.address
+    assert (address.province, address.city, address.district) == (*REGION, "鼓楼区")
+    assert (address.street, address.number) == ("中山北路", "100号")
+    assert ticket.status is TicketStatus.SUBMITTED
+    assert ticket.ivr_path[-2:] == ("fault_outage_known", "fault_outage_ticket")
+
+
+async def test_ticket_status_self_service_reads_the_store(bridge: Bridge) -> None:
+    runner = _runner(bridge.service, bridge.clock, io.StringIO())
+    # No outage there: the report is filed, then the caller hangs up while queued.
+    await runner.step([*FAULT_TO_ADDRESS, "expect fault_ticket_created", "hangup"])
+    summary = await runner.finish()
+    [filed] = [o for o in summary.outcomes if o.kind == "ticket"]
+    assert filed.detail == "故障报修"
+    [entry] = await bridge.outbox.due(bridge.clock.now() + 1)
+    number = entry.ticket.ticket_id
+    # Before delivery the caller already hears that it was received...
+    reply = await bridge.service._ticket_status(number)
+    assert reply.data["status_text"].startswith("已受理")
+    worker = DeliveryWorker(bridge.outbox, bridge.crm, clock=bridge.clock.now)
+    await worker.run_once(bridge.clock.now())
+    await bridge.crm.set_status(number, TicketStatus.IN_PROGRESS, "抢修人员已出发", START + 60)
+    # ... and afterwards what the crew did.
+    reply = await bridge.service._ticket_status(number)
+    assert reply.data == {"status_text": "正在处理中：抢修人员已出发", "status": "in_progress"}
+
+
+def _dead_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_a_crm_that_is_down_costs_the_caller_nothing(tmp_path: Path, bridge: Bridge) -> None:
+    down = HttpCrm(f"http://127.0.0.1:{_dead_port()}/crm", timeout=1.0)
+    numbers = await TicketNumbers.attach(bridge.outbox.connection, 7, lock=bridge.outbox.lock)
+    service = CrmService(down, bridge.outbox, numbers, clock=bridge.clock.now, region=REGION)
+    out = io.StringIO()
+    runner = _runner(service, bridge.clock, out)
+    # The outage lookup fails: the flow files the report anyway, and the caller hears its number.
+    await runner.step([*FAULT_TO_ADDRESS, "expect fault_ticket_created"])
+    with pytest.raises(ScriptError, match="the CRM is real in this run"):
+        await runner.step(["reply ticket 123"])
+    await runner.step(["hangup"])
+    summary = await runner.finish()
+    number = summary.slots["ticket_id"]
+    assert "CRM ▶ failed: crm_unavailable" in out.getvalue()
+
+    worker = DeliveryWorker(bridge.outbox, down, clock=bridge.clock.now)
+    await worker.run_once(bridge.clock.now())
+    stats = await bridge.outbox.stats(bridge.clock.now())
+    assert stats.backlog == 1
+    # The CRM is back (here: the store): the ticket arrives once, under the number told.
+    back = DeliveryWorker(bridge.outbox, bridge.crm, clock=bridge.clock.now)
+    assert await back.run_once(bridge.clock.now() + 3600) == 1
+    assert await back.run_once(bridge.clock.now() + 7200) == 0
+    ticket = await bridge.crm.get_ticket(number)
+    assert ticket is not None
+    assert ticket.complete
+    await down.close()
+
+
+async def test_an_unknown_ticket_type_is_refused_with_a_clear_reason(bridge: Bridge) -> None:
+    from ivr.dialog import actions as act
+    from ivr.dialog.engine import CallContext
+
+    context = CallContext(call_id="c1", caller="13812345678", dialed="95598", channel="sim")
+    with pytest.raises(ServiceError) as caught:
+        await bridge.service.create_ticket(act.CreateTicket(1, "闲聊", 10), context)
+    assert caught.value.reason == "invalid_ticket"
+    assert "ticket_type" in str(caught.value)
+    assert await bridge.outbox.due(START + 10) == []
