@@ -11,7 +11,7 @@ import random
 import sqlite3
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,7 @@ from structlog.testing import capture_logs
 
 from crm_bridge.errors import NotFoundError, TicketInvalidError
 from crm_bridge.model import Address, Ticket, idempotency_key
+from crm_bridge.numbers import TicketNumbers
 from crm_bridge.outbox import (
     Backoff,
     DeliveryState,
@@ -196,6 +197,33 @@ async def test_submit_new_writes_the_number_and_the_row_in_one_transaction(
     # A key already queued allocates nothing: the earlier ticket comes back.
     assert await outbox.submit_new(ticket(1).idempotency_key, counted) == ticket(1)
     assert calls == 0
+
+
+async def test_the_ticket_number_and_the_row_share_one_transaction(outbox: Outbox) -> None:
+    """The node's number sequence lives in the outbox file: a ticket that fails after taking
+    its number gives the number back, and a repeated outcome takes none."""
+    numbers = await TicketNumbers.attach(outbox.connection, 7, lock=outbox.lock)
+
+    def maker(key: str, fail: bool = False) -> Callable[[object], Awaitable[Ticket]]:
+        async def make(_db: object) -> Ticket:
+            number = await numbers.allocate_in_transaction(T0)
+            if fail:
+                raise TicketInvalidError("address", "made up to fail after the number")
+            return Ticket(number, key, "咨询", 10, T0)
+
+        return make
+
+    first = await outbox.submit_new("call-1:billing", maker("call-1:billing"), now=T0)
+    assert first.ticket_id.endswith("0700001")
+    again = await outbox.submit_new("call-1:billing", maker("call-1:billing"), now=T0)
+    assert again == first
+    with pytest.raises(TicketInvalidError):
+        await outbox.submit_new("call-2:billing", maker("call-2:billing", fail=True), now=T0)
+    second = await outbox.submit_new("call-3:billing", maker("call-3:billing"), now=T0)
+    assert second.ticket_id.endswith("0700002")
+    # The allocator's own transactions share the outbox's lock.
+    assert (await numbers.allocate(T0)).endswith("0700003")
+    assert [e.ticket for e in await outbox.due(T0)] == [first, second]
 
 
 async def test_submit_new_refuses_a_ticket_with_another_key(outbox: Outbox) -> None:
