@@ -6,6 +6,7 @@ drains to an in-process CRM and to the HTTP adapter on loopback.
 - ``drain``: a copy of that backlog (``--tickets``, default 10,000) delivered by
   `DeliveryWorker.run_once` rounds until nothing is pending, to
   - ``memory``: a CRM in a dict in the same process (the outbox's own cost),
+  - ``embedded``: the embedded CRM store (`EmbeddedCrm`, its own SQLite file, fsynced too),
   - ``http``: `HttpCrm` to a small aiohttp CRM in another process on 127.0.0.1 (one ticket per
     idempotency key, like a real one), with ``--concurrency`` requests in flight.
 - ``live``: ``--live`` tickets submitted back to back while `DeliveryWorker.serve` runs against
@@ -42,6 +43,8 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
+from crm_bridge.backend import CrmBackend
+from crm_bridge.embedded import EmbeddedCrm
 from crm_bridge.http import HttpCrm
 from crm_bridge.model import Address, BillSummary, Customer, Outage, Survey, Ticket
 from crm_bridge.outbox import DeliveryWorker, Outbox
@@ -206,7 +209,7 @@ async def build_backlog(path: Path, tickets: int) -> tuple[Took, list[float]]:
     return spent, each
 
 
-async def drain(path: Path, crm: MemoryCrm | HttpCrm, concurrency: int, batch: int) -> Took:
+async def drain(path: Path, crm: CrmBackend, concurrency: int, batch: int) -> Took:
     """Deliver the whole backlog at ``path``; the time taken."""
     async with await Outbox.open(path) as box:
         worker = DeliveryWorker(box, crm, batch=batch, concurrency=concurrency)
@@ -269,6 +272,18 @@ async def run(args: argparse.Namespace, folder: Path) -> None:
     for batch in args.batch:
         spent = await drain(fresh(), MemoryCrm(), 1, batch)
         print(row(("drain", "memory", 1, batch), args.tickets, spent) + f" file {size:.1f} MiB |")
+    for batch in args.batch:
+        store_file = folder / f"crm-{batch}.sqlite3"
+        store = await EmbeddedCrm.open(store_file, clock=lambda: T0)
+        try:
+            spent = await drain(fresh(), store, 1, batch)
+        finally:
+            await store.close()
+        store_size = store_file.stat().st_size / 2**20
+        print(
+            row(("drain", "embedded", 1, batch), args.tickets, spent)
+            + f" store {store_size:.1f} MiB |"
+        )
     with crm_process() as url:
         for batch in args.batch:
             for concurrency in args.concurrency:
