@@ -261,7 +261,9 @@ class Settings(BaseSettings):
         description="two digits in every ticket number this node allocates (unique per node)",
     )
     crm_max_attempts: int = Field(
-        default=20,
+        # At most crm_retry_max_seconds (300 s) apart: 1,000 attempts ride out a CRM that is
+        # down for three days; a smaller budget dead-letters tickets in an ordinary outage.
+        default=1000,
         ge=1,
         description="deliveries of a ticket tried before it goes to the dead-letter list",
     )
