@@ -1,7 +1,7 @@
 """The durable outbox: a ticket is written to a local SQLite file before the caller hears its
 number, and a delivery worker brings it to the CRM, retrying with backoff until it lands.
 
-Why SQLite rather than a Redis Stream: docs/decisions/0006-crm-outbox.md. In short, a work order
+Why SQLite rather than a Redis Stream: docs/decisions/0008-crm-outbox.md. In short, a work order
 must survive a Redis outage and a restart, its number and its outbox row are written in one
 fsynced transaction, and each node owns its file.
 
