@@ -1,5 +1,5 @@
-"""`hotline tickets ...`, `hotline outages ...` and `hotline crm ...`: the CRM admin API from a
-terminal.
+"""`hotline tickets ...` (with this node's outbox), `hotline outages ...` and `hotline crm ...`:
+the CRM admin API from a terminal.
 
 Like `hotline agents` (`ivr.cli_routing`): one request to the running hotline, printed as a
 table or lines (or the API's JSON with ``--json``); exit 0 on success, 1 when the hotline
@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from ivr.cli_routing import Command, clock_time, table
+from ivr.cli_routing import Command, clock_time, duration, table
 
 _RELATIVE = re.compile(r"([+-])(\d+(?:\.\d+)?)([smhd])")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -93,14 +93,75 @@ def render_ticket(ticket: dict[str, Any]) -> str:
     if not ticket["complete"]:
         lines.append(("complete", "no (the caller hung up before the end)"))
     lines.extend((f"field {name}", value) for name, value in sorted(ticket["fields"].items()))
+    if "delivery" in ticket:
+        lines.extend(_delivery_lines(ticket["ticket_id"], ticket["delivery"]))
     history = [[clock_time(h["at"]), h["status"], h["note"]] for h in ticket["history"]]
+    fields = table(["", ""], lines).split("\n", 1)[1]
+    if not history:  # not in the CRM yet: it has no history there
+        return f"{fields}\nhistory: none yet"
     return "\n".join(
         [
-            table(["", ""], lines).split("\n", 1)[1],
+            fields,
             "history:",
             table(["  AT", "STATUS", "NOTE"], [["  " + h[0], *h[1:]] for h in history]),
         ]
     )
+
+
+def _delivery_lines(ticket_id: str, delivery: dict[str, Any]) -> list[tuple[str, str]]:
+    """How a ticket answered from the outbox (not in the CRM yet) is getting there."""
+    tries = f"{delivery['attempts']} attempt{'s' if delivery['attempts'] != 1 else ''}"
+    if delivery["state"] == "dead":
+        done = delivery["done_at"]
+        since = f" since {clock_time(done)}" if done is not None else ""
+        state = f"a dead letter{since} after {tries}: `hotline tickets retry {ticket_id}`"
+    else:
+        next_at = delivery["next_at"]
+        state = f"waiting in the outbox, {tries} so far"
+        if next_at is not None:
+            state += f", next at {clock_time(next_at)}"
+    lines = [("delivery", state)]
+    if delivery["last_error"]:
+        lines.append(("last error", delivery["last_error"]))
+    return lines
+
+
+def render_outbox(answer: dict[str, Any]) -> str:
+    stats = answer["stats"]
+    oldest = f", the oldest waiting {duration(stats['oldest_age_seconds'])}"
+    dead_letters = stats["dead_letters"]
+    summary = (
+        f"outbox: {stats['backlog']} waiting{oldest if stats['backlog'] else ''}, "
+        f"{dead_letters} dead letter{'' if dead_letters == 1 else 's'}, "
+        f"{stats['delivered']} delivered"
+    )
+    dead = answer["dead_letters"]
+    if not dead:
+        return summary
+    rows = [
+        [
+            d["ticket_id"],
+            d["ticket_type"],
+            str(d["attempts"]),
+            clock_time(d["submitted_at"]),
+            clock_time(d["dead_at"]) if d["dead_at"] is not None else "-",
+            d["last_error"] or "-",
+        ]
+        for d in dead
+    ]
+    parts = [summary, table(["TICKET", "TYPE", "TRIES", "SUBMITTED", "DEAD", "LAST ERROR"], rows)]
+    if stats["dead_letters"] > len(dead):
+        parts.append(f"({stats['dead_letters'] - len(dead)} more not shown)")
+    parts.append("replay with `hotline tickets retry [ID]`")
+    return "\n".join(parts)
+
+
+def render_replayed(answer: dict[str, Any]) -> str:
+    replayed = answer["replayed"]
+    if not replayed:
+        return "no dead letters to replay"
+    plural = "s" if replayed != 1 else ""
+    return f"{replayed} dead letter{plural} replayed: due for delivery now"
 
 
 def _outage_state(outage: dict[str, Any]) -> str:
@@ -166,8 +227,11 @@ def tickets_request(args: argparse.Namespace) -> Command:
     if action == "status":
         body = {"status": args.status, "note": args.note}
         return Command("POST", _ticket_path(args.ticket_id, "status"), body, render_ticket)
-    # `hotline tickets retry` (replaying the outbox's dead letters) is the outbox's command:
-    # its request goes here, next to these.
+    if action == "outbox":
+        return Command("GET", "/api/outbox", None, render_outbox)
+    if action == "retry":
+        retry = {} if args.ticket_id is None else {"ticket_id": args.ticket_id}
+        return Command("POST", "/api/outbox/retry", retry, render_replayed)
     raise ValueError(f"unknown tickets command {action!r}")
 
 

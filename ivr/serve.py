@@ -135,7 +135,9 @@ async def _serve(settings: Settings) -> int:
         # (stopped last) hears each one end before this node leaves.
         node_routing.on_callback = sip.place_callback
         runner = web.AppRunner(
-            create_app(settings, status=status, routing=routing.store, crm=crm.backend),
+            create_app(
+                settings, status=status, routing=routing.store, crm=crm.backend, outbox=crm.outbox
+            ),
             handle_signals=False,
             # aiohttp waits this long for running handlers, then cancels them and waits as long
             # again; 2 x 40% leaves a fifth of the grace for the app's cleanup hooks.

@@ -1,5 +1,5 @@
 """The web app: health (`/healthz`), Prometheus metrics (`/metrics`), a status page (`/`), the
-agents and queues API (`ivr.web_routing`) and the CRM admin API (`ivr.web_crm`).
+agents and queues API (`ivr.web_routing`) and the CRM admin API with the outbox (`ivr.web_crm`).
 
 API errors under `/api/` are JSON with a stable `error_id` (`{"error_id": "not-found", ...}`),
 so clients branch on the id, never on the message.
@@ -17,10 +17,11 @@ from prometheus_client import exposition
 
 import ivr
 from crm_bridge.backend import CrmBackend
+from crm_bridge.outbox import Outbox
 from ivr.metrics import REGISTRY
 from ivr.settings import Settings
 from ivr.web_api import API_PREFIX, ApiError, Handler, require_access
-from ivr.web_crm import add_crm_routes
+from ivr.web_crm import CRM_KEY, add_crm_routes, stats_json
 from ivr.web_routing import add_routing_routes
 from routing.store import RoutingStore
 
@@ -65,7 +66,7 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         return _error(500, "internal-error", "internal error; see the server log")
 
 
-def _health(request: web.Request) -> dict[str, object]:
+async def _health(request: web.Request) -> dict[str, object]:
     app = request.app
     settings = app[SETTINGS_KEY]
     body: dict[str, object] = {
@@ -76,6 +77,12 @@ def _health(request: web.Request) -> dict[str, object]:
         "speech": "vosk" if settings.vosk_model is not None else "dtmf-only",
         "sip": SIP_STATUS,
     }
+    crm = app[CRM_KEY]
+    if crm.outbox is not None:
+        # Three index searches and one row (`Outbox.stats`): cheap enough for every probe.
+        # Delivered only grows: the probe shows what may need a person.
+        stats = stats_json(await crm.outbox.stats(crm.clock()))
+        body["outbox"] = {k: stats[k] for k in ("backlog", "oldest_age_seconds", "dead_letters")}
     # Entries the caller of create_app supplies (a live mapping) add to, or update, the above.
     extra = app[STATUS_KEY]
     body.update(extra)
@@ -84,7 +91,7 @@ def _health(request: web.Request) -> dict[str, object]:
 
 async def healthz(request: web.Request) -> web.Response:
     """Liveness and a summary of what runs on this node."""
-    return web.json_response(_health(request))
+    return web.json_response(await _health(request))
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -97,7 +104,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def index(request: web.Request) -> web.Response:
     """A small human-readable status page."""
-    health = _health(request)
+    health = await _health(request)
     rows = "\n".join(
         f"      <tr><th>{html.escape(str(key))}</th><td>{html.escape(str(value))}</td></tr>"
         for key, value in health.items()
@@ -131,13 +138,16 @@ def create_app(
     routing: RoutingStore | None = None,
     clock: Callable[[], float] = time.time,
     crm: CrmBackend | None = None,
+    outbox: Outbox | None = None,
 ) -> web.Application:
     """Build the web app for `settings`; `status` entries are merged into every /healthz answer.
 
     `routing` serves the agents and queues API (without it those endpoints answer 503
     ``routing-unavailable``); `crm` serves the tickets and outages API (without it 503
     ``crm-unavailable``; with another backend than the embedded store, only ticket reads);
-    `clock` gives both their ``now`` (seconds since the epoch).
+    `outbox`, this node's CRM outbox, serves `/api/outbox`, answers tickets the CRM does not
+    have yet and adds ``outbox`` (backlog, oldest age, dead letters) to /healthz; `clock` gives
+    them all their ``now`` (seconds since the epoch).
     """
     # api_errors first: the access rule's refusals are ApiErrors it turns into JSON.
     app = web.Application(middlewares=[api_errors, require_access(settings.api_token)])
@@ -148,5 +158,5 @@ def create_app(
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/", index)
     add_routing_routes(app, routing, clock)
-    add_crm_routes(app, crm, clock)
+    add_crm_routes(app, crm, clock, outbox)
     return app

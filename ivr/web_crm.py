@@ -1,18 +1,21 @@
-"""The CRM admin API: tickets (工单) listed, read and moved on; outage notices posted and ended;
-the demo data loaded.
+"""The CRM admin API: tickets (工单) listed, read and moved on; this node's outbox and its dead
+letters; outage notices posted and ended; the demo data loaded.
 
 Reading a ticket is part of every CRM backend (`CrmBackend.get_ticket`), so it works whatever
-the node's CRM is. The rest are the embedded store's own operations: with an external CRM they
+the node's CRM is; a ticket the CRM does not have yet (or cannot be asked about, being down) is
+answered from this node's outbox with its ``delivery``. The outbox endpoints work with any
+backend too. The rest are the embedded store's own operations: with an external CRM they
 answer 503 ``crm-not-embedded`` (that CRM has its own tools). Errors: ``no-such-ticket`` /
-``no-such-outage`` 404, ``invalid-request`` 400 naming the field, ``ticket-closed`` 409,
-``crm-unavailable`` 503 (no CRM on this node, or it cannot be reached), ``crm-rejected`` 502.
-Who may change state is `ivr.web_api`'s rule.
+``no-such-outage`` / ``no-such-dead-letter`` 404, ``invalid-request`` 400 naming the field,
+``ticket-closed`` 409, ``crm-unavailable`` 503 (no CRM or outbox on this node, or the CRM
+cannot be reached), ``crm-rejected`` 502. Who may change state is `ivr.web_api`'s rule.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +32,8 @@ from crm_bridge.errors import (
     TicketInvalidError,
 )
 from crm_bridge.model import MAX_DESCRIPTION, Address, Outage, OutageKind, Ticket, TicketStatus
+from crm_bridge.outbox import DeliveryState, Outbox, OutboxEntry, OutboxStats
+from ivr.logs import mask_phone, mask_phone_numbers
 from ivr.web_api import ApiError, Handler, invalid, json_body, number, text_field
 
 log = structlog.get_logger(__name__)
@@ -53,6 +58,8 @@ class CrmApi:
     """The node's CRM backend."""
     clock: Callable[[], float]
     """Seconds since the epoch: the ``now`` of status changes, outage ends and "active"."""
+    outbox: Outbox | None = None
+    """This node's outbox (None when it has none)."""
 
 
 CRM_KEY = web.AppKey("crm_api", CrmApi)
@@ -158,6 +165,54 @@ def ticket_json(ticket: Ticket) -> dict[str, Any]:
     }
 
 
+def stats_json(stats: OutboxStats) -> dict[str, Any]:
+    """The outbox at a glance, as `GET /api/outbox` and /healthz show it."""
+    return {
+        "backlog": stats.backlog,
+        "oldest_age_seconds": round(stats.oldest_age_seconds, 3),
+        "dead_letters": stats.dead_letters,
+        "delivered": stats.delivered,
+    }
+
+
+def _error_text(entry: OutboxEntry) -> str:
+    """The last error without phone numbers: a CRM's refusal may quote the ticket back. Mobile
+    numbers are masked wherever they are; the ticket's own caller (a landline too) by name."""
+    error = entry.last_error
+    caller = entry.ticket.caller
+    if caller:
+        # Under a phone key `ivr.logs` masks every 7+ digit run, landlines included.
+        masked = mask_phone_numbers(None, "", {"caller": caller})["caller"]
+        error = error.replace(caller, str(masked))
+    return mask_phone(error)
+
+
+def delivery_json(entry: OutboxEntry) -> dict[str, Any]:
+    """How a ticket's delivery to the CRM goes (``next_at`` only while it is pending)."""
+    pending = entry.state is DeliveryState.PENDING
+    return {
+        "state": entry.state.value,
+        "attempts": entry.attempts,
+        "submitted_at": entry.submitted_at,
+        "last_attempt_at": entry.last_attempt_at,
+        "next_at": entry.next_at if pending else None,
+        "last_error": _error_text(entry),
+        "done_at": entry.done_at,
+    }
+
+
+def dead_letter_json(entry: OutboxEntry) -> dict[str, Any]:
+    """A dead letter in `GET /api/outbox`: what, how often tried, why and when; no caller."""
+    return {
+        "ticket_id": entry.ticket.ticket_id,
+        "ticket_type": entry.ticket.ticket_type,
+        "attempts": entry.attempts,
+        "last_error": _error_text(entry),
+        "submitted_at": entry.submitted_at,
+        "dead_at": entry.done_at,
+    }
+
+
 def area_text(area: Address) -> str:
     """An area as one line, the way it is read out (江苏省南京市鼓楼区)."""
     return "".join((area.province, area.city, area.district, area.street))
@@ -219,9 +274,13 @@ def _status(value: object) -> TicketStatus:
     return TicketStatus(str(value))
 
 
+_TICKET_ID = re.compile(r"[A-Za-z0-9-]{1,40}")
+"""What a ticket number may be (as `crm_bridge.model.Ticket` checks it)."""
+
+
 def _ticket_id(request: web.Request) -> str:
     ticket_id = request.match_info["ticket_id"]
-    if not ticket_id.replace("-", "").isalnum() or not ticket_id.isascii() or len(ticket_id) > 40:
+    if not _TICKET_ID.fullmatch(ticket_id):
         raise invalid("ticket_id", "1-40 letters, digits or '-'")
     return ticket_id
 
@@ -253,12 +312,35 @@ async def list_tickets(request: web.Request, crm: EmbeddedCrm, now: float) -> di
 
 @_any_backend
 async def get_ticket(request: web.Request, crm: CrmBackend, now: float) -> dict[str, Any]:
-    """`GET /api/tickets/{ticket_id}`: a ticket with its status and history."""
+    """`GET /api/tickets/{ticket_id}`: a ticket with its status and history; one the CRM does
+    not have yet (or cannot be asked about) is answered from the outbox, as it was submitted,
+    with its ``delivery`` (`delivery_json`)."""
     ticket_id = _ticket_id(request)
-    ticket = await crm.get_ticket(ticket_id)
+    try:
+        ticket = await crm.get_ticket(ticket_id)
+    except CrmUnavailableError:
+        # Right after a call with the CRM down, the ticket the caller was told is here.
+        entry = await _undelivered(request, ticket_id)
+        if entry is None:
+            raise
+        log.info("ticket answered from the outbox", ticket_id=ticket_id, reason="crm-unavailable")
+        return {**ticket_json(entry.ticket), "delivery": delivery_json(entry)}
     if ticket is None:
-        raise _no_such_ticket(ticket_id)
+        entry = await _undelivered(request, ticket_id)
+        if entry is None:
+            raise _no_such_ticket(ticket_id)
+        return {**ticket_json(entry.ticket), "delivery": delivery_json(entry)}
     return ticket_json(ticket)
+
+
+async def _undelivered(request: web.Request, ticket_id: str) -> OutboxEntry | None:
+    """The outbox's row for a ticket not delivered yet (pending or dead), if any. A delivered
+    one is the CRM's to answer: the outbox only holds it as it was submitted."""
+    outbox = request.app[CRM_KEY].outbox
+    entry = None if outbox is None else await outbox.get(ticket_id)
+    if entry is None or entry.state is DeliveryState.DELIVERED:
+        return None
+    return entry
 
 
 @_embedded
@@ -276,6 +358,54 @@ async def set_ticket_status(request: web.Request, crm: EmbeddedCrm, now: float) 
         raise _no_such_ticket(ticket_id) from None
     _changed(request, "ticket_status", ticket_id=ticket_id, status=status.value)
     return ticket_json(ticket)
+
+
+# ---------------------------------------------------------------------- the outbox
+
+MAX_DEAD_LETTERS_SHOWN = MAX_LIST
+"""Dead letters `GET /api/outbox` lists at most (the oldest; ``stats.dead_letters`` counts all)."""
+
+
+def _outbox(request: web.Request) -> tuple[Outbox, float]:
+    """This node's outbox and ``now`` (503 ``crm-unavailable`` when it has none)."""
+    api = request.app[CRM_KEY]
+    if api.outbox is None:
+        raise ApiError("crm-unavailable", "no CRM outbox is open on this node", status=503)
+    return api.outbox, api.clock()
+
+
+async def get_outbox(request: web.Request) -> web.StreamResponse:
+    """`GET /api/outbox`: ``stats`` (backlog, oldest age, dead letters, delivered) and the
+    ``dead_letters``, oldest first (`dead_letter_json`: no caller numbers)."""
+    outbox, now = _outbox(request)
+    _query(request, frozenset())
+    stats = await outbox.stats(now)
+    dead = await outbox.dead_letters()
+    answer = {
+        "stats": stats_json(stats),
+        "dead_letters": [dead_letter_json(e) for e in dead[:MAX_DEAD_LETTERS_SHOWN]],
+    }
+    return web.json_response(answer, dumps=_dumps)
+
+
+async def retry_outbox(request: web.Request) -> web.StreamResponse:
+    """`POST /api/outbox/retry` ``{"ticket_id": optional}``: replay that dead letter, or every
+    one: pending again, due at once, attempts from zero. ``{"replayed": n}``."""
+    outbox, now = _outbox(request)
+    body = await json_body(request, allowed=frozenset({"ticket_id"}))
+    ticket_id = body.get("ticket_id")
+    if ticket_id is not None and (
+        not isinstance(ticket_id, str) or not _TICKET_ID.fullmatch(ticket_id)
+    ):
+        raise invalid("ticket_id", "1-40 letters, digits or '-', or null for every one")
+    try:
+        replayed = await outbox.retry(ticket_id, now=now)
+    except NotFoundError:
+        raise ApiError(
+            "no-such-dead-letter", f"{ticket_id} is not a dead letter in this node's outbox", 404
+        ) from None
+    _changed(request, "outbox_retry", ticket_id=ticket_id, replayed=replayed)
+    return web.json_response({"replayed": replayed}, dumps=_dumps)
 
 
 # ---------------------------------------------------------------------- outages
@@ -356,17 +486,20 @@ async def seed_demo(request: web.Request, crm: EmbeddedCrm, now: float) -> dict[
 
 
 def add_crm_routes(
-    app: web.Application, backend: CrmBackend | None, clock: Callable[[], float]
+    app: web.Application,
+    backend: CrmBackend | None,
+    clock: Callable[[], float],
+    outbox: Outbox | None = None,
 ) -> None:
-    """Add the tickets, outages and demo-data endpoints to ``app``."""
-    app[CRM_KEY] = CrmApi(backend, clock)
+    """Add the tickets, outbox, outages and demo-data endpoints to ``app``."""
+    app[CRM_KEY] = CrmApi(backend, clock, outbox)
     app.router.add_routes(
         [
             web.get("/api/tickets", list_tickets),
             web.get("/api/tickets/{ticket_id}", get_ticket),
             web.post("/api/tickets/{ticket_id}/status", set_ticket_status),
-            # `POST /api/tickets/{ticket_id}/retry` (the outbox's dead letters) belongs to the
-            # outbox's API, next to its worker.
+            web.get("/api/outbox", get_outbox),
+            web.post("/api/outbox/retry", retry_outbox),
             web.get("/api/outages", list_outages),
             web.post("/api/outages", post_outage),
             web.post("/api/outages/{outage_id}/end", end_outage),

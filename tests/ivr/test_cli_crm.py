@@ -1,15 +1,17 @@
 """`hotline tickets`, `hotline outages` and `hotline crm`: the real CLI against a real server over
-a real embedded store."""
+a real embedded store and a real outbox."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import random
 import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -19,8 +21,10 @@ from structlog.testing import capture_logs
 
 from crm_bridge.embedded import EmbeddedCrm
 from crm_bridge.model import Address, Ticket, TicketStatus
+from crm_bridge.outbox import DeliveryWorker, Outbox
 from ivr.cli import main
 from ivr.cli_crm import time_option
+from ivr.cli_routing import clock_time
 from ivr.settings import Settings
 from ivr.web import create_app
 
@@ -72,9 +76,24 @@ async def crm(tmp_path: Path, clock: Clock) -> AsyncIterator[EmbeddedCrm]:
 
 
 @pytest.fixture
-async def url(crm: EmbeddedCrm, clock: Clock) -> AsyncIterator[str]:
-    async with serving(create_app(Settings(), crm=crm, clock=clock)) as base:
+async def outbox(tmp_path: Path, clock: Clock) -> AsyncIterator[Outbox]:
+    box = await Outbox.open(tmp_path / "crm" / "outbox.sqlite3", clock=clock)
+    try:
+        yield box
+    finally:
+        await box.close()
+
+
+@pytest.fixture
+async def url(crm: EmbeddedCrm, outbox: Outbox, clock: Clock) -> AsyncIterator[str]:
+    async with serving(create_app(Settings(), crm=crm, outbox=outbox, clock=clock)) as base:
         yield base
+
+
+async def deliver(outbox: Outbox, crm: EmbeddedCrm, clock: Clock) -> None:
+    """One round of the real delivery worker at the clock's time."""
+    jitter = random.Random(7)  # noqa: S311 — retry jitter, seeded so runs repeat
+    await DeliveryWorker(outbox, crm, 5, 300.0, clock, rng=jitter).run_once(clock.now)
 
 
 async def hotline(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -270,6 +289,106 @@ async def test_the_token_goes_with_changes(
         )
         assert (code, err) == (0, "")
         assert out.startswith("demo data loaded")
+
+
+async def test_tickets_outbox_and_retry(
+    url: str,
+    crm: EmbeddedCrm,
+    outbox: Outbox,
+    clock: Clock,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = await hotline(capsys, "tickets", "outbox", "--url", url)
+    assert (code, out, err) == (0, "outbox: 0 waiting, 0 dead letters, 0 delivered\n", "")
+
+    # Two tickets of a type the store does not take (dead letters), one delivered, one waiting.
+    for n in (1, 2):
+        await outbox.submit(replace(fault(n, clock.now), ticket_type="未知类型"))
+    await outbox.submit(fault(3, clock.now))
+    await deliver(outbox, crm, clock)
+    await outbox.submit(fault(4, clock.now))
+    clock.now += 125
+
+    code, out, err = await hotline(capsys, "tickets", "outbox", "--url", url)
+    assert (code, err) == (0, "")
+    summary, header, first, second, hint = out.splitlines()
+    assert summary == ("outbox: 1 waiting, the oldest waiting 2m05s, 2 dead letters, 1 delivered")
+    assert columns(header) == ["TICKET", "TYPE", "TRIES", "SUBMITTED", "DEAD", "LAST", "ERROR"]
+    assert columns(first)[:3] == ["2611270100001", "未知类型", "1"]
+    assert "invalid-ticket: ticket_type: " in first
+    assert columns(second)[0] == "2611270100002"
+    assert hint == "replay with `hotline tickets retry [ID]`"
+    code, out, _ = await hotline(capsys, "tickets", "outbox", "--json", "--url", url)
+    answer = json.loads(out)
+    assert answer["stats"] == {
+        "backlog": 1,
+        "oldest_age_seconds": 125.0,
+        "dead_letters": 2,
+        "delivered": 1,
+    }
+    assert [d["ticket_id"] for d in answer["dead_letters"]] == ["2611270100001", "2611270100002"]
+
+    # `tickets show` right after the call, before the CRM has it: from the outbox.
+    code, out, err = await hotline(capsys, "tickets", "show", "2611270100004", "--url", url)
+    assert (code, err) == (0, "")
+    shown = dict(line.split(None, 1) for line in out.split("history:", 1)[0].splitlines())
+    assert shown["status"] == "new"
+    submitted = clock_time(clock.now - 125)
+    assert shown["delivery"] == f"waiting in the outbox, 0 attempts so far, next at {submitted}"
+    code, out, _ = await hotline(capsys, "tickets", "show", "2611270100001", "--url", url)
+    shown = dict(line.split(None, 1) for line in out.split("history:", 1)[0].splitlines())
+    assert shown["delivery"].startswith("a dead letter since ")
+    assert shown["delivery"].endswith(" after 1 attempt: `hotline tickets retry 2611270100001`")
+    assert out.count("invalid-ticket: ticket_type: ") == 1  # the "last error" line
+
+    code, out, err = await hotline(capsys, "tickets", "retry", "2611270100001", "--url", url)
+    assert (code, out, err) == (0, "1 dead letter replayed: due for delivery now\n", "")
+    code, out, err = await hotline(capsys, "tickets", "retry", "2611270100001", "--url", url)
+    assert (code, out) == (1, "")
+    assert err == (
+        "hotline: no-such-dead-letter: 2611270100001 is not a dead letter in this node's outbox\n"
+    )
+    code, out, _ = await hotline(capsys, "tickets", "retry", "--url", url)
+    assert (code, out) == (0, "1 dead letter replayed: due for delivery now\n")
+    code, out, _ = await hotline(capsys, "tickets", "retry", "--json", "--url", url)
+    assert (code, json.loads(out)) == (0, {"replayed": 0})
+    code, out, _ = await hotline(capsys, "tickets", "retry", "--url", url)
+    assert (code, out) == (0, "no dead letters to replay\n")
+    stats = await outbox.stats(clock.now)
+    assert (stats.backlog, stats.dead_letters) == (3, 0)
+
+
+async def test_tickets_retry_sends_the_token(
+    crm: EmbeddedCrm,
+    outbox: Outbox,
+    clock: Clock,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    await outbox.submit(replace(fault(1, clock.now), ticket_type="未知类型"))
+    await deliver(outbox, crm, clock)
+    app = create_app(Settings(api_token=TOKEN), crm=crm, outbox=outbox, clock=clock)
+    async with serving(app) as url:
+        code, out, err = await hotline(capsys, "tickets", "retry", "--url", url)
+        assert (code, out) == (1, "")
+        assert err.startswith("hotline: unauthorized: ")
+        assert (await outbox.stats(clock.now)).dead_letters == 1
+        config = tmp_path / "hotline.toml"
+        config.write_text(f'api_token = "{TOKEN}"\n')
+        code, out, err = await hotline(
+            capsys, "--config", str(config), "tickets", "retry", "--url", url
+        )
+        assert (code, out, err) == (0, "1 dead letter replayed: due for delivery now\n", "")
+
+
+async def test_without_an_outbox_the_outbox_commands_say_so(
+    crm: EmbeddedCrm, clock: Clock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with serving(create_app(Settings(), crm=crm, clock=clock)) as url:
+        for argv in (("tickets", "outbox"), ("tickets", "retry")):
+            code, out, err = await hotline(capsys, *argv, "--url", url)
+            assert (code, out) == (1, ""), argv
+            assert err == "hotline: crm-unavailable: no CRM outbox is open on this node\n"
 
 
 async def test_unreachable_exits_2(capsys: pytest.CaptureFixture[str]) -> None:

@@ -141,6 +141,7 @@ def test_serve_answers_health_and_stops_on_sigterm(serve: ServeProcess) -> None:
     assert str(health["routing"]).startswith("redis 6.2")
     assert str(health["routing"]).endswith("(embedded), tenant default")
     assert health["crm"] == "embedded"
+    assert health["outbox"] == {"backlog": 0, "oldest_age_seconds": 0.0, "dead_letters": 0}
     assert serve.wait_for("crm bridge started", 0)["outbox"] == "var/crm/outbox.sqlite3"
     redis_pid = serve.wait_for("embedded redis started", 0)["pid"]
     assert isinstance(redis_pid, int)
@@ -157,6 +158,7 @@ def test_serve_answers_health_and_stops_on_sigterm(serve: ServeProcess) -> None:
     assert [a["agent_id"] for a in agents["agents"]] == ["A1"]
     # ... and the tickets API the embedded CRM store.
     assert get_json(f"http://127.0.0.1:{port}/api/tickets")["tickets"] == []
+    assert get_json(f"http://127.0.0.1:{port}/api/outbox")["dead_letters"] == []
 
     serve.proc.send_signal(signal.SIGTERM)
     assert serve.proc.wait(timeout=STOP_TIMEOUT) == 0

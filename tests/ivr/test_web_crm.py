@@ -1,10 +1,13 @@
-"""The CRM admin API on a real loopback server over a real embedded store (SQLite in tmp_path):
-tickets, outages, demo data, error ids, the access rule, and nodes whose CRM is not embedded."""
+"""The CRM admin API on a real loopback server over a real embedded store and a real outbox
+(SQLite in tmp_path): tickets, the outbox and its dead letters, outages, demo data, error ids,
+the access rule, and nodes whose CRM is not embedded."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +16,9 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
+from crm_bridge.backend import CrmBackend
 from crm_bridge.embedded import EmbeddedCrm
-from crm_bridge.errors import CrmUnavailableError
+from crm_bridge.errors import CrmRejectedError, CrmUnavailableError
 from crm_bridge.model import (
     Address,
     BillSummary,
@@ -24,8 +28,10 @@ from crm_bridge.model import (
     Ticket,
     TicketStatus,
 )
+from crm_bridge.outbox import DeliveryWorker, Outbox
 from ivr.settings import Settings
 from ivr.web import create_app
+from ivr.web_crm import ticket_json
 
 TOKEN = "crm-test-token-0123456789"  # noqa: S105 - a test's token, not a credential
 T0 = 1_800_000_000.0
@@ -104,14 +110,25 @@ async def crm(tmp_path: Path, clock: Clock) -> AsyncIterator[EmbeddedCrm]:
 
 
 @pytest.fixture
+async def outbox(tmp_path: Path, clock: Clock) -> AsyncIterator[Outbox]:
+    box = await Outbox.open(tmp_path / "crm" / "outbox.sqlite3", clock=clock)
+    try:
+        yield box
+    finally:
+        await box.close()
+
+
+@pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         yield session
 
 
 @pytest.fixture
-async def api(crm: EmbeddedCrm, clock: Clock, http: aiohttp.ClientSession) -> AsyncIterator[Api]:
-    app = create_app(Settings(node_id="node-test", web_port=0), crm=crm, clock=clock)
+async def api(
+    crm: EmbeddedCrm, outbox: Outbox, clock: Clock, http: aiohttp.ClientSession
+) -> AsyncIterator[Api]:
+    app = create_app(Settings(node_id="node-test", web_port=0), crm=crm, outbox=outbox, clock=clock)
     async with serving(app) as url:
         yield Api(http, url)
 
@@ -419,8 +436,14 @@ class ExternalCrm:
     def __init__(self, store: EmbeddedCrm) -> None:
         self.store = store
         self.down = False
+        self.refusing = False
+        """Refuse new tickets for good, quoting the caller back (as some CRMs do)."""
 
     async def create_ticket(self, ticket: Ticket) -> str:
+        if self.down:
+            raise CrmUnavailableError("connection refused")
+        if self.refusing:
+            raise CrmRejectedError(f"422: caller {ticket.caller} has no account {ticket.account}")
         return await self.store.create_ticket(ticket)
 
     async def get_ticket(self, ticket_id: str) -> Ticket | None:
@@ -480,6 +503,261 @@ async def test_without_a_crm_the_endpoints_say_so(
             ("GET", "/api/tickets"),
             ("GET", "/api/tickets/2601150100001"),
             ("POST", "/api/outages"),
+            ("GET", "/api/outbox"),
+            ("POST", "/api/outbox/retry"),
         ):
             status, error_id, _ = await api.error(method, path)
             assert (status, error_id) == (503, "crm-unavailable"), path
+        async with api.http.get(f"{url}/healthz") as resp:
+            assert "outbox" not in await resp.json()
+
+
+# ---------------------------------------------------------------------- the outbox
+
+
+def worker(outbox: Outbox, backend: CrmBackend, clock: Clock, attempts: int = 5) -> DeliveryWorker:
+    """The real delivery worker, stepped by hand with `run_once`."""
+    jitter = random.Random(7)  # noqa: S311 — retry jitter, seeded so runs repeat
+    return DeliveryWorker(outbox, backend, attempts, 300.0, clock, rng=jitter)
+
+
+@pytest.fixture
+async def external_api(
+    crm: EmbeddedCrm, outbox: Outbox, clock: Clock, http: aiohttp.ClientSession
+) -> AsyncIterator[tuple[Api, ExternalCrm]]:
+    """The API of a node whose CRM is external (and can go down or refuse)."""
+    external = ExternalCrm(crm)
+    app = create_app(Settings(), crm=external, outbox=outbox, clock=clock)
+    async with serving(app) as url:
+        yield Api(http, url), external
+
+
+async def test_the_outbox_at_a_glance_without_callers_numbers(
+    external_api: tuple[Api, ExternalCrm], outbox: Outbox, clock: Clock
+) -> None:
+    api, external = external_api
+    assert await api.ok("GET", "/api/outbox") == {
+        "stats": {"backlog": 0, "oldest_age_seconds": 0.0, "dead_letters": 0, "delivered": 0},
+        "dead_letters": [],
+    }
+    await outbox.submit(fault(1), now=T0 - 100)
+    await outbox.submit(replace(fault(2), caller="02583001234"), now=T0 - 50)
+    await outbox.submit(fault(3), now=T0 - 10)
+    external.refusing = True
+    clock.now = T0 + 1
+    assert await worker(outbox, external, clock).run_once(clock.now) == 3
+    external.refusing = False
+    clock.now = T0 + 30
+    # A fourth is still on its way.
+    await outbox.submit(fault(4), now=T0 + 20)
+
+    status, answer = await api.call("GET", "/api/outbox")
+    assert status == 200
+    assert answer == {
+        "stats": {"backlog": 1, "oldest_age_seconds": 10.0, "dead_letters": 3, "delivered": 0},
+        "dead_letters": [
+            {
+                "ticket_id": "2601150100001",
+                "ticket_type": "故障报修",
+                "attempts": 1,
+                "last_error": "crm-rejected: 422: caller 138****8000 has no account 1234567890",
+                "submitted_at": T0 - 100,
+                "dead_at": T0 + 1,
+            },
+            {
+                "ticket_id": "2601150100002",
+                "ticket_type": "故障报修",
+                "attempts": 1,
+                # A landline caller is masked too: it is the ticket's caller.
+                "last_error": "crm-rejected: 422: caller 025****1234 has no account 1234567890",
+                "submitted_at": T0 - 50,
+                "dead_at": T0 + 1,
+            },
+            {
+                "ticket_id": "2601150100003",
+                "ticket_type": "故障报修",
+                "attempts": 1,
+                "last_error": "crm-rejected: 422: caller 138****8000 has no account 1234567890",
+                "submitted_at": T0 - 10,
+                "dead_at": T0 + 1,
+            },
+        ],
+    }
+    # The raw answer has no caller number anywhere.
+    async with api.http.get(api.url + "/api/outbox") as resp:
+        text = await resp.text()
+    assert "13800138000" not in text
+    assert "02583001234" not in text
+    status, error_id, message = await api.error("GET", "/api/outbox?state=dead")
+    assert (status, error_id) == (400, "invalid-request")
+    assert message.startswith("state: ")
+
+
+async def test_retry_replays_one_dead_letter_or_all(
+    external_api: tuple[Api, ExternalCrm], outbox: Outbox, crm: EmbeddedCrm, clock: Clock
+) -> None:
+    api, external = external_api
+    for n in (1, 2, 3):
+        await outbox.submit(fault(n))
+    external.refusing = True
+    await worker(outbox, external, clock).run_once(clock.now)
+    external.refusing = False
+
+    clock.now = T0 + HOUR
+    with capture_logs() as logs:
+        answer = await api.ok("POST", "/api/outbox/retry", {"ticket_id": "2601150100002"})
+    assert answer == {"replayed": 1}
+    assert [e for e in logs if e["event"] == "crm changed"] == [
+        {
+            "event": "crm changed",
+            "log_level": "info",
+            "action": "outbox_retry",
+            "peer": "127.0.0.1",
+            "ticket_id": "2601150100002",
+            "replayed": 1,
+        }
+    ]
+    replayed = await outbox.get("2601150100002")
+    assert replayed is not None
+    assert (replayed.state.value, replayed.attempts, replayed.next_at) == ("pending", 0, T0 + HOUR)
+    # Not a dead letter (any more, or ever): 404 with its own id.
+    for ticket_id in ("2601150100002", "2601150199999"):
+        status, error_id, message = await api.error(
+            "POST", "/api/outbox/retry", {"ticket_id": ticket_id}
+        )
+        assert (status, error_id) == (404, "no-such-dead-letter"), ticket_id
+        assert ticket_id in message
+    for body, field in (
+        ({"ticket_id": 2601150100001}, "ticket_id"),
+        ({"ticket_id": "工单"}, "ticket_id"),
+        ({"ticket_id": "x" * 41}, "ticket_id"),
+        ({"ticket": "2601150100001"}, "ticket"),
+    ):
+        status, error_id, message = await api.error("POST", "/api/outbox/retry", body)
+        assert (status, error_id) == (400, "invalid-request"), body
+        assert field in message, (body, message)
+
+    # Every dead letter (no body, or a null id), then delivered by the worker.
+    assert await api.ok("POST", "/api/outbox/retry") == {"replayed": 2}
+    assert await api.ok("POST", "/api/outbox/retry", {"ticket_id": None}) == {"replayed": 0}
+    assert await worker(outbox, external, clock).run_once(clock.now) == 3
+    stats = (await api.ok("GET", "/api/outbox"))["stats"]
+    assert stats == {"backlog": 0, "oldest_age_seconds": 0.0, "dead_letters": 0, "delivered": 3}
+    assert await crm.get_ticket("2601150100003") is not None
+
+
+async def test_a_ticket_the_crm_lacks_is_answered_from_the_outbox(
+    external_api: tuple[Api, ExternalCrm], outbox: Outbox, clock: Clock
+) -> None:
+    api, external = external_api
+    await outbox.submit(fault(1), now=T0)
+    # Right after the call: not tried yet.
+    shown = await api.ok("GET", "/api/tickets/2601150100001")
+    assert shown["status"] == "new"
+    assert shown["crm_ref"] == ""
+    assert shown["delivery"] == {
+        "state": "pending",
+        "attempts": 0,
+        "submitted_at": T0,
+        "last_attempt_at": None,
+        "next_at": T0,
+        "last_error": "",
+        "done_at": None,
+    }
+    # The ticket as the call submitted it.
+    assert {k: v for k, v in shown.items() if k != "delivery"} == ticket_json(fault(1))
+
+    # The CRM is down: the read cannot ask it, the outbox answers with the retry to come.
+    external.down = True
+    clock.now = T0 + 5
+    await worker(outbox, external, clock).run_once(clock.now)
+    entry = await outbox.get("2601150100001")
+    assert entry is not None
+    with capture_logs() as logs:
+        shown = await api.ok("GET", "/api/tickets/2601150100001")
+    assert shown["delivery"] == {
+        "state": "pending",
+        "attempts": 1,
+        "submitted_at": T0,
+        "last_attempt_at": T0 + 5,
+        "next_at": entry.next_at,
+        "last_error": "crm-unavailable: connection refused",
+        "done_at": None,
+    }
+    assert T0 + 5 < entry.next_at <= T0 + 6  # the first retry, a second at most after
+    assert [e for e in logs if e["event"] == "ticket answered from the outbox"] == [
+        {
+            "event": "ticket answered from the outbox",
+            "log_level": "info",
+            "ticket_id": "2601150100001",
+            "reason": "crm-unavailable",
+        }
+    ]
+    # A ticket neither the CRM (down) nor the outbox can answer: the CRM's 503 stands.
+    status, error_id, _ = await api.error("GET", "/api/tickets/2601150199999")
+    assert (status, error_id) == (503, "crm-unavailable")
+
+    # Out of attempts: a dead letter, with no next attempt.
+    clock.now = entry.next_at
+    await worker(outbox, external, clock, attempts=1).run_once(clock.now)
+    shown = await api.ok("GET", "/api/tickets/2601150100001")
+    assert shown["delivery"]["state"] == "dead"
+    assert shown["delivery"]["next_at"] is None
+    assert shown["delivery"]["done_at"] == clock.now
+    assert shown["delivery"]["last_error"].startswith("gave up after 1 attempts: ")
+
+    # Replayed and delivered: the CRM's own answer, without a delivery part.
+    external.down = False
+    await api.ok("POST", "/api/outbox/retry", {"ticket_id": "2601150100001"})
+    await worker(outbox, external, clock).run_once(clock.now)
+    shown = await api.ok("GET", "/api/tickets/2601150100001")
+    assert "delivery" not in shown
+    assert shown["status"] == "submitted"
+    assert shown["crm_ref"] != ""
+    # Delivered, the CRM holds the truth: down, it is not guessed from the outbox.
+    external.down = True
+    status, error_id, _ = await api.error("GET", "/api/tickets/2601150100001")
+    assert (status, error_id) == (503, "crm-unavailable")
+
+
+async def test_the_embedded_store_not_yet_holding_a_ticket(
+    api: Api, outbox: Outbox, crm: EmbeddedCrm, clock: Clock
+) -> None:
+    await outbox.submit(fault(1))
+    shown = await api.ok("GET", "/api/tickets/2601150100001")
+    assert (shown["status"], shown["delivery"]["state"]) == ("new", "pending")
+    await worker(outbox, crm, clock).run_once(clock.now)
+    shown = await api.ok("GET", "/api/tickets/2601150100001")
+    assert (shown["status"], "delivery" in shown) == ("submitted", False)
+    status, error_id, _ = await api.error("GET", "/api/tickets/2601150199999")
+    assert (status, error_id) == (404, "no-such-ticket")
+
+
+async def test_healthz_shows_the_outbox(api: Api, outbox: Outbox, clock: Clock) -> None:
+    await outbox.submit(fault(1), now=T0 - 42)
+    async with api.http.get(f"{api.url}/healthz") as resp:
+        health = await resp.json()
+    assert health["outbox"] == {"backlog": 1, "oldest_age_seconds": 42.0, "dead_letters": 0}
+    async with api.http.get(f"{api.url}/") as resp:
+        assert "backlog" in await resp.text()
+
+
+async def test_retry_needs_the_token_when_one_is_set(
+    crm: EmbeddedCrm, outbox: Outbox, clock: Clock, http: aiohttp.ClientSession
+) -> None:
+    await outbox.submit(replace(fault(1), ticket_type="未知类型"))  # refused by the store
+    await worker(outbox, crm, clock).run_once(clock.now)
+    app = create_app(Settings(api_token=TOKEN), crm=crm, outbox=outbox, clock=clock)
+    async with serving(app) as url:
+        anonymous = Api(http, url)
+        for body in (None, {"ticket_id": "2601150100001"}):
+            status, error_id, _ = await anonymous.error("POST", "/api/outbox/retry", body)
+            assert (status, error_id) == (401, "unauthorized"), body
+        wrong = Api(http, url, "not-the-token-0123456789")
+        status, error_id, _ = await wrong.error("POST", "/api/outbox/retry")
+        assert (status, error_id) == (401, "unauthorized")
+        # Reads are open; nothing was replayed.
+        assert (await anonymous.ok("GET", "/api/outbox"))["stats"]["dead_letters"] == 1
+        authorized = Api(http, url, TOKEN)
+        assert await authorized.ok("POST", "/api/outbox/retry") == {"replayed": 1}
+    assert (await outbox.stats(clock.now)).dead_letters == 0
