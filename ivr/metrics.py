@@ -84,3 +84,26 @@ RTP_TICKS_SKIPPED = Gauge(
 )
 for _reason in ("draining", "full", "codec", "no_rtp_port"):
     SIP_CALLS_REFUSED.labels(reason=_reason)
+
+# --- callbacks dialed out (ivr/sip/callbacks.py) ---
+
+CALLBACK_OUTCOMES = (
+    "connected",
+    "agent_unreachable",
+    "customer_unanswered",
+    "no_trunk",
+    "invalid_number",
+    "stopped",
+)
+"""How a callback an agent accepted ended (the `outcome` label of `CALLBACKS`)."""
+
+CALLBACKS = Counter(
+    "hotline_callbacks",
+    "Callbacks dialed out, by outcome: connected (the customer answered and was bridged to the "
+    "agent), agent_unreachable, customer_unanswered (busy, no answer, refused), no_trunk (none "
+    "configured), invalid_number, stopped (the node stopped first).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+for _outcome in CALLBACK_OUTCOMES:
+    CALLBACKS.labels(outcome=_outcome)

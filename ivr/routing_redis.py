@@ -10,14 +10,19 @@ A node heartbeats from its pump (and before its first call), and its tick reclai
 whose heartbeat ran out: their callers are ended and their callbacks move here. A node that finds
 it was declared lost itself (cut off from Redis longer than the timeout) tells its waiting
 callers they left the queue, since routing no longer holds them.
+
+Callbacks have no caller on the line: when an agent accepts one, the ``connected`` message names
+a ``cb:`` id, and the node runs its ``on_callback`` hook (the SIP front end dials the agent, then
+the customer) with a `CallbackOrder`. The hook returns when the callback is over; routing is then
+told (``callback_ended``: the agent goes to wrap-up), whatever happened, also when the hook fails.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import structlog
@@ -54,6 +59,30 @@ T = TypeVar("T")
 CALLBACK_PREFIX = "cb:"
 """A callback's id in routing is this prefix and the id of the call that asked for it."""
 
+CALLBACK_LEAVE_WAIT = 3.0
+"""Seconds `leave` waits for callbacks in progress to tell routing they ended (the SIP front end
+hangs them up when it stops, before routing stops)."""
+
+
+@dataclass(frozen=True)
+class CallbackOrder:
+    """An agent accepted a callback: call the agent's phone, then the customer, and bridge."""
+
+    call_id: str
+    """The callback's id in routing (``cb:<id of the call that asked for it>``)."""
+    agent_id: str
+    """The agent who accepted it."""
+    contact: str
+    """The agent's phone as routing knows it (a SIP URI; the registrar's binding wins)."""
+    number: str
+    """The customer's number to dial."""
+    context: Mapping[str, str] = field(default_factory=dict)
+    """What the IVR learned when the callback was asked for (the agent's screen pop)."""
+
+
+CallbackHook = Callable[[CallbackOrder], Awaitable[object]]
+"""Dials a callback and returns when it is over (both sides hung up, or it failed)."""
+
 
 @dataclass
 class _Held:
@@ -80,6 +109,7 @@ class RedisRouting:
         park_seconds: float = PARK_SECONDS,
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
         node_timeout: float = NODE_TIMEOUT,
+        on_callback: CallbackHook | None = None,
     ) -> None:
         if not 0 < heartbeat_interval < node_timeout:
             raise ValueError("the heartbeat interval must be positive and below the node timeout")
@@ -94,11 +124,35 @@ class RedisRouting:
         self._next_heartbeat: float | None = None
         """When the next heartbeat is due; None until the first one (this process started)."""
         self._heartbeat_lock = asyncio.Lock()
+        self._on_callback: CallbackHook | None = on_callback
+        self._callbacks: dict[str, asyncio.Task[None]] = {}
+        """Callbacks being dialed by this node, by call id."""
+        self._waiting_for_hook: list[CallbackOrder] = []
+        """Callbacks accepted before a hook was set (the pump starts before SIP does)."""
 
     @property
     def held(self) -> frozenset[str]:
         """Ids of the calls this node holds in line or bridged."""
         return frozenset(self._held)
+
+    @property
+    def on_callback(self) -> CallbackHook | None:
+        """Runs each callback an agent accepted (see the module doc); None: none are dialed
+        yet, they wait for a hook to be set."""
+        return self._on_callback
+
+    @on_callback.setter
+    def on_callback(self, hook: CallbackHook | None) -> None:
+        self._on_callback = hook
+        if hook is not None:
+            waiting, self._waiting_for_hook = self._waiting_for_hook, []
+            for order in waiting:
+                self._start_callback(order)
+
+    @property
+    def callbacks(self) -> frozenset[str]:
+        """Ids of the callbacks this node is dialing or has bridged."""
+        return frozenset(self._callbacks)
 
     # ------------------------------------------------------------------ the Routing protocol
 
@@ -206,7 +260,15 @@ class RedisRouting:
 
     async def leave(self) -> None:
         """This node stops: routing ends the calls it still holds and moves its callbacks to a
-        live node at once, instead of after the node timeout. Stop the pump first."""
+        live node at once, instead of after the node timeout. Stop the pump first.
+
+        Callbacks in progress get `CALLBACK_LEAVE_WAIT` to end (stopping SIP hangs them up) and
+        tell routing so; one left bridged would move to another node with its agent on it."""
+        if self._callbacks:
+            await asyncio.wait(list(self._callbacks.values()), timeout=CALLBACK_LEAVE_WAIT)
+        waiting, self._waiting_for_hook = self._waiting_for_hook, []
+        for order in waiting:  # accepted, never dialed: free the agent rather than strand it
+            await self.callback_ended(order.call_id)
         await _service_call(self.store.node_leave(self.node_id, self.clock()))
         self._held.clear()
         self._next_heartbeat = None
@@ -255,7 +317,17 @@ class RedisRouting:
                 log.warning("routing pump failed", error=str(exc))
                 await asyncio.sleep(poll_interval)
 
+    async def callback_ended(self, call_id: str) -> str:
+        """A callback's talk is over (or it never came about): routing completes it and its
+        agent goes to wrap-up. Returns routing's outcome (``completed``, or ``none`` when routing
+        no longer holds it)."""
+        outcome = await _service_call(self.store.hangup(call_id, self.clock()))
+        log.info("callback ended", call_id=call_id, routing_outcome=outcome)
+        return outcome
+
     def _deliver(self, message: NodeMessage) -> int:
+        if message.call_id.startswith(CALLBACK_PREFIX):
+            return self._deliver_callback(message)
         held = self._held.get(message.call_id)
         if held is None or held.request_id != message.request_id:
             log.debug("message for a call no longer held", call_id=message.call_id)
@@ -271,6 +343,62 @@ class RedisRouting:
             return _feed(held, ev.AgentDisconnected(rid))
         log.info("queue exited", call_id=message.call_id, reason=message.reason)
         return _feed(held, ev.QueueExited(rid, message.reason))
+
+    # ------------------------------------------------------------------ callbacks
+
+    def _deliver_callback(self, message: NodeMessage) -> int:
+        if message.kind != "connected":
+            log.debug("callback message ignored", call_id=message.call_id, kind=message.kind)
+            return 0
+        if message.call_id in self._callbacks:
+            log.warning("callback already being dialed", call_id=message.call_id)
+            return 0
+        order = CallbackOrder(message.call_id, message.agent_id, message.contact, "")
+        self._start_callback(order)
+        return 1
+
+    def _start_callback(self, order: CallbackOrder) -> None:
+        task = asyncio.get_running_loop().create_task(self._run_callback(order))
+        self._callbacks[order.call_id] = task
+
+        def forget(done: asyncio.Task[None]) -> None:
+            if self._callbacks.get(order.call_id) is done:
+                del self._callbacks[order.call_id]
+
+        task.add_done_callback(forget)
+
+    async def _run_callback(self, order: CallbackOrder) -> None:
+        """Read the callback's number and context, run the hook, then tell routing it ended.
+
+        Never raises: one broken callback must not stop the pump or the other callbacks."""
+        try:
+            queued = await _service_call(self.store.call(order.call_id))
+        except ServiceError as exc:  # stays connected in routing until this node is reclaimed
+            log.warning("callback unreadable", call_id=order.call_id, error=str(exc))
+            return
+        if queued is None:
+            log.warning("callback accepted but gone from routing", call_id=order.call_id)
+            return
+        order = replace(order, number=queued.number, context=dict(queued.context))
+        hook = self._on_callback
+        if hook is None:
+            log.info("callback waits for this node to dial", call_id=order.call_id)
+            self._waiting_for_hook.append(order)
+            return
+        log.info("callback to dial", call_id=order.call_id, agent_id=order.agent_id)
+        try:
+            await hook(order)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("callback failed", call_id=order.call_id)
+        finally:
+            try:
+                await self.callback_ended(order.call_id)
+            except ServiceError as exc:
+                # Routing is unreachable: its agent stays on the call until this node is
+                # declared lost (then routing completes it).
+                log.warning("callback end not recorded", call_id=order.call_id, error=str(exc))
 
 
 def _new_call(**fields: Any) -> NewCall:

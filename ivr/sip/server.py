@@ -3,7 +3,8 @@ per call, all on one event loop.
 
 The core (`ivr.sip.uas.SipCore`) decides what SIP says; this module only moves datagrams, arms
 the core's timer, opens media and runs the 95598 dialog for each answered call through
-:class:`SipCall`, the SIP implementation of the session's ``Transport``.
+:class:`SipCall`, the SIP implementation of the session's ``Transport``. Callbacks that agents
+accept are dialed out by `ivr.sip.callbacks` on the same UAC (`place_callback`).
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from ivr.dialog import actions as act
 from ivr.dialog import events as ev
 from ivr.dialog.engine import CallContext
 from ivr.flow.model import Flow
+from ivr.routing_redis import CallbackOrder
 from ivr.services import Crm, Routing
 from ivr.session import CallSession, CallSummary
 from ivr.settings import Settings
 from ivr.sip import events as sip
 from ivr.sip.bridge import Bridge
+from ivr.sip.callbacks import CallbackDialer, CallbackOutcome
 from ivr.sip.dtmf_merge import DtmfMerger, DtmfSource
 from ivr.sip.media import MediaConfig, MediaStream, RemoteMedia
 from ivr.sip.prompt_audio import render_play
@@ -171,6 +174,8 @@ class SipServer:
         self.upstream: UpstreamRegistration | None = None
         self.legs: dict[str, SipCall] = {}
         """Outbound agent legs by leg key, to the caller's call."""
+        self.callbacks = CallbackDialer(self)
+        """Callbacks being dialed out (their legs are not in ``legs``)."""
         self._transport: asyncio.DatagramTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -259,9 +264,13 @@ class SipServer:
                 if self.upstream.state is not RegistrationState.UNREGISTERING:
                     break
                 await asyncio.sleep(0.02)
-        if self.calls:
+        if self.calls or self.callbacks.active:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._no_calls.wait(), grace)
+                idle = asyncio.gather(self._no_calls.wait(), self.callbacks.wait_idle())
+                await asyncio.wait_for(idle, grace)
+        self.callbacks.stop_all()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.callbacks.wait_idle(), 2.0)
         for call in list(self.calls.values()):
             self.hangup(call)
             if call.session is not None:
@@ -294,6 +303,15 @@ class SipServer:
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
+
+    def now(self) -> float:
+        """The time base of the SIP cores and the registrar: the event loop's clock."""
+        return self._now()
+
+    def pump(self) -> None:
+        """Handle the cores' events, send what they queued, re-arm the timer (after an action
+        taken outside a datagram or timer, e.g. a callback's leg placed)."""
+        self._pump()
 
     def _pump(self) -> None:
         core = self.core
@@ -550,18 +568,31 @@ class SipServer:
         self._pump()
 
     def _agent_target(self, action: act.Transfer) -> tuple[str, tuple[str, int]] | None:
+        return self.agent_target(action.agent_id, action.contact)
+
+    def agent_target(self, agent_id: str, contact: str) -> tuple[str, tuple[str, int]] | None:
+        """Where to call an agent's phone: its registered binding, else the contact routing
+        gave; ``None`` if neither (or the contact is not a SIP URI)."""
         if self.registrar is not None:
-            bindings = self.registrar.lookup(action.agent_id, self._now())
+            bindings = self.registrar.lookup(agent_id, self._now())
             if bindings:
                 return bindings[0].contact, bindings[0].source
-        if action.contact:
-            uri = parse_uri(action.contact)
-            return action.contact, (uri.host, uri.port or 5060)
+        if contact.startswith(("sip:", "sips:")):
+            uri = parse_uri(contact)
+            if uri.host:
+                return contact, (uri.host, uri.port or 5060)
         return None
+
+    async def place_callback(self, order: CallbackOrder) -> CallbackOutcome:
+        """Dial a callback an agent accepted (`ivr.sip.callbacks`); returns how it ended, once
+        both legs are down. Routing's ``on_callback`` hook."""
+        return await self.callbacks.place(order)
 
     def _leg_event(self, event: LegEvent) -> None:
         if not hasattr(event, "leg"):
             metrics.SIP_MALFORMED.inc()
+            return
+        if self.callbacks.leg_event(event):
             return
         call = self.legs.get(event.leg)
         if call is None or call.agent_media is None:
@@ -620,6 +651,7 @@ class SipServer:
         while True:
             await asyncio.sleep(min(1.0, limit / 4))
             self._export_clock()
+            self.callbacks.watch_rtp(limit)
             for call in list(self.calls.values()):
                 if call.task is None and call.media.counters.received and not call.ended:
                     # Answered, the caller sends media, but no ACK arrived (lost in a storm):

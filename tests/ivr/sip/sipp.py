@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import struct
 import subprocess
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -671,3 +672,244 @@ async def wait_until(condition: Callable[[], bool], within: float) -> float:
         while not condition():  # noqa: ASYNC110 (server state has no change notification)
             await asyncio.sleep(0.02)
     return loop.time() - start
+
+
+# --------------------------------------------------------------------------------------------
+# SIPp as the called side: an agent phone or a trunk (the customer) the hotline dials out to.
+# A UAS scenario runs in the background on a port the test knows, one call, then SIPp exits.
+
+G711A_PCAP = PCAP_DIR / "g711a.pcap"
+"""7.08 s of PCMA (payload type 8) SIPp can play as a called party's audio."""
+
+UAS_TAG = "[pid]SIPpTag01[call_number]"
+"""The To-tag SIPp answers with (and its From-tag when it sends the BYE)."""
+
+_UAS_HEADERS = f"""      [last_Via:]
+      [last_From:]
+      [last_To:];tag={UAS_TAG}
+      [last_Call-ID:]
+      [last_CSeq:]"""
+
+_UAS_INVITE = """  <recv request="INVITE">
+    <action>
+      <ereg regexp="sip:[^>;]*" search_in="hdr" header="Contact:" assign_to="peer_contact"/>
+      <ereg regexp="[^ ].*" search_in="hdr" header="From:" assign_to="peer_from"/>
+      <ereg regexp="[^ ].*" search_in="hdr" header="To:" assign_to="own_to"/>
+    </action>
+  </recv>
+"""
+
+
+def _uas_response(status: str, *, sdp: bool = False) -> str:
+    body = (
+        """
+      v=0
+      o=callee 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 8 101
+      a=rtpmap:8 PCMA/8000
+      a=rtpmap:101 telephone-event/8000
+      a=fmtp:101 0-15
+      a=sendrecv
+"""
+        if sdp
+        else ""
+    )
+    content = (
+        "      Content-Type: application/sdp\n      Content-Length: [len]\n"
+        if sdp
+        else "      Content-Length: 0\n"
+    )
+    retrans = ' retrans="500"' if status.startswith("200") and sdp else ""
+    return f"""  <send{retrans}>
+    <![CDATA[
+      SIP/2.0 {status}
+{_UAS_HEADERS}
+      Contact: <sip:callee@[local_ip]:[local_port];transport=[transport]>
+{content}{body}
+    ]]>
+  </send>
+"""
+
+
+def uas_scenario(
+    answer: str,
+    *,
+    hold: float | None = None,
+    ring: float = 0.2,
+    play: Path | None = G711A_PCAP,
+) -> str:
+    """SIPp called by the hotline: ``answer`` = ``"answer"`` (180, then 200 after ``ring``
+    seconds; ``play`` a PCMA capture; then hang up with BYE after ``hold`` seconds, or wait for
+    the hotline's BYE when ``hold`` is None), ``"busy"`` (486 Busy Here) or ``"no_answer"``
+    (180, then wait for the CANCEL: 200 to it and 487 to the INVITE)."""
+    parts = [_UAS_INVITE, _uas_response("100 Trying")]
+    if answer == "busy":
+        parts += [_uas_response("486 Busy Here"), recv(request="ACK")]
+    elif answer == "no_answer":
+        parts += [
+            _uas_response("180 Ringing"),
+            """  <recv request="CANCEL">
+    <action>
+      <ereg regexp="([0-9]+) CANCEL" search_in="hdr" header="CSeq:"
+            assign_to="cancel_cseq,invite_cseq"/>
+    </action>
+  </recv>
+""",
+            REPLY_200,
+            f"""  <send>
+    <![CDATA[
+      SIP/2.0 487 Request Terminated
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag={UAS_TAG}
+      [last_Call-ID:]
+      CSeq: [$invite_cseq] INVITE
+      Content-Length: 0
+
+    ]]>
+  </send>
+""",
+            recv(request="ACK"),
+        ]
+    elif answer == "answer":
+        parts += [_uas_response("180 Ringing"), pause(ring), _uas_response("200 OK", sdp=True)]
+        parts.append(recv(request="ACK", optional=False))
+        if play is not None:
+            parts.append(f'  <nop><action><exec play_pcap_audio="{play}"/></action></nop>\n')
+        if hold is None:
+            parts.append(answer_bye())
+        else:
+            parts += [
+                pause(hold),
+                f"""  <send retrans="500">
+    <![CDATA[
+      BYE [$peer_contact] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: [$own_to];tag={UAS_TAG}
+      To: [$peer_from]
+      Call-ID: [call_id]
+      CSeq: 1 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+""",
+                recv(200),
+            ]
+    else:
+        raise ValueError(f"unknown answer {answer!r}")
+    used = "peer_contact peer_from own_to" + (" cancel_cseq" if answer == "no_answer" else "")
+    tail = "".join(f"[${name}]" for name in used.split())
+    parts.append(f'  <nop><action><log message="{tail}"/></action></nop>\n')
+    return scenario(f"hotline dials out ({answer})", *parts)
+
+
+def _write_scenario(scenario_xml: str, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "scenario.xml"
+    path.write_text(scenario_xml, encoding="ascii")
+    return path
+
+
+def free_udp_port() -> int:
+    """An even UDP port free on loopback, with the next three free too (SIPp's media port is
+    RTP, +1 RTCP, +2 video RTP)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port % 2 or port > 65000:
+            continue
+        try:
+            for p in (port, port + 1, port + 2, port + 3):
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as check:
+                    check.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free UDP port")
+
+
+@dataclass
+class SippPeer:
+    """A SIPp UAS running in the background (see `sipp_uas`)."""
+
+    address: tuple[str, int]
+    """Where it takes SIP."""
+    folder: Path
+    """Its scenario, error log and message trace."""
+    process: asyncio.subprocess.Process
+
+    async def finished(self, within: float = 30.0) -> SippRun:
+        """Wait for SIPp to end (after its one call); its exit code and output."""
+        stdout, stderr = await asyncio.wait_for(self.process.communicate(), within)
+        errors = self.folder / "sipp_errors.log"
+        return SippRun(
+            self.process.returncode if self.process.returncode is not None else -1,
+            stdout.decode(errors="replace"),
+            stderr.decode(errors="replace"),
+            errors.read_text(errors="replace") if errors.exists() else "",
+        )
+
+    def trace(self) -> list[Traced]:
+        """The messages it sent and received so far."""
+        return read_trace(self.folder)
+
+
+@asynccontextmanager
+async def sipp_uas(
+    scenario_xml: str, folder: Path, *, limit: float = 60.0, extra: Sequence[str] = ()
+) -> AsyncIterator[SippPeer]:
+    """SIPp answering one call with ``scenario_xml`` on a free loopback port (its own media port
+    too); ready when this yields, killed on exit if it is still running. SIPp gives up its call
+    after ``limit`` seconds."""
+    path = _write_scenario(scenario_xml, folder)
+    port, media_port = free_udp_port(), free_udp_port()
+    process = await asyncio.create_subprocess_exec(
+        "sipp",
+        "-sf",
+        str(path),
+        "-i",
+        "127.0.0.1",
+        "-mi",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-mp",
+        str(media_port),
+        "-m",
+        "1",
+        "-nostdin",
+        "-timeout",
+        f"{int(limit)}s",
+        "-trace_err",
+        "-error_file",
+        str(folder / "sipp_errors.log"),
+        *trace_args(folder),
+        *extra,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=folder,
+    )
+    peer = SippPeer(("127.0.0.1", port), folder, process)
+    try:
+        # Ready once SIPp holds its SIP port: binding it ourselves then fails.
+        async with asyncio.timeout(10.0):
+            while True:
+                if process.returncode is not None:
+                    raise RuntimeError(f"SIPp exited at once: {await peer.finished()}")
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                    try:
+                        probe.bind(peer.address)
+                    except OSError:
+                        break
+                await asyncio.sleep(0.02)
+        yield peer
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
