@@ -8,7 +8,8 @@ changes, ``reason`` says why a call ended (``max_wait``, ``expired``, ``queue_fu
 ``node_lost``); an ``ABANDON`` of an offered call by a lost node carries ``reason`` ``node_lost``
 next to ``astate`` ``available``, which is why only a not-ready ``astate`` takes the reason. An
 entry about one agent of a ring-all call's ring (OFFER, REJECT, RONA, RELEASE, RINGCANCEL)
-carries ``ring`` ``1``: such a call stays ``offered`` while any agent still rings.
+carries ``ringall`` ``1`` (a CONNECT's ``ring`` is the seconds the accepted offer rang): such a
+call stays ``offered`` while any agent still rings.
 
 `Replay` folds a stream back into states, which is how tests prove nothing changes without an
 event, and how statistics can be recomputed.
@@ -144,7 +145,7 @@ class Replay:
     def apply(self, event: RoutingEvent) -> None:
         """Fold one event in."""
         f = event.fields
-        ring = f.get("ring") == "1"
+        ring = f.get("ringall") == "1"
         if "astate" in f:
             astate = AgentState(f["astate"])
             reason = f.get("reason", "") if astate is AgentState.NOT_READY else ""

@@ -361,7 +361,7 @@ local function ring_add(id, c, a)
     redis.call('SADD', K.ring(id), a)
     timer_set('ringto', a, NOW + qcfg(c.skill).reservation_timeout)
     emit('OFFER', 'call', id, 'agent', a, 'skill', c.skill, 'cstate', 'offered',
-        'astate', 'reserved', 'reason', '', 'wait', tostring(NOW - tonumber(c.enq)), 'ring', '1')
+        'astate', 'reserved', 'reason', '', 'wait', tostring(NOW - tonumber(c.enq)), 'ringall', '1')
     OFFERS[#OFFERS + 1] = id
     OFFERS[#OFFERS + 1] = a
 end
@@ -830,7 +830,7 @@ local function ring_drop(id, c, a, kind, reason)
     redis.call('HSET', K.agent(a), 'state', 'not_ready', 'reason', reason, 'since', NOW_S,
         'call', '')
     emit(kind, 'call', id, 'agent', a, 'skill', c.skill, 'cstate', cstate,
-        'astate', 'not_ready', 'reason', reason, 'ring', '1')
+        'astate', 'not_ready', 'reason', reason, 'ringall', '1')
     if cstate == 'waiting' then
         after_return(id)
     end
@@ -852,7 +852,7 @@ end
 local function ring_release(id, c, a, why)
     local cstate = ring_leave(id, c, a)
     emit('RELEASE', 'call', id, 'agent', a, 'skill', c.skill, 'cstate', cstate, 'reason', why,
-        'ring', '1')
+        'ringall', '1')
     if cstate == 'waiting' then
         return id
     end
@@ -871,7 +871,7 @@ local function ring_stop(id, c)
         timer_clear('ringto', b)
         release_agent(b)
         emit('RINGCANCEL', 'call', id, 'agent', b, 'skill', c.skill, 'astate', 'available',
-            'reason', '', 'ring', '1')
+            'reason', '', 'ringall', '1')
     end
     return agents
 end
@@ -1194,10 +1194,8 @@ local function cmd_accept()
     emit('CONNECT', 'call', id, 'agent', a, 'skill', c.skill, 'kind', c.kind,
         'cstate', 'connected', 'astate', 'on_call', 'reason', '',
         'wait', tostring(NOW - tonumber(c.enq)), 'ring', tostring(NOW - tonumber(c.offered_at)))
-    if c.kind == 'call' then
-        inbox(c.node, { kind = 'connected', call = id, rid = c.rid, agent = a,
-            contact = ag.contact })
-    end
+    -- A caller's node bridges the caller; a callback's node dials the agent and the customer.
+    inbox(c.node, { kind = 'connected', call = id, rid = c.rid, agent = a, contact = ag.contact })
     if ringing(c) then
         ring_won(id, c, a)
     end

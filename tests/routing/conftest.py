@@ -162,7 +162,7 @@ class Consistency:
                 self.ahead[e.call_id] = self.places[e.call_id]
             if e.type is EventType.CONFIG:
                 self.strategies[f["skill"]] = f["strategy"]
-            if e.type is EventType.OFFER and f.get("ring") == "1":
+            if e.type is EventType.OFFER and f.get("ringall") == "1":
                 assert self.strategies.get(f["skill"]) == Strategy.RING_ALL, (
                     f"{e.call_id} rings {e.agent_id} outside a ring-all queue"
                 )

@@ -303,3 +303,15 @@ async def test_caller_hangs_up_while_offered(store: RoutingStore, consistent: Ch
     assert await agent_state(store, "A1") == (AgentState.RESERVED, "", "c2")
     assert await store.tick(T0 + 100) == 1
     await consistent(store)
+
+
+async def test_an_offer_accepted_after_exactly_one_second_replays_as_connected(
+    store: RoutingStore, consistent: Check
+) -> None:
+    """A CONNECT's ``ring`` (seconds the offer rang) is not the ring-all flag (``ringall``)."""
+    await store.login("A1", skills={"billing": 1}, now=T0, ready=True)
+    await store.enqueue(NewCall("c1", {"billing": 1}, node_id="n1"), T0)
+    await store.accept("A1", "c1", T0 + 1)
+    connect = (await store.events())[-1]
+    assert (connect.type, connect.fields["ring"]) == (EventType.CONNECT, "1")
+    await consistent(store)

@@ -257,7 +257,14 @@ async def test_leaving_for_a_callback_while_offered(store: RoutingStore, consist
     result = await store.add_callback(callback("a"), T0 + 3, from_call="a")
     assert [(o.call_id, o.agent_id) for o in result.offers] == [("cb:a", "A1")]
     assert await store.accept("A1", "cb:a", T0 + 4) == ""
-    assert await store.drain_inbox("n1") == []  # nobody on the line to tell
+    # The callback's node is told, to dial the agent and then the customer.
+    [dial] = await store.drain_inbox("n1")
+    assert (dial.kind, dial.call_id, dial.agent_id, dial.request_id) == (
+        "connected",
+        "cb:a",
+        "A1",
+        None,
+    )
     connect = (await store.events())[-1]
     assert (connect.type, connect.fields["kind"]) == (EventType.CONNECT, "callback")
     await consistent(store)

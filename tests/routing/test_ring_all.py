@@ -82,7 +82,7 @@ async def test_a_call_rings_every_eligible_available_agent(
     assert await agent_state(store, "A2") == (AgentState.RESERVED, "", "c1")
     assert await store.available("billing") == {"low", "mono"}
     offers = (await store.events())[-2:]
-    assert [(e.type, e.agent_id, e.fields["ring"]) for e in offers] == [
+    assert [(e.type, e.agent_id, e.fields["ringall"]) for e in offers] == [
         (EventType.OFFER, "A1", "1"),
         (EventType.OFFER, "A2", "1"),
     ]
@@ -144,7 +144,7 @@ async def test_a_reject_releases_only_that_agent(store: RoutingStore, consistent
     c1 = await queued(store, "c1")
     assert (c1.state, c1.offered_to) == (CallState.OFFERED, ("A2",))
     reject = (await store.events())[-1]
-    assert (reject.type, reject.fields["cstate"], reject.fields["ring"]) == (
+    assert (reject.type, reject.fields["cstate"], reject.fields["ringall"]) == (
         EventType.REJECT,
         "offered",
         "1",
@@ -181,7 +181,7 @@ async def test_a_late_joiner_rings_for_its_full_time(
     await two_ringing(store)
     assert pairs(await store.ready("A3", T0 + 20)) == [("c1", "A3")]
     joined = (await store.events())[-1]
-    assert (joined.type, joined.fields["ring"], joined.fields["wait"]) == (
+    assert (joined.type, joined.fields["ringall"], joined.fields["wait"]) == (
         EventType.OFFER,
         "1",
         "10",

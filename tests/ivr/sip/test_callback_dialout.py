@@ -8,7 +8,6 @@ on its own, without sockets.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -198,22 +197,9 @@ async def accept_callback(routing: RedisRouting, number: str = NUMBER) -> None:
     agent = await store.agent(AGENT)
     assert agent is not None
     assert (agent.state, agent.call_id) == (AgentState.RESERVED, CALLBACK)
-    contact = await store.accept(AGENT, CALLBACK, time.time())
-    await _routing_message_for_callbacks(store, contact)
+    await store.accept(AGENT, CALLBACK, time.time())
     await routing.run_once()
     assert CALLBACK in routing.callbacks
-
-
-async def _routing_message_for_callbacks(store: RoutingStore, contact: str) -> None:
-    # routing/store.lua tells a node ``connected`` only for callers (``if c.kind == 'call'`` in
-    # cmd_accept), not for callbacks: until it does, put the message routing will send, in its
-    # format, into the inbox. test_routing_tells_the_node_a_callback_was_accepted turns XPASS
-    # (and fails, strict) the day routing sends it: then delete this function.
-    key = store.keys.inbox(NODE)
-    if await store.redis.llen(key):
-        return
-    message = {"kind": "connected", "call": CALLBACK, "rid": "", "agent": AGENT}
-    await store.redis.rpush(key, json.dumps({**message, "contact": contact}))
 
 
 async def callback_done(rig: Rig, within: float = 30.0) -> None:
@@ -243,9 +229,6 @@ def outcome_count(outcome: str) -> float:
     return value or 0.0
 
 
-@pytest.mark.xfail(
-    strict=True, reason="routing/store.lua sends `connected` to the node for callers only"
-)
 async def test_routing_tells_the_node_a_callback_was_accepted(redis_client: Redis) -> None:
     store = RoutingStore(redis_client, tenant="cb")
     routing = RedisRouting(store, NODE)
