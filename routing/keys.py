@@ -160,6 +160,10 @@ def lua_prelude() -> str:
     for each template."""
     lines = ["local P -- the tenant prefix, set per call", "local K = {}"]
     lines.append(f"local MAX_LEVEL = {MAX_LEVEL}")
+    # Levels are numbers in the scripts; Lua turns a number into a string with sprintf, which
+    # costs more than the rest of building a key, so the level names are written out once.
+    names = ", ".join(f"'{level}'" for level in range(1, MAX_LEVEL + 1))
+    lines.append(f"local LEVEL_NAMES = {{ {names} }}")
     for name, template in TEMPLATES.items():
         pieces: list[str] = []
         args: list[str] = []
@@ -170,7 +174,9 @@ def lua_prelude() -> str:
                 arg = f"a{field}"
                 if arg not in args:
                     args.append(arg)
-                pieces.append(f"tostring({arg})")
+                # a string as it is, a level by its name, any other number converted by `..`;
+                # nil fails loudly instead of naming a key "...:nil"
+                pieces.append(f"(LEVEL_NAMES[{arg}] or {arg})")
         body = " .. ".join(["P", *pieces])
         lines.append(f"K.{name} = function({', '.join(args)}) return {body} end")
     return "\n".join(lines) + "\n"

@@ -39,6 +39,20 @@ local function hgetall(key)
     return t
 end
 
+-- Just the named fields of a hash (absent ones nil): the hot paths need a few fields, and a
+-- short HMGET costs a fraction of an HGETALL (or of call_get's fifteen fields).
+local function hmget(key, ...)
+    local names = { ... }
+    local v = redis.call('HMGET', key, ...)
+    local t = {}
+    for i = 1, #names do
+        if v[i] then
+            t[names[i]] = v[i]
+        end
+    end
+    return t
+end
+
 local function next_seq()
     return redis.call('INCR', K.seq())
 end
@@ -71,6 +85,13 @@ local function timer_clear(kind, id)
     redis.call('ZREM', K.timers(), kind .. '|' .. id)
 end
 
+-- Every timer a call can have (reservation, max wait, callback expiry, escalation, overflow),
+-- in one ZREM.
+local function call_timers_clear(id)
+    redis.call('ZREM', K.timers(), 'rona|' .. id, 'maxwait|' .. id, 'cbexp|' .. id,
+        'esc|' .. id, 'ovf|' .. id)
+end
+
 local function inbox(node, message)
     if node ~= nil and node ~= '' then
         redis.call('RPUSH', K.inbox(node), cjson.encode(message))
@@ -95,26 +116,31 @@ end
 
 -- ---------------------------------------------------------------- queue settings
 
-local NUMERIC = { 'reservation_timeout', 'wrap_up_seconds', 'max_wait', 'max_length',
-    'aging_seconds_per_priority', 'callback_window', 'default_handle_seconds',
-    'escalate_after', 'escalate_min_level', 'overflow_after' }
+local NUMERIC = { reservation_timeout = true, wrap_up_seconds = true, max_wait = true,
+    max_length = true, aging_seconds_per_priority = true, callback_window = true,
+    default_handle_seconds = true, escalate_after = true, escalate_min_level = true,
+    overflow_after = true }
 
+-- A queue's settings. Each is read when first used and kept for the invocation: a command uses
+-- one to five of them, and reading and converting all of them cost more than the rest of a
+-- short command.
 local function qcfg(skill)
     local c = CFG[skill]
     if c then
         return c
     end
-    c = {}
-    for k, v in pairs(DEFAULTS) do
-        c[k] = v
-    end
-    local raw = redis.call('HGETALL', K.queue_config(skill))
-    for i = 1, #raw, 2 do
-        c[raw[i]] = raw[i + 1]
-    end
-    for _, k in ipairs(NUMERIC) do
-        c[k] = tonumber(c[k])
-    end
+    local key = K.queue_config(skill)
+    c = setmetatable({}, { __index = function(t, name)
+        local v = redis.call('HGET', key, name)
+        if not v then
+            v = DEFAULTS[name]
+        end
+        if NUMERIC[name] then
+            v = tonumber(v)
+        end
+        rawset(t, name, v)
+        return v
+    end })
     CFG[skill] = c
     return c
 end
@@ -266,7 +292,8 @@ end
 
 local function first_agent(key, req)
     if req == '' then
-        local r = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+        -- string bounds: Redis 6.2 formats every number argument with "%.17g"
+        local r = redis.call('ZRANGE', key, '0', '0', 'WITHSCORES')
         if #r == 0 then
             return nil
         end
@@ -314,7 +341,7 @@ local function call_fits(member, skills, a)
 end
 
 local function first_call(key, skills, a)
-    local head = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    local head = redis.call('ZRANGE', key, '0', '0', 'WITHSCORES')
     if #head == 0 then
         return nil
     end
@@ -431,10 +458,13 @@ end
 -- Offer the call to this one agent, whatever the queue's strategy (also a ring-all queue's
 -- call offered to the caller's last agent: that offer is theirs alone, and only when it ends
 -- without an accept does the call ring everyone).
-local function reserve_one(id, c, a)
+-- `listed` false: the agent, just made available, was not put in the available sets.
+local function reserve_one(id, c, a, listed)
     local cfg = qcfg(c.skill)
     redis.call('ZREM', K.queue(c.skill, c.min), c.member)
-    avail_remove(a)
+    if listed ~= false then
+        avail_remove(a)
+    end
     redis.call('HSET', K.agent(a), 'state', 'reserved', 'reason', '', 'since', NOW_S, 'call', id,
         'offer_seq', next_seq())
     redis.call('HSET', K.call(id), 'state', 'offered', 'agent', a, 'offered_at', NOW_S)
@@ -445,19 +475,20 @@ local function reserve_one(id, c, a)
     OFFERS[#OFFERS + 1] = a
 end
 
-local function reserve(id, c, a)
+local function reserve(id, c, a, listed)
     if qcfg(c.skill).strategy == 'ring_all' then
         -- an agent that became available: no other available agent is eligible for the call,
         -- but later ones may join this ring
         ring_start(id, c, { a })
         return
     end
-    reserve_one(id, c, a)
+    reserve_one(id, c, a, listed)
 end
 
 -- Offer a waiting call to the best eligible available agent, per its queue's strategy.
-local function match_call(id)
-    local c = call_get(id)
+-- `c`: the call's fields, when the caller has them (it has just put the call in line).
+local function match_call(id, c)
+    c = c or call_get(id)
     if not c or c.state ~= 'waiting' then
         return nil
     end
@@ -487,27 +518,26 @@ local function match_call(id)
     return best
 end
 
--- Offer the best waiting call (lowest place in line) an available agent is eligible for; a call
--- held for the agent (last-agent routing) before any other.
-local function match_agent(a)
-    local ag = hgetall(K.agent(a))
-    if not ag or ag.state ~= 'available' then
+-- Offer the best waiting call (lowest place in line) an available agent is eligible for.
+-- `listed` false: the agent was just made available and is not in the available sets (yet).
+local function match_agent(a, listed)
+    if listed ~= false and redis.call('HGET', K.agent(a), 'state') ~= 'available' then
         return nil
     end
     local held = held_for(a) -- a returning caller held for this agent goes first
     if held then
         hold_clear(held, a)
-        reserve_one(held, call_get(held), a)
+        reserve_one(held, call_get(held), a, listed)
         return held
     end
     local skills = agent_skills(a)
-    local best_id, best_score, best_member
+    local best_id, best_score, best_member, best_skill, best_min
     for s, l in pairs(skills) do
         for m = 1, l do
             local member, sc, id = first_call(K.queue(s, m), skills, a)
             if member and (best_id == nil or sc < best_score
                     or (sc == best_score and member < best_member)) then
-                best_id, best_score, best_member = id, sc, member
+                best_id, best_score, best_member, best_skill, best_min = id, sc, member, s, m
             end
         end
     end
@@ -517,7 +547,11 @@ local function match_agent(a)
         return join
     end
     if best_id then
-        reserve(best_id, call_get(best_id), a)
+        -- The bucket gives the call's queue, level, member and place: only its arrival time is
+        -- read.
+        local c = { skill = best_skill, min = best_min, member = best_member, score = best_score,
+            enq = redis.call('HGET', K.call(best_id), 'enq') }
+        reserve(best_id, c, a, listed)
     end
     return best_id
 end
@@ -532,7 +566,16 @@ local function waiting_count(skill)
     return n
 end
 
-local function position_of(c)
+-- `newest`: the call has just been given the tenant's latest arrival number, so every call with
+-- an equal score is ahead of it and one ZCOUNT per bucket suffices.
+local function position_of(c, newest)
+    if newest then
+        local pos = 0
+        for l = 1, MAX_LEVEL do
+            pos = pos + redis.call('ZCOUNT', K.queue(c.skill, l), '-inf', c.score)
+        end
+        return pos
+    end
     local pos = 1
     for l = 1, MAX_LEVEL do
         local key = K.queue(c.skill, l)
@@ -569,20 +612,20 @@ local function insert(id, c)
         'req', c.req, 'prio', c.prio, 'ctx', c.ctx, 'node', c.node, 'enq', c.enq,
         'score', c.score, 'member', c.member, 'state', 'waiting', 'agent', '',
         'number', c.number, 'overdue', '', 'offered_at', '', 'connected_at', '')
+    c.state = 'waiting'
     redis.call('SADD', K.calls(), id)
     redis.call('SADD', K.queues(), c.skill)
     redis.call('ZADD', K.queue(c.skill, c.min), c.score, c.member)
 end
 
 local function end_call(id, c)
-    redis.call('ZREM', K.queue(c.skill, c.min), c.member)
     redis.call('DEL', K.call(id))
     redis.call('SREM', K.calls(), id)
-    timer_clear('rona', id)
-    timer_clear('maxwait', id)
-    timer_clear('cbexp', id)
-    timer_clear('esc', id)
-    timer_clear('ovf', id)
+    -- A connected call is in no queue and has no timers left: accept cleared them.
+    if c.state ~= 'connected' then
+        redis.call('ZREM', K.queue(c.skill, c.min), c.member)
+        call_timers_clear(id)
+    end
 end
 
 -- An offered call goes back to its original place (same score, same member).
@@ -780,12 +823,17 @@ end
 
 -- ---------------------------------------------------------------- agent transitions
 
+-- A finished call's handle time (talk + wrap-up), kept for estimated waits.
+local function record_handle_time(skill, seconds)
+    local key = K.handle_times(skill)
+    redis.call('LPUSH', key, tostring(seconds))
+    redis.call('LTRIM', key, 0, HANDLE_SAMPLES - 1)
+end
+
 -- Record the finished call's handle time (talk + wrap-up) for estimated waits.
 local function end_wrap(a, ag)
     if ag.handle_start ~= nil and ag.handle_start ~= '' and ag.last_skill ~= '' then
-        local key = K.handle_times(ag.last_skill)
-        redis.call('LPUSH', key, tostring(NOW - tonumber(ag.handle_start)))
-        redis.call('LTRIM', key, 0, HANDLE_SAMPLES - 1)
+        record_handle_time(ag.last_skill, NOW - tonumber(ag.handle_start))
     end
     redis.call('HSET', K.agent(a), 'handle_start', '', 'wrap_until', '')
     timer_clear('wrap', a)
@@ -796,9 +844,12 @@ local function become_available(a, ag, event, cause)
     redis.call('HSET', K.agent(a), 'state', 'available', 'reason', '', 'since', NOW_S,
         'idle_seq', idle, 'call', '')
     ag.idle_seq = idle
-    avail_add(a, ag)
     emit(event, 'agent', a, 'astate', 'available', 'reason', '', 'cause', cause)
-    match_agent(a)
+    -- Offered a call at once, the agent never enters the available sets (saves a ZADD and a
+    -- ZREM per skill).
+    if not match_agent(a, false) then
+        avail_add(a, ag)
+    end
 end
 
 -- The caller left an offered call: the agent, who did nothing wrong, keeps the idle place.
@@ -920,25 +971,30 @@ local function release_offer(a, ag, why)
     return id
 end
 
-local function finish(id, c, a, by)
-    local ag = hgetall(K.agent(a))
+-- `ag`: the agent's calls, talk and offer_seq when the caller has read them already.
+local function finish(id, c, a, by, ag)
+    ag = ag or hmget(K.agent(a), 'calls', 'talk', 'offer_seq')
     local talk = NOW - tonumber(c.connected_at)
-    local cfg = qcfg(c.skill)
-    redis.call('HSET', K.agent(a), 'calls', tonumber(ag.calls) + 1,
-        'talk', tonumber(ag.talk) + talk, 'handle_start', c.connected_at,
-        'last_skill', c.skill, 'call', '', 'state', 'wrap_up', 'reason', '', 'since', NOW_S,
-        'wrap_until', NOW + cfg.wrap_up_seconds)
+    local wrap = qcfg(c.skill).wrap_up_seconds
+    ag.calls, ag.talk = tonumber(ag.calls) + 1, tonumber(ag.talk) + talk
+    local handle_start, wrap_until = c.connected_at, NOW + wrap
+    if wrap <= 0 then
+        -- No wrap-up: it ends here (end_wrap's work), with no timer and no second read.
+        record_handle_time(c.skill, talk)
+        handle_start, wrap_until = '', ''
+    end
+    redis.call('HSET', K.agent(a), 'calls', ag.calls, 'talk', ag.talk,
+        'handle_start', handle_start, 'last_skill', c.skill, 'call', '', 'state', 'wrap_up',
+        'reason', '', 'since', NOW_S, 'wrap_until', wrap_until)
     end_call(id, c)
     emit('COMPLETE', 'call', id, 'agent', a, 'skill', c.skill, 'by', by, 'talk', tostring(talk),
         'cstate', 'ended', 'astate', 'wrap_up', 'reason', '')
     if c.kind == 'call' then
         inbox(c.node, { kind = 'disconnected', call = id, rid = c.rid })
     end
-    if cfg.wrap_up_seconds > 0 then
-        timer_set('wrap', a, NOW + cfg.wrap_up_seconds)
+    if wrap > 0 then
+        timer_set('wrap', a, wrap_until)
     else
-        ag = hgetall(K.agent(a))
-        end_wrap(a, ag)
         become_available(a, ag, 'READY', 'wrap_end')
     end
 end
@@ -1173,24 +1229,27 @@ local function cmd_set_skills()
     return {}
 end
 
-local function reserved_call(a, id)
-    local ag = agent_or_fail(a)
-    if ag.state ~= 'reserved' or ag.call ~= id then
+-- The agent's state, call and contact, and the call (only the named fields, if any are named).
+local function reserved_call(a, id, ...)
+    local ag = hmget(K.agent(a), 'state', 'call', 'contact')
+    if not ag.state then
+        fail('no-such-agent', a)
+    elseif ag.state ~= 'reserved' or ag.call ~= id then
         fail('no-such-reservation', id .. ' is not offered to ' .. a)
+    end
+    if select('#', ...) > 0 then
+        return ag, hmget(K.call(id), ...)
     end
     return ag, call_get(id)
 end
 
 local function cmd_accept()
     local a, id = ARGS[4], ARGS[5]
-    local ag, c = reserved_call(a, id)
+    local ag, c = reserved_call(a, id, 'skill', 'kind', 'node', 'rid', 'enq', 'offered_at',
+        'state', 'agent', 'member')
     redis.call('HSET', K.agent(a), 'state', 'on_call', 'reason', '', 'since', NOW_S)
     redis.call('HSET', K.call(id), 'state', 'connected', 'connected_at', NOW_S)
-    timer_clear('rona', id)
-    timer_clear('maxwait', id)
-    timer_clear('cbexp', id)
-    timer_clear('esc', id)
-    timer_clear('ovf', id)
+    call_timers_clear(id)
     emit('CONNECT', 'call', id, 'agent', a, 'skill', c.skill, 'kind', c.kind,
         'cstate', 'connected', 'astate', 'on_call', 'reason', '',
         'wait', tostring(NOW - tonumber(c.enq)), 'ring', tostring(NOW - tonumber(c.offered_at)))
@@ -1221,11 +1280,15 @@ end
 
 local function cmd_complete()
     local a = ARGS[4]
-    local ag = agent_or_fail(a)
-    if ag.state ~= 'on_call' then
+    local ag = hmget(K.agent(a), 'state', 'call', 'calls', 'talk', 'offer_seq')
+    if not ag.state then
+        fail('no-such-agent', a)
+    elseif ag.state ~= 'on_call' then
         fail('invalid-transition', a .. ' is ' .. ag.state)
     end
-    finish(ag.call, call_get(ag.call), a, 'agent')
+    -- A connected call: only the fields finish (and end_call) use.
+    local c = hmget(K.call(ag.call), 'skill', 'kind', 'node', 'rid', 'state', 'connected_at')
+    finish(ag.call, c, a, 'agent', ag)
     return {}
 end
 
@@ -1298,8 +1361,8 @@ local function new_call()
     }
 end
 
-local function place(c)
-    local pos = position_of(c)
+local function place(c, newest)
+    local pos = position_of(c, newest)
     return { tostring(pos), tostring(estimated_wait(c.skill, pos)) }
 end
 
@@ -1351,13 +1414,13 @@ local function cmd_enqueue()
         reserve_one(id, c, pref) -- the caller's last agent is free: theirs at once
         return { 'offered', '0', '-1', pref }
     elseif hold then
-        local p = place(c)
+        local p = place(c, true)
         return { 'queued', p[1], p[2], pref }
     end
-    if match_call(id) then
+    if match_call(id, c) then
         return { 'offered', '0', '-1' }
     end
-    local p = place(c)
+    local p = place(c, true)
     return { 'queued', p[1], p[2] }
 end
 
@@ -1395,7 +1458,7 @@ local function cmd_callback()
     emit('CALLBACK', 'call', id, 'skill', c.skill, 'min', c.min, 'req', c.req, 'prio', c.prio,
         'node', c.node, 'kind', c.kind, 'seq', tostring(tonumber(seq)), 'score', c.score,
         'cstate', 'waiting', 'kept', kept, 'from', from)
-    if match_call(id) then
+    if match_call(id, c) then
         return { 'offered', '0', '-1', kept }
     end
     local p = place(c)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from redis.asyncio import Redis
 from redis.crc import key_slot
+from redis.exceptions import ResponseError
 
 from routing.keys import TEMPLATES, Keys, check_name, lua_prelude
 
@@ -63,6 +64,25 @@ async def test_lua_builds_the_same_names(redis_client: Redis) -> None:
     )
     names = await redis_client.eval(script, 0, k.prefix, "sip-call-id@host{weird}:x|y")
     assert names == all_keys(k)
+
+
+async def test_lua_levels_as_numbers_or_strings(redis_client: Redis) -> None:
+    k = Keys("t")
+    script = lua_prelude() + (
+        "P = ARGV[1]\n"
+        "return {K.queue('billing', 3), K.queue('billing', '3'), K.available('billing', 10),"
+        " K.available('billing', 12), K.agent('7')}"
+    )
+    names = await redis_client.eval(script, 0, k.prefix)
+    assert names == [
+        k.queue("billing", 3),
+        k.queue("billing", 3),
+        k.available("billing", 10),
+        k.available("billing", 12),
+        k.agent("7"),
+    ]
+    with pytest.raises(ResponseError, match="concatenate"):  # never a key named "...:nil"
+        await redis_client.eval(lua_prelude() + "P = ARGV[1]\nreturn K.agent(nil)", 0, k.prefix)
 
 
 @pytest.mark.parametrize("bad", ["", "a:b", "a|b", "{a}", "a b", "x" * 65])
