@@ -38,6 +38,7 @@ TEMPLATES: dict[str, str] = {
     "available": "avail:{0}:{1}",  # zset per (skill, level): available agents, strategy score
     "staffed": "staffed:{0}",  # set: logged-in agents having the skill
     "handle_times": "aht:{0}",  # list: recent handle times (talk + wrap-up) of the skill
+    "handle_total": "aht_sum:{0}",  # string: the sum of that list, kept with it by the script
     # queues and calls
     "queue": "q:{0}:{1}",  # zset per (skill, min level): "<seq><mark><call id>" -> place
     "queue_config": "queue:{0}",  # hash: QueueConfig overrides for the skill
@@ -129,6 +130,9 @@ class Keys:
 
     def handle_times(self, skill: str) -> str:
         return self._key("handle_times", skill)
+
+    def handle_total(self, skill: str) -> str:
+        return self._key("handle_total", skill)
 
     def queue(self, skill: str, min_level: int) -> str:
         return self._key("queue", skill, min_level)

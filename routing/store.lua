@@ -589,20 +589,33 @@ local function position_of(c, newest)
     return pos
 end
 
+-- The sum of a skill's recent handle times. It is kept next to the list, so an estimated wait
+-- (every enqueue and position update) needs no pass over the samples; without it (data written
+-- before it existed) it is the sum of the list.
+local function handle_sum(skill)
+    local sum = redis.call('GET', K.handle_total(skill))
+    if sum then
+        return tonumber(sum)
+    end
+    sum = 0
+    for _, v in ipairs(redis.call('LRANGE', K.handle_times(skill), '0', '-1')) do
+        sum = sum + tonumber(v)
+    end
+    return sum
+end
+
 -- Estimated wait: position x average recent handle time / agents logged in with the skill.
 local function estimated_wait(skill, pos)
     local staffed = redis.call('SCARD', K.staffed(skill))
     if staffed == 0 then
         return -1
     end
-    local aht = qcfg(skill).default_handle_seconds
-    local samples = redis.call('LRANGE', K.handle_times(skill), 0, -1)
-    if #samples > 0 then
-        local sum = 0
-        for _, v in ipairs(samples) do
-            sum = sum + tonumber(v)
-        end
-        aht = sum / #samples
+    local aht
+    local samples = redis.call('LLEN', K.handle_times(skill))
+    if samples > 0 then
+        aht = handle_sum(skill) / samples
+    else
+        aht = qcfg(skill).default_handle_seconds
     end
     return math.ceil(pos * aht / staffed)
 end
@@ -826,8 +839,12 @@ end
 -- A finished call's handle time (talk + wrap-up), kept for estimated waits.
 local function record_handle_time(skill, seconds)
     local key = K.handle_times(skill)
-    redis.call('LPUSH', key, tostring(seconds))
-    redis.call('LTRIM', key, 0, HANDLE_SAMPLES - 1)
+    local sample = tostring(seconds)
+    local sum = handle_sum(skill) + tonumber(sample) -- the sample as the list holds it
+    if redis.call('LPUSH', key, sample) > HANDLE_SAMPLES then
+        sum = sum - tonumber(redis.call('RPOP', key))
+    end
+    redis.call('SET', K.handle_total(skill), sum)
 end
 
 -- Record the finished call's handle time (talk + wrap-up) for estimated waits.

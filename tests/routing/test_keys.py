@@ -27,6 +27,7 @@ def all_keys(k: Keys) -> list[str]:
         k.available("billing", 3),
         k.staffed("billing"),
         k.handle_times("billing"),
+        k.handle_total("billing"),
         k.queue("billing", 3),
         k.queue_config("billing"),
         k.ring("c1"),
@@ -58,9 +59,9 @@ async def test_lua_builds_the_same_names(redis_client: Redis) -> None:
         "return {K.seq(), K.agents(), K.calls(), K.queues(), K.timers(), K.events(),"
         " K.nodes(), K.settings(), K.last_agent(), K.last_agent_until(),"
         " K.agent('A1'), K.agent_skills('A1'), K.available('billing', 3),"
-        " K.staffed('billing'), K.handle_times('billing'), K.queue('billing', 3),"
-        " K.queue_config('billing'), K.ring('c1'), K.ringing('billing'), K.call(ARGV[2]),"
-        " K.parked('c1'), K.held('A1'), K.inbox('node-1')}"
+        " K.staffed('billing'), K.handle_times('billing'), K.handle_total('billing'),"
+        " K.queue('billing', 3), K.queue_config('billing'), K.ring('c1'), K.ringing('billing'),"
+        " K.call(ARGV[2]), K.parked('c1'), K.held('A1'), K.inbox('node-1')}"
     )
     names = await redis_client.eval(script, 0, k.prefix, "sip-call-id@host{weird}:x|y")
     assert names == all_keys(k)

@@ -93,6 +93,38 @@ async def test_handle_time_includes_wrap_up(store: RoutingStore) -> None:
     assert result.position == Position(1, 130)
 
 
+async def test_average_handle_time_of_the_last_50_calls(store: RoutingStore) -> None:
+    """The script keeps the sum of the samples next to them, so a wait needs no pass over them;
+    the oldest sample leaves the sum when it leaves the list, and a missing sum (data written
+    before it existed) is the sum of the list."""
+    await store.configure_queue(QueueConfig("billing", wrap_up_seconds=0), T0)
+    await store.login("A1", skills={"billing": 5}, now=T0, ready=True)
+    handle = [10.0 + i * 1.5 for i in range(60)]
+    now = T0
+    for i, seconds in enumerate(handle):
+        await store.enqueue(call(f"h{i}"), now)
+        await store.accept("A1", f"h{i}", now)
+        now += seconds
+        await store.complete("A1", now)
+    key, total = store.keys.handle_times("billing"), store.keys.handle_total("billing")
+    samples = [float(v) for v in await store.redis.lrange(key, 0, -1)]
+    assert samples == handle[:-51:-1]  # the last 50, newest first
+    assert float(await store.redis.get(total)) == pytest.approx(sum(samples))
+    await store.not_ready("A1", "x", now)
+    average = sum(handle[-50:]) / 50  # 61.75 s
+    assert (await store.enqueue(call("w"), now)).position == Position(1, 62)
+    await store.redis.delete(total)
+    assert (await store.positions(["w"], now))["w"] == Position(1, 62)
+    await store.ready("A1", now)
+    await store.accept("A1", "w", now)
+    await store.complete("A1", now + 200.0)
+    samples = [float(v) for v in await store.redis.lrange(key, 0, -1)]
+    assert samples[0] == 200.0
+    assert len(samples) == 50
+    assert float(await store.redis.get(total)) == pytest.approx(sum(samples))
+    assert sum(samples) / 50 == pytest.approx(average + (200.0 - handle[-50]) / 50)
+
+
 async def test_max_length(store: RoutingStore, consistent: Check) -> None:
     await store.configure_queue(QueueConfig("billing", max_length=2), T0)
     assert (await store.enqueue(call("a"), T0)).accepted
