@@ -2,7 +2,7 @@
 
 A script's top level runs again on every EVALSHA: it builds every helper of ``store.lua`` afresh,
 one closure each, and Lua 5.1 walks its list of open upvalues for every variable a closure
-captures. For the whole program that set-up cost about 260,000 instructions a call (callgrind,
+captures. For the whole program that set-up cost about 310,000 instructions a call (callgrind,
 Redis 6.2), half of what ``accept`` cost the server in all. So each command gets its own script
 holding only the top-level definitions it can reach; its behaviour is the same, because a
 definition it cannot reach is never run. Redis 7 loads the whole program once, as a FUNCTION
