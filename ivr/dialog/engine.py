@@ -46,6 +46,11 @@ rejects such flows, this is the run-time guard)."""
 
 PARTIAL_TICKET_DEFAULT_PRIORITY = 50
 
+SPEECH_RESULT_WAIT = 30.0
+"""Seconds the dialog waits for the words once the caller started to speak. The recognizer
+always ends an utterance (end of speech, or its maximum length); this only guards the call
+against a recognizer that never answers."""
+
 Phase = Literal[
     "idle", "prompting", "collecting", "service", "queued", "bridged", "ending", "ended"
 ]
@@ -147,6 +152,8 @@ class Dialog:
                 self._on_digit(event, now, out)
             case ev.SpeechRecognized():
                 self._on_speech(event, now, out)
+            case ev.SpeechStarted():
+                self._on_speech_started(now, out)
             case ev.LookupResult():
                 self._on_lookup(event, now, out)
             case ev.TicketCreated():
@@ -320,6 +327,19 @@ class Dialog:
         else:
             # A-D keys carry nothing here; keep waiting for the rest of the string.
             self.deadline = now + (node.inter_digit_timeout or self.flow.flow.inter_digit_timeout)
+
+    def _on_speech_started(self, now: float, out: list[act.Action]) -> None:
+        """Barge-in on the first sound of speech, not seconds later when the words are known."""
+        if self.phase != "collecting":
+            return
+        node = self._node()
+        assert isinstance(node, CollectingNode)
+        if self._playing is not None:
+            if not node.barge_in:
+                return
+            self._stop_playback(out)
+        # A long address must not run into the no-input timer while it is being said.
+        self.deadline = now + SPEECH_RESULT_WAIT
 
     def _on_speech(self, event: ev.SpeechRecognized, now: float, out: list[act.Action]) -> None:
         if self.phase != "collecting":

@@ -36,6 +36,11 @@ class SpeechRecognized:
 
 
 @dataclass(frozen=True)
+class SpeechStarted:
+    """The recognizer heard the caller begin to speak (its words follow as SpeechRecognized)."""
+
+
+@dataclass(frozen=True)
 class PromptFinished:
     """A Play action completed (or was stopped)."""
 
@@ -142,6 +147,7 @@ Event = (
     CallStarted
     | DigitPressed
     | SpeechRecognized
+    | SpeechStarted
     | PromptFinished
     | DeadlineReached
     | CallerHungUp

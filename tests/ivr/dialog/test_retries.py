@@ -9,6 +9,8 @@ import pytest
 
 import ivr
 from ivr.dialog.actions import Enqueue, Play, PromptRef, StopCollecting, StopPlayback
+from ivr.dialog.engine import SPEECH_RESULT_WAIT
+from ivr.dialog.events import SpeechStarted
 from ivr.flow.model import CaptureNode, DigitsNode, MenuNode, SurveyNode, load_flow
 from ivr.settings import SHIPPED_FLOW
 
@@ -364,3 +366,22 @@ def test_pattern_rejects(walk_to, node_id, end):
     assert d.heard(out)[0] == "no_match"
     assert node.slot not in d.dialog.slots
     assert d.dialog.node_id == node_id
+
+
+@pytest.mark.parametrize("node_id", COLLECTING)
+def test_speech_onset_stops_barge_in_prompt_and_waits_for_the_words(walk_to, node_id):
+    d = walk_to(node_id, playing=True)
+    out = d.send(SpeechStarted())
+    assert out == [StopPlayback()]
+    assert d.dialog.deadline == d.now + SPEECH_RESULT_WAIT
+    assert d.dialog.node_id == node_id
+    d.advance(10.0)  # a long address: longer than the node's no-input timeout
+    assert d.tick() == []
+    assert d.dialog.node_id == node_id
+
+
+@pytest.mark.parametrize("node_id", COLLECTING)
+def test_speech_onset_after_the_prompt_holds_off_no_input(walk_to, node_id):
+    d = walk_to(node_id)
+    assert d.send(SpeechStarted()) == []
+    assert d.dialog.deadline == d.now + SPEECH_RESULT_WAIT

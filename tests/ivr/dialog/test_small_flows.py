@@ -17,7 +17,7 @@ from ivr.dialog.actions import (
     StopPlayback,
 )
 from ivr.dialog.engine import MAX_AUTO_STEPS, Outcome
-from ivr.dialog.events import PromptFinished
+from ivr.dialog.events import PromptFinished, SpeechStarted
 from ivr.flow.model import Flow, parse_flow
 
 AGENT = {"type": "enqueue", "skill": "general", "priority": 20, "on_exit": "bye"}
@@ -566,3 +566,25 @@ def test_type_ahead_is_bounded() -> None:
     for _ in range(TYPEAHEAD_MAX * 3):
         d.handle(ev.DigitPressed("8"), 1.0)
     assert len(d._typeahead) == TYPEAHEAD_MAX
+
+
+UNBREAKABLE_FLOW = small_flow(
+    {
+        "start": {
+            "type": "menu",
+            "prompts": ["pick"],
+            "barge_in": False,
+            "choices": [{"key": "1", "goto": "bye", "say": ["好"]}],
+        },
+    }
+)
+
+
+def test_speech_onset_during_an_unbreakable_prompt_is_ignored(make_driver):
+    d = make_driver(flow=UNBREAKABLE_FLOW, speech=True)
+    d.start()
+    assert d.play_id is not None
+    assert d.send(SpeechStarted()) == []
+    assert d.play_id is not None
+    d.finish_prompts()
+    assert d.dialog.deadline is not None
