@@ -1,5 +1,5 @@
-"""The `hotline` command: serve, simulated calls, flow checks, prompts, agents and queues, tickets
-and outages."""
+"""The `hotline` command: serve, simulated calls, flow checks, prompts, speech models, agents and
+queues, tickets and outages."""
 
 from __future__ import annotations
 
@@ -42,6 +42,20 @@ def _cmd_call(args: argparse.Namespace) -> int:
         script=args.script,
         caller=args.caller,
         dialed=args.dialed,
+    )
+
+
+def _cmd_models_check(args: argparse.Namespace) -> int:
+    from ivr.cli_models import check_command
+
+    return check_command(_settings(args), args.path)
+
+
+def _cmd_models_download(args: argparse.Namespace) -> int:
+    from ivr.cli_models import download_command
+
+    return download_command(
+        _settings(args), args.name, dest=args.dest, url=args.url, sha256=args.sha256, md5=args.md5
     )
 
 
@@ -197,6 +211,34 @@ def _add_crm_commands(
     )
 
 
+def _add_models_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`models check` and `models download`: the Vosk speech model."""
+    models = sub.add_parser("models", help="speech models: check one, download a published one")
+    actions = models.add_subparsers(dest="models_command", required=True)
+    check = actions.add_parser("check", help="load a Vosk model and describe it")
+    check.add_argument(
+        "path", type=Path, nargs="?", default=None, help="model folder (default: vosk_model)"
+    )
+    check.set_defaults(func=_cmd_models_check)
+    download = actions.add_parser(
+        "download", help="download, verify and unpack a published Vosk model"
+    )
+    download.add_argument(
+        "name",
+        metavar="NAME",
+        help="small-cn (Mandarin, 42 MB) or cn (Mandarin, 1.3 GB); any other name needs --url "
+        "and a checksum, and becomes the model's folder name",
+    )
+    download.add_argument(
+        "--dest", type=Path, default=Path("models"), help="folder to install into (default models)"
+    )
+    download.add_argument("--url", default=None, help="fetch the archive from here (a mirror)")
+    checksum = download.add_mutually_exclusive_group()
+    checksum.add_argument("--sha256", metavar="HEX", default=None, help="the archive's SHA-256")
+    checksum.add_argument("--md5", metavar="HEX", default=None, help="the archive's MD5")
+    download.set_defaults(func=_cmd_models_download)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hotline", description=__doc__)
     parser.add_argument(
@@ -232,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--force", action="store_true", help="re-render every prompt")
     build.add_argument("only", nargs="*", help="prompt ids to render (default: all)")
     build.set_defaults(func=_cmd_sounds_build)
+
+    _add_models_commands(sub)
 
     api = _api_options()
     _add_api_commands(sub, api)
