@@ -125,6 +125,32 @@ class SpeechModel:
                     missing[word] = None
         return list(missing)
 
+    def segment(self, phrase: str) -> str | None:
+        """`phrase` as vocabulary words separated by spaces, or None if it cannot be written so.
+
+        Flow phrases are written as callers say them, without spaces (电线落地); a Chinese model
+        knows segmented words (电线 落地). Words already separated by spaces are kept when known;
+        a run the model does not know as one word is split by forward maximum matching against
+        the vocabulary (the longest known word first, down to single characters). Greedy is
+        enough here: menu phrases are short, and any split into known words lets the grammar
+        accept exactly that sequence of sounds.
+        """
+        words: list[str] = []
+        for run in phrase.split():
+            if self.has_word(run):
+                words.append(run)
+                continue
+            start = 0
+            while start < len(run):
+                for end in range(min(len(run), start + MAX_SEGMENT_CHARS), start, -1):
+                    if self.has_word(run[start:end]):
+                        words.append(run[start:end])
+                        start = end
+                        break
+                else:
+                    return None
+        return " ".join(words) if words else None
+
     def grammar_json(self, phrases: Iterable[str]) -> str:
         """The JSON phrase list for ``KaldiRecognizer(model, rate, grammar)``.
 
@@ -149,6 +175,10 @@ class SpeechModel:
             cleaned.append(self.garbage_word)
         # Vosk parses the grammar as UTF-8 JSON; \uXXXX escapes would not match its word table.
         return json.dumps(cleaned, ensure_ascii=False)
+
+
+MAX_SEGMENT_CHARS = 8
+"""The longest run of characters tried as one vocabulary word when segmenting a phrase."""
 
 
 def check_model_folder(path: Path) -> None:

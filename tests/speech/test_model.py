@@ -73,6 +73,24 @@ def test_missing_words(korean: SpeechModel) -> None:
     assert korean.missing_words(phrases) == ["xyzzy", "停电"]
 
 
+@pytest.mark.parametrize(
+    ("phrase", "words"),
+    [
+        ("네", "네"),
+        ("정전요금", "정전 요금"),  # written unspaced, as flow phrases are: split into known words
+        ("상담원  요금", "상담원 요금"),  # already spaced: kept
+        ("정전xyz", None),  # a run no known word covers
+        ("停电", None),  # not this model's language
+        ("", None),
+        ("   ", None),
+    ],
+)
+def test_segment(korean: SpeechModel, phrase: str, words: str | None) -> None:
+    assert korean.segment(phrase) == words
+    if words is not None:
+        assert korean.missing_words([words]) == []
+
+
 def test_grammar_json(korean: SpeechModel) -> None:
     grammar = korean.grammar_json(["네", " 아니요 ", "전기 요금"])
     assert grammar == '["네", "아니요", "전기 요금", "<UNK>"]'  # UTF-8, not \\u escapes
