@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Literal
 
 REFER_TIMEOUT = 45.0
 """Seconds from the REFER to the transferee's final word. The agent had accepted the call in
@@ -32,18 +33,28 @@ class ReferState(Enum):
     """Refused, failed, or no outcome in time."""
 
 
+OutcomeKind = Literal["transferred", "refused", "failed", "timeout"]
+"""How a transfer ended: the target answered; the REFER got a non-2xx; the transferee reported
+a failure (or ended the subscription without a final status); nothing decided in time."""
+
+
 @dataclass(frozen=True)
 class ReferOutcome:
     """How a transfer ended."""
 
-    succeeded: bool
-    """The transferee reached the target (sipfrag 2xx)."""
+    kind: OutcomeKind
+    """transferred, refused, failed or timeout (the ``outcome`` label of the metric)."""
     status: int
     """The status that decided: the target's (from the sipfrag), the REFER's final response
     when it was refused, 408 when nothing came in time, 0 when the subscription ended without
     a final status."""
     detail: str
     """What happened, for the log line."""
+
+    @property
+    def succeeded(self) -> bool:
+        """The transferee reached the target (sipfrag 2xx): the caller talks to the agent."""
+        return self.kind == "transferred"
 
 
 def sipfrag_status(body: bytes) -> int | None:
@@ -96,8 +107,10 @@ class ReferTransfer:
         if 200 <= status < 300:
             self.state = ReferState.ACCEPTED
             return None
-        # RFC 3515 §2.4.2: refused (405/501 from a peer without REFER, 403/603 by policy).
-        return self._decide(False, status, f"REFER refused: {status} {reason}".strip())
+        # RFC 3515 §2.4.2: refused (405/501 from a peer without REFER, 403/603 by policy); a 408
+        # is also what the core reports when no final response came at all (Timer F).
+        kind: OutcomeKind = "timeout" if status == 408 else "refused"
+        return self._decide(kind, status, f"REFER refused: {status} {reason}".strip())
 
     def on_notify(self, subscription_state: str, body: bytes) -> ReferOutcome | None:
         """A NOTIFY of the subscription: progress, or the target's final answer."""
@@ -108,14 +121,14 @@ class ReferTransfer:
         status = sipfrag_status(body)
         if status is not None and status >= 200:
             if status < 300:
-                return self._decide(True, status, f"the target answered: {status}")
-            return self._decide(False, status, f"the target refused: {status}")
+                return self._decide("transferred", status, f"the target answered: {status}")
+            return self._decide("failed", status, f"the target refused: {status}")
         if status is not None:
             self.progress = status
         if subscription_terminated(subscription_state):
             # RFC 3515 §2.4.7: the subscription may end early (noresource, timeout) without a
             # final status; the transfer's outcome is then unknown: treat it as failed.
-            return self._decide(False, 0, f"subscription ended ({subscription_state})")
+            return self._decide("failed", 0, f"subscription ended ({subscription_state})")
         return None
 
     def handle_timer(self, now: float) -> ReferOutcome | None:
@@ -123,10 +136,10 @@ class ReferTransfer:
         if self.done or self._deadline is None or now < self._deadline:
             return None
         where = "the REFER got no answer" if self.state is ReferState.SENT else "no final NOTIFY"
-        return self._decide(False, 408, f"{where} in time")
+        return self._decide("timeout", 408, f"{where} in time")
 
-    def _decide(self, succeeded: bool, status: int, detail: str) -> ReferOutcome:
-        self.state = ReferState.SUCCEEDED if succeeded else ReferState.FAILED
-        self.outcome = ReferOutcome(succeeded, status, detail)
+    def _decide(self, kind: OutcomeKind, status: int, detail: str) -> ReferOutcome:
+        self.state = ReferState.SUCCEEDED if kind == "transferred" else ReferState.FAILED
+        self.outcome = ReferOutcome(kind, status, detail)
         self._deadline = None
         return self.outcome

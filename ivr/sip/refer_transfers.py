@@ -23,11 +23,13 @@ feeds the core's ReferAnswered/ReferNotify events in, arms one timer for the ear
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import structlog
 
+from ivr import metrics
 from ivr.dialog import actions as act
 from ivr.dialog import events as ev
 from ivr.sip.callbacks import RINGBACK
@@ -39,6 +41,9 @@ if TYPE_CHECKING:
     from ivr.sip.server import SipCall, SipServer
 
 log = structlog.get_logger("ivr.sip.refer")
+
+OUTCOMES_KEPT = 100
+"""How many decided transfers `ReferTransfers.outcomes` remembers."""
 
 RINGBACK_PLAY_ID = -3
 """The play id of the ringback the caller hears during a REFER (never a dialog's)."""
@@ -59,8 +64,8 @@ class ReferTransfers:
     def __init__(self, server: SipServer, timeout: float = REFER_TIMEOUT) -> None:
         self.server = server
         self.timeout = timeout
-        self.outcomes: list[tuple[str, ReferOutcome]] = []
-        """(call id, outcome) of every transfer decided (for tests and the log)."""
+        self.outcomes: deque[tuple[str, ReferOutcome]] = deque(maxlen=OUTCOMES_KEPT)
+        """(call id, outcome) of the latest transfers decided (for tests and the log)."""
         self._active: dict[CallKey, _Transfer] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._fallbacks: set[asyncio.Task[None]] = set()
@@ -74,7 +79,10 @@ class ReferTransfers:
         """Transfer the caller to the agent by REFER; the bridge if a REFER cannot be sent."""
         server = self.server
         target = server.agent_target(action.agent_id, action.contact)
-        if target is None or call.ended or call.key in self._active:
+        if call.key in self._active:
+            log.warning("transfer already in progress", agent_id=action.agent_id)
+            return
+        if target is None or call.ended:
             await server.call_agent(call, action)  # it reports an agent it cannot reach
             return
         uri = target[0]
@@ -115,6 +123,7 @@ class ReferTransfers:
     def forget(self, call_key: CallKey) -> None:
         """The call ended (the caller hung up, or we did): its transfer is moot."""
         if self._active.pop(call_key, None) is not None:
+            metrics.SIP_REFERS.labels(outcome="caller_left").inc()
             log.info("call ended during its refer")
             self._arm()
 
@@ -127,6 +136,7 @@ class ReferTransfers:
         self._active.pop(call.key, None)
         self._arm()
         self.outcomes.append((call.context.call_id, outcome))
+        metrics.SIP_REFERS.labels(outcome=outcome.kind).inc()
         if call.ended:
             return
         call.media.stop_playback()  # the ringback

@@ -62,7 +62,7 @@ def test_accepted_then_trying_then_ok_succeeds_once() -> None:
     assert refer.on_notify(ACTIVE, b"SIP/2.0 180 Ringing\r\n") is None
     assert refer.progress == 180
     outcome = refer.on_notify(TERMINATED, b"SIP/2.0 200 OK\r\n")
-    assert outcome == ReferOutcome(True, 200, "the target answered: 200")
+    assert outcome == ReferOutcome("transferred", 200, "the target answered: 200")
     assert (refer.state, refer.deadline, refer.done) == (ReferState.SUCCEEDED, None, True)
     # Anything later is news of a decided transfer: no second outcome.
     assert refer.on_notify(TERMINATED, b"SIP/2.0 503 Service Unavailable\r\n") is None
@@ -75,7 +75,7 @@ def test_a_200_in_an_active_notify_already_decides() -> None:
     refer = ReferTransfer(1, now=0.0)
     refer.on_response(202, "Accepted")
     assert refer.on_notify(ACTIVE, b"SIP/2.0 200 OK\r\n") == ReferOutcome(
-        True, 200, "the target answered: 200"
+        "transferred", 200, "the target answered: 200"
     )
 
 
@@ -83,7 +83,7 @@ def test_a_200_in_an_active_notify_already_decides() -> None:
 def test_a_refused_refer_fails_at_once(status: int, reason: str) -> None:
     refer = ReferTransfer(1, now=0.0)
     outcome = refer.on_response(status, reason)
-    assert outcome == ReferOutcome(False, status, f"REFER refused: {status} {reason}")
+    assert outcome == ReferOutcome("refused", status, f"REFER refused: {status} {reason}")
     assert refer.state is ReferState.FAILED
     assert refer.deadline is None
 
@@ -91,7 +91,7 @@ def test_a_refused_refer_fails_at_once(status: int, reason: str) -> None:
 def test_no_answer_to_the_refer_is_the_cores_408() -> None:
     refer = ReferTransfer(1, now=0.0)
     assert refer.on_response(408, "Request Timeout") == ReferOutcome(
-        False, 408, "REFER refused: 408 Request Timeout"
+        "timeout", 408, "REFER refused: 408 Request Timeout"
     )
 
 
@@ -101,7 +101,7 @@ def test_a_failure_sipfrag_fails(status: int) -> None:
     refer.on_response(202, "Accepted")
     refer.on_notify(ACTIVE, b"SIP/2.0 100 Trying\r\n")
     outcome = refer.on_notify(TERMINATED, f"SIP/2.0 {status} Whatever\r\n".encode())
-    assert outcome == ReferOutcome(False, status, f"the target refused: {status}")
+    assert outcome == ReferOutcome("failed", status, f"the target refused: {status}")
 
 
 def test_a_notify_before_the_202_counts_as_accepted() -> None:
@@ -116,7 +116,7 @@ def test_a_subscription_ended_without_a_final_status_fails() -> None:
     refer = ReferTransfer(1, now=0.0)
     refer.on_response(202, "Accepted")
     outcome = refer.on_notify("terminated;reason=timeout", b"SIP/2.0 180 Ringing\r\n")
-    assert outcome == ReferOutcome(False, 0, "subscription ended (terminated;reason=timeout)")
+    assert outcome == ReferOutcome("failed", 0, "subscription ended (terminated;reason=timeout)")
 
 
 def test_an_unreadable_sipfrag_is_no_progress() -> None:
@@ -132,10 +132,12 @@ def test_no_outcome_in_time_fails_at_the_deadline() -> None:
     refer.on_notify(ACTIVE, b"SIP/2.0 180 Ringing\r\n")
     assert refer.deadline == 35.0
     assert refer.handle_timer(34.9) is None  # early: nothing
-    assert refer.handle_timer(35.0) == ReferOutcome(False, 408, "no final NOTIFY in time")
+    assert refer.handle_timer(35.0) == ReferOutcome("timeout", 408, "no final NOTIFY in time")
     assert refer.deadline is None
 
 
 def test_a_refer_never_answered_fails_at_the_deadline() -> None:
     refer = ReferTransfer(1, now=0.0, timeout=30.0)
-    assert refer.handle_timer(30.0) == ReferOutcome(False, 408, "the REFER got no answer in time")
+    assert refer.handle_timer(30.0) == ReferOutcome(
+        "timeout", 408, "the REFER got no answer in time"
+    )

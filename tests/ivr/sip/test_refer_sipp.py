@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from ivr import metrics
 from ivr.dialog import actions as act
 from ivr.dialog import events as ev
 from ivr.dialog.engine import CallContext
@@ -181,6 +182,13 @@ async def run_caller(server: SipServer, xml: str, folder: Path) -> Any:
     return await sipp(xml, server.address, folder, timeout=90.0, extra=trace_args(folder))
 
 
+def refers_counted(outcome: str) -> float:
+    """The ``hotline_sip_refers_total`` sample of an outcome."""
+    value = metrics.REGISTRY.get_sample_value("hotline_sip_refers_total", {"outcome": outcome})
+    assert value is not None
+    return value
+
+
 def methods_from_hotline(folder: Path) -> list[str]:
     return [m.first_line.split()[0] for m in hotline_sent(read_trace(folder), lambda m: True)]
 
@@ -201,6 +209,7 @@ async def test_refer_accepted_and_notified_200_hands_the_caller_over(tmp_path: P
         notify(3, "SIP/2.0 200 OK", "terminated;reason=noresource"),
         answer_bye(timeout_ms=10_000),
     )
+    transferred_before = refers_counted("transferred")
     async with hotline(agent_contact) as server:
         folder = tmp_path
         with capture_logs() as logs:
@@ -225,7 +234,8 @@ async def test_refer_accepted_and_notified_200_hands_the_caller_over(tmp_path: P
         assert methods_from_hotline(folder)[-1] == "BYE"
         assert not server.legs  # the hotline never called the agent itself
         [(call_id, outcome)] = server.refers.outcomes
-        assert outcome == ReferOutcome(True, 200, "the target answered: 200")
+        assert outcome == ReferOutcome("transferred", 200, "the target answered: 200")
+        assert refers_counted("transferred") == transferred_before + 1
         assert server.refers.active == 0
         [summary] = server.completed
         assert summary.call_id == call_id
@@ -240,26 +250,28 @@ async def test_refer_accepted_and_notified_200_hands_the_caller_over(tmp_path: P
 
 
 @pytest.mark.parametrize(
-    ("pbx", "status"),
+    ("pbx", "kind", "status"),
     [
-        pytest.param([answer_refer("603 Declined")], 603, id="refer-refused-603"),
+        pytest.param([answer_refer("603 Declined")], "refused", 603, id="refer-refused-603"),
         pytest.param(
             [
                 answer_refer("202 Accepted"),
                 notify(2, "SIP/2.0 100 Trying", "active;expires=60"),
                 notify(3, "SIP/2.0 486 Busy Here", "terminated;reason=noresource"),
             ],
+            "failed",
             486,
             id="notify-486-busy",
         ),
     ],
 )
 async def test_a_refused_or_failed_refer_falls_back_to_the_bridge(
-    tmp_path: Path, pbx: list[str], status: int
+    tmp_path: Path, pbx: list[str], kind: str, status: int
 ) -> None:
     """The PBX will not (603) or cannot (sipfrag 486) transfer: the hotline calls the agent's
     phone itself and bridges; the agent hangs up after two seconds and the caller gets the
     hotline's BYE. The caller was never left on a dead line."""
+    counted_before = refers_counted(kind)
     agent_xml = uas_scenario("answer", hold=2.0)
     async with sipp_uas(agent_xml, tmp_path / "agent") as agent:
         contact = f"sip:{AGENT}@{agent.address[0]}:{agent.address[1]}"
@@ -281,7 +293,8 @@ async def test_a_refused_or_failed_refer_falls_back_to_the_bridge(
             assert (failed["log_level"], failed["status"]) == ("warning", status)
 
             [(_, outcome)] = server.refers.outcomes
-            assert (outcome.succeeded, outcome.status) == (False, status)
+            assert (outcome.kind, outcome.status) == (kind, status)
+            assert refers_counted(kind) == counted_before + 1
             # The agent's phone was called by the hotline (B2BUA), showing the caller's number.
             [agent_invite] = [m for m in agent.trace() if m.received and m.is_request("INVITE")]
             assert "sip:13800138000@" in (agent_invite.header("From") or "")
