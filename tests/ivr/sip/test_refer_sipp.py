@@ -96,8 +96,11 @@ class AgentAtOnce(NotConnectedRouting):
 
 
 @asynccontextmanager
-async def hotline(contact: str, flow: Flow | None = None) -> AsyncIterator[SipServer]:
-    """The hotline in REFER mode, its routing connecting agent 1001 at ``contact``."""
+async def hotline(
+    contact: str, flow: Flow | None = None, refer_timeout: float | None = None
+) -> AsyncIterator[SipServer]:
+    """The hotline in REFER mode, its routing connecting agent 1001 at ``contact``; a transfer
+    undecided after ``refer_timeout`` seconds is given up (default: `REFER_TIMEOUT`)."""
     base = load_settings()
     settings = Settings(**{**base.model_dump(), "sip_port": 0, "sip_transfer_mode": "refer"})
     server = SipServer(
@@ -107,6 +110,8 @@ async def hotline(contact: str, flow: Flow | None = None) -> AsyncIterator[SipSe
         crm=NotConnectedCrm(),
         routing=AgentAtOnce(contact),
     )
+    if refer_timeout is not None:
+        server.refers.timeout = refer_timeout
     await server.start()
     try:
         yield server
@@ -263,14 +268,21 @@ async def test_refer_accepted_and_notified_200_hands_the_caller_over(tmp_path: P
             486,
             id="notify-486-busy",
         ),
+        pytest.param(
+            [answer_refer("202 Accepted"), notify(2, "SIP/2.0 180 Ringing", "active;expires=60")],
+            "timeout",
+            408,
+            id="no-final-notify",
+        ),
     ],
 )
 async def test_a_refused_or_failed_refer_falls_back_to_the_bridge(
     tmp_path: Path, pbx: list[str], kind: str, status: int
 ) -> None:
-    """The PBX will not (603) or cannot (sipfrag 486) transfer: the hotline calls the agent's
-    phone itself and bridges; the agent hangs up after two seconds and the caller gets the
-    hotline's BYE. The caller was never left on a dead line."""
+    """The PBX will not (603), cannot (sipfrag 486) or does not say (no final NOTIFY within the
+    timeout, 3 s here): the hotline calls the agent's phone itself and bridges; the agent hangs
+    up after two seconds and the caller gets the hotline's BYE. The caller was never left on a
+    dead line."""
     counted_before = refers_counted(kind)
     agent_xml = uas_scenario("answer", hold=2.0)
     async with sipp_uas(agent_xml, tmp_path / "agent") as agent:
@@ -282,7 +294,7 @@ async def test_a_refused_or_failed_refer_falls_back_to_the_bridge(
             *pbx,
             answer_bye(timeout_ms=60_000),
         )
-        async with hotline(contact, QUEUE_ONLY) as server:
+        async with hotline(contact, QUEUE_ONLY, refer_timeout=3.0) as server:
             with capture_logs() as logs:
                 run = await run_caller(server, xml, tmp_path)
                 assert run.returncode == 0, run.errors or run.stdout[-2000:]
