@@ -117,8 +117,8 @@ SIP_REFERS = Counter(
     "hotline_sip_refers",
     "Blind transfers by REFER, by outcome: transferred (the agent answered, the hotline left the "
     "call), refused (a non-2xx to the REFER), failed (the PBX reported a failure), timeout (no "
-    "outcome in time), caller_left (hung up first). refused, failed and timeout fall back to the "
-    "bridge.",
+    "outcome in time), caller_left (the call ended first: the caller hung up, or the node "
+    "stopped). refused, failed and timeout fall back to the bridge.",
     ["outcome"],
     registry=REGISTRY,
 )

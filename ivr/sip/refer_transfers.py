@@ -78,10 +78,10 @@ class ReferTransfers:
     async def start(self, call: SipCall, action: act.Transfer) -> None:
         """Transfer the caller to the agent by REFER; the bridge if a REFER cannot be sent."""
         server = self.server
-        target = server.agent_target(action.agent_id, action.contact)
         if call.key in self._active:
             log.warning("transfer already in progress", agent_id=action.agent_id)
             return
+        target = server.agent_target(action.agent_id, action.contact)
         if target is None or call.ended:
             await server.call_agent(call, action)  # it reports an agent it cannot reach
             return
@@ -147,9 +147,18 @@ class ReferTransfers:
             call.session_feed(ev.CallTransferred(transfer.action.request_id))
             return
         log.warning("refer failed, bridging instead", status=outcome.status, detail=outcome.detail)
-        task = asyncio.get_running_loop().create_task(self.server.call_agent(call, transfer.action))
+        task = asyncio.get_running_loop().create_task(self._bridge(call, transfer.action))
         self._fallbacks.add(task)
         task.add_done_callback(self._fallbacks.discard)
+
+    async def _bridge(self, call: SipCall, action: act.Transfer) -> None:
+        """The fallback: the agent leg and the bridge, as in bridge mode."""
+        try:
+            await self.server.call_agent(call, action)
+        except Exception:  # as the session treats a failing transport: the call ends
+            log.exception("bridging after the refer failed")
+            self.server.hangup(call)
+            call.session_feed(ev.CallerHungUp())
 
     def _ringback(self, call: SipCall) -> None:
         """One cadence more while the transfer is pending (the caller must not hear silence)."""

@@ -168,6 +168,22 @@ def notify(cseq: int, frag: str, state: str) -> str:
     ) + recv(200)
 
 
+def caller_bye(cseq: int) -> str:
+    """The caller hangs up in the middle of the transfer."""
+    return _send(
+        [
+            "BYE sip:95598@[remote_ip]:[remote_port] SIP/2.0",
+            f"Via: SIP/2.0/[transport] [local_ip]:[local_port];branch={branch(f'bye{cseq}')}",
+            f"From: {CALLER_FROM}",
+            "To: <sip:95598@[remote_ip]:[remote_port]>;tag=[$hotline_tag]",
+            "Call-ID: [call_id]",
+            f"CSeq: {cseq} BYE",
+            "Max-Forwards: 70",
+        ],
+        retrans=True,
+    ) + recv(200)
+
+
 def caller_walks_to_the_agent(pcaps: list[Path]) -> list[str]:
     """Call in and press 0 during the greeting (type-ahead: an agent, please)."""
     return [invite(), ringing(), recv(200), ack(), press(pcaps[0])]
@@ -318,3 +334,27 @@ async def test_a_refused_or_failed_refer_falls_back_to_the_bridge(
             assert [left.reason for left in routing_of(server).left] == ["agent_finished"]
             assert methods_from_hotline(tmp_path)[-1] == "BYE"
             assert not server.legs
+
+
+async def test_the_caller_hanging_up_during_the_refer_ends_it_there(tmp_path: Path) -> None:
+    """202, NOTIFY 100, then the caller's BYE: no outcome, no bridge; routing hears a hang-up
+    (the agent goes to wrap-up, as for any caller who leaves while connected)."""
+    left_before = refers_counted("caller_left")
+    xml = pbx_scenario(
+        "caller leaves",
+        *caller_goes_to_the_queue(),
+        TAKE_REFER,
+        answer_refer("202 Accepted"),
+        notify(2, "SIP/2.0 100 Trying", "active;expires=60"),
+        caller_bye(3),
+    )
+    async with hotline(f"sip:{AGENT}@127.0.0.1:{free_udp_port()}", QUEUE_ONLY) as server:
+        run = await run_caller(server, xml, tmp_path)
+        assert run.returncode == 0, run.errors or run.stdout[-2000:]
+        await wait_until(lambda: len(server.completed) == 1, 15.0)
+        assert list(server.refers.outcomes) == []
+        assert server.refers.active == 0
+        assert refers_counted("caller_left") == left_before + 1
+        assert [left.reason for left in routing_of(server).left] == ["hangup"]
+        assert not server.legs
+        assert "BYE" not in methods_from_hotline(tmp_path)
