@@ -195,9 +195,17 @@ class RedisRouting:
             _feed(held, ev.QueuePosition(request.request_id, pos.position, pos.wait_seconds))
 
     async def leave_queue(self, request: act.LeaveQueue, context: CallContext) -> None:
-        """The caller hung up (``abandoned``) or chose a callback (``callback``: place parked)."""
+        """The caller hung up (``abandoned``, ``hangup``), chose a callback (``callback``: place
+        parked), or was handed to the agent by SIP REFER (``transferred``)."""
         now = self.clock()
         self._held.pop(context.call_id, None)
+        if request.reason == "transferred":
+            # The caller and the agent talk without the IVR now; it cannot see the end of it.
+            # The call stays connected in routing, the agent on it, until the agent's desktop
+            # completes it (POST /api/agents/{id}/complete: wrap-up as usual). Its later
+            # "disconnected" message finds no caller held here and is dropped.
+            log.info("left queue", reason=request.reason, outcome="handed_off")
+            return
         if request.reason == "callback":
             outcome = await _service_call(
                 self.store.leave_for_callback(context.call_id, now, self.park_seconds)

@@ -150,6 +150,13 @@ class Settings(BaseSettings):
         "agent accepts is dialed there as sip:<number>@host:port from sip_upstream_user (digest "
         "answered with sip_upstream_password); unset = callbacks are logged and ended, not dialed",
     )
+    sip_transfer_mode: Literal["bridge", "refer"] = Field(
+        default="bridge",
+        description="how a caller reaches the agent routing connected: bridge = the hotline "
+        "calls the agent's phone and stays in the media path (recording, survey); refer = a "
+        "blind transfer by REFER to the caller's PBX/SBC (RFC 3515/5589), the hotline leaves the "
+        "call once the agent answers; a refused or failed REFER falls back to the bridge",
+    )
     rtp_timeout_seconds: float = Field(
         default=60.0,
         gt=0,

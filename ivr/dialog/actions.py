@@ -121,7 +121,9 @@ class LeaveQueue:
     """The Enqueue it ends."""
     reason: str
     """``abandoned`` (hung up waiting), ``callback`` (the place is parked for a callback),
-    ``hangup`` (hung up while bridged) or ``agent_finished`` (the agent's leg ended)."""
+    ``hangup`` (hung up while bridged), ``agent_finished`` (the agent's leg ended) or
+    ``transferred`` (handed to the agent by REFER: the talk goes on without the IVR, and the
+    agent's desktop says when it ends)."""
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,7 @@ class Outcome:
 
     kind: str
     """``enqueue``, ``ticket``, ``self_service``, ``callback``, ``survey``, ``hangup``,
-    ``abandoned``, ``error``."""
+    ``transferred``, ``abandoned``, ``error``."""
     detail: str = ""
     """Skill/priority, ticket type, self-service kind, the node where the caller left..."""
 
@@ -168,6 +168,8 @@ class Dialog:
                 self._on_agent_connected(event, now, out)
             case ev.AgentDisconnected():
                 self._on_agent_disconnected(event, now, out)
+            case ev.CallTransferred():
+                self._on_transferred(event, out)
             case ev.QueueExited():
                 self._on_queue_exited(event, now, out)
         return out
@@ -500,6 +502,18 @@ class Dialog:
             self.outcomes.append(Outcome("hangup", "agent_finished"))
             out.append(act.Hangup("completed"))
             self._finish()
+
+    def _on_transferred(self, event: ev.CallTransferred, out: list[act.Action]) -> None:
+        if self.phase != "bridged" or event.request_id != self._queue_request:
+            return
+        # The caller talks to the agent without the IVR now: no survey after it, and routing
+        # keeps the call connected until the agent's desktop completes it (the IVR cannot see
+        # the agent hang up); LeaveQueue(transferred) only lets go of it here.
+        out.append(act.LeaveQueue(event.request_id, "transferred"))
+        self._queue_request = None
+        self.outcomes.append(Outcome("transferred", self.slots.get("agent_id", "")))
+        out.append(act.Hangup("transferred"))
+        self._finish()
 
     def _on_queue_exited(self, event: ev.QueueExited, now: float, out: list[act.Action]) -> None:
         if self.phase != "queued" or event.request_id != self._queue_request:

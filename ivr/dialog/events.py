@@ -134,6 +134,15 @@ class AgentDisconnected:
 
 
 @dataclass(frozen=True)
+class CallTransferred:
+    """The transport handed the caller over to the agent (SIP REFER): the call goes on between
+    them without the IVR, which can neither hear the agent hang up nor play the survey."""
+
+    request_id: int
+    """The ``request_id`` of the Enqueue action."""
+
+
+@dataclass(frozen=True)
 class QueueExited:
     """Routing gave up on the call (max wait, queue full, no agents logged in)."""
 
@@ -158,5 +167,6 @@ Event = (
     | QueuePosition
     | AgentConnected
     | AgentDisconnected
+    | CallTransferred
     | QueueExited
 )

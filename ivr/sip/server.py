@@ -35,6 +35,7 @@ from ivr.sip.callbacks import CallbackDialer, CallbackOutcome
 from ivr.sip.dtmf_merge import DtmfMerger, DtmfSource
 from ivr.sip.media import MediaConfig, MediaStream, RemoteMedia
 from ivr.sip.prompt_audio import render_play
+from ivr.sip.refer_transfers import ReferTransfers
 from ivr.sip.registrar import Registrar, load_agents
 from ivr.sip.rtp_clock import SendClock
 from ivr.sip.sdp import Negotiated, NoCommonCodecError, answer_sdp, negotiate
@@ -105,8 +106,12 @@ class SipCall:
         """Keys always reach the dialog, which ignores what it does not want."""
 
     async def transfer(self, action: act.Transfer) -> None:
-        """Call the agent's phone and bridge the caller to it; the IVR stays in the path."""
-        await self.server.call_agent(self, action)
+        """Call the agent's phone and bridge the caller to it, the IVR staying in the path; or,
+        with ``sip_transfer_mode = "refer"``, REFER the caller's PBX to it (`refer_transfers`)."""
+        if self.server.settings.sip_transfer_mode == "refer":
+            await self.server.refers.start(self, action)
+        else:
+            await self.server.call_agent(self, action)
 
     async def hangup(self, reason: str) -> None:
         """The IVR ends the call: BYE (retransmitted by the core)."""
@@ -176,6 +181,8 @@ class SipServer:
         """Outbound agent legs by leg key, to the caller's call."""
         self.callbacks = CallbackDialer(self)
         """Callbacks being dialed out (their legs are not in ``legs``)."""
+        self.refers = ReferTransfers(self)
+        """Calls being handed to their agent by REFER (``sip_transfer_mode = "refer"``)."""
         self._transport: asyncio.DatagramTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -380,6 +387,10 @@ class SipServer:
                     call.on_key(event.digit, DtmfSource.SIP_INFO)
             case sip.RegisterRequest():
                 self._register(event)
+            case sip.ReferAnswered():
+                self.refers.answered(event)
+            case sip.ReferNotify():
+                self.refers.notified(event)
             case sip.Malformed():
                 metrics.SIP_MALFORMED.inc()
                 self._malformed += 1
@@ -506,6 +517,7 @@ class SipServer:
 
     def _ended(self, event: sip.CallEnded) -> None:
         self.pending.discard(event.call_key)
+        self.refers.forget(event.call_key)
         call = self.calls.pop(event.call_key, None)
         if not self.calls:
             self._no_calls.set()

@@ -177,6 +177,31 @@ async def test_abandon(node_a: RedisRouting, store: RoutingStore, consistent: Ch
     await consistent(store)
 
 
+async def test_a_call_handed_off_by_refer_stays_with_its_agent_until_the_desktop_completes(
+    node_a: RedisRouting, store: RoutingStore, consistent: Check
+) -> None:
+    feeds = Feeds()
+    await store.login("A1", skills={"billing": 5}, now=T0, ready=True)
+    await node_a.enqueue(enqueue(1), ctx("c1"), feeds.feed("c1"))
+    await store.accept("A1", "c1", T0 + 1)
+    await node_a.run_once(T0 + 1)
+    assert feeds.got["c1"][-1] == ev.AgentConnected(1, "A1", "")
+    with capture_logs() as logs:
+        await node_a.leave_queue(act.LeaveQueue(1, "transferred"), ctx("c1"))
+    assert [log["outcome"] for log in logs if log["event"] == "left queue"] == ["handed_off"]
+    assert node_a.held == frozenset()
+    agent = await store.agent("A1")
+    assert agent is not None
+    assert (agent.state, agent.call_id) == (AgentState.ON_CALL, "c1")  # still talking
+    await store.complete("A1", T0 + 200)  # the agent's desktop says the talk is over
+    assert await node_a.run_once(T0 + 201) == 0  # nobody left to tell on this node
+    agent = await store.agent("A1")
+    assert agent is not None
+    assert agent.state is AgentState.WRAP_UP
+    assert (await store.events())[-1].type is EventType.COMPLETE
+    await consistent(store)
+
+
 async def test_callback_keeps_the_place(
     node_a: RedisRouting, store: RoutingStore, clock: Clock, consistent: Check
 ) -> None:

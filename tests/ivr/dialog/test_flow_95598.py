@@ -24,6 +24,7 @@ from ivr.dialog.actions import (
     Transfer,
 )
 from ivr.dialog.engine import Outcome
+from ivr.dialog.events import CallTransferred
 from ivr.flow.model import load_flow
 from ivr.settings import SHIPPED_FLOW
 
@@ -752,6 +753,25 @@ def test_agent_call_then_survey(walk_to):
     assert only(out, StartCollecting) == StartCollecting(
         dtmf=True, speech=True, grammar=HAZARD_PHRASES + own
     )
+
+
+def test_agent_call_handed_off_by_refer_ends_without_a_survey(walk_to):
+    d = walk_to("agent_general")
+    queue = d.last(Enqueue).request_id
+    d.connect("A1001", "sip:a1001@10.0.0.7")
+    assert d.send(CallTransferred(queue + 1)) == []  # another queue request: not this call's
+    out = d.send(CallTransferred(queue))
+    # The IVR left the call: routing keeps it connected (the agent's desktop completes it).
+    assert out == [LeaveQueue(queue, "transferred"), Hangup("transferred")]
+    assert d.dialog.ended
+    assert d.dialog.outcomes[-1] == Outcome("transferred", "A1001")
+    assert d.disconnect() == []  # routing's later word changes nothing
+
+
+def test_a_transfer_report_outside_a_bridge_is_ignored(walk_to):
+    d = walk_to("agent_general")
+    assert d.send(CallTransferred(d.last(Enqueue).request_id)) == []
+    assert d.dialog.phase == "queued"
 
 
 @pytest.mark.parametrize("score", [1, 2, 3, 4, 5])
