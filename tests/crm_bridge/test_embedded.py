@@ -31,6 +31,7 @@ from crm_bridge.model import (
     TicketSource,
     TicketStatus,
 )
+from crm_bridge.numbers import SEQUENCE_TABLE, TicketNumbers
 
 T0 = 1_800_000_000.0
 HOUR = 3600.0
@@ -522,11 +523,13 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_data(path: Path) -
             "INSERT INTO ticket_history (ticket, status, at, note) VALUES (7, 'submitted', ?, '')",
             (T0,),
         )
+        # An older hotline kept an (unused) ticket number sequence in the store too.
+        await TicketNumbers.attach(db, 1)
 
     with capture_logs() as logs:
         crm = await EmbeddedCrm.open(path)
     try:
-        assert [e["version"] for e in logs if e["event"] == "crm store migrated"] == [2]
+        assert [e["version"] for e in logs if e["event"] == "crm store migrated"] == [2, 3]
         stored = await crm.get_ticket("2611270100001")
         assert stored is not None
         assert stored.crm_ref == "emb-7"
@@ -537,9 +540,12 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_data(path: Path) -
         await crm.close()
     with sqlite3.connect(path) as plain:
         indexes = {r[0] for r in plain.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-        assert plain.execute("PRAGMA user_version").fetchone() == (2,)
+        tables = {r[0] for r in plain.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert plain.execute("PRAGMA user_version").fetchone() == (len(STEPS),)
     plain.close()
     assert {"tickets_by_status", "outages_by_start", "ticket_history_by_ticket"} <= indexes
+    # Ticket numbers come from the node's outbox alone.
+    assert SEQUENCE_TABLE not in tables
 
 
 async def test_a_failed_step_leaves_the_previous_version(tmp_path: Path) -> None:
