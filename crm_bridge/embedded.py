@@ -539,12 +539,8 @@ class EmbeddedCrm(CrmBackend):
     # ------------------------------------------------------------------ surveys
 
     async def record_survey(self, survey: Survey) -> None:
-        """Store a rating; a call's first rating stays (a retry or a second one is ignored)."""
-        check_text("call_id", survey.call_id, required=True)
-        check_text("agent_id", survey.agent_id)
-        if not PHONE.fullmatch(survey.caller) and survey.caller:
-            raise TicketInvalidError("caller", "digits only, optionally with a leading +")
-        check_time("at", survey.at)
+        """Store a rating (`Survey` checked its fields when it was made); a call's first rating
+        stays (a retry or a second one is ignored)."""
         async with self._transaction(write=True) as db:
             await db.execute(
                 "INSERT INTO surveys (call_id, score, at, agent_id, caller) "

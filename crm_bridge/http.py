@@ -329,13 +329,15 @@ class HttpCrm:
         return bill
 
     async def record_survey(self, survey: Survey) -> None:
-        """POST /surveys, idempotent per call (``Idempotency-Key: survey:<call id>``)."""
+        """POST /surveys, idempotent per call (``Idempotency-Key: <call id>:survey``). Any 2xx
+        means stored: what the answer says is not read."""
         await self._call(
             "POST",
             ("surveys",),
             f"POST /surveys ({survey.call_id})",
             body=self.field_map.outgoing("survey", survey_to_dict(survey)),
-            idempotency_key=f"survey:{survey.call_id}",
+            idempotency_key=survey.idempotency_key,
+            read_answer=False,
         )
 
     # ------------------------------------------------------------------ plumbing
@@ -381,8 +383,10 @@ class HttpCrm:
         body: Json | None = None,
         idempotency_key: str = "",
         missing_ok: bool = False,
+        read_answer: bool = True,
     ) -> object:
-        """One request; the answer's JSON (None for 404 when ``missing_ok``, or no content)."""
+        """One request; the answer's JSON (None for 404 when ``missing_ok``, for no content, or
+        for a success when not ``read_answer``)."""
         url = self.base_url.joinpath(*path)
         if query:
             url = url.with_query(query)
@@ -412,7 +416,7 @@ class HttpCrm:
             raise CrmUnavailableError(f"{what}: the CRM answered {status}{_message(content)}")
         if status >= 300:
             raise CrmRejectedError(f"{what}: the CRM answered {status}{_message(content)}")
-        if status == 204 or not content:
+        if status == 204 or not content or not read_answer:
             return None
         try:
             return json.loads(content.decode("utf-8"), parse_constant=_no_constant)

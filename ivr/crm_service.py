@@ -4,8 +4,8 @@ This is the one CRM module that knows the IVR's action types and slot names; ``c
 knows nothing of dialogs. A work order is made here from what the call collected, given a number
 allocated on this node, and written to the node's outbox in the same transaction before the
 caller hears the number: the CRM being down costs the caller nothing, the delivery worker brings
-the ticket over later. Lookups ask the backend directly (a caller waits for the answer), and a
-failed lookup takes the flow's error path.
+the ticket over later. A survey goes through the outbox the same way. Lookups ask the backend
+directly (a caller waits for the answer), and a failed lookup takes the flow's error path.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ _DESCRIBED = ("intent", "hazard", "address", "account", "callback_number", "queu
 
 
 class CrmService:
-    """Tickets through this node's outbox; lookups and surveys straight to the backend."""
+    """Tickets and surveys through this node's outbox; lookups straight to the backend."""
 
     def __init__(
         self,
@@ -223,18 +223,22 @@ class CrmService:
     # ------------------------------------------------------------------ surveys
 
     async def record_survey(self, request: act.RecordSurvey, context: CallContext) -> None:
-        """Store the rating in the CRM."""
+        """Queue the rating in this node's outbox (the worker brings it to the CRM, as it does
+        tickets: a CRM that is down loses no survey). A call's first rating stays."""
+        now = self.clock()
         try:
             survey = Survey(
-                call_id=context.call_id,
+                call_id=context.call_id[:MAX_FIELD],
                 score=request.score,
-                at=self.clock(),
-                agent_id=request.agent_id,
-                caller=context.caller,
+                at=now,
+                agent_id=request.agent_id[:MAX_FIELD],
+                caller=context.caller if context.caller.lstrip("+").isdigit() else "",
             )
+            kept = await self.outbox.submit_survey(survey, now=now)
         except TicketInvalidError as exc:
+            log.error("survey refused", field=exc.field, problem=exc.problem)
             raise ServiceError("invalid_survey", str(exc)) from exc
-        await _ask(self.backend.record_survey(survey))
+        log.info("survey queued", score=kept.score, repeated=kept != survey)
 
 
 async def _ask(work: Awaitable[T]) -> T:

@@ -391,7 +391,11 @@ async def test_surveys_are_idempotent_per_call(crm: FakeCrm, client: HttpCrm) ->
             "caller": "13812345678",
         }
     }
-    assert [h["Idempotency-Key"] for m, _, h in crm.seen if m == "POST"] == ["survey:call-1"] * 2
+    assert [h["Idempotency-Key"] for m, _, h in crm.seen if m == "POST"] == ["call-1:survey"] * 2
+    assert crm.surveys_created == {"call-1": 1}
+    # Another rating for the same call is the CRM's to refuse (the outbox never sends one).
+    with pytest.raises(CrmRejectedError, match="422: key-reused"):
+        await client.record_survey(Survey(call_id="call-1", score=1, at=T0))
 
 
 # ---------------------------------------------------------------------- field map

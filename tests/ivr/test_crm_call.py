@@ -16,9 +16,9 @@ import pytest
 
 from crm_bridge.embedded import EmbeddedCrm
 from crm_bridge.http import HttpCrm
-from crm_bridge.model import Address, OutageKind, TicketStatus
+from crm_bridge.model import Address, OutageKind, Survey, TicketStatus
 from crm_bridge.numbers import TicketNumbers
-from crm_bridge.outbox import DeliveryWorker, Outbox
+from crm_bridge.outbox import DeliveryWorker, Outbox, OutboxKind
 from ivr.crm_service import CrmService
 from ivr.flow.model import load_flow
 from ivr.services import ServiceError
@@ -139,7 +139,7 @@ async def test_ticket_status_self_service_reads_the_store(bridge: Bridge) -> Non
     [filed] = [o for o in summary.outcomes if o.kind == "ticket"]
     assert filed.detail == "故障报修"
     [entry] = await bridge.outbox.due(bridge.clock.now() + 1)
-    number = entry.ticket.ticket_id
+    number = entry.item_id
     # Before delivery the caller already hears that it was received...
     reply = await bridge.service._ticket_status(number)
     assert reply.data["status_text"].startswith("已受理")
@@ -196,3 +196,44 @@ async def test_an_unknown_ticket_type_is_refused_with_a_clear_reason(bridge: Bri
     assert caught.value.reason == "invalid_ticket"
     assert "ticket_type" in str(caught.value)
     assert await bridge.outbox.due(START + 10) == []
+
+
+async def test_a_survey_given_while_the_crm_is_down_is_kept_and_arrives_once(
+    bridge: Bridge,
+) -> None:
+    down = HttpCrm(f"http://127.0.0.1:{_dead_port()}/crm", timeout=1.0)
+    numbers = await TicketNumbers.attach(bridge.outbox.connection, 7, lock=bridge.outbox.lock)
+    service = CrmService(down, bridge.outbox, numbers, clock=bridge.clock.now, region=REGION)
+    out = io.StringIO()
+    runner = _runner(service, bridge.clock, out)
+    await runner.step(
+        [
+            "speech on",
+            "press 4",
+            "expect new_connection_info new_connection_menu",
+            "press 1",
+            "expect-request enqueue skill=new_connection priority=30",
+            "reply agent A2002",
+            "reply agent-hangup",
+            "say 非常满意",
+            # Thanked: the rating is safe in this node's outbox, whatever the CRM does.
+            "expect survey_thanks",
+            "expect-ended completed",
+            "expect-outcome survey 5",
+        ]
+    )
+    summary = await runner.finish()
+    [entry] = await bridge.outbox.due(bridge.clock.now())
+    assert entry.kind is OutboxKind.SURVEY
+    assert entry.item == Survey(
+        summary.call_id, 5, bridge.clock.now(), agent_id="A2002", caller="13812345678"
+    )
+
+    await DeliveryWorker(bridge.outbox, down, clock=bridge.clock.now).run_once(bridge.clock.now())
+    assert (await bridge.outbox.stats(bridge.clock.now())).backlog == 1
+    # The CRM is back (here: the store): the survey arrives once.
+    back = DeliveryWorker(bridge.outbox, bridge.crm, clock=bridge.clock.now)
+    assert await back.run_once(bridge.clock.now() + 3600) == 1
+    assert await back.run_once(bridge.clock.now() + 7200) == 0
+    assert await bridge.crm.get_survey(summary.call_id) == entry.item
+    await down.close()
