@@ -44,6 +44,21 @@ break: malformed, missing and oversized only send it a broken one)."""
 HMAC_SKEW_SECONDS = 300.0
 
 
+@dataclass(frozen=True)
+class Exchange:
+    """One request as it arrived and the answer it got (for checks against the contract)."""
+
+    method: str
+    path: str
+    """The path, percent-decoded (without the query)."""
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+    status: int
+    content_type: str
+    answer: bytes
+
+
 def _error(status: int, error_id: str, message: str) -> web.Response:
     return web.json_response({"error_id": error_id, "message": message}, status=status)
 
@@ -87,6 +102,8 @@ class FakeCrm:
     """Path -> (status, body) answered verbatim to GETs of that path (broken answers)."""
     seen: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     """(method, raw path, headers) of every request."""
+    exchanges: list[Exchange] = field(default_factory=list)
+    """Every request with its answer (a dropped connection's answer is never sent)."""
     paused: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when a request is paused inside the CRM."""
     in_flight: int = 0
@@ -153,14 +170,28 @@ class FakeCrm:
     ) -> web.StreamResponse:
         body = await request.read()
         self.seen.append((request.method, request.raw_path, dict(request.headers)))
-        if self.auth == "bearer":
-            if request.headers.get("Authorization") != f"Bearer {self.secret}":
-                return _error(401, "unauthorized", "missing or wrong bearer token")
-        elif self.auth == "hmac":
-            problem = self._check_signature(request, body)
-            if problem:
-                return _error(401, "bad-signature", problem)
-        response: web.StreamResponse = await handler(request)
+        response: web.StreamResponse
+        if self.auth == "bearer" and (
+            request.headers.get("Authorization") != f"Bearer {self.secret}"
+        ):
+            response = _error(401, "unauthorized", "missing or wrong bearer token")
+        elif self.auth == "hmac" and (problem := self._check_signature(request, body)):
+            response = _error(401, "bad-signature", problem)
+        else:
+            response = await handler(request)
+        answer = response.body if isinstance(response, web.Response) else b""
+        self.exchanges.append(
+            Exchange(
+                method=request.method,
+                path=request.path,
+                query=dict(request.query),
+                headers=dict(request.headers),
+                body=body,
+                status=response.status,
+                content_type=response.content_type,
+                answer=answer if isinstance(answer, bytes) else b"",
+            )
+        )
         return response
 
     def _check_signature(self, request: web.Request, body: bytes) -> str:
