@@ -66,6 +66,7 @@ _RETRYABLE_4XX = frozenset({408, 409, 425, 429})
 _NOT_FOUND = 404
 _TICKET_ID = re.compile(r"[0-9A-Za-z-]{1,40}")
 _ACCOUNT = re.compile(r"[0-9]{1,32}")
+_PHONE = re.compile(r"\+?[0-9]{1,20}")
 _MESSAGE_LIMIT = 300
 
 
@@ -285,6 +286,11 @@ class HttpCrm:
         """GET /customers?phone= or ?account= (exactly one)."""
         if bool(phone) == bool(account):
             raise TicketInvalidError("phone", "give a phone number or an account, not both")
+        # Both go into the query as the contract's patterns allow, nothing else.
+        if phone and not _PHONE.fullmatch(phone):
+            raise TicketInvalidError("phone", "digits only, optionally with a leading +")
+        if account and not _ACCOUNT.fullmatch(account):
+            raise TicketInvalidError("account", "1-32 digits")
         query = {"phone": phone} if phone else {"account": account}
         what = "GET /customers?phone=…" if phone else "GET /customers?account=…"
         answer = await self._call("GET", ("customers",), what, query=query, missing_ok=True)

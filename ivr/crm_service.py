@@ -10,6 +10,7 @@ directly (a caller waits for the answer), and a failed lookup takes the flow's e
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
@@ -54,6 +55,8 @@ STATUS_TEXT: Mapping[TicketStatus, str] = {
     TicketStatus.CLOSED: "已办结",
 }
 """What the ticket-status self-service reads out for each status."""
+
+_PHONE = re.compile(r"\+?[0-9]{1,20}")
 
 _DESCRIBED = ("intent", "hazard", "address", "account", "callback_number", "queue.exit_reason")
 """Slots written into a ticket's description, in this order, when present."""
@@ -156,6 +159,8 @@ class CrmService:
         match request.service:
             case "customer_by_phone":
                 phone = params.get("caller") or context.caller
+                if not _is_phone(phone):
+                    return LookupReply("not_found")  # anonymous, or a SIP URI's user part
                 customer = await _ask(self.backend.find_customer(phone=phone))
                 return _customer_reply(customer)
             case "bill_summary":
@@ -195,7 +200,7 @@ class CrmService:
             if customer is not None and customer.address.known:
                 places.append(customer.address)
         caller = params.get("caller") or context.caller
-        if not places and caller:
+        if not places and _is_phone(caller):
             customer = await _ask(self.backend.find_customer(phone=caller))
             if customer is not None and customer.address.known:
                 places.append(customer.address)
@@ -253,6 +258,12 @@ async def _ask(work: Awaitable[T]) -> T:
     except CrmError as exc:
         log.error("crm refused", error_id=exc.error_id, error=str(exc))
         raise ServiceError(exc.error_id.replace("-", "_"), str(exc)) from exc
+
+
+def _is_phone(text: str) -> bool:
+    """Whether a CRM can be asked for the customer calling from ``text`` (digits, an optional
+    +): an anonymous or withheld caller is nobody to look up."""
+    return _PHONE.fullmatch(text) is not None
 
 
 def _address(parsed: ParsedAddress) -> Address:
