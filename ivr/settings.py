@@ -269,10 +269,11 @@ class Settings(BaseSettings):
     )
     crm_max_attempts: int = Field(
         # At most crm_retry_max_seconds (300 s) apart: 1,000 attempts ride out a CRM that is
-        # down for three days; a smaller budget dead-letters tickets in an ordinary outage.
+        # down for 1.7-3.4 days (decision 0008); a smaller budget dead-letters tickets in an
+        # ordinary outage.
         default=1000,
         ge=1,
-        description="deliveries of a ticket tried before it goes to the dead-letter list",
+        description="deliveries of a ticket or survey tried before it goes to the dead-letter list",
     )
     crm_retry_max_seconds: float = Field(
         default=300.0,

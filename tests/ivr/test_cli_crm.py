@@ -20,7 +20,7 @@ from aiohttp import web
 from structlog.testing import capture_logs
 
 from crm_bridge.embedded import EmbeddedCrm
-from crm_bridge.model import Address, Ticket, TicketStatus
+from crm_bridge.model import Address, Survey, Ticket, TicketStatus
 from crm_bridge.outbox import DeliveryWorker, Outbox
 from ivr.cli import main
 from ivr.cli_crm import time_option
@@ -301,32 +301,41 @@ async def test_tickets_outbox_and_retry(
     code, out, err = await hotline(capsys, "tickets", "outbox", "--url", url)
     assert (code, out, err) == (0, "outbox: 0 waiting, 0 dead letters, 0 delivered\n", "")
 
-    # Two tickets of a type the store does not take (dead letters), one delivered, one waiting.
+    # Two tickets of a type the store does not take (dead letters), one delivered, one waiting,
+    # and a survey on its way too.
     for n in (1, 2):
         await outbox.submit(replace(fault(n, clock.now), ticket_type="未知类型"))
     await outbox.submit(fault(3, clock.now))
     await deliver(outbox, crm, clock)
     await outbox.submit(fault(4, clock.now))
+    survey = Survey("call-4", 5, clock.now, caller="13800138000")
+    await outbox.submit_survey(survey)
     clock.now += 125
 
     code, out, err = await hotline(capsys, "tickets", "outbox", "--url", url)
     assert (code, err) == (0, "")
     summary, header, first, second, hint = out.splitlines()
-    assert summary == ("outbox: 1 waiting, the oldest waiting 2m05s, 2 dead letters, 1 delivered")
-    assert columns(header) == ["TICKET", "TYPE", "TRIES", "SUBMITTED", "DEAD", "LAST", "ERROR"]
-    assert columns(first)[:3] == ["2611270100001", "未知类型", "1"]
+    assert summary == (
+        "outbox: 2 waiting (1 ticket, 1 survey), the oldest waiting 2m05s, 2 dead letters,"
+        " 1 delivered"
+    )
+    assert columns(header) == [
+        "ID", "KIND", "TYPE", "TRIES", "SUBMITTED", "DEAD", "LAST", "ERROR"
+    ]  # fmt: skip
+    assert columns(first)[:4] == ["2611270100001", "ticket", "未知类型", "1"]
     assert "invalid-ticket: ticket_type: " in first
     assert columns(second)[0] == "2611270100002"
     assert hint == "replay with `hotline tickets retry [ID]`"
     code, out, _ = await hotline(capsys, "tickets", "outbox", "--json", "--url", url)
     answer = json.loads(out)
     assert answer["stats"] == {
-        "backlog": 1,
+        "backlog": 2,
         "oldest_age_seconds": 125.0,
         "dead_letters": 2,
         "delivered": 1,
+        "backlog_by_kind": {"ticket": 1, "survey": 1},
     }
-    assert [d["ticket_id"] for d in answer["dead_letters"]] == ["2611270100001", "2611270100002"]
+    assert [d["id"] for d in answer["dead_letters"]] == ["2611270100001", "2611270100002"]
 
     # `tickets show` right after the call, before the CRM has it: from the outbox.
     code, out, err = await hotline(capsys, "tickets", "show", "2611270100004", "--url", url)
@@ -355,7 +364,10 @@ async def test_tickets_outbox_and_retry(
     code, out, _ = await hotline(capsys, "tickets", "retry", "--url", url)
     assert (code, out) == (0, "no dead letters to replay\n")
     stats = await outbox.stats(clock.now)
-    assert (stats.backlog, stats.dead_letters) == (3, 0)
+    assert (stats.backlog, stats.dead_letters) == (4, 0)
+    # Delivered, the survey is in the store.
+    await deliver(outbox, crm, clock)
+    assert await crm.get_survey("call-4") == survey
 
 
 async def test_tickets_retry_sends_the_token(

@@ -28,7 +28,7 @@ from crm_bridge.model import (
     Ticket,
     TicketStatus,
 )
-from crm_bridge.outbox import DeliveryWorker, Outbox
+from crm_bridge.outbox import DeliveryWorker, Outbox, survey_outbox_id
 from ivr.settings import Settings
 from ivr.web import create_app
 from ivr.web_crm import ticket_json
@@ -36,6 +36,7 @@ from ivr.web_crm import ticket_json
 TOKEN = "crm-test-token-0123456789"  # noqa: S105 - a test's token, not a credential
 T0 = 1_800_000_000.0
 HOUR = 3600.0
+SURVEY = Survey("call-4", 4, T0 - 5, agent_id="1001", caller="13800138000")
 HOME = Address("江苏省", "南京市", "鼓楼区", "中山北路", "100号", "南京市鼓楼区中山北路一百号")
 
 
@@ -461,6 +462,12 @@ class ExternalCrm:
         return await self.store.bill_summary(account)
 
     async def record_survey(self, survey: Survey) -> None:
+        if self.down:
+            raise CrmUnavailableError("connection refused")
+        if self.refusing:
+            raise CrmRejectedError(
+                f"422: caller {survey.caller} has no survey for {survey.call_id}"
+            )
         await self.store.record_survey(survey)
 
     async def close(self) -> None:
@@ -537,36 +544,54 @@ async def test_the_outbox_at_a_glance_without_callers_numbers(
 ) -> None:
     api, external = external_api
     assert await api.ok("GET", "/api/outbox") == {
-        "stats": {"backlog": 0, "oldest_age_seconds": 0.0, "dead_letters": 0, "delivered": 0},
+        "stats": {
+            "backlog": 0,
+            "oldest_age_seconds": 0.0,
+            "dead_letters": 0,
+            "delivered": 0,
+            "backlog_by_kind": {"ticket": 0, "survey": 0},
+        },
         "dead_letters": [],
     }
     await outbox.submit(fault(1), now=T0 - 100)
     await outbox.submit(replace(fault(2), caller="02583001234"), now=T0 - 50)
     await outbox.submit(fault(3), now=T0 - 10)
+    await outbox.submit_survey(SURVEY, now=T0 - 5)
     external.refusing = True
     clock.now = T0 + 1
-    assert await worker(outbox, external, clock).run_once(clock.now) == 3
+    assert await worker(outbox, external, clock).run_once(clock.now) == 4
     external.refusing = False
     clock.now = T0 + 30
-    # A fourth is still on its way.
+    # A fourth ticket and a survey are still on their way.
     await outbox.submit(fault(4), now=T0 + 20)
+    await outbox.submit_survey(replace(SURVEY, call_id="call-5"), now=T0 + 25)
 
     status, answer = await api.call("GET", "/api/outbox")
     assert status == 200
     assert answer == {
-        "stats": {"backlog": 1, "oldest_age_seconds": 10.0, "dead_letters": 3, "delivered": 0},
+        "stats": {
+            "backlog": 2,
+            "oldest_age_seconds": 10.0,
+            "dead_letters": 4,
+            "delivered": 0,
+            "backlog_by_kind": {"ticket": 1, "survey": 1},
+        },
         "dead_letters": [
             {
-                "ticket_id": "2601150100001",
+                "id": "2601150100001",
+                "kind": "ticket",
                 "ticket_type": "故障报修",
+                "call_id": "call-1",
                 "attempts": 1,
                 "last_error": "crm-rejected: 422: caller 138****8000 has no account 1234567890",
                 "submitted_at": T0 - 100,
                 "dead_at": T0 + 1,
             },
             {
-                "ticket_id": "2601150100002",
+                "id": "2601150100002",
+                "kind": "ticket",
                 "ticket_type": "故障报修",
+                "call_id": "call-2",
                 "attempts": 1,
                 # A landline caller is masked too: it is the ticket's caller.
                 "last_error": "crm-rejected: 422: caller 025****1234 has no account 1234567890",
@@ -574,11 +599,23 @@ async def test_the_outbox_at_a_glance_without_callers_numbers(
                 "dead_at": T0 + 1,
             },
             {
-                "ticket_id": "2601150100003",
+                "id": "2601150100003",
+                "kind": "ticket",
                 "ticket_type": "故障报修",
+                "call_id": "call-3",
                 "attempts": 1,
                 "last_error": "crm-rejected: 422: caller 138****8000 has no account 1234567890",
                 "submitted_at": T0 - 10,
+                "dead_at": T0 + 1,
+            },
+            {
+                "id": survey_outbox_id(SURVEY),
+                "kind": "survey",
+                "ticket_type": "",
+                "call_id": "call-4",
+                "attempts": 1,
+                "last_error": "crm-rejected: 422: caller 138****8000 has no survey for call-4",
+                "submitted_at": T0 - 5,
                 "dead_at": T0 + 1,
             },
         ],
@@ -605,7 +642,7 @@ async def test_retry_replays_one_dead_letter_or_all(
 
     clock.now = T0 + HOUR
     with capture_logs() as logs:
-        answer = await api.ok("POST", "/api/outbox/retry", {"ticket_id": "2601150100002"})
+        answer = await api.ok("POST", "/api/outbox/retry", {"id": "2601150100002"})
     assert answer == {"replayed": 1}
     assert [e for e in logs if e["event"] == "crm changed"] == [
         {
@@ -613,7 +650,7 @@ async def test_retry_replays_one_dead_letter_or_all(
             "log_level": "info",
             "action": "outbox_retry",
             "peer": "127.0.0.1",
-            "ticket_id": "2601150100002",
+            "item_id": "2601150100002",
             "replayed": 1,
         }
     ]
@@ -629,9 +666,10 @@ async def test_retry_replays_one_dead_letter_or_all(
         assert ticket_id in message
     for body, field in (
         ({"ticket_id": 2601150100001}, "ticket_id"),
-        ({"ticket_id": "工单"}, "ticket_id"),
-        ({"ticket_id": "x" * 41}, "ticket_id"),
+        ({"id": "工单"}, "id"),
+        ({"id": "x" * 41}, "id"),
         ({"ticket": "2601150100001"}, "ticket"),
+        ({"id": "2601150100001", "ticket_id": "2601150100001"}, "ticket_id"),
     ):
         status, error_id, message = await api.error("POST", "/api/outbox/retry", body)
         assert (status, error_id) == (400, "invalid-request"), body
@@ -639,10 +677,16 @@ async def test_retry_replays_one_dead_letter_or_all(
 
     # Every dead letter (no body, or a null id), then delivered by the worker.
     assert await api.ok("POST", "/api/outbox/retry") == {"replayed": 2}
-    assert await api.ok("POST", "/api/outbox/retry", {"ticket_id": None}) == {"replayed": 0}
+    assert await api.ok("POST", "/api/outbox/retry", {"id": None}) == {"replayed": 0}
     assert await worker(outbox, external, clock).run_once(clock.now) == 3
     stats = (await api.ok("GET", "/api/outbox"))["stats"]
-    assert stats == {"backlog": 0, "oldest_age_seconds": 0.0, "dead_letters": 0, "delivered": 3}
+    assert stats == {
+        "backlog": 0,
+        "oldest_age_seconds": 0.0,
+        "dead_letters": 0,
+        "delivered": 3,
+        "backlog_by_kind": {"ticket": 0, "survey": 0},
+    }
     assert await crm.get_ticket("2601150100003") is not None
 
 
