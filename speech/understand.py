@@ -13,7 +13,7 @@ Everything runs on the recognizer's text, whatever engine produced it:
    characters (立夏区) is recognised among the list's districts, and a house number said without
    号 after the street (经十路 88) is kept.
 4. The confidence is the weaker of two scores (both documented in
-   docs/decisions/0010-understanding-text.md):
+   docs/decisions/0011-understanding-text.md):
 
    - the division: as `parse_address` rates it (1.0 said in full, 0.9 without its suffix, 0.8
      the city from the hotline's region, 0.5 ambiguous), 0.9 when the district comes from a
