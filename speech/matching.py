@@ -1,10 +1,12 @@
 """Homophone-tolerant matching of what a caller said against menu phrases (pypinyin + rapidfuzz).
 
 The recognizer may write a phrase with the wrong characters but the right sounds (亭电 for 停电),
-so after an exact-substring check we compare tone-less pinyin. The comparison slides a window
-of whole syllables over the utterance — "我家停电了" matches 停电 — and scores each window with
+so after an exact-substring check we compare tone-less pinyin. The comparison slides a window of
+whole syllables over the utterance — "我家停电了" matches 停电 — and scores each window with
 rapidfuzz's character-level ratio, so near-homophones (ting/tin) still score high while a match
-can never straddle part of one syllable and part of the next.
+can never straddle part of one syllable and part of the next. A one-syllable phrase matches only
+by its character, and a two-syllable one a little more strictly: one sound off is often another
+word (偷电 is not 触电).
 
 `Syllables` and `best_window` expose the same comparison with *where* it matched, for callers
 that rank several vocabularies against one utterance (speech.intent, speech.streets).
@@ -21,6 +23,10 @@ from pypinyin import Style, lazy_pinyin
 from rapidfuzz import fuzz, process
 
 EXACT_SCORE = 100.0
+
+TWO_SYLLABLE_PENALTY = 5.0
+"""Taken off a two-syllable phrase's pinyin score unless the sounds are identical: at the
+default threshold tin/ting (94) still matches, chu/tou (触电 for 偷电, 87.5) no longer does."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +88,13 @@ def match_phrases(
     said_syllables = _syllables(said)
     best: PhraseMatch | None = None
     for key, phrase, wanted in candidates:
-        score = _pinyin_score(said_syllables, _syllables(wanted))
+        wanted_syllables = _syllables(wanted)
+        if len(wanted_syllables) == 1:
+            continue  # 是 must not match every shi (十, 事, 市): its own character only
+        score = _pinyin_score(said_syllables, wanted_syllables)
+        if score < EXACT_SCORE and len(wanted_syllables) == 2:
+            # Two syllables with one sound off are often another word: 触电/偷电 score 87.5.
+            score -= TWO_SYLLABLE_PENALTY
         if score >= threshold and (best is None or score > best.score):
             best = PhraseMatch(key=key, phrase=phrase, score=score)
     return best

@@ -70,6 +70,10 @@ _AFTER_CUT = "了啦"
 _PLACE_AFTER_STREET = re.compile(
     r"小区|花园|家园|苑|公寓|大厦|广场|社区|新村|村|院|宿舍|楼|城|庄|府|里|巷|胡同|厂|学校|医院|市场|中心"
 )
+# How the name of a street, a village or a housing estate ends (not a bare 道: 知道, 味道).
+_PLACE_ENDING = re.compile(
+    r"(?:路|街|街道|大道|巷|弄|胡同|村|组|屯|庄|里|小区|花园|家园|苑|公寓|大厦|广场|社区|新村)$"
+)
 _NUMBER_AFTER_STREET = re.compile(r"([0-9零〇一二两三四五六七八九十百千幺洞]+)(号)?")
 _SPOKEN_DIGIT_BY_DIGIT = ("室", "户")
 
@@ -144,6 +148,10 @@ class Understander:
     def __post_init__(self) -> None:
         # An unknown region is a configuration error: raise it now, not on a caller's words.
         parse_address("", default_province=self.province, default_city=self.city)
+
+    def classify(self, text: str) -> IntentResult:
+        """Only the intents of `text` (cheaper than the whole understanding)."""
+        return classify(text, self.intents)
 
     def __call__(self, text: str) -> Understanding:
         """What `text` says."""
@@ -231,7 +239,7 @@ def _best_address(
     for index, piece in enumerate(pieces):
         parsed = parse_address(piece, default_province=province, default_city=city)
         street = _street(piece, parsed, streets)
-        if parsed == ParsedAddress(raw=piece) and street is None:
+        if street is None and not _like_an_address(piece, parsed):
             continue  # nothing like an address here
         candidate = _Candidate(index, parsed, street)
         if best is None or candidate.evidence >= best.evidence:
@@ -239,6 +247,21 @@ def _best_address(
     if best is None:
         return None
     return best.index, best.parsed, best.street
+
+
+def _like_an_address(piece: str, parsed: ParsedAddress) -> bool:
+    """A house number, a place named by the caller, or words ending like a street or a 小区.
+
+    parse_address takes any 道 or 村 for a street; in speech "我也不知道" is no address.
+    """
+    if parsed == ParsedAddress(raw=piece):
+        return False
+    if parsed.number:
+        return True
+    said = parse_address(piece)  # without the region: did the caller name a place?
+    if said.province or said.city or said.district:
+        return True
+    return bool(_PLACE_ENDING.search(parsed.street))
 
 
 def _street(piece: str, parsed: ParsedAddress, streets: StreetList) -> StreetMatch | None:

@@ -138,3 +138,16 @@ def test_best_window_skips_a_match_inside_a_run_of_digits() -> None:
 @pytest.mark.parametrize(("said", "phrase"), [("", "停电"), ("停电", ""), ("，", "停电")])
 def test_best_window_of_nothing_is_none(said: str, phrase: str) -> None:
     assert best_window(Syllables.of(said), Syllables.of(phrase)) is None
+
+
+def test_one_syllable_phrases_match_only_their_own_character() -> None:
+    assert match_phrases("十号", {"yes": ["是"]}) is None  # shi, but not 是
+    assert match_phrases("是的", {"yes": ["是"]}) == PhraseMatch("yes", "是", 100.0)
+
+
+def test_two_syllable_phrases_need_nearly_their_own_sounds() -> None:
+    assert match_phrases("有人偷电", {"hazard": ["触电"]}) is None  # chu/tou: 87.5 before
+    near = match_phrases("金费", {"x": ["经费"]})  # jin/jing: a nasal the recognizer blurs
+    assert near is not None
+    assert 85 <= near.score < 90
+    assert match_phrases("亭店", {"x": ["停电"]}) == PhraseMatch("x", "停电", 100.0)
