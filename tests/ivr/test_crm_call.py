@@ -26,6 +26,7 @@ from ivr.session import ManualClock
 from ivr.settings import Settings
 from ivr.transports.script import ScriptError, ScriptRunner
 from sounds.catalog import Catalog
+from speech.understand import Understander
 
 START = float(int(time.time()))
 REGION = ("江苏省", "南京市")
@@ -70,6 +71,7 @@ def _runner(service: CrmService, clock: ManualClock, out: io.StringIO) -> Script
         dialed="95598",
         crm=service,
         clock=clock,
+        understander=Understander(*REGION),  # the same 南京 hotline as the CRM's region
     )
 
 
