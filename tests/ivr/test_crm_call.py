@@ -26,6 +26,7 @@ from ivr.session import ManualClock
 from ivr.settings import Settings
 from ivr.transports.script import ScriptError, ScriptRunner
 from sounds.catalog import Catalog
+from speech.streets import StreetList
 from speech.understand import Understander
 
 START = float(int(time.time()))
@@ -198,3 +199,43 @@ async def test_an_unknown_ticket_type_is_refused_with_a_clear_reason(bridge: Bri
     assert caught.value.reason == "invalid_ticket"
     assert "ticket_type" in str(caught.value)
     assert await bridge.outbox.due(START + 10) == []
+
+
+async def test_an_address_said_with_the_problem_reaches_the_ticket_in_parts(
+    bridge: Bridge,
+) -> None:
+    # A 济南 hotline with the shipped street list: the street written as a homophone is
+    # corrected, read back and confirmed; the work order gets the parts, not a re-parse.
+    runner = ScriptRunner(
+        load_flow(Settings().resolved_flow_file()),
+        Catalog.shipped(),
+        io.StringIO(),
+        caller="13812345678",
+        dialed="95598",
+        crm=bridge.service,
+        clock=bridge.clock,
+        understander=Understander("山东省", "济南市", StreetList.shipped()),
+    )
+    await runner.step(
+        [
+            "speech on",
+            "say 我家停电了 历下区京十路八十八号",
+            "expect fault_account",
+            "press #",
+            "expect address_readback confirm_or_resay",
+            "press 1",
+            "expect fault_ticket_created",
+            "hangup",
+        ]
+    )
+    summary = await runner.finish()
+    worker = DeliveryWorker(bridge.outbox, bridge.crm, clock=bridge.clock.now)
+    assert await worker.run_once(bridge.clock.now()) == 1
+    ticket = await bridge.crm.get_ticket(summary.slots["ticket_id"])
+    assert ticket is not None
+    address = ticket.address
+    assert (address.province, address.city, address.district) == ("山东省", "济南市", "历下区")
+    assert (address.street, address.number) == ("经十路", "88号")
+    assert address.raw == "我家停电了 历下区京十路八十八号"
+    assert ticket.fields["address.status"] == "confirmed"
+    assert ticket.fields["address.corrections"] == "京十路→经十路"

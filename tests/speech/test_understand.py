@@ -124,6 +124,9 @@ CASES: list[tuple[str, str, str, str, bool]] = [
     ("济南", "电费多少", "billing", "-", False),
     ("济南", "转人工", "agent", "-", False),
     ("济南", "今天天气怎么样", "", "-", False),
+    ("济南", "我也不知道", "", "-", False),  # 道 ends no street here
+    ("济南", "嗯 这个味道不对", "no", "-", False),
+    ("济南", "东山街道", "", "山东省|济南市||东山街道|", True),  # 街道 does: unknown, read back
     ("济南", "嗯 那个", "", "-", False),
     ("济南", "", "", "-", False),
 ]
