@@ -127,7 +127,9 @@ class CrmService:
     ) -> Ticket:
         slots = request.fields
         spoken = slots.get("address", "")
-        address = _address(self._parse(spoken)) if spoken else Address()
+        address = _understood(slots, spoken)
+        if address is None:
+            address = _address(self._parse(spoken)) if spoken else Address()
         account = slots.get("account", "")
         return Ticket(
             ticket_id=number,
@@ -190,7 +192,17 @@ class CrmService:
         address, else the address of the customer calling from this number."""
         now = self.clock()
         places: list[Address] = []
-        if params.get("address"):
+        if params.get("district") or params.get("city"):
+            # The dialog understood the address (corrected against the street list).
+            places.append(
+                Address(
+                    province=params.get("province", ""),
+                    city=params.get("city", ""),
+                    district=params.get("district", ""),
+                    street=params.get("street", "")[:MAX_FIELD],
+                )
+            )
+        elif params.get("address"):
             parsed = self._parse(params["address"])
             if parsed.district or parsed.city:
                 places.append(_address(parsed))
@@ -274,6 +286,21 @@ def _address(parsed: ParsedAddress) -> Address:
         street=parsed.street[:MAX_FIELD],
         number=parsed.number[:MAX_FIELD],
         raw=parsed.raw[:MAX_DESCRIPTION],
+    )
+
+
+def _understood(slots: Mapping[str, str], spoken: str) -> Address | None:
+    """The address as the dialog understood it (``address.district`` …, corrected against the
+    street list and confirmed by the caller where it was in doubt); None when it has none."""
+    if not slots.get("address.status"):
+        return None
+    return Address(
+        province=slots.get("address.province", ""),
+        city=slots.get("address.city", ""),
+        district=slots.get("address.district", ""),
+        street=slots.get("address.street", "")[:MAX_FIELD],
+        number=slots.get("address.number", "")[:MAX_FIELD],
+        raw=spoken[:MAX_DESCRIPTION],
     )
 
 

@@ -23,6 +23,7 @@ from ivr.dialog.engine import CallContext, Dialog, Outcome
 from ivr.flow.model import Flow
 from ivr.logs import bind_call
 from ivr.services import Crm, Routing, ServiceError
+from speech.understand import Understander
 
 log = structlog.get_logger("ivr.session")
 
@@ -179,9 +180,10 @@ class CallSession:
         *,
         clock: Clock | None = None,
         service_grace: float = SERVICE_GRACE_SECONDS,
+        understander: Understander | None = None,
     ) -> None:
         self.context = context
-        self.dialog = Dialog(flow, context)
+        self.dialog = Dialog(flow, context, understander)
         self.transport = transport
         self.crm = crm
         self.routing = routing

@@ -232,6 +232,15 @@ class Settings(BaseSettings):
         max_length=32,
         description="the hotline's city (南京市): fills what a caller leaves out of an address",
     )
+    service_streets: Path | None = Field(
+        default=None,
+        description=(
+            "CSV file of the service area's streets (province,city,district,street,aliases) "
+            "that spoken addresses are checked and corrected against by pinyin; unset = the "
+            "sample list shipped in the package (central 济南), used only for addresses in 济南 "
+            "or in no city"
+        ),
+    )
     crm_backend: Literal["embedded", "http"] = Field(
         default="embedded",
         description="where tickets, customers and outages live: the embedded SQLite store or a CRM",

@@ -50,6 +50,7 @@ from ivr.sip.upstream import (
     UpstreamRegistration,
     hotline_registration,
 )
+from ivr.understanding import load_understander
 from sounds.catalog import PromptLibrary
 from speech.dtmf import DtmfDetector
 
@@ -166,6 +167,8 @@ class SipServer:
     ) -> None:
         self.settings = settings
         self.flow = flow
+        self.understander = load_understander(settings)
+        """The hotline's region and street list, for every call's dialog."""
         self.library = library
         self.crm = crm
         self.routing = routing
@@ -499,7 +502,14 @@ class SipServer:
         if self._session_factory is not None:
             call.session = self._session_factory(call.context, call)
         else:
-            call.session = CallSession(self.flow, call.context, call, self.crm, self.routing)
+            call.session = CallSession(
+                self.flow,
+                call.context,
+                call,
+                self.crm,
+                self.routing,
+                understander=self.understander,
+            )
         call.task = asyncio.get_running_loop().create_task(self._run(call))
 
     async def _run(self, call: SipCall) -> None:

@@ -49,7 +49,9 @@ from ivr.services import Crm, LookupReply, Routing, ServiceError
 from ivr.session import CallSession, CallSummary, ManualClock
 from ivr.settings import Settings
 from ivr.transports.sim import PrintingCrm, PrintingRouting, SimTransport, new_call_id
+from ivr.understanding import load_understander
 from sounds.catalog import Catalog
+from speech.understand import Understander
 
 SETTLE_ROUNDS = 2000
 """Event-loop turns a call may take to settle when only in-process work is pending."""
@@ -141,10 +143,13 @@ class ScriptRunner:
         routing: RedisRouting | None = None,
         clock: ManualClock | None = None,
         crm: Crm | None = None,
+        understander: Understander | None = None,
     ) -> None:
         """``routing``: a real routing service whose pump the runner drives (``reply`` lines for
         routing are then refused); ``clock``: the script's clock (share it with whatever else
-        acts at the script's time, e.g. an agent API in a test)."""
+        acts at the script's time, e.g. an agent API in a test); ``understander``: the
+        hotline's region and street list (default: none, and the shipped list)."""
+        self.understander = understander
         self.routing = routing
         self.crm = crm
         """A real CRM service (lookups and tickets are then answered by it, not the script)."""
@@ -221,7 +226,14 @@ class ScriptRunner:
         inner: Routing = self.routing if self.routing is not None else self.services
         routing = PrintingRouting(inner, self.out, "routing" if self.routing else label)
         self.session = CallSession(
-            self.flow, context, self.transport, crm, routing, clock=self.clock, service_grace=1.0
+            self.flow,
+            context,
+            self.transport,
+            crm,
+            routing,
+            clock=self.clock,
+            service_grace=1.0,
+            understander=self.understander,
         )
         self.transport.feed = self.session.feed
         self._task = asyncio.get_running_loop().create_task(self.session.run())
@@ -438,6 +450,7 @@ async def run_script(
         caller=caller,
         dialed=dialed,
         min_confidence=settings.speech_min_confidence,
+        understander=load_understander(settings),
     )
     return await runner.run(script.splitlines())
 

@@ -34,6 +34,7 @@ from ivr.services import (
 )
 from ivr.session import CallSession, CallSummary
 from ivr.settings import Settings
+from ivr.understanding import load_understander
 from sounds.catalog import Catalog
 
 
@@ -229,7 +230,9 @@ async def run_interactive(
     )
     crm = PrintingCrm(NotConnectedCrm(), out, "ok")
     routing = PrintingRouting(NotConnectedRouting(), out, "ok")
-    session = CallSession(flow, context, transport, crm, routing)
+    session = CallSession(
+        flow, context, transport, crm, routing, understander=load_understander(settings)
+    )
     transport.feed = session.feed
     print(
         f"Simulated call {context.call_id}: {caller} → {dialed}. Type keys (e.g. 2 or 1234#), "

@@ -35,6 +35,8 @@ from ivr.settings import Settings
 from ivr.transports.script import ScriptError, ScriptRunner
 from ivr.web import create_app
 from sounds.catalog import Catalog
+from speech.streets import StreetList
+from speech.understand import Understander
 
 START = float(int(time.time()))
 REGION = ("江苏省", "南京市")
@@ -79,6 +81,7 @@ def _runner(service: CrmService, clock: ManualClock, out: io.StringIO) -> Script
         dialed="95598",
         crm=service,
         clock=clock,
+        understander=Understander(*REGION),  # the same 南京 hotline as the CRM's region
     )
 
 
@@ -344,3 +347,43 @@ async def test_a_scripted_fault_call_leaves_a_ticket_hotline_tickets_show_finds(
     assert (shown["ticket"], shown["type"], shown["status"]) == (number, "故障报修", "submitted")
     assert shown["address"] == "江苏省南京市鼓楼区中山北路100号"
     assert shown["crm"].split() == ["ref", "emb-1"]
+
+
+async def test_an_address_said_with_the_problem_reaches_the_ticket_in_parts(
+    bridge: Bridge,
+) -> None:
+    # A 济南 hotline with the shipped street list: the street written as a homophone is
+    # corrected, read back and confirmed; the work order gets the parts, not a re-parse.
+    runner = ScriptRunner(
+        load_flow(Settings().resolved_flow_file()),
+        Catalog.shipped(),
+        io.StringIO(),
+        caller="13812345678",
+        dialed="95598",
+        crm=bridge.service,
+        clock=bridge.clock,
+        understander=Understander("山东省", "济南市", StreetList.shipped()),
+    )
+    await runner.step(
+        [
+            "speech on",
+            "say 我家停电了 历下区京十路八十八号",
+            "expect fault_account",
+            "press #",
+            "expect address_readback confirm_or_resay",
+            "press 1",
+            "expect fault_ticket_created",
+            "hangup",
+        ]
+    )
+    summary = await runner.finish()
+    worker = DeliveryWorker(bridge.outbox, bridge.crm, clock=bridge.clock.now)
+    assert await worker.run_once(bridge.clock.now()) == 1
+    ticket = await bridge.crm.get_ticket(summary.slots["ticket_id"])
+    assert ticket is not None
+    address = ticket.address
+    assert (address.province, address.city, address.district) == ("山东省", "济南市", "历下区")
+    assert (address.street, address.number) == ("经十路", "88号")
+    assert address.raw == "我家停电了 历下区京十路八十八号"
+    assert ticket.fields["address.status"] == "confirmed"
+    assert ticket.fields["address.corrections"] == "京十路→经十路"

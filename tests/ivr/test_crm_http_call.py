@@ -28,6 +28,7 @@ from ivr.settings import Settings
 from ivr.transports.script import ScriptRunner
 from ivr.web import create_app
 from sounds.catalog import Catalog
+from speech.understand import Understander
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "crm_bridge"))
 # The CRM played by a real server, shared with the crm_bridge tests.
@@ -75,7 +76,8 @@ async def test_fault_calls_reach_a_crm_failing_half_its_requests_exactly_once(
     clock = ManualClock(START)
     outbox = await Outbox.open(tmp_path / "outbox.sqlite3", clock=clock.now)
     numbers = await TicketNumbers.attach(outbox.connection, 3, lock=outbox.lock)
-    service = CrmService(crm, outbox, numbers, clock=clock.now, region=("江苏省", "南京市"))
+    region = ("江苏省", "南京市")
+    service = CrmService(crm, outbox, numbers, clock=clock.now, region=region)
     try:
         told = []
         for _ in range(3):
@@ -87,6 +89,7 @@ async def test_fault_calls_reach_a_crm_failing_half_its_requests_exactly_once(
                 dialed="95598",
                 crm=service,
                 clock=clock,
+                understander=Understander(*region),  # the hotline the CRM serves
             )
             await runner.step(CALL)
             told.append((await runner.finish()).slots["ticket_id"])

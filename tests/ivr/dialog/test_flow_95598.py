@@ -307,8 +307,19 @@ def test_fault_address_by_speech(walk_to):
     assert only(out, Lookup) == Lookup(
         only(out, Lookup).request_id,
         "outage_by_address",
-        {"address": "北京市海淀区清华东路十七号", "account": ACCOUNT, "caller": CALLER},
+        {
+            "address": "北京市海淀区清华东路十七号",
+            "account": ACCOUNT,
+            "caller": CALLER,
+            # The address as understood, parts apart (no street list covers 北京: unchecked).
+            "province": "北京市",
+            "city": "北京市",
+            "district": "海淀区",
+            "street": "清华东路",
+        },
     )
+    assert d.dialog.slots["address.number"] == "17号"
+    assert d.dialog.slots["address.status"] == "ok"
     assert d.dialog.phase == "service"
     assert d.dialog.deadline == d.now + 5.0
 
@@ -318,7 +329,15 @@ def test_fault_address_falls_back_without_speech(walk_to):
     out = d.press("1")
     # No recognizer: the address is not asked for; the CRM finds it by account and number.
     assert "fault_address" not in d.heard(out)
-    assert only(out, Lookup).params == {"address": "", "account": ACCOUNT, "caller": CALLER}
+    assert only(out, Lookup).params == {
+        "address": "",
+        "account": ACCOUNT,
+        "caller": CALLER,
+        "province": "",
+        "city": "",
+        "district": "",
+        "street": "",
+    }
     assert d.dialog.node_id == "fault_outage_lookup"
 
 
