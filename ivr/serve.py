@@ -21,6 +21,7 @@ from ivr.routing_runtime import RoutingRuntime, RoutingStartError
 from ivr.settings import Settings
 from ivr.sip.errors import SipError
 from ivr.sip.server import SipServer
+from ivr.speech_runtime import SpeechRuntime
 from ivr.web import create_app
 from sounds.catalog import Catalog, PromptLibrary, shipped_dir
 
@@ -50,12 +51,6 @@ def _log_startup(settings: Settings) -> None:
         flow_file=str(settings.resolved_flow_file()),
         var_dir=str(settings.var_dir),
     )
-    if settings.vosk_model is None:
-        log.info("speech: DTMF-only, HOTLINE_VOSK_MODEL not set")
-    elif not settings.vosk_model.is_dir():
-        log.warning("speech: HOTLINE_VOSK_MODEL is not a folder", model=str(settings.vosk_model))
-    else:
-        log.info("speech: Vosk model configured", model=str(settings.vosk_model))
 
 
 async def _serve(settings: Settings) -> int:
@@ -105,8 +100,12 @@ async def _serve(settings: Settings) -> int:
             await routing.stop()
             return 1
         status["crm"] = crm.description
+        speech_runtime = SpeechRuntime(settings)
+        speech = await speech_runtime.start()
+        status["speech"] = speech_runtime.description
 
         async def stop_services() -> None:
+            await speech_runtime.stop()
             await crm.stop()
             await routing.stop()
 
@@ -117,6 +116,7 @@ async def _serve(settings: Settings) -> int:
                 PromptLibrary(Catalog.shipped(), [*dirs, shipped_dir()]),
                 crm=crm_service,
                 routing=node_routing,
+                speech=speech,
             )
         except SipError as exc:
             log.error("cannot start", error=str(exc))

@@ -178,6 +178,32 @@ class Settings(BaseSettings):
         default=None,
         description="folder of a Vosk speech model; unset = DTMF-only (keypad) menus",
     )
+    speech_workers: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="recognizer threads (each can use one core: Vosk runs outside the GIL)",
+    )
+    speech_max_streams: int = Field(
+        default=60,
+        ge=1,
+        description="calls listened to at once; further calls get keypad-only menus",
+    )
+    speech_max_free_streams: int = Field(
+        default=2,
+        ge=0,
+        description="free-form (address) utterances recognized at once; more wait on keys",
+    )
+    speech_end_silence: float = Field(
+        default=0.8,
+        gt=0,
+        description="seconds of silence after speech that end an utterance",
+    )
+    speech_max_utterance: float = Field(
+        default=15.0,
+        gt=0,
+        description="seconds after which an utterance is cut and recognized as it stands",
+    )
     speech_min_confidence: float = Field(
         default=0.5,
         ge=0.0,

@@ -154,6 +154,7 @@ class RecognizerPool:
         free_reuse_seconds: float = 600.0,
         endpoint: EndpointConfig | None = None,
         registry: CollectorRegistry | None = None,
+        metrics: RecognizerMetrics | None = None,
     ) -> None:
         if workers < 1 or max_streams < 1 or max_free_streams < 0 or max_alternatives < 1:
             raise ValueError("workers, max_streams, max_alternatives >= 1; max_free_streams >= 0")
@@ -177,7 +178,7 @@ class RecognizerPool:
             endpoint or EndpointConfig(), end_silence=end_silence, max_utterance=max_utterance
         )
         """The endpointer's settings."""
-        self.metrics = RecognizerMetrics(registry or CollectorRegistry())
+        self.metrics = metrics or RecognizerMetrics(registry or CollectorRegistry())
         """The pool's Prometheus series."""
         self.vocabulary = Vocabulary(model)
         """The model's words, for checking grammars."""

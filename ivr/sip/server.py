@@ -25,6 +25,7 @@ from ivr.dialog import actions as act
 from ivr.dialog import events as ev
 from ivr.dialog.engine import CallContext
 from ivr.flow.model import Flow
+from ivr.listening import CallListener, Speech
 from ivr.routing_redis import CallbackOrder
 from ivr.services import Crm, Routing
 from ivr.session import CallSession, CallSummary
@@ -85,6 +86,8 @@ class SipCall:
     merger: DtmfMerger = field(default_factory=DtmfMerger)
     detector: DtmfDetector = field(default_factory=DtmfDetector)
     ended: bool = False
+    listener: CallListener | None = None
+    """The call's recognizer stream, when the hotline has speech and the pool had room."""
 
     # -- Transport (what the session asks for) -----------------------------------------
 
@@ -101,10 +104,14 @@ class SipCall:
         self.media.stop_playback()
 
     async def start_collecting(self, spec: act.StartCollecting) -> None:
-        """Keys always reach the dialog; nothing to switch on per collection."""
+        """Keys always reach the dialog; speech is listened for when the collection wants it."""
+        if self.listener is not None:
+            self.listener.start_collecting(spec)
 
     async def stop_collecting(self) -> None:
-        """Keys always reach the dialog, which ignores what it does not want."""
+        """Keys always reach the dialog, which ignores what it does not want; speech stops."""
+        if self.listener is not None:
+            self.listener.stop_collecting()
 
     async def transfer(self, action: act.Transfer) -> None:
         """Call the agent's phone and bridge the caller to it, the IVR staying in the path; or,
@@ -127,10 +134,19 @@ class SipCall:
             self._feed(ev.DigitPressed(merged))
 
     def audio(self, pcm: bytes) -> None:
-        """Caller audio: in-band DTMF when the caller has no telephone-events."""
+        """Caller audio: to the recognizer, and in-band DTMF when the caller has no
+        telephone-events."""
+        if self.listener is not None:
+            self.listener.audio(pcm)
         if self.inband:
             for digit in self.detector.feed(pcm):
                 self.on_key(digit, DtmfSource.INBAND)
+
+    def close_media(self) -> None:
+        """The call is over: its RTP and its recognizer stream go."""
+        self.media.close()
+        if self.listener is not None:
+            self.listener.close()
 
     def _feed(self, event: ev.Event) -> None:
         if self.session is not None:
@@ -164,8 +180,11 @@ class SipServer:
         crm: Crm,
         routing: Routing,
         session_factory: Callable[[CallContext, SipCall], CallSession] | None = None,
+        speech: Speech | None = None,
     ) -> None:
         self.settings = settings
+        self.speech = speech
+        """Speech recognition for calls (None: DTMF-only)."""
         self.flow = flow
         self.understander = load_understander(settings)
         """The hotline's region and street list, for every call's dialog."""
@@ -452,6 +471,14 @@ class SipServer:
             min_confidence=self.settings.speech_min_confidence,
         )
         holder: dict[str, SipCall] = {}
+        listener = (
+            # late-bound, like on_audio below: the call object exists only once answered
+            self.speech.listener(context.call_id, lambda event: holder["call"].session_feed(event))  # noqa: PLW0108
+            if self.speech is not None
+            else None
+        )
+        if listener is not None:
+            context = dataclasses.replace(context, speech_available=True)
         try:
             media = await MediaStream.open(
                 params,
@@ -459,10 +486,10 @@ class SipServer:
                 config=MediaConfig(host=self.settings.sip_host),
                 on_key=lambda digit, _t: holder["call"].on_key(digit, DtmfSource.RFC4733),
                 # late-bound: the call object exists only after the media is open. Audio is
-                # decoded only for in-band DTMF (speech will listen here too).
+                # decoded only for the recognizer and in-band DTMF.
                 on_audio=(
                     (lambda pcm: holder["call"].audio(pcm))  # noqa: PLW0108
-                    if params.dtmf_payload_type is None
+                    if params.dtmf_payload_type is None or listener is not None
                     else None
                 ),
                 call_id=context.call_id,
@@ -477,6 +504,8 @@ class SipServer:
                 retry_after=RETRY_AFTER_SECONDS,
             )
             self._pump()
+            if listener is not None:
+                listener.close()
             metrics.SIP_CALLS_REFUSED.labels(reason="no_rtp_port").inc()
             log.error("no rtp port", error=str(exc))
             return
@@ -484,11 +513,18 @@ class SipServer:
             await asyncio.sleep(self.settings.sip_ring_seconds)
         if event.call_key not in self.pending:  # CANCEL while ringing: never answer
             media.close()
+            if listener is not None:
+                listener.close()
             return
         self.pending.discard(event.call_key)
         self.answered.append((context.call_id, params.payload_type))
         call = SipCall(
-            self, event.call_key, context, media, inband=params.dtmf_payload_type is None
+            self,
+            event.call_key,
+            context,
+            media,
+            inband=params.dtmf_payload_type is None,
+            listener=listener,
         )
         holder["call"] = call
         self.calls[event.call_key] = call
@@ -535,7 +571,7 @@ class SipServer:
             return
         call.ended = True
         self._drop_agent_leg(call)
-        call.media.close()
+        call.close_media()
         if call.session is not None and event.reason != "local_bye":
             call.session.feed(ev.CallerHungUp())
         elif call.session is None and call.task is None:
@@ -549,7 +585,7 @@ class SipServer:
         with contextlib.suppress(Exception):
             self.core.hangup(call.key, self._now())
         self._drop_agent_leg(call)
-        call.media.close()
+        call.close_media()
         self.calls.pop(call.key, None)
         if not self.calls:
             self._no_calls.set()
