@@ -959,13 +959,6 @@ local function ring_won(id, c, a)
     ring_cancel(id, c)
 end
 
--- The caller left while the call rang (hang-up, or a callback instead).
-local function ring_abandon(id, c, kind)
-    local wait = tostring(NOW - tonumber(c.enq))
-    end_call(id, c)
-    emit(kind, 'call', id, 'skill', c.skill, 'cstate', 'ended', 'wait', wait)
-    ring_cancel(id, c)
-end
 
 -- A queue became ring-all: available agents join the rings still going on from before.
 local function ring_join_available(skill)
@@ -974,6 +967,31 @@ local function ring_join_available(skill)
             match_agent(a)
         end
     end
+end
+
+-- Take a waiting, offered or ringing call out of line for good: the caller hung up, left for a
+-- callback, or its node was lost. One `event` ends it (with `reason` when given); agents it was
+-- offered to or rang are available again, keeping their idle place (they did nothing wrong).
+-- Returns those agents: the caller matches each once every call it ends is gone.
+local function leave_line(id, c, event, reason)
+    local wait = tostring(NOW - tonumber(c.enq))
+    local tail = { 'wait', wait }
+    if reason then
+        tail = { 'reason', reason, 'wait', wait }
+    end
+    end_call(id, c)
+    if ringing(c) then
+        emit(event, 'call', id, 'skill', c.skill, 'cstate', 'ended', unpack(tail))
+        return ring_stop(id, c)
+    elseif c.state == 'offered' then
+        local a = c.agent
+        release_agent(a)
+        emit(event, 'call', id, 'agent', a, 'skill', c.skill, 'cstate', 'ended',
+            'astate', 'available', 'reason', reason or '', 'wait', wait)
+        return { a }
+    end
+    emit(event, 'call', id, 'skill', c.skill, 'cstate', 'ended', unpack(tail))
+    return {}
 end
 
 -- The agent gives up an offer it holds (logout, not ready): the call goes back in place.
@@ -1044,24 +1062,8 @@ local function reclaim(node, heir)
     -- offered a call that is about to be abandoned.
     local released = {}
     for _, e in ipairs(gone) do
-        local id, c = e[1], e[2]
-        local wait = tostring(NOW - tonumber(c.enq))
-        end_call(id, c)
-        if ringing(c) then
-            -- A ring-all call: every agent it rang is freed (RINGCANCEL), matched below.
-            emit('ABANDON', 'call', id, 'skill', c.skill, 'cstate', 'ended',
-                'reason', 'node_lost', 'wait', wait)
-            for _, b in ipairs(ring_stop(id, c)) do
-                released[#released + 1] = b
-            end
-        elseif c.state == 'offered' then
-            release_agent(c.agent)
-            released[#released + 1] = c.agent
-            emit('ABANDON', 'call', id, 'agent', c.agent, 'skill', c.skill, 'cstate', 'ended',
-                'astate', 'available', 'reason', 'node_lost', 'wait', wait)
-        else
-            emit('ABANDON', 'call', id, 'skill', c.skill, 'cstate', 'ended',
-                'reason', 'node_lost', 'wait', wait)
+        for _, b in ipairs(leave_line(e[1], e[2], 'ABANDON', 'node_lost')) do
+            released[#released + 1] = b
         end
     end
     for _, e in ipairs(talking) do
@@ -1319,20 +1321,9 @@ local function cmd_hangup()
     if c.state == 'connected' then
         finish(id, c, c.agent, 'caller')
         return { 'completed' }
-    elseif ringing(c) then
-        ring_abandon(id, c, 'ABANDON')
-        return { 'abandoned' }
     end
-    local wait = tostring(NOW - tonumber(c.enq))
-    end_call(id, c)
-    if c.state == 'offered' then
-        local a = c.agent
-        release_agent(a)
-        emit('ABANDON', 'call', id, 'agent', a, 'skill', c.skill, 'cstate', 'ended',
-            'astate', 'available', 'reason', '', 'wait', wait)
+    for _, a in ipairs(leave_line(id, c, 'ABANDON')) do
         match_agent(a)
-    else
-        emit('ABANDON', 'call', id, 'skill', c.skill, 'cstate', 'ended', 'wait', wait)
     end
     return { 'abandoned' }
 end
@@ -1352,20 +1343,8 @@ local function cmd_leave_for_callback()
     local origin, esc = moved_fields(id, c)
     redis.call('HSET', K.parked(id), 'origin', origin, 'esc', esc)
     timer_set('park', id, NOW + park)
-    if ringing(c) then
-        ring_abandon(id, c, 'EXITWITHKEY')
-        return { 'parked' }
-    end
-    local wait = tostring(NOW - tonumber(c.enq))
-    end_call(id, c)
-    if c.state == 'offered' then
-        local a = c.agent
-        release_agent(a)
-        emit('EXITWITHKEY', 'call', id, 'agent', a, 'skill', c.skill, 'cstate', 'ended',
-            'astate', 'available', 'reason', '', 'wait', wait)
+    for _, a in ipairs(leave_line(id, c, 'EXITWITHKEY')) do
         match_agent(a)
-    else
-        emit('EXITWITHKEY', 'call', id, 'skill', c.skill, 'cstate', 'ended', 'wait', wait)
     end
     return { 'parked' }
 end
