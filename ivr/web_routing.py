@@ -176,13 +176,6 @@ def _skills(body: Mapping[str, Any]) -> dict[str, int]:
     return skills
 
 
-def _call_id(body: Mapping[str, Any]) -> str:
-    call_id = text_field(body, "call_id")
-    if not call_id:
-        raise invalid("call_id", "required")
-    return call_id
-
-
 async def _agent_or_404(store: RoutingStore, agent_id: str) -> Agent:
     agent = await store.agent(agent_id)
     if agent is None:
@@ -274,11 +267,20 @@ async def logout(request: web.Request, store: RoutingStore, now: float) -> dict[
     return await _changed(request, store, agent_id, "logout", offers)
 
 
+async def _offer_answer(request: web.Request) -> tuple[str, str]:
+    """The agent and the offered call of an accept or reject (``{"call_id"}``, nothing else)."""
+    agent_id = _agent_id(request)
+    body = await json_body(request, allowed=frozenset({"call_id"}))
+    call_id = text_field(body, "call_id")
+    if not call_id:
+        raise invalid("call_id", "required")
+    return agent_id, call_id
+
+
 @_routing
 async def accept(request: web.Request, store: RoutingStore, now: float) -> dict[str, Any]:
     """`POST /api/agents/{agent_id}/accept` ``{"call_id"}``: answers the contact to bridge."""
-    agent_id = _agent_id(request)
-    call_id = _call_id(await json_body(request, allowed=frozenset({"call_id"})))
+    agent_id, call_id = await _offer_answer(request)
     contact = await store.accept(agent_id, call_id, now)
     return await _changed(request, store, agent_id, "accept", [], call_id=call_id, contact=contact)
 
@@ -286,8 +288,7 @@ async def accept(request: web.Request, store: RoutingStore, now: float) -> dict[
 @_routing
 async def reject(request: web.Request, store: RoutingStore, now: float) -> dict[str, Any]:
     """`POST /api/agents/{agent_id}/reject` ``{"call_id"}``: the call goes back in its place."""
-    agent_id = _agent_id(request)
-    call_id = _call_id(await json_body(request, allowed=frozenset({"call_id"})))
+    agent_id, call_id = await _offer_answer(request)
     offers = await store.reject(agent_id, call_id, now)
     return await _changed(request, store, agent_id, "reject", offers, call_id=call_id)
 
