@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from redis.asyncio import Redis
 
 from ivr.dialog.events import AgentDisconnected
@@ -25,6 +25,9 @@ from routing.events import EventType
 from routing.model import NewCall
 from routing.store import RoutingStore
 from sounds.catalog import Catalog
+
+Serving = Callable[..., AbstractAsyncContextManager[str]]
+"""The ``serving`` fixture (tests/conftest.py): ``async with serving(app) as url``."""
 
 START = float(int(time.time()))
 """The script's clock starts here, shared by routing and the API: the wall clock at import, as
@@ -42,18 +45,10 @@ def store(redis_client: Redis) -> RoutingStore:
 
 
 @pytest.fixture
-async def api(store: RoutingStore, clock: ManualClock) -> AsyncIterator[str]:
+async def api(store: RoutingStore, clock: ManualClock, serving: Serving) -> AsyncIterator[str]:
     settings = Settings(web_port=0, node_id="api-node")
-    app = create_app(settings, status={}, routing=store, clock=clock.now)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serving(create_app(settings, status={}, routing=store, clock=clock.now)) as url:
+        yield url
 
 
 async def _call_api(method: str, url: str, body: dict[str, Any] | None = None) -> Any:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -20,6 +19,9 @@ from ivr.web import create_app
 from ivr.web_api import check_access, is_loopback
 from routing.model import NewCall, QueueConfig, Strategy
 from routing.store import RoutingStore
+
+Serving = Callable[..., AbstractAsyncContextManager[str]]
+"""The ``serving`` fixture (tests/conftest.py): ``async with serving(app) as url``."""
 
 TOKEN = "s3cret-token-0123456789"  # noqa: S105 - a test's token, not a credential
 T0 = 1_700_000_000.0
@@ -33,20 +35,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@asynccontextmanager
-async def serving(app: web.Application, host: str = "127.0.0.1") -> AsyncIterator[str]:
-    """Run `app` on a free port of `host`; yield its base URL."""
-    runner = web.AppRunner(app, shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, 0)
-        await site.start()
-        bound_host, port = runner.addresses[0][:2]
-        yield f"http://{bound_host}:{port}"
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture
@@ -95,7 +83,9 @@ class Api:
 
 
 @pytest.fixture
-async def api(store: RoutingStore, clock: Clock, http: aiohttp.ClientSession) -> AsyncIterator[Api]:
+async def api(
+    store: RoutingStore, clock: Clock, http: aiohttp.ClientSession, serving: Serving
+) -> AsyncIterator[Api]:
     app = create_app(Settings(node_id="node-test", web_port=0), routing=store, clock=clock)
     async with serving(app) as url:
         yield Api(http, url)
@@ -321,7 +311,7 @@ async def test_unknown_call_is_404(api: Api) -> None:
 
 
 async def test_state_changes_are_logged_without_the_token(
-    store: RoutingStore, clock: Clock, http: aiohttp.ClientSession
+    store: RoutingStore, clock: Clock, http: aiohttp.ClientSession, serving: Serving
 ) -> None:
     app = create_app(Settings(api_token=TOKEN), routing=store, clock=clock)
     async with serving(app) as url:
@@ -427,7 +417,7 @@ async def test_put_queue_config_errors_name_the_field(api: Api, store: RoutingSt
 # ---------------------------------------------------------------------- unavailable routing
 
 
-async def test_no_routing_is_503(http: aiohttp.ClientSession) -> None:
+async def test_no_routing_is_503(http: aiohttp.ClientSession, serving: Serving) -> None:
     async with serving(create_app(Settings())) as url:
         api = Api(http, url)
         for method, path in [("GET", "/api/agents"), ("GET", "/api/queues")]:
@@ -443,7 +433,7 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_redis_down_is_503(http: aiohttp.ClientSession) -> None:
+async def test_redis_down_is_503(http: aiohttp.ClientSession, serving: Serving) -> None:
     # No retries: redis-py's default backoff would only make the test slower.
     down = Redis(port=_closed_port(), socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
     try:
@@ -464,7 +454,7 @@ async def test_redis_down_is_503(http: aiohttp.ClientSession) -> None:
 
 
 async def test_token_required_for_changes(
-    store: RoutingStore, clock: Clock, http: aiohttp.ClientSession
+    store: RoutingStore, clock: Clock, http: aiohttp.ClientSession, serving: Serving
 ) -> None:
     app = create_app(Settings(api_token=TOKEN), routing=store, clock=clock)
     async with serving(app) as url:
@@ -533,7 +523,7 @@ def _non_loopback_address() -> str | None:
 
 
 async def test_non_loopback_peer_may_not_change_state_without_token(
-    store: RoutingStore, clock: Clock, http: aiohttp.ClientSession
+    store: RoutingStore, clock: Clock, http: aiohttp.ClientSession, serving: Serving
 ) -> None:
     address = _non_loopback_address()
     if address is None:
