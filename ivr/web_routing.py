@@ -404,9 +404,10 @@ def _updated_config(current: QueueConfig, body: Mapping[str, Any]) -> QueueConfi
             if value not in choices:
                 raise _config_error(field, f"must be one of {', '.join(choices)}")
             converted = Strategy(value)
-        elif field == "max_length":
+        elif field in ("max_length", "callback_attempts"):
             if isinstance(value, bool) or not isinstance(value, int):
-                raise _config_error(field, "must be a whole number (0: no limit)")
+                hint = " (0: no limit)" if field == "max_length" else ""
+                raise _config_error(field, f"must be a whole number{hint}")
             converted = value
         else:
             converted = number(value)

@@ -392,6 +392,9 @@ async def test_put_queue_config(api: Api, store: RoutingStore) -> None:
     assert (body["config"]["strategy"], body["config"]["wrap_up_seconds"]) == ("fewest_calls", 0)
     status, body = await api.call("GET", "/api/queues/billing")
     assert body["config"]["max_length"] == 50
+    status, body = await api.call("PUT", "/api/queues/billing", {"callback_attempts": 5})
+    assert (status, body["config"]["callback_attempts"]) == (200, 5)
+    assert (await store.queue_config("billing")).callback_attempts == 5
 
 
 async def test_put_queue_config_errors_name_the_field(api: Api, store: RoutingStore) -> None:
@@ -401,6 +404,8 @@ async def test_put_queue_config_errors_name_the_field(api: Api, store: RoutingSt
         ({"aging_seconds_per_priority": 0}, "aging_seconds_per_priority"),
         ({"max_length": 1.5}, "max_length"),
         ({"max_length": -1}, "max_length"),
+        ({"callback_attempts": 0}, "callback_attempts"),
+        ({"callback_attempts": 2.5}, "callback_attempts"),
         ({"max_wait": "10"}, "max_wait"),
         ({"max_wait": True}, "max_wait"),
         ({"strategy": "random"}, "strategy"),
