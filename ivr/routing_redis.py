@@ -206,6 +206,32 @@ class RedisRouting:
             outcome = await _service_call(self.store.hangup(context.call_id, now))
         log.info("left queue", reason=request.reason, outcome=outcome)
 
+    async def return_to_queue(self, request: act.ReturnToQueue, context: CallContext) -> None:
+        """The agent's phone could not be reached: routing puts the call back at its place and
+        makes the agent not ready (missed); this node holds the caller in line again and tells
+        them their place at the next pump. If routing no longer holds the call that way (it
+        ended meanwhile), the caller hears the queue gave up rather than waiting forever."""
+        now = self.clock()
+        call_id = context.call_id
+        held = self._held.get(call_id)
+        if held is not None:
+            # Before the script runs: a new accept may reach this node before we resume.
+            held.connected = False
+            held.next_position_at = now
+        state = await _service_call(
+            self.store.agent_unreachable(call_id, request.agent_id, now, request.reason)
+        )
+        log.info(
+            "agent unreachable, back in line",
+            agent_id=request.agent_id,
+            reason=request.reason,
+            routing_state=state,
+        )
+        if state == "none":
+            held = self._held.pop(call_id, None)
+            if held is not None:
+                _feed(held, ev.QueueExited(held.request_id, "agent_unreachable"))
+
     async def request_callback(self, request: act.RequestCallback, context: CallContext) -> None:
         """Register a callback; it takes the place the caller left in line, if any."""
         now = self.clock()

@@ -93,13 +93,17 @@ steps = st.one_of(
     st.tuples(st.just("done")),
     st.tuples(st.just("fail")),
     st.tuples(
-        st.just("queue"), st.sampled_from(["position", "connect", "disconnect", "exit", "fail"])
+        st.just("queue"),
+        st.sampled_from(["position", "connect", "disconnect", "unreachable", "exit", "fail"]),
     ),
     st.tuples(st.just("position"), st.integers(-3, 10**18), st.none() | st.integers(-100, 10**6)),
     st.tuples(
         st.just("stale"),
         st.sampled_from(
-            ["lookup", "ticket", "done", "fail", "position", "connect", "disconnect", "exit"]
+            [
+                *("lookup", "ticket", "done", "fail", "position"),
+                *("connect", "disconnect", "unreachable", "exit"),
+            ]
         ),
         request_ids,
     ),
@@ -162,6 +166,7 @@ def reply(kind, request_id):
         "position": ev.QueuePosition(request_id, 2, 90),
         "connect": ev.AgentConnected(request_id, "A7"),
         "disconnect": ev.AgentDisconnected(request_id),
+        "unreachable": ev.AgentUnreachable(request_id, "A7", "486 Busy Here"),
         "exit": ev.QueueExited(request_id, "max_wait"),
     }[kind]
 
