@@ -25,13 +25,13 @@ from ivr.dialog import actions as act
 from ivr.dialog import events as ev
 from ivr.dialog.engine import CallContext
 from ivr.flow.model import Flow
-from ivr.routing_redis import CallbackOrder
+from ivr.routing_redis import CallbackEnd, CallbackOrder
 from ivr.services import Crm, Routing
 from ivr.session import CallSession, CallSummary
 from ivr.settings import Settings
 from ivr.sip import events as sip
 from ivr.sip.bridge import Bridge
-from ivr.sip.callbacks import CallbackDialer, CallbackOutcome
+from ivr.sip.callbacks import CallbackDialer, CallbackLimits
 from ivr.sip.dtmf_merge import DtmfMerger, DtmfSource
 from ivr.sip.media import MediaConfig, MediaStream, RemoteMedia
 from ivr.sip.prompt_audio import render_play
@@ -176,7 +176,9 @@ class SipServer:
         self.upstream: UpstreamRegistration | None = None
         self.legs: dict[str, SipCall] = {}
         """Outbound agent legs by leg key, to the caller's call."""
-        self.callbacks = CallbackDialer(self)
+        self.callbacks = CallbackDialer(
+            self, CallbackLimits(agent_ring_seconds=settings.sip_agent_ring_seconds)
+        )
         """Callbacks being dialed out (their legs are not in ``legs``)."""
         self._transport: asyncio.DatagramTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -596,10 +598,15 @@ class SipServer:
                 return contact, (uri.host, uri.port or 5060)
         return None
 
-    async def place_callback(self, order: CallbackOrder) -> CallbackOutcome:
-        """Dial a callback an agent accepted (`ivr.sip.callbacks`); returns how it ended, once
-        both legs are down. Routing's ``on_callback`` hook."""
-        return await self.callbacks.place(order)
+    async def place_callback(self, order: CallbackOrder) -> CallbackEnd:
+        """Dial a callback an agent accepted (`ivr.sip.callbacks`); returns how it ended, for
+        routing, once both legs are down. Routing's ``on_callback`` hook."""
+        return (await self.callbacks.place(order)).end
+
+    def end_callback(self, call_id: str) -> None:
+        """Hang up a callback being dialed that routing ended (its agent completed it).
+        Routing's ``on_callback_ended`` hook."""
+        self.callbacks.end(call_id, "ended in routing")
 
     def _leg_event(self, event: LegEvent) -> None:
         if not hasattr(event, "leg"):
