@@ -42,6 +42,10 @@ epoch (so to the hour and to the quarter hour in UTC+8 too). The definitions:
   Events that lack the skill (an ABANDON may carry only the call id) are attributed through the
   skill the call entered with, which the fold remembers until the call ends.
 
+The stream is bounded (``events_max``); `routing.archive` keeps the fold going in Redis and
+stores each interval once it can no longer change (`IntervalFold.close`, `state`, `restore`), so
+history outlives the trimming.
+
 **Live statistics** (`Snapshot`): callers and callbacks waiting, offered and connected per queue,
 the longest current wait, agents by state (not ready by reason) with their time in state, agents
 staffed per skill. `LiveFold` keeps the state they are computed from by folding the event
@@ -336,6 +340,65 @@ class IntervalFold:
         for event in events:
             self.apply(event)
         return self
+
+    # -- keeping the fold: its open part saved, its closed intervals taken out (routing.archive)
+
+    def close(self, horizon: float) -> list[IntervalStats]:
+        """Take out the intervals that can no longer change: ended by ``horizon`` and with none
+        of their callers or callbacks still in routing or in wrap-up. Every queue of such an
+        interval, and all queues, come out together. (An event that counts when it happens may
+        still land in a closed interval if a node's clock lags by more than the horizon's
+        margin: the interval is then counted anew, to be added to what was taken out.)"""
+        busy = {item.start for item in self._items.values()}
+        busy |= {wrap.item.start for wrap in self._wrapping.values()}
+        done = [
+            key
+            for key in self._tallies
+            if key[0] + self.interval_seconds <= horizon and key[0] not in busy
+        ]
+        done.sort(key=lambda k: (k[0], k[1] or ""))
+        return [
+            self._tallies.pop(key).freeze(key[0], self.interval_seconds, key[1], self.thresholds)
+            for key in done
+        ]
+
+    def state(self) -> dict[str, Any]:
+        """What the fold holds, as JSON-ready data: `restore` continues from it."""
+
+        def item(i: _Item) -> list[Any]:
+            return [i.skill, i.callback, i.start, i.entered, i.connected]
+
+        return {
+            "params": self.params(),
+            "tallies": [
+                [start, skill, {f.name: getattr(t, f.name) for f in fields(t)}]
+                for (start, skill), t in self._tallies.items()
+            ],
+            "items": {call: item(i) for call, i in self._items.items()},
+            "wrapping": {
+                agent: [*item(w.item), w.completed, w.talk] for agent, w in self._wrapping.items()
+            },
+        }
+
+    def params(self) -> dict[str, Any]:
+        """The settings the figures depend on (two folds with the same params agree)."""
+        return {
+            "interval_seconds": self.interval_seconds,
+            "short_abandon_seconds": self.short_abandon_seconds,
+            "sl_thresholds": list(self.thresholds),
+        }
+
+    @classmethod
+    def restore(cls, state: Mapping[str, Any]) -> IntervalFold:
+        """A fold continuing from `state` (its settings included)."""
+        fold = cls(**state["params"])
+        for start, skill, counts in state["tallies"]:
+            fold._tallies[(float(start), skill)] = _Tally(**counts)
+        fold._items = {call: _Item(*i) for call, i in state["items"].items()}
+        fold._wrapping = {
+            agent: _Wrap(_Item(*w[:5]), w[5], w[6]) for agent, w in state["wrapping"].items()
+        }
+        return fold
 
     def intervals(self) -> list[IntervalStats]:
         """Every interval and queue with something counted, by start then skill (all queues
