@@ -43,6 +43,7 @@ from ivr.dialog import actions as act
 from ivr.dialog import events as ev
 from ivr.dialog.engine import CallContext
 from ivr.services import Feed, ServiceError
+from routing.archive import IntervalArchive
 from routing.errors import RoutingError
 from routing.keys import check_name
 from routing.model import ItemKind, NewCall, NodeMessage
@@ -61,6 +62,10 @@ HEARTBEAT_INTERVAL = 5.0
 
 NODE_TIMEOUT = 20.0
 """A node not heard from this long is declared lost (``routing_node_timeout_seconds``)."""
+
+ARCHIVE_INTERVAL = 60.0
+"""Seconds between the pump's runs of the statistics archive (`routing.archive`): closed
+intervals are kept in Redis before the event stream is trimmed."""
 
 NODE_LOST = "node_lost"
 """The reason a caller is told it left the queue when routing declared its node lost."""
@@ -141,7 +146,10 @@ class RedisRouting:
         node_timeout: float = NODE_TIMEOUT,
         on_callback: CallbackHook | None = None,
         on_callback_ended: CallbackEndedHook | None = None,
+        archive_interval: float = ARCHIVE_INTERVAL,
     ) -> None:
+        """``archive_interval``: seconds between runs of the statistics archive (0: never; the
+        first run comes that long after the first pump)."""
         if not 0 < heartbeat_interval < node_timeout:
             raise ValueError("the heartbeat interval must be positive and below the node timeout")
         self.store = store
@@ -162,6 +170,10 @@ class RedisRouting:
         """Callbacks being dialed by this node, by call id."""
         self._waiting_for_hook: list[CallbackOrder] = []
         """Callbacks accepted before a hook was set (the pump starts before SIP does)."""
+        self.archive = IntervalArchive(store)
+        """Keeps closed statistics intervals in Redis; run by the pump."""
+        self.archive_interval = archive_interval
+        self._next_archive: float | None = None
 
     @property
     def held(self) -> frozenset[str]:
@@ -298,6 +310,7 @@ class RedisRouting:
             now = self.clock()
         await self._heartbeat(now)
         await self.store.tick(now, self.node_id)
+        await self._archive(now)
         fed = 0
         for message in await self.store.drain_inbox(self.node_id, wait):
             fed += self._deliver(message)
@@ -332,6 +345,17 @@ class RedisRouting:
         self._held.clear()
         self._next_heartbeat = None
         log.info("node left routing")
+
+    async def _archive(self, now: float) -> None:
+        """Run the statistics archive when due (every node does; one of them does the work)."""
+        if self.archive_interval <= 0:
+            return
+        if self._next_archive is None:
+            self._next_archive = now + self.archive_interval
+        if now < self._next_archive:
+            return
+        self._next_archive = now + self.archive_interval
+        await self.archive.run_once(now)
 
     async def _first_heartbeat(self, now: float) -> None:
         # The first heartbeat reclaims what an earlier process of this node id left behind: it

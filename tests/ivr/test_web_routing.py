@@ -17,6 +17,7 @@ from structlog.testing import capture_logs
 from ivr.settings import Settings
 from ivr.web import create_app
 from ivr.web_api import check_access, is_loopback
+from routing.archive import IntervalArchive
 from routing.model import NewCall, QueueConfig, Strategy
 from routing.store import RoutingStore
 
@@ -417,6 +418,38 @@ async def test_put_queue_config_errors_name_the_field(api: Api, store: RoutingSt
         assert (status, answer["error_id"]) == (400, "invalid-queue-config"), body
         assert answer["message"].startswith(f"{field}:"), answer
     assert await store.queue_config("billing") == QueueConfig("billing")
+
+
+async def test_interval_report_outlives_a_trimmed_stream(
+    api: Api, store: RoutingStore, clock: Clock
+) -> None:
+    """Recounted from the stream until the archive keeps the intervals; then from the archive,
+    the same figures, also once the stream is trimmed. Other settings are recounted."""
+    await api.login("1001", ready=True)
+    await store.enqueue(fault_call("c1"), T0)
+    clock.now = T0 + 5
+    await api.call("POST", "/api/agents/1001/accept", {"call_id": "c1"})  # waited 5 s
+    clock.now = T0 + 65
+    await api.call("POST", "/api/agents/1001/complete")
+    await store.enqueue(fault_call("c2"), T0 + 70)
+    await store.hangup("c2", T0 + 100)  # abandoned after 30 s
+    await store.tick(T0 + 120)  # the wrap-up ends
+    query = f"/api/stats/intervals?since={T0 - 1}"
+    status, before = await api.call("GET", query)
+    assert (status, before["source"]) == (200, "stream")
+    rows = [
+        (r["skill"], r["offered"], r["answered"], r["abandoned"], r["handled"])
+        for r in before["intervals"]
+    ]
+    assert rows == [(None, 2, 1, 1, 1), ("fault_repair", 2, 1, 1, 1)]
+
+    assert await IntervalArchive(store).run_once(T0 + 2000) == 2
+    await store.redis.xtrim(store.keys.events, maxlen=0, approximate=False)
+    status, after = await api.call("GET", query)
+    assert (status, after["source"]) == (200, "archive")
+    assert after["intervals"] == before["intervals"]
+    status, other = await api.call("GET", f"{query}&sl=20,30")
+    assert (status, other["source"], other["intervals"]) == (200, "stream", [])
 
 
 # ---------------------------------------------------------------------- unavailable routing
