@@ -134,6 +134,7 @@ async def _serve(settings: Settings) -> int:
         # Callbacks agents accept are dialed by SIP; stopping SIP hangs them up, and routing
         # (stopped last) hears each one end before this node leaves.
         node_routing.on_callback = sip.place_callback
+        node_routing.on_callback_ended = sip.end_callback
         runner = web.AppRunner(
             create_app(
                 settings, status=status, routing=routing.store, crm=crm.backend, outbox=crm.outbox

@@ -329,6 +329,10 @@ class CallSession:
                 )
             case act.LeaveQueue():
                 self._spawn("leave_queue", action.request_id, self.routing.leave_queue(action, ctx))
+            case act.ReturnToQueue():
+                self._spawn(
+                    "return_to_queue", action.request_id, self.routing.return_to_queue(action, ctx)
+                )
             case act.RequestCallback():
                 self._spawn("callback", action.request_id, self._callback(action))
 

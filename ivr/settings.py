@@ -98,6 +98,13 @@ class Settings(BaseSettings):
         le=30.0,
         description="how long to ring (180) before answering; 0 = answer at once",
     )
+    sip_agent_ring_seconds: float = Field(
+        default=20.0,
+        gt=0.0,
+        le=120.0,
+        description="how long an agent's phone may ring once the agent accepted (a caller's or a "
+        "callback's); unanswered, the call goes back to its place and the agent is not ready",
+    )
     sip_max_calls: int = Field(
         default=500,
         ge=1,

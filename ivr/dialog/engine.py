@@ -194,6 +194,8 @@ class Dialog:
                 self._on_agent_disconnected(event, now, out)
             case ev.CallTransferred():
                 self._on_transferred(event, out)
+            case ev.AgentUnreachable():
+                self._on_agent_unreachable(event, now, out)
             case ev.QueueExited():
                 self._on_queue_exited(event, now, out)
         return out
@@ -553,6 +555,25 @@ class Dialog:
         self.outcomes.append(Outcome("transferred", self.slots.get("agent_id", "")))
         out.append(act.Hangup("transferred"))
         self._finish()
+
+    def _on_agent_unreachable(
+        self, event: ev.AgentUnreachable, now: float, out: list[act.Action]
+    ) -> None:
+        if self.phase != "bridged" or event.request_id != self._queue_request:
+            return
+        node = self._node()
+        assert isinstance(node, EnqueueNode)
+        # Routing puts the caller back at their place; the caller is on hold again meanwhile,
+        # and may still choose a callback.
+        out.append(act.ReturnToQueue(event.request_id, event.agent_id, event.reason))
+        self.phase = "queued"
+        self._agent_answered = False
+        self.slots.pop("agent_id", None)
+        if node.hold_prompts:
+            self._play(node.hold_prompts, out, barge_in=True)
+        if node.callback_key is not None:
+            out.append(act.StartCollecting(dtmf=True, speech=False, max_digits=1))
+        self.deadline = now + node.hold_interval
 
     def _on_queue_exited(self, event: ev.QueueExited, now: float, out: list[act.Action]) -> None:
         if self.phase != "queued" or event.request_id != self._queue_request:

@@ -143,6 +143,19 @@ class CallTransferred:
 
 
 @dataclass(frozen=True)
+class AgentUnreachable:
+    """The agent accepted, but their phone could not be reached (busy, unreachable, no answer):
+    the caller goes back in line, at the place they had."""
+
+    request_id: int
+    """The ``request_id`` of the Enqueue action."""
+    agent_id: str
+    """The agent whose phone failed."""
+    reason: str = ""
+    """What the transport saw (``486 Busy Here``, ``487 ring timeout``, ``not registered``)."""
+
+
+@dataclass(frozen=True)
 class QueueExited:
     """Routing gave up on the call (max wait, queue full, no agents logged in)."""
 
@@ -168,5 +181,6 @@ Event = (
     | AgentConnected
     | AgentDisconnected
     | CallTransferred
+    | AgentUnreachable
     | QueueExited
 )

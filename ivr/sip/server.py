@@ -26,13 +26,13 @@ from ivr.dialog import events as ev
 from ivr.dialog.engine import CallContext
 from ivr.flow.model import Flow
 from ivr.listening import CallListener, Speech
-from ivr.routing_redis import CallbackOrder
+from ivr.routing_redis import CallbackEnd, CallbackOrder
 from ivr.services import Crm, Routing
 from ivr.session import CallSession, CallSummary
 from ivr.settings import Settings
 from ivr.sip import events as sip
 from ivr.sip.bridge import Bridge
-from ivr.sip.callbacks import CallbackDialer, CallbackOutcome
+from ivr.sip.callbacks import CallbackDialer, CallbackLimits
 from ivr.sip.dtmf_merge import DtmfMerger, DtmfSource
 from ivr.sip.media import MediaConfig, MediaStream, RemoteMedia
 from ivr.sip.prompt_audio import render_play
@@ -83,6 +83,8 @@ class SipCall:
     agent_media: MediaStream | None = None
     bridge: Bridge | None = None
     transfer_request: int = 0
+    transfer_agent: str = ""
+    """The agent the agent leg calls (reported back if the leg fails)."""
     merger: DtmfMerger = field(default_factory=DtmfMerger)
     detector: DtmfDetector = field(default_factory=DtmfDetector)
     ended: bool = False
@@ -201,7 +203,9 @@ class SipServer:
         self.upstream: UpstreamRegistration | None = None
         self.legs: dict[str, SipCall] = {}
         """Outbound agent legs by leg key, to the caller's call."""
-        self.callbacks = CallbackDialer(self)
+        self.callbacks = CallbackDialer(
+            self, CallbackLimits(agent_ring_seconds=settings.sip_agent_ring_seconds)
+        )
         """Callbacks being dialed out (their legs are not in ``legs``)."""
         self.refers = ReferTransfers(self)
         """Calls being handed to their agent by REFER (``sip_transfer_mode = "refer"``)."""
@@ -595,12 +599,14 @@ class SipServer:
 
     async def call_agent(self, call: SipCall, action: act.Transfer) -> None:
         """Place the agent leg: the registered contact (or the one routing gave), bridged on
-        answer. A leg that cannot be placed or fails is reported to the dialog as the queue
-        giving up (``agent_unreachable``) until routing returns the call to its place."""
+        answer, rung at most ``sip_agent_ring_seconds``. A leg that cannot be placed, is
+        refused, fails or is not answered is reported to the dialog (`ev.AgentUnreachable`),
+        which puts the caller back at their place in line."""
         target = self._agent_target(action)
         if target is None:
             log.warning("agent not reachable", agent_id=action.agent_id, why="not registered")
-            call.session_feed(ev.QueueExited(action.request_id, "agent_unreachable"))
+            unreachable = ev.AgentUnreachable(action.request_id, action.agent_id, "not registered")
+            call.session_feed(unreachable)
             return
         uri, addr = target
         try:
@@ -612,15 +618,24 @@ class SipServer:
             )
         except OSError as exc:
             log.error("no rtp port for the agent leg", error=str(exc))
-            call.session_feed(ev.QueueExited(action.request_id, "agent_unreachable"))
+            unreachable = ev.AgentUnreachable(action.request_id, action.agent_id, "no rtp port")
+            call.session_feed(unreachable)
             return
         if call.ended:
             media.close()
             return
         host = self.settings.sip_advertised_host or self.address[0]
         offer = sdp_offer(host, media.local_address[1])
-        leg = self.client.invite(uri, addr, offer, self._now(), from_user=call.context.caller)
+        leg = self.client.invite(
+            uri,
+            addr,
+            offer,
+            self._now(),
+            from_user=call.context.caller,
+            ring_timeout=self.settings.sip_agent_ring_seconds,
+        )
         call.agent_leg, call.agent_media, call.transfer_request = leg, media, action.request_id
+        call.transfer_agent = action.agent_id
         self.legs[leg] = call
         log.info("calling agent", agent_id=action.agent_id, contact=uri)
         self._pump()
@@ -641,10 +656,15 @@ class SipServer:
                 return contact, (uri.host, uri.port or 5060)
         return None
 
-    async def place_callback(self, order: CallbackOrder) -> CallbackOutcome:
-        """Dial a callback an agent accepted (`ivr.sip.callbacks`); returns how it ended, once
-        both legs are down. Routing's ``on_callback`` hook."""
-        return await self.callbacks.place(order)
+    async def place_callback(self, order: CallbackOrder) -> CallbackEnd:
+        """Dial a callback an agent accepted (`ivr.sip.callbacks`); returns how it ended, for
+        routing, once both legs are down. Routing's ``on_callback`` hook."""
+        return (await self.callbacks.place(order)).end
+
+    def end_callback(self, call_id: str) -> None:
+        """Hang up a callback being dialed that routing ended (its agent completed it).
+        Routing's ``on_callback_ended`` hook."""
+        self.callbacks.end(call_id, "ended in routing")
 
     def _leg_event(self, event: LegEvent) -> None:
         if not hasattr(event, "leg"):
@@ -676,8 +696,13 @@ class SipServer:
                 if isinstance(event, LegEnded) and answered:
                     call.session_feed(ev.AgentDisconnected(request))
                 else:
-                    log.warning("agent leg failed", status=getattr(event, "status", 0))
-                    call.session_feed(ev.QueueExited(request, "agent_unreachable"))
+                    why = (
+                        f"{event.status} {event.reason}"
+                        if isinstance(event, LegFailed)
+                        else f"ended before answer ({event.reason})"
+                    )
+                    log.warning("agent leg failed", agent_id=call.transfer_agent, why=why)
+                    call.session_feed(ev.AgentUnreachable(request, call.transfer_agent, why))
             case _:
                 pass
 

@@ -7,6 +7,7 @@ One command per line (a line starting with ``#`` is a comment)::
     say 停电了 [@0.4]         caller speech, with an optional confidence
     silence [SECONDS]        time passes: to the dialog's next deadline, or N seconds
     hangup                   the caller hangs up
+    agent-unreachable [WHY]  the phone of the agent the caller is being connected to fails
     reply lookup found k=v k=v | reply lookup not_found | reply lookup error
     reply ticket ID | reply ticket-fail REASON
     reply survey ok | reply survey-fail REASON
@@ -123,6 +124,9 @@ class ScriptedServices:
     async def leave_queue(self, request: act.LeaveQueue, context: CallContext) -> None:
         self.handed.append(("leave_queue", request))
         self.queue = None
+
+    async def return_to_queue(self, request: act.ReturnToQueue, context: CallContext) -> None:
+        self.handed.append(("return_to_queue", request))
 
     async def request_callback(self, request: act.RequestCallback, context: CallContext) -> None:
         await self._wait("callback", request)
@@ -311,6 +315,16 @@ class ScriptRunner:
             self.clock.advance(seconds)
         elif command == "hangup":
             session.feed(ev.CallerHungUp())
+        elif command == "agent-unreachable":
+            transport = self.transport
+            if transport.transferred_to is None:
+                raise ScriptError("no agent is being connected")
+            why = " ".join(args) or "480 Temporarily Unavailable"
+            print(f"IVR ⇄ agent {transport.transferred_to} unreachable ({why})", file=self.out)
+            session.feed(
+                ev.AgentUnreachable(transport.transfer_request, transport.transferred_to, why)
+            )
+            transport.transferred_to = None
         elif command == "reply":
             self._reply(args)
         elif command == "expect":

@@ -166,6 +166,13 @@ class PrintingRouting:
             self.out, "ROUTING", self.label, self.inner.leave_queue(request, context)
         )
 
+    async def return_to_queue(self, request: act.ReturnToQueue, context: CallContext) -> None:
+        """Print and forward a return to the queue."""
+        print(f"ROUTING ◀ back in line ({request.agent_id} unreachable)", file=self.out)
+        return await _report(
+            self.out, "ROUTING", self.label, self.inner.return_to_queue(request, context)
+        )
+
     async def request_callback(self, request: act.RequestCallback, context: CallContext) -> None:
         """Print and forward a callback request."""
         print(

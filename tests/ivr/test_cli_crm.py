@@ -9,14 +9,13 @@ import json
 import random
 import socket
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 from structlog.testing import capture_logs
 
 from crm_bridge.embedded import EmbeddedCrm
@@ -27,6 +26,9 @@ from ivr.cli_crm import time_option
 from ivr.cli_routing import clock_time
 from ivr.settings import Settings
 from ivr.web import create_app
+
+Serving = Callable[..., AbstractAsyncContextManager[str]]
+"""The ``serving`` fixture (tests/conftest.py): ``async with serving(app) as url``."""
 
 TOKEN = "cli-crm-token-0123456789"  # noqa: S105 - a test's token, not a credential
 
@@ -39,19 +41,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@asynccontextmanager
-async def serving(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app, shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture(autouse=True)
@@ -85,7 +74,9 @@ async def outbox(tmp_path: Path, clock: Clock) -> AsyncIterator[Outbox]:
 
 
 @pytest.fixture
-async def url(crm: EmbeddedCrm, outbox: Outbox, clock: Clock) -> AsyncIterator[str]:
+async def url(
+    crm: EmbeddedCrm, outbox: Outbox, clock: Clock, serving: Serving
+) -> AsyncIterator[str]:
     async with serving(create_app(Settings(), crm=crm, outbox=outbox, clock=clock)) as base:
         yield base
 
@@ -275,7 +266,11 @@ async def test_seed_demo(url: str, crm: EmbeddedCrm, capsys: pytest.CaptureFixtu
 
 
 async def test_the_token_goes_with_changes(
-    crm: EmbeddedCrm, clock: Clock, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    crm: EmbeddedCrm,
+    clock: Clock,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    serving: Serving,
 ) -> None:
     app = create_app(Settings(api_token=TOKEN), crm=crm, clock=clock)
     async with serving(app) as url:
@@ -376,6 +371,8 @@ async def test_tickets_retry_sends_the_token(
     clock: Clock,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
+    *,
+    serving: Serving,
 ) -> None:
     await outbox.submit(replace(fault(1, clock.now), ticket_type="未知类型"))
     await deliver(outbox, crm, clock)
@@ -394,7 +391,7 @@ async def test_tickets_retry_sends_the_token(
 
 
 async def test_without_an_outbox_the_outbox_commands_say_so(
-    crm: EmbeddedCrm, clock: Clock, capsys: pytest.CaptureFixture[str]
+    crm: EmbeddedCrm, clock: Clock, capsys: pytest.CaptureFixture[str], serving: Serving
 ) -> None:
     async with serving(create_app(Settings(), crm=crm, clock=clock)) as url:
         for argv in (("tickets", "outbox"), ("tickets", "retry")):

@@ -9,12 +9,11 @@ import io
 import json
 import random
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 from structlog.testing import capture_logs
 
 from crm_bridge.http import HttpCrm
@@ -34,6 +33,9 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "crm_bridge"))
 # The CRM played by a real server, shared with the crm_bridge tests.
 from fake_crm import FakeCrm
 
+Serving = Callable[..., AbstractAsyncContextManager[str]]
+"""The ``serving`` fixture (tests/conftest.py): ``async with serving(app) as url``."""
+
 START = 1_800_000_000.0
 CALL = [
     "speech on",
@@ -46,18 +48,6 @@ CALL = [
 ]
 
 
-@asynccontextmanager
-async def serving(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
-
-
 async def hotline(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     """The `hotline` entry point on a thread (the web server runs on this loop)."""
     capsys.readouterr()
@@ -67,7 +57,7 @@ async def hotline(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, 
 
 
 async def test_fault_calls_reach_a_crm_failing_half_its_requests_exactly_once(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], serving: Serving
 ) -> None:
     fake = await FakeCrm().start()
     # Every other ticket request fails, in every way a CRM fails.

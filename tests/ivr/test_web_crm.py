@@ -5,15 +5,14 @@ the access rule, and nodes whose CRM is not embedded."""
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from structlog.testing import capture_logs
 
 from crm_bridge.backend import CrmBackend
@@ -33,6 +32,9 @@ from ivr.settings import Settings
 from ivr.web import create_app
 from ivr.web_crm import ticket_json
 
+Serving = Callable[..., AbstractAsyncContextManager[str]]
+"""The ``serving`` fixture (tests/conftest.py): ``async with serving(app) as url``."""
+
 TOKEN = "crm-test-token-0123456789"  # noqa: S105 - a test's token, not a credential
 T0 = 1_800_000_000.0
 HOUR = 3600.0
@@ -48,20 +50,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@asynccontextmanager
-async def serving(app: web.Application) -> AsyncIterator[str]:
-    """Run `app` on a free loopback port; yield its base URL."""
-    runner = web.AppRunner(app, shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
 
 
 class Api:
@@ -127,7 +115,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 async def api(
-    crm: EmbeddedCrm, outbox: Outbox, clock: Clock, http: aiohttp.ClientSession
+    crm: EmbeddedCrm, outbox: Outbox, clock: Clock, http: aiohttp.ClientSession, serving: Serving
 ) -> AsyncIterator[Api]:
     app = create_app(Settings(node_id="node-test", web_port=0), crm=crm, outbox=outbox, clock=clock)
     async with serving(app) as url:
@@ -401,7 +389,7 @@ async def test_seed_demo(api: Api, crm: EmbeddedCrm) -> None:
 
 
 async def test_changes_need_the_token_when_one_is_set(
-    crm: EmbeddedCrm, clock: Clock, http: aiohttp.ClientSession
+    crm: EmbeddedCrm, clock: Clock, http: aiohttp.ClientSession, serving: Serving
 ) -> None:
     await crm.create_ticket(fault(1))
     app = create_app(Settings(api_token=TOKEN), crm=crm, clock=clock)
@@ -475,7 +463,7 @@ class ExternalCrm:
 
 
 async def test_with_another_crm_only_ticket_reads_work(
-    crm: EmbeddedCrm, clock: Clock, http: aiohttp.ClientSession
+    crm: EmbeddedCrm, clock: Clock, http: aiohttp.ClientSession, serving: Serving
 ) -> None:
     await crm.create_ticket(fault(1))
     external = ExternalCrm(crm)
@@ -502,7 +490,7 @@ async def test_with_another_crm_only_ticket_reads_work(
 
 
 async def test_without_a_crm_the_endpoints_say_so(
-    clock: Clock, http: aiohttp.ClientSession
+    clock: Clock, http: aiohttp.ClientSession, serving: Serving
 ) -> None:
     async with serving(create_app(Settings(), clock=clock)) as url:
         api = Api(http, url)
@@ -530,7 +518,7 @@ def worker(outbox: Outbox, backend: CrmBackend, clock: Clock, attempts: int = 5)
 
 @pytest.fixture
 async def external_api(
-    crm: EmbeddedCrm, outbox: Outbox, clock: Clock, http: aiohttp.ClientSession
+    crm: EmbeddedCrm, outbox: Outbox, clock: Clock, http: aiohttp.ClientSession, serving: Serving
 ) -> AsyncIterator[tuple[Api, ExternalCrm]]:
     """The API of a node whose CRM is external (and can go down or refuse)."""
     external = ExternalCrm(crm)
@@ -787,7 +775,7 @@ async def test_healthz_shows_the_outbox(api: Api, outbox: Outbox, clock: Clock) 
 
 
 async def test_retry_needs_the_token_when_one_is_set(
-    crm: EmbeddedCrm, outbox: Outbox, clock: Clock, http: aiohttp.ClientSession
+    crm: EmbeddedCrm, outbox: Outbox, clock: Clock, http: aiohttp.ClientSession, serving: Serving
 ) -> None:
     await outbox.submit(replace(fault(1), ticket_type="未知类型"))  # refused by the store
     await worker(outbox, crm, clock).run_once(clock.now)

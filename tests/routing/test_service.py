@@ -21,7 +21,7 @@ from ivr.flow.model import parse_flow
 from ivr.routing_redis import RedisRouting
 from ivr.services import Routing, ServiceError
 from routing.events import EventType
-from routing.model import AgentState, ItemKind, QueueConfig
+from routing.model import AgentState, ItemKind, NewCall, QueueConfig
 from routing.store import RoutingStore
 
 Check = Callable[[RoutingStore], Awaitable[None]]
@@ -405,3 +405,24 @@ async def test_serve_delivers_without_waiting_for_the_poll(store: RoutingStore) 
         with contextlib.suppress(asyncio.CancelledError):
             await pump
     assert got[-1] == ev.AgentConnected(1, "A1", "")
+
+
+async def test_the_pump_keeps_the_statistics_archive(store: RoutingStore) -> None:
+    """Every archive_interval the node's pump runs the archive (the first a full interval after
+    the first pump), so closed intervals are in Redis before the stream is trimmed."""
+    node = RedisRouting(store, "n1", archive_interval=60.0)
+    await store.enqueue(NewCall("c1", {"billing": 1}, node_id="n1"), T0)
+    await store.hangup("c1", T0 + 30)
+    await node.run_once(T0)
+    assert await store.redis.exists(store.keys.stats_fold) == 0
+    await node.run_once(T0 + 59)
+    assert await store.redis.exists(store.keys.stats_fold) == 0
+    await node.run_once(T0 + 60)
+    assert await store.redis.exists(store.keys.stats_fold) == 1
+    await node.run_once(T0 + 1000)  # the first quarter is over and closed
+    assert await store.redis.zcard(store.keys.stats_index) == 2  # all queues and billing
+    off = RedisRouting(store, "n2", archive_interval=0)
+    await store.enqueue(NewCall("c2", {"billing": 1}, node_id="n2"), T0 + 1000)
+    await store.hangup("c2", T0 + 1030)
+    await off.run_once(T0 + 5000)
+    assert await store.redis.zcard(store.keys.stats_index) == 2

@@ -170,6 +170,9 @@ class Driver:
     def disconnect(self) -> list[act.Action]:
         return self.send(ev.AgentDisconnected(self.last(act.Enqueue).request_id))
 
+    def unreachable(self, agent_id: str = "A1001", why: str = "486 Busy Here") -> list[act.Action]:
+        return self.send(ev.AgentUnreachable(self.last(act.Enqueue).request_id, agent_id, why))
+
     def exit_queue(self, reason: str = "max_wait") -> list[act.Action]:
         return self.send(ev.QueueExited(self.last(act.Enqueue).request_id, reason))
 

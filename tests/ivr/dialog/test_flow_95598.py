@@ -17,6 +17,7 @@ from ivr.dialog.actions import (
     PromptRef,
     RecordSurvey,
     RequestCallback,
+    ReturnToQueue,
     SpokenText,
     StartCollecting,
     StopCollecting,
@@ -24,7 +25,7 @@ from ivr.dialog.actions import (
     Transfer,
 )
 from ivr.dialog.engine import Outcome
-from ivr.dialog.events import CallTransferred
+from ivr.dialog.events import CallerHungUp, CallTransferred
 from ivr.flow.model import load_flow
 from ivr.settings import SHIPPED_FLOW
 
@@ -791,6 +792,46 @@ def test_a_transfer_report_outside_a_bridge_is_ignored(walk_to):
     d = walk_to("agent_general")
     assert d.send(CallTransferred(d.last(Enqueue).request_id)) == []
     assert d.dialog.phase == "queued"
+
+
+def test_an_unreachable_agent_phone_puts_the_caller_back_on_hold(walk_to):
+    d = walk_to("agent_general")
+    queue = d.last(Enqueue).request_id
+    d.connect("A1001", "sip:a1001@10.0.0.7")
+    d.now = 100.0
+    out = d.unreachable("A1001", "486 Busy Here")
+    assert out[0] == ReturnToQueue(queue, "A1001", "486 Busy Here")
+    assert d.heard(out) == ["hold"]
+    assert only(out, StartCollecting) == StartCollecting(dtmf=True, speech=False, max_digits=1)
+    assert d.dialog.phase == "queued"
+    assert d.dialog.deadline == 130.0
+    assert "agent_id" not in d.dialog.slots
+    # Still in line: the place is announced, the callback key works, the next agent bridges.
+    d.finish_prompts()
+    assert d.heard(d.position(1)) == [
+        "queue_ahead",
+        "digit_1",
+        "queue_people",
+        "callback_offer",
+    ]
+    d.finish_prompts()
+    out = d.connect("A1002", "sip:a1002@10.0.0.8")
+    assert only(out, Transfer) == Transfer("A1002", "sip:a1002@10.0.0.8", queue)
+    assert d.unreachable("A1002") != []  # and again, should that phone fail too
+    assert d.dialog.phase == "queued"
+    # A caller hanging up now abandons the queue (not a completed agent call).
+    out = d.send(CallerHungUp())
+    assert only(out, LeaveQueue) == LeaveQueue(queue, "abandoned")
+    assert d.dialog.outcomes[-1].kind == "abandoned"
+
+
+def test_an_unreachable_report_out_of_turn_is_ignored(walk_to):
+    d = walk_to("agent_general")
+    assert d.unreachable() == []  # not bridged: nothing to return from
+    d.connect()
+    d.disconnect()  # talked: now in the survey
+    assert d.unreachable() == []
+    assert d.dialog.node_id == "survey"
 
 
 @pytest.mark.parametrize("score", [1, 2, 3, 4, 5])

@@ -95,22 +95,17 @@ steps = st.one_of(
     st.tuples(st.just("fail")),
     st.tuples(
         st.just("queue"),
-        st.sampled_from(["position", "connect", "disconnect", "transferred", "exit", "fail"]),
+        st.sampled_from(
+            ["position", "connect", "disconnect", "unreachable", "transferred", "exit", "fail"]
+        ),
     ),
     st.tuples(st.just("position"), st.integers(-3, 10**18), st.none() | st.integers(-100, 10**6)),
     st.tuples(
         st.just("stale"),
         st.sampled_from(
             [
-                "lookup",
-                "ticket",
-                "done",
-                "fail",
-                "position",
-                "connect",
-                "disconnect",
-                "transferred",
-                "exit",
+                *("lookup", "ticket", "done", "fail", "position"),
+                *("connect", "disconnect", "unreachable", "transferred", "exit"),
             ]
         ),
         request_ids,
@@ -175,6 +170,7 @@ def reply(kind, request_id):
         "connect": ev.AgentConnected(request_id, "A7"),
         "disconnect": ev.AgentDisconnected(request_id),
         "transferred": ev.CallTransferred(request_id),
+        "unreachable": ev.AgentUnreachable(request_id, "A7", "486 Busy Here"),
         "exit": ev.QueueExited(request_id, "max_wait"),
     }[kind]
 
