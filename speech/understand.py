@@ -33,13 +33,14 @@ Everything runs on the recognizer's text, whatever engine produced it:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import cn2an
 
 from speech.address import ParsedAddress, parse_address
-from speech.intent import IntentResult, IntentTable, classify
+from speech.intent import IntentResult, IntentTable, classify, shipped_intents
 from speech.numbers import digit_runs, spoken_digits
 from speech.streets import DistrictMatch, StreetList, StreetMatch
 
@@ -152,6 +153,16 @@ class Understander:
     def classify(self, text: str) -> IntentResult:
         """Only the intents of `text` (cheaper than the whole understanding)."""
         return classify(text, self.intents)
+
+    def phrases(self, intents: Iterable[str]) -> tuple[str, ...]:
+        """The phrases of these intents, for a recognizer's grammar (each once, in order)."""
+        table = self.intents or shipped_intents()
+        wanted = set(intents)
+        seen: dict[str, None] = {}
+        for intent in table.intents:
+            if intent.name in wanted:
+                seen.update(dict.fromkeys(intent.phrases))
+        return tuple(seen)
 
     def __call__(self, text: str) -> Understanding:
         """What `text` says."""

@@ -724,13 +724,26 @@ class Dialog:
 
     # ----------------------------------------------------------------- collecting
 
+    def _phrases(self, choice: Choice) -> tuple[str, ...]:
+        """What a caller may say for `choice`: its own phrases, then its intents' phrases."""
+        if not choice.intents:
+            return choice.say
+        extra = self.understander.phrases(choice.intents)
+        return choice.say + tuple(p for p in extra if p not in choice.say)
+
     def _collecting(self, node: CollectingNode) -> act.StartCollecting:
         speech = self.context.speech_available
         globals_ = self.flow.flow.global_choices
-        urgent = [p for c in globals_ if c.preempt for p in c.say]
-        others = [p for c in globals_ if not c.preempt for p in c.say] if node.globals else []
+        # A grammar must hold every phrase the dialog acts on: a recognizer in grammar mode
+        # can only say what is in it, so the intents' phrases go in with the choices' own.
+        urgent = [p for c in globals_ if c.preempt for p in self._phrases(c)]
+        others = (
+            [p for c in globals_ if not c.preempt for p in self._phrases(c)] if node.globals else []
+        )
         if isinstance(node, MenuNode):
-            own = [p for c in node.choices for p in c.say] if node.input != "dtmf" else []
+            own = (
+                [p for c in node.choices for p in self._phrases(c)] if node.input != "dtmf" else []
+            )
             return act.StartCollecting(
                 dtmf=node.input != "speech",
                 speech=speech and node.input != "dtmf",

@@ -28,6 +28,7 @@ from ivr.dialog.engine import Outcome
 from ivr.dialog.events import CallerHungUp, CallTransferred
 from ivr.flow.model import load_flow
 from ivr.settings import SHIPPED_FLOW
+from speech.intent import shipped_intents
 
 FLOW = load_flow(Path(ivr.__file__).parent / SHIPPED_FLOW)
 CALLER = "13812345678"
@@ -36,6 +37,14 @@ HAZARD_SPEECH = "我家门口电线落地了"
 [AGENT_CHOICE, HAZARD_CHOICE] = FLOW.flow.global_choices
 HAZARD_PHRASES = HAZARD_CHOICE.say
 AGENT_PHRASES = AGENT_CHOICE.say
+HAZARD_GRAMMAR = HAZARD_PHRASES + tuple(
+    p
+    for i in shipped_intents().intents
+    if i.name in HAZARD_CHOICE.intents
+    for p in i.phrases
+    if p not in HAZARD_PHRASES
+)
+"""What a recognizer must be able to say for a hazard: the flow's phrases, then its intent's."""
 
 
 def digits(value: str) -> list[str]:
@@ -203,8 +212,19 @@ def test_hazard_phrase_wins_over_a_menu_phrase_in_the_same_sentence(walk_to):
 def test_hazard_phrases_come_first_in_the_main_menu_grammar(walk_to):
     d = walk_to("main_menu")
     grammar = d.last(StartCollecting).grammar
-    own = tuple(p for c in FLOW.node("main_menu").choices for p in c.say)
-    assert grammar == HAZARD_PHRASES + own + AGENT_PHRASES
+    intents = {i.name: i.phrases for i in shipped_intents().intents}
+    # The universal hazard phrases first: they preempt everything else.
+    assert grammar[: len(HAZARD_PHRASES)] == HAZARD_PHRASES
+    hazard_part = grammar[: len(HAZARD_PHRASES) + len(intents["hazard"])]
+    assert set(intents["hazard"]) <= set(hazard_part)
+    for choice in FLOW.node("main_menu").choices:
+        assert set(choice.say) <= set(grammar)
+    # A recognizer in grammar mode can only say what is in its grammar: every phrase of the
+    # menu's intents is there, not only the flow's own (没电 is the fault intent's).
+    for name in ("fault", "billing", "new_connection", "agent"):
+        assert set(intents[name]) <= set(grammar), name
+    assert "没电" in grammar
+    assert set(AGENT_PHRASES) <= set(grammar)
 
 
 def test_spoken_digits_too_short_fall_through_to_the_universal_choice(walk_to):
@@ -771,7 +791,7 @@ def test_agent_call_then_survey(walk_to):
     # The hazard phrases first (they pre-empt), then the survey's own, longest first.
     own = ("非常不满意", "非常满意", "不满意", "满意", "还行", "挺好", "一般")
     assert only(out, StartCollecting) == StartCollecting(
-        dtmf=True, speech=True, grammar=HAZARD_PHRASES + own
+        dtmf=True, speech=True, grammar=HAZARD_GRAMMAR + own
     )
 
 
