@@ -128,7 +128,8 @@ class TwilioFrontEnd:
         self.speech = speech
         """Opens a recognizer stream per call (the speech pool's ``open``); None: DTMF only."""
         self._own_clock = clock is None
-        self.clock = clock or SendClock()
+        # Not `clock or ...`: a clock with no streams has len() 0 and is falsy.
+        self.clock = SendClock() if clock is None else clock
         self._session_factory = session_factory
         self.checker = SignatureChecker(self.config) if self.config else None
         self.updater: CallUpdater | None = None
