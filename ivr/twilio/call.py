@@ -31,6 +31,7 @@ from ivr.dialog import events as ev
 from ivr.session import CallSession
 from ivr.sip.prompt_audio import render_play
 from ivr.sip.rtp_clock import SendClock
+from ivr.twilio import messages as msg
 from ivr.twilio import receiver as rx
 from ivr.twilio.playout import Playout, encode_frames
 from ivr.twilio.speech import SpeechStream, dialog_event
@@ -86,6 +87,11 @@ class StreamLink:
         self._writer: asyncio.Task[None] | None = None
 
     @property
+    def backlog(self) -> int:
+        """Messages queued, not yet written to the socket."""
+        return len(self._out)
+
+    @property
     def stream_sid(self) -> str:
         """The stream's sid (empty before ``start``)."""
         start = self.receiver.start
@@ -100,7 +106,7 @@ class StreamLink:
         if not texts or self._close_code is not None:
             return
         for text in texts:
-            if len(self._out) >= self.max_backlog and text.startswith('{"event":"media"'):
+            if len(self._out) >= self.max_backlog and msg.is_media(text):
                 self.dropped_frames += 1
                 continue
             self._out.append(text)
@@ -231,8 +237,8 @@ class TwilioCall:
         self.spawn(self.handoff(self, action))
 
     async def hangup(self, reason: str) -> None:
-        """End the call from the IVR: close the stream (nothing follows ``<Connect>`` in the
-        TwiML, so Twilio ends the call)."""
+        """End the call from the IVR: close the stream; Twilio goes on with the ``<Hangup/>``
+        that follows ``<Connect>`` in the TwiML."""
         self.hung_up = True
         if self.link is not None:
             log.info("ivr hangs up", reason=reason, stream_sid=self.link.stream_sid)

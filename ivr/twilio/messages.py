@@ -31,6 +31,8 @@ MAX_PAYLOAD_BYTES = 8000
 """The largest inbound ``media`` payload accepted: one second of µ-law (Twilio sends 20 ms)."""
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
+_MEDIA_PREFIX = '{"event":"media",'
+"""How :func:`media` begins its messages (compact JSON, ``event`` first)."""
 
 
 class MalformedMessage(ValueError):  # noqa: N818 - names the condition, like ValueError
@@ -239,6 +241,12 @@ def _media(data: Mapping[str, Any]) -> Media:
 def media(stream_sid: str, payload_b64: str) -> str:
     """A ``media`` message playing one chunk of base64 µ-law audio on the call."""
     return _dumps({"event": "media", "streamSid": stream_sid, "media": {"payload": payload_b64}})
+
+
+def is_media(text: str) -> bool:
+    """Whether `text` is a ``media`` message written by :func:`media` (no JSON parsing: it is
+    asked for every frame a slow peer leaves queued)."""
+    return text.startswith(_MEDIA_PREFIX)
 
 
 def mark(stream_sid: str, name: str) -> str:

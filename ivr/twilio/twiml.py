@@ -3,8 +3,9 @@
 - :func:`connect_stream`: ``<Connect><Stream>`` opens a *bidirectional* Media Stream to our
   WebSocket; the ``<Stream>`` URL takes no query string (Twilio's ``<Stream>`` page), so the
   call's context travels as ``<Parameter>``\\ s and comes back in ``start.customParameters``.
-  Nothing follows ``<Connect>``: when we close the socket (the IVR hangs up), the document ends
-  and Twilio ends the call.
+  Twilio runs the TwiML after ``<Connect>`` only once our server closes the socket (Twilio's
+  error page 31921), so the IVR hangs up by closing it, and the ``<Hangup/>`` that follows
+  says so: no REST request is needed to end a call.
 - :func:`dial_agent`: ``<Dial>`` the agent's SIP address, Twilio Client identity or number,
   with an ``action`` (the caller comes back to us when the agent leg ends) and status callbacks
   on the agent leg.
@@ -27,13 +28,15 @@ class UnreachableContactError(ValueError):
 
 
 def connect_stream(config: TwilioConfig, parameters: Mapping[str, str]) -> str:
-    """``<Connect><Stream url=wss://…/twilio/stream>`` with the call's context as parameters."""
+    """``<Connect><Stream url=wss://…/twilio/stream>`` with the call's context as parameters,
+    then ``<Hangup/>`` for when the IVR closes the stream."""
     response = VoiceResponse()
     connect = Connect()
     stream = connect.stream(url=config.stream_url, name="hotline95598")
     for name, value in parameters.items():
         stream.parameter(name=name, value=value)
     response.append(connect)
+    response.hangup()
     return str(response)
 
 

@@ -364,8 +364,8 @@ class StreamTwiml:
 def parse_stream_twiml(text: str) -> StreamTwiml:
     root = ET.fromstring(text)  # noqa: S314 - the hotline's own answer
     assert root.tag == "Response", text
-    [connect] = list(root)
-    assert connect.tag == "Connect", text
+    connect, hangup = list(root)  # <Hangup/> runs once the hotline closes the stream
+    assert (connect.tag, hangup.tag) == ("Connect", "Hangup"), text
     [stream] = list(connect)
     assert stream.tag == "Stream", text
     params = {p.attrib["name"]: p.attrib["value"] for p in stream if p.tag == "Parameter"}

@@ -59,6 +59,12 @@ def test_what_we_send_has_the_documented_shape() -> None:
     assert json.loads(msg.clear(SID)) == fixture("send_clear.json")
 
 
+def test_media_is_recognised_without_parsing() -> None:
+    assert msg.is_media(msg.media(SID, "AAAA"))
+    assert not msg.is_media(msg.mark(SID, "media"))
+    assert not msg.is_media(msg.clear(SID))
+
+
 def test_numbers_may_come_as_numbers() -> None:
     data = fixture("media_inbound.json")
     data["sequenceNumber"], data["media"]["chunk"] = 4, 2

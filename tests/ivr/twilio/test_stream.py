@@ -9,12 +9,15 @@ import base64
 import json
 import statistics
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiortp.codecs.g711 import PcmuCodec
 from structlog.testing import capture_logs
 
 from ivr.twilio import front as front_module
+from ivr.twilio import messages as msg
+from ivr.twilio.call import StreamLink
 from ivr.twilio.front import FRAMES_DROPPED
 from ivr.twilio.playout import LEAD_FRAMES
 
@@ -266,3 +269,13 @@ async def test_the_ivr_hangs_up_by_closing_the_stream_after_the_last_prompt(
     [summary] = hotline.front.completed
     assert summary.path[-1] == "hazard_recorded"
     assert summary.outcomes[-1].kind == "hangup"
+
+
+async def test_a_peer_that_does_not_read_loses_frames_never_marks() -> None:
+    ws: Any = object()  # the writer is not started: nothing is ever written
+    link = StreamLink(ws, max_backlog=3)
+    sid = "MZ1"
+    frames = [msg.media(sid, "AAAA")] * 5
+    link.send([*frames, msg.mark(sid, "play-1"), msg.clear(sid)])
+    assert link.dropped_frames == 2
+    assert link.backlog == 5  # three frames, the mark and the clear
