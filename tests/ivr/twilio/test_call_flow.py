@@ -25,6 +25,7 @@ from ivr.routing_redis import RedisRouting
 from ivr.twilio.call import CallPhase
 from ivr.twilio.front import HANDOFFS
 from routing.events import EventType
+from routing.stats import interval_stats
 from routing.store import RoutingStore
 
 from .conftest import (
@@ -99,6 +100,17 @@ async def queued_for_billing(hotline: Hotline, sid: str) -> MediaStreamClient:
 async def login(store: RoutingStore, contact: str = AGENT_SIP) -> None:
     """Agent A1001, billing skill, ready."""
     await store.login("A1001", skills={"billing": 5}, now=time.time(), contact=contact, ready=True)
+
+
+async def billing_figures(store: RoutingStore) -> tuple[int, int, int]:
+    """(offered, answered, abandoned) of the billing queue, as the supervisor's report has them."""
+    rows = interval_stats(await store.events(), short_abandon_seconds=0)
+    billing = [row for row in rows if row.skill == "billing"]
+    return (
+        sum(r.offered for r in billing),
+        sum(r.answered for r in billing),
+        sum(r.abandoned for r in billing),
+    )
 
 
 def started(channel: str) -> float:
@@ -186,6 +198,7 @@ async def test_a_whole_call_menu_queue_agent_and_survey(
     # Routing and statistics: offered, answered, completed; the agent is in wrap-up.
     types = [e.type for e in await store.events() if e.call_id == call_id]
     assert types == [EventType.ENTERQUEUE, EventType.OFFER, EventType.CONNECT, EventType.COMPLETE]
+    assert await billing_figures(store) == (1, 1, 0)
     assert await store.call(call_id) is None
     agent = await store.agent("A1001")
     assert agent is not None
@@ -226,6 +239,7 @@ async def test_the_caller_hanging_up_on_the_agent_completes_the_call_in_routing(
     assert ended["phase"] == "with_agent"
     types = [e.type for e in await store.events() if e.call_id == f"twilio-{sid}"]
     assert types[-1] is EventType.COMPLETE
+    assert await billing_figures(store) == (1, 1, 0)
     agent = await store.agent("A1001")
     assert agent is not None
     assert agent.state == "wrap_up"
@@ -259,6 +273,7 @@ async def test_the_caller_hanging_up_in_the_queue_is_an_abandon(
     await hotline.wait_idle()
     types = [e.type for e in await store.events() if e.call_id == call_id]
     assert types == [EventType.ENTERQUEUE, EventType.ABANDON]
+    assert await billing_figures(store) == (1, 0, 1)
     assert await store.call(call_id) is None
     [summary] = hotline.front.completed
     assert summary.final_outcome == "enqueue"
