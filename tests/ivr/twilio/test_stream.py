@@ -279,3 +279,17 @@ async def test_a_peer_that_does_not_read_loses_frames_never_marks() -> None:
     link.send([*frames, msg.mark(sid, "play-1"), msg.clear(sid)])
     assert link.dropped_frames == 2
     assert link.backlog == 5  # three frames, the mark and the clear
+
+
+async def test_stopping_the_node_hangs_up_its_calls(make_hotline: MakeHotline) -> None:
+    hotline = await make_hotline()
+    stream = await hotline.twilio.connect_call(call_sid(11))
+    await stream.wait_mark(2)
+    with capture_logs() as logs:
+        await hotline.front.stop(0.1)
+        await stream.wait_closed()
+    assert stream.ws.close_code == 1001  # going away
+    [summary] = hotline.front.completed
+    assert summary.outcomes[-1].kind == "abandoned"
+    assert any(e["event"] == "twilio front end stopped" for e in logs)
+    assert hotline.front.calls == {}
