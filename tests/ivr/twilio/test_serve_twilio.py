@@ -140,6 +140,7 @@ async def test_serve_answers_twilio_calls(serve: Serve) -> None:
     assert [line["channel"] for line in ended] == ["twilio"]
 
 
+@pytest.mark.slow
 def test_serve_refuses_an_api_key_without_its_secret(tmp_path: Path) -> None:
     server = Serve(tmp_path, **TWILIO_ON, HOTLINE_TWILIO_API_KEY=API_KEY)
     try:
