@@ -328,6 +328,18 @@ def survey_to_dict(survey: Survey) -> Json:
     }
 
 
+def survey_from_dict(data: object, where: str = "") -> Survey:
+    """A survey result from JSON (as the outbox stores it)."""
+    f = Fields(data, where)
+    return Survey(
+        call_id=f.text("call_id"),
+        score=f.integer("score"),
+        at=f.number("at"),
+        agent_id=f.text("agent_id", ""),
+        caller=f.text("caller", ""),
+    )
+
+
 FIELD_NAMES: dict[str, tuple[str, ...]] = {
     "ticket": tuple(ticket_to_dict(Ticket("0", "k", "t", 0, 0.0))),
     "history": ("status", "at", "note"),

@@ -68,7 +68,6 @@ from crm_bridge.model import (
     Ticket,
     TicketStatus,
 )
-from crm_bridge.numbers import TicketNumbers
 
 log = structlog.get_logger(__name__)
 
@@ -101,7 +100,6 @@ class EmbeddedCrm(CrmBackend):
         self,
         db: aiosqlite.Connection,
         lock: asyncio.Lock,
-        numbers: TicketNumbers,
         *,
         path: Path,
         ticket_types: tuple[str, ...],
@@ -113,8 +111,6 @@ class EmbeddedCrm(CrmBackend):
         self._clock = clock
         self.path = path
         """The database file."""
-        self.numbers = numbers
-        """This node's ticket numbers, kept in the same database."""
 
     @classmethod
     async def open(
@@ -122,14 +118,14 @@ class EmbeddedCrm(CrmBackend):
         path: Path,
         *,
         extra_ticket_types: Sequence[str] = (),
-        node_code: int = 1,
         clock: Callable[[], float] = time.time,
     ) -> EmbeddedCrm:
         """Open (or create) the store at ``path`` and bring its schema up to date.
 
         ``extra_ticket_types`` are allowed besides `TICKET_TYPES` (``crm_ticket_types``);
-        ``node_code`` goes into the ticket numbers of `numbers`; ``clock`` stamps the moment a
-        ticket is received (the `CrmBackend` calls carry no time of their own).
+        ``clock`` stamps the moment a ticket is received (the `CrmBackend` calls carry no time
+        of their own). The store allocates no ticket numbers: tickets arrive numbered from the
+        node's outbox (`crm_bridge.numbers` on the outbox's file), the one source of numbers.
         """
         path.parent.mkdir(parents=True, exist_ok=True)
         # Autocommit mode: every transaction below is an explicit BEGIN ... COMMIT.
@@ -148,14 +144,12 @@ class EmbeddedCrm(CrmBackend):
             ):
                 await db.execute(pragma)
             version = await migrate(db, STEPS)
-            lock = asyncio.Lock()
-            numbers = await TicketNumbers.attach(db, node_code, lock=lock)
         except BaseException:
             await db.close()
             raise
         log.info("crm store open", path=str(path), schema_version=version)
         types = TICKET_TYPES + tuple(t for t in extra_ticket_types if t not in TICKET_TYPES)
-        return cls(db, lock, numbers, path=path, ticket_types=types, clock=clock)
+        return cls(db, asyncio.Lock(), path=path, ticket_types=types, clock=clock)
 
     async def close(self) -> None:
         """Close the database (waits for the transaction under way)."""
@@ -545,12 +539,8 @@ class EmbeddedCrm(CrmBackend):
     # ------------------------------------------------------------------ surveys
 
     async def record_survey(self, survey: Survey) -> None:
-        """Store a rating; a call's first rating stays (a retry or a second one is ignored)."""
-        check_text("call_id", survey.call_id, required=True)
-        check_text("agent_id", survey.agent_id)
-        if not PHONE.fullmatch(survey.caller) and survey.caller:
-            raise TicketInvalidError("caller", "digits only, optionally with a leading +")
-        check_time("at", survey.at)
+        """Store a rating (`Survey` checked its fields when it was made); a call's first rating
+        stays (a retry or a second one is ignored)."""
         async with self._transaction(write=True) as db:
             await db.execute(
                 "INSERT INTO surveys (call_id, score, at, agent_id, caller) "

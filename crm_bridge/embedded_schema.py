@@ -118,5 +118,13 @@ V2_INDEXES: Step = (
 )
 """Version 2: indexes for the admin lists, the outage look-up and the history of a ticket."""
 
-STEPS: tuple[Step, ...] = (V1_TABLES, V2_INDEXES)
+V3_NO_NUMBERS: Step = (
+    # Ticket numbers come from the node's outbox file alone (`crm_bridge.numbers`); a store
+    # opened by an older hotline carries an unused sequence table of its own: gone, so there is
+    # one place a number can come from.
+    "DROP TABLE IF EXISTS ticket_number_sequence",
+)
+"""Version 3: no ticket number sequence in the store."""
+
+STEPS: tuple[Step, ...] = (V1_TABLES, V2_INDEXES, V3_NO_NUMBERS)
 """Every step, oldest first; the store's schema version is ``len(STEPS)``."""

@@ -66,6 +66,7 @@ _RETRYABLE_4XX = frozenset({408, 409, 425, 429})
 _NOT_FOUND = 404
 _TICKET_ID = re.compile(r"[0-9A-Za-z-]{1,40}")
 _ACCOUNT = re.compile(r"[0-9]{1,32}")
+_PHONE = re.compile(r"\+?[0-9]{1,20}")
 _MESSAGE_LIMIT = 300
 
 
@@ -285,6 +286,11 @@ class HttpCrm:
         """GET /customers?phone= or ?account= (exactly one)."""
         if bool(phone) == bool(account):
             raise TicketInvalidError("phone", "give a phone number or an account, not both")
+        # Both go into the query as the contract's patterns allow, nothing else.
+        if phone and not _PHONE.fullmatch(phone):
+            raise TicketInvalidError("phone", "digits only, optionally with a leading +")
+        if account and not _ACCOUNT.fullmatch(account):
+            raise TicketInvalidError("account", "1-32 digits")
         query = {"phone": phone} if phone else {"account": account}
         what = "GET /customers?phone=…" if phone else "GET /customers?account=…"
         answer = await self._call("GET", ("customers",), what, query=query, missing_ok=True)
@@ -329,13 +335,15 @@ class HttpCrm:
         return bill
 
     async def record_survey(self, survey: Survey) -> None:
-        """POST /surveys, idempotent per call (``Idempotency-Key: survey:<call id>``)."""
+        """POST /surveys, idempotent per call (``Idempotency-Key: <call id>:survey``). Any 2xx
+        means stored: what the answer says is not read."""
         await self._call(
             "POST",
             ("surveys",),
             f"POST /surveys ({survey.call_id})",
             body=self.field_map.outgoing("survey", survey_to_dict(survey)),
-            idempotency_key=f"survey:{survey.call_id}",
+            idempotency_key=survey.idempotency_key,
+            read_answer=False,
         )
 
     # ------------------------------------------------------------------ plumbing
@@ -381,8 +389,10 @@ class HttpCrm:
         body: Json | None = None,
         idempotency_key: str = "",
         missing_ok: bool = False,
+        read_answer: bool = True,
     ) -> object:
-        """One request; the answer's JSON (None for 404 when ``missing_ok``, or no content)."""
+        """One request; the answer's JSON (None for 404 when ``missing_ok``, for no content, or
+        for a success when not ``read_answer``)."""
         url = self.base_url.joinpath(*path)
         if query:
             url = url.with_query(query)
@@ -412,7 +422,7 @@ class HttpCrm:
             raise CrmUnavailableError(f"{what}: the CRM answered {status}{_message(content)}")
         if status >= 300:
             raise CrmRejectedError(f"{what}: the CRM answered {status}{_message(content)}")
-        if status == 204 or not content:
+        if status == 204 or not content or not read_answer:
             return None
         try:
             return json.loads(content.decode("utf-8"), parse_constant=_no_constant)

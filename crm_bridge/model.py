@@ -7,6 +7,7 @@ bad ticket is refused where it is made, never half-way through delivery. Money i
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -219,8 +220,13 @@ class Ticket:
 
 
 def idempotency_key(call_id: str, outcome: str) -> str:
-    """The key of the ticket one outcome of one call makes (the same on every retry)."""
+    """The key of what one outcome of one call makes (the same on every retry): a ticket, or
+    the call's survey (`SURVEY_OUTCOME`)."""
     return f"{call_id}:{outcome}"
+
+
+SURVEY_OUTCOME = "survey"
+"""The outcome a call's satisfaction rating is keyed by (`Survey.idempotency_key`)."""
 
 
 @dataclass(frozen=True)
@@ -293,5 +299,21 @@ class Survey:
     """The calling number."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.score, bool) or not isinstance(self.score, int):
+            raise TicketInvalidError("score", "must be a whole number")
         if not 1 <= self.score <= 5:
             raise TicketInvalidError("score", f"{self.score} is not in 1..5")
+        if not self.call_id:
+            raise TicketInvalidError("call_id", "required")
+        _text("call_id", self.call_id)
+        _text("agent_id", self.agent_id)
+        if not _PHONE.fullmatch(self.caller):
+            raise TicketInvalidError("caller", "digits only, optionally with a leading +")
+        if not math.isfinite(self.at):
+            raise TicketInvalidError("at", f"{self.at!r} is not a time (seconds since the epoch)")
+
+    @property
+    def idempotency_key(self) -> str:
+        """One rating per call: the CRM stores the first survey with this key, however often it
+        is sent (``<call id>:survey``)."""
+        return idempotency_key(self.call_id, SURVEY_OUTCOME)

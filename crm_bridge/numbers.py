@@ -14,8 +14,10 @@ because the IVR reads the number back digit by digit and the caller keys it in o
   numbers) rather than refusing the ticket: a work order matters more than a neat width, and
   the longer numbers stay unique (no 13-digit number is a 14-digit one).
 
-The table lives in whichever database the caller gives (the embedded CRM store's, or the
-outbox's): it is created if missing, outside that database's own schema versions.
+The table lives in the database the caller gives: in a running node, the outbox's file
+(`crm_bridge.outbox`), where a number is taken in the transaction that queues its ticket. That
+is the node's one source of ticket numbers: the CRM backends (the embedded store included) only
+receive numbered tickets. The table is created if missing, outside the outbox's schema versions.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """The durable outbox: a ticket is written to a local SQLite file before the caller hears its
-number, and a delivery worker brings it to the CRM, retrying with backoff until it lands.
+number, and a delivery worker brings it to the CRM, retrying with backoff until it lands. A
+call's satisfaction survey takes the same way (a row of kind ``survey``): nothing a caller gave
+is lost while the CRM is down.
 
 Why SQLite rather than a Redis Stream: docs/decisions/0008-crm-outbox.md. In short, a work order
 must survive a Redis outage and a restart, its number and its outbox row are written in one
@@ -12,7 +14,8 @@ middle of a request neither loses the ticket nor retries it forever.
 
 Each row is ``pending`` (due at ``next_at``), ``delivered`` (with the CRM's reference, kept for
 ``hotline tickets show``) or ``dead`` (a dead letter: refused by the CRM, or out of attempts;
-``retry`` replays it). Rows are never deleted.
+``retry`` replays it). Rows are never deleted. A row's id is the ticket's number, or for a
+survey ``survey-`` and a digest of its idempotency key (a call id may hold any character).
 
 All times are arguments (``now``) or come from the injected clock, so tests step time by hand.
 """
@@ -20,17 +23,18 @@ All times are arguments (``now``) or come from the injected clock, so tests step
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import random
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
 import aiosqlite
 import structlog
@@ -38,48 +42,75 @@ import tenacity
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from crm_bridge.backend import CrmBackend
-from crm_bridge.codec import ticket_from_dict, ticket_to_dict
+from crm_bridge.codec import survey_from_dict, survey_to_dict, ticket_from_dict, ticket_to_dict
 from crm_bridge.errors import CrmError, NotFoundError, TicketInvalidError
-from crm_bridge.model import Ticket
+from crm_bridge.migrations import Step, migrate
+from crm_bridge.model import Survey, Ticket
 
 log = structlog.get_logger("crm_bridge.outbox")
 
 Clock = Callable[[], float]
 """Seconds since the epoch."""
 
-SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
-    ticket_id TEXT PRIMARY KEY,
-    idempotency_key TEXT NOT NULL UNIQUE,
-    ticket TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'dead')),
-    attempts INTEGER NOT NULL DEFAULT 0,
-    submitted_at REAL NOT NULL,
-    next_at REAL NOT NULL,
-    last_attempt_at REAL,
-    last_error TEXT NOT NULL DEFAULT '',
-    crm_ref TEXT NOT NULL DEFAULT '',
-    done_at REAL
-) STRICT;
--- The worker's one question, "what is due?", reads only pending rows.
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_at) WHERE state = 'pending';
--- Backlog, oldest and dead letters are index searches; the delivered rows, which only grow,
--- are counted as they are delivered rather than scanned for every /metrics refresh.
-CREATE INDEX IF NOT EXISTS outbox_state ON outbox (state, submitted_at);
-CREATE TABLE IF NOT EXISTS outbox_counts (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    delivered INTEGER NOT NULL
-) STRICT;
-INSERT OR IGNORE INTO outbox_counts (id, delivered)
-    SELECT 1, COUNT(*) FROM outbox WHERE state = 'delivered';
-CREATE TRIGGER IF NOT EXISTS outbox_count_delivered AFTER UPDATE OF state ON outbox
-    WHEN NEW.state = 'delivered' AND OLD.state != 'delivered'
-    BEGIN UPDATE outbox_counts SET delivered = delivered + 1 WHERE id = 1; END;
-"""
-_COLUMNS = (
-    "ticket, state, attempts, submitted_at, next_at, last_attempt_at, last_error, crm_ref, done_at"
+V1_TICKETS: Step = (
+    """
+    CREATE TABLE IF NOT EXISTS outbox (
+        ticket_id TEXT PRIMARY KEY,
+        idempotency_key TEXT NOT NULL UNIQUE,
+        ticket TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'dead')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        submitted_at REAL NOT NULL,
+        next_at REAL NOT NULL,
+        last_attempt_at REAL,
+        last_error TEXT NOT NULL DEFAULT '',
+        crm_ref TEXT NOT NULL DEFAULT '',
+        done_at REAL
+    ) STRICT
+    """,
+    # The worker's one question, "what is due?", reads only pending rows.
+    "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_at) WHERE state = 'pending'",
+    # Backlog, oldest and dead letters are index searches; the delivered rows, which only grow,
+    # are counted as they are delivered rather than scanned for every /metrics refresh.
+    "CREATE INDEX IF NOT EXISTS outbox_state ON outbox (state, submitted_at)",
+    """
+    CREATE TABLE IF NOT EXISTS outbox_counts (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        delivered INTEGER NOT NULL
+    ) STRICT
+    """,
+    """
+    INSERT OR IGNORE INTO outbox_counts (id, delivered)
+        SELECT 1, COUNT(*) FROM outbox WHERE state = 'delivered'
+    """,
+    """
+    CREATE TRIGGER IF NOT EXISTS outbox_count_delivered AFTER UPDATE OF state ON outbox
+        WHEN NEW.state = 'delivered' AND OLD.state != 'delivered'
+        BEGIN UPDATE outbox_counts SET delivered = delivered + 1 WHERE id = 1; END
+    """,
 )
+"""Version 1: tickets only (``IF NOT EXISTS``: files made before the outbox had versions hold
+these tables at version 1 already)."""
+
+V2_KINDS: Step = (
+    "ALTER TABLE outbox RENAME COLUMN ticket_id TO item_id",
+    "ALTER TABLE outbox RENAME COLUMN ticket TO body",
+    "ALTER TABLE outbox ADD COLUMN kind TEXT NOT NULL DEFAULT 'ticket'"
+    " CHECK (kind IN ('ticket', 'survey'))",
+    # The backlog by kind is an index search too.
+    "CREATE INDEX outbox_kind ON outbox (state, kind)",
+)
+"""Version 2: surveys too; a row has a kind, an id (the ticket number, or the survey's) and a
+body (the item's JSON)."""
+
+STEPS: tuple[Step, ...] = (V1_TICKETS, V2_KINDS)
+"""Every step, oldest first (`crm_bridge.migrations`)."""
+
+_COLUMNS = (
+    "item_id, kind, body, state, attempts, submitted_at, next_at, last_attempt_at, last_error,"
+    " crm_ref, done_at"
+)
+_Item = TypeVar("_Item", Ticket, Survey)
 _ERROR_LIMIT = 1000
 """Characters of an error message kept in a row (a CRM may answer with a whole HTML page)."""
 
@@ -87,6 +118,23 @@ _ERROR_LIMIT = 1000
 def outbox_path(var_dir: Path) -> Path:
     """Where a node keeps its outbox: ``<var_dir>/crm/outbox.sqlite3``."""
     return var_dir / "crm" / "outbox.sqlite3"
+
+
+class OutboxKind(StrEnum):
+    """What a row carries to the CRM."""
+
+    TICKET = "ticket"
+    """A work order (`CrmBackend.create_ticket`)."""
+    SURVEY = "survey"
+    """A satisfaction rating (`CrmBackend.record_survey`)."""
+
+
+def survey_outbox_id(survey: Survey) -> str:
+    """The outbox id of a call's survey: ``survey-`` and 12 hex digits of a digest of its
+    idempotency key, so it is short, stable for the call, and fits where a ticket number goes
+    (`hotline tickets retry ID`) whatever characters the call id holds."""
+    digest = hashlib.sha256(survey.idempotency_key.encode()).hexdigest()
+    return f"survey-{digest[:12]}"
 
 
 class DeliveryState(StrEnum):
@@ -102,10 +150,12 @@ class DeliveryState(StrEnum):
 
 @dataclass(frozen=True)
 class OutboxEntry:
-    """One ticket in the outbox and how its delivery goes."""
+    """One ticket or survey in the outbox and how its delivery goes."""
 
-    ticket: Ticket
-    """The ticket as submitted."""
+    item_id: str
+    """The row's id: the ticket's number, or the survey's `survey_outbox_id`."""
+    item: Ticket | Survey
+    """The ticket or survey as submitted."""
     state: DeliveryState
     """Pending, delivered or dead."""
     attempts: int
@@ -123,27 +173,34 @@ class OutboxEntry:
     done_at: float | None
     """When it was delivered or dead-lettered."""
 
+    @property
+    def kind(self) -> OutboxKind:
+        """Ticket or survey."""
+        return OutboxKind.TICKET if isinstance(self.item, Ticket) else OutboxKind.SURVEY
+
 
 @dataclass(frozen=True)
 class OutboxStats:
     """The outbox at a glance (for /metrics, /healthz and the CLI)."""
 
     backlog: int
-    """Tickets not delivered yet (dead letters excluded)."""
+    """Tickets and surveys not delivered yet (dead letters excluded)."""
     oldest_age_seconds: float
     """How long the oldest of them has waited (0 when there is none)."""
     dead_letters: int
-    """Tickets given up on, waiting for an operator's `retry`."""
+    """Items given up on, waiting for an operator's `retry`."""
     delivered: int
-    """Tickets the CRM has."""
+    """Items the CRM has."""
+    backlog_by_kind: Mapping[OutboxKind, int] = field(default_factory=dict)
+    """The backlog by kind (kinds with none left out)."""
 
 
 @dataclass(frozen=True)
 class Outcome:
     """How one delivery attempt ended (see `Outbox.settle`)."""
 
-    ticket_id: str
-    """The ticket tried."""
+    item_id: str
+    """The ticket or survey tried (`OutboxEntry.item_id`)."""
     state: DeliveryState
     """Delivered; pending (tried again at the time scheduled by `Outbox.claim`); or dead."""
     crm_ref: str = ""
@@ -162,16 +219,29 @@ class Claim:
     """Rows already at the attempt limit (their last attempt never finished): now dead letters."""
 
 
+def _item(kind: object, body: str) -> Ticket | Survey:
+    """A row's ticket or survey from its stored JSON."""
+    if kind == OutboxKind.SURVEY:
+        return survey_from_dict(json.loads(body), "outbox.survey")
+    return ticket_from_dict(json.loads(body), "outbox.ticket")
+
+
+def _body(item: Ticket | Survey) -> str:
+    data = ticket_to_dict(item) if isinstance(item, Ticket) else survey_to_dict(item)
+    return json.dumps(data, ensure_ascii=False)
+
+
 def _entry(row: sqlite3.Row | tuple[object, ...]) -> OutboxEntry:
-    ticket, state, attempts, submitted, next_at, last_at, error, ref, done = row
-    assert isinstance(ticket, str)
+    item_id, kind, body, state, attempts, submitted, next_at, last_at, error, ref, done = row
+    assert isinstance(body, str)
     assert isinstance(attempts, int)
     assert isinstance(submitted, float)
     assert isinstance(next_at, float)
     assert last_at is None or isinstance(last_at, float)
     assert done is None or isinstance(done, float)
     return OutboxEntry(
-        ticket=ticket_from_dict(json.loads(ticket), "outbox.ticket"),
+        item_id=str(item_id),
+        item=_item(kind, body),
         state=DeliveryState(str(state)),
         attempts=attempts,
         submitted_at=submitted,
@@ -215,8 +285,7 @@ class Outbox:
             await db.execute("PRAGMA synchronous=FULL")
             # The CLI may read the file while the hotline writes it.
             await db.execute("PRAGMA busy_timeout=5000")
-            await db.executescript(_SCHEMA)
-            await db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            await migrate(db, STEPS)
         except BaseException:
             await db.close()
             raise
@@ -287,7 +356,7 @@ class Outbox:
         ticket is returned instead. ``make`` must not commit."""
         at = self.clock() if now is None else now
         async with self._transaction():
-            existing = await self._by_key(idempotency_key)
+            existing = await self._by_key(idempotency_key, Ticket)
             if existing is not None:
                 return existing
             ticket = await make(self._db)
@@ -295,52 +364,72 @@ class Outbox:
                 raise TicketInvalidError(
                     "idempotency_key", f"is {ticket.idempotency_key!r}, not {idempotency_key!r}"
                 )
-            try:
-                await self._db.execute(
-                    "INSERT INTO outbox (ticket_id, idempotency_key, ticket, submitted_at,"
-                    " next_at) VALUES (?, ?, ?, ?, ?)",
-                    (
-                        ticket.ticket_id,
-                        ticket.idempotency_key,
-                        json.dumps(ticket_to_dict(ticket), ensure_ascii=False),
-                        at,
-                        at,
-                    ),
-                )
-            except sqlite3.IntegrityError:
-                # The key was checked above, so the number is taken by another ticket:
-                # a broken number allocator, never to be papered over.
-                raise TicketInvalidError(
-                    "ticket_id", f"{ticket.ticket_id} is already used by another ticket"
-                ) from None
+            await self._insert(ticket.ticket_id, ticket, at)
         log.info("ticket_queued", ticket_id=ticket.ticket_id)
         self._changed.set()
         return ticket
 
-    async def _by_key(self, idempotency_key: str) -> Ticket | None:
+    async def submit_survey(self, survey: Survey, *, now: float | None = None) -> Survey:
+        """Queue a call's survey for delivery, due at once (`survey_outbox_id` is its row's id);
+        return the survey the outbox holds for the call — this one, or the first one (a call's
+        first rating stays, as the CRM keeps it)."""
+        at = self.clock() if now is None else now
+        async with self._transaction():
+            existing = await self._by_key(survey.idempotency_key, Survey)
+            if existing is not None:
+                return existing
+            await self._insert(survey_outbox_id(survey), survey, at)
+        log.info("survey_queued", survey_id=survey_outbox_id(survey))
+        self._changed.set()
+        return survey
+
+    async def _insert(self, item_id: str, item: Ticket | Survey, at: float) -> None:
+        kind = OutboxKind.TICKET if isinstance(item, Ticket) else OutboxKind.SURVEY
+        try:
+            await self._db.execute(
+                "INSERT INTO outbox (item_id, kind, idempotency_key, body, submitted_at, next_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (item_id, kind.value, item.idempotency_key, _body(item), at, at),
+            )
+        except sqlite3.IntegrityError:
+            # The key was checked above, so the id is taken by another item: a broken number
+            # allocator, never to be papered over.
+            raise TicketInvalidError(
+                "ticket_id", f"{item_id} is already used by another {kind.value}"
+            ) from None
+
+    async def _by_key(self, idempotency_key: str, kind: type[_Item]) -> _Item | None:
+        """What is queued under ``idempotency_key``, which must be of the same kind."""
         async with self._db.execute(
-            "SELECT ticket FROM outbox WHERE idempotency_key = ?", (idempotency_key,)
+            "SELECT kind, body FROM outbox WHERE idempotency_key = ?", (idempotency_key,)
         ) as cursor:
             row = await cursor.fetchone()
-        return None if row is None else ticket_from_dict(json.loads(row[0]), "outbox.ticket")
+        if row is None:
+            return None
+        item = _item(row[0], row[1])
+        if not isinstance(item, kind):
+            raise TicketInvalidError(
+                "idempotency_key", f"{idempotency_key!r} is already used by a {row[0]}"
+            )
+        return item
 
     # ------------------------------------------------------------------ reading
 
-    async def get(self, ticket_id: str) -> OutboxEntry | None:
-        """One ticket's row."""
-        rows = await self._select("WHERE ticket_id = ?", (ticket_id,))
+    async def get(self, item_id: str) -> OutboxEntry | None:
+        """One row: a ticket's by its number, a survey's by its `survey_outbox_id`."""
+        rows = await self._select("WHERE item_id = ?", (item_id,))
         return rows[0] if rows else None
 
     async def due(self, now: float, limit: int = 100) -> list[OutboxEntry]:
-        """Pending tickets due at ``now``, the longest-due first."""
+        """Pending rows due at ``now``, the longest-due first."""
         return await self._select(
             "WHERE state = 'pending' AND next_at <= ? ORDER BY next_at, submitted_at LIMIT ?",
             (now, limit),
         )
 
     async def dead_letters(self) -> list[OutboxEntry]:
-        """Tickets given up on, oldest first."""
-        return await self._select("WHERE state = 'dead' ORDER BY submitted_at, ticket_id", ())
+        """Tickets and surveys given up on, oldest first."""
+        return await self._select("WHERE state = 'dead' ORDER BY submitted_at, item_id", ())
 
     async def stats(self, now: float) -> OutboxStats:
         """Backlog, its oldest age, dead letters and deliveries at ``now``."""
@@ -355,6 +444,10 @@ class Outbox:
             ) as cursor,
         ):
             row = await cursor.fetchone()
+            async with self._db.execute(
+                "SELECT kind, COUNT(*) FROM outbox WHERE state = 'pending' GROUP BY kind"
+            ) as kinds:
+                by_kind = {OutboxKind(str(k)): int(n) for k, n in await kinds.fetchall()}
         assert row is not None
         backlog, oldest, dead, delivered = row
         return OutboxStats(
@@ -362,10 +455,11 @@ class Outbox:
             oldest_age_seconds=0.0 if oldest is None else max(0.0, now - float(oldest)),
             dead_letters=int(dead),
             delivered=int(delivered),
+            backlog_by_kind=by_kind,
         )
 
     async def next_due_at(self) -> float | None:
-        """When the next pending ticket is due (None: nothing pending)."""
+        """When the next pending row is due (None: nothing pending)."""
         async with (
             self._lock,
             self._db.execute("SELECT MIN(next_at) FROM outbox WHERE state = 'pending'") as cursor,
@@ -397,7 +491,7 @@ class Outbox:
         already at ``max_attempts`` become dead letters instead."""
         async with self._transaction():
             async with self._db.execute(
-                f"SELECT ticket_id, {_COLUMNS} FROM outbox WHERE state = 'pending'"  # noqa: S608 — a constant
+                f"SELECT {_COLUMNS} FROM outbox WHERE state = 'pending'"  # noqa: S608 — a constant
                 " AND next_at <= ? ORDER BY next_at, submitted_at LIMIT ?",
                 (now, limit),
             ) as cursor:
@@ -407,13 +501,14 @@ class Outbox:
             unreadable: list[tuple[str, float, str]] = []
             for row in rows:
                 try:
-                    entry = _entry(tuple(row)[1:])
+                    entry = _entry(tuple(row))
                 except (ValueError, AssertionError) as exc:
                     # A row this code cannot read (a hand-edited or damaged file) must not
-                    # stop every other ticket's delivery: set it aside for a person.
-                    problem = f"the stored ticket cannot be read: {exc}"
+                    # stop every other row's delivery: set it aside for a person.
+                    problem = f"the stored {row[1]} cannot be read: {exc}"
                     unreadable.append((_clip(problem), now, str(row[0])))
-                    log.error("ticket_unreadable", ticket_id=str(row[0]), problem=problem)
+                    named = {f"{row[1]}_id": str(row[0])}
+                    log.error(f"{row[1]}_unreadable", **named, problem=problem)
                     continue
                 if entry.attempts >= max_attempts:
                     reason = _clip(f"gave up after {entry.attempts} attempts: {entry.last_error}")
@@ -433,7 +528,7 @@ class Outbox:
                 )
             await self._db.executemany(
                 "UPDATE outbox SET state = ?, attempts = ?, last_attempt_at = ?, next_at = ?,"
-                " last_error = ?, done_at = ? WHERE ticket_id = ?",
+                " last_error = ?, done_at = ? WHERE item_id = ?",
                 [
                     (
                         e.state.value,
@@ -442,13 +537,13 @@ class Outbox:
                         e.next_at,
                         e.last_error,
                         e.done_at,
-                        e.ticket.ticket_id,
+                        e.item_id,
                     )
                     for e in (*due, *exhausted)
                 ],
             )
             await self._db.executemany(
-                "UPDATE outbox SET state = 'dead', last_error = ?, done_at = ? WHERE ticket_id = ?",
+                "UPDATE outbox SET state = 'dead', last_error = ?, done_at = ? WHERE item_id = ?",
                 unreadable,
             )
         return Claim(due=due, exhausted=exhausted)
@@ -456,7 +551,7 @@ class Outbox:
     async def settle(self, outcomes: Sequence[Outcome], now: float) -> None:
         """Write how attempts ended, all in one transaction (one fsync for a whole round).
 
-        Should the process die before this, the tickets are simply tried again: the CRM
+        Should the process die before this, the items are simply tried again: the CRM
         answers a repeated key with the same reference."""
         if not outcomes:
             return
@@ -466,33 +561,34 @@ class Outbox:
                 outcome.crm_ref,
                 _clip(outcome.error),
                 None if outcome.state is DeliveryState.PENDING else now,
-                outcome.ticket_id,
+                outcome.item_id,
             )
             for outcome in outcomes
         ]
         async with self._transaction():
             await self._db.executemany(
                 "UPDATE outbox SET state = ?, crm_ref = ?, last_error = ?, done_at = ?"
-                " WHERE ticket_id = ? AND state = 'pending'",
+                " WHERE item_id = ? AND state = 'pending'",
                 rows,
             )
 
-    async def retry(self, ticket_id: str | None = None, *, now: float | None = None) -> int:
-        """Replay one dead letter (``ticket_id``) or all of them (None): pending again, due at
-        once, attempts from zero; the last error is kept until the next attempt. Returns how
-        many; `NotFoundError` when ``ticket_id`` is not a dead letter."""
+    async def retry(self, item_id: str | None = None, *, now: float | None = None) -> int:
+        """Replay one dead letter (``item_id``: a ticket number or a survey's id) or all of them
+        (None): pending again, due at once, attempts from zero; the last error is kept until
+        the next attempt. Returns how many; `NotFoundError` when ``item_id`` is not a dead
+        letter."""
         at = self.clock() if now is None else now
         where, args = "WHERE state = 'dead'", tuple[str, ...]()
-        if ticket_id is not None:
-            where, args = "WHERE state = 'dead' AND ticket_id = ?", (ticket_id,)
+        if item_id is not None:
+            where, args = "WHERE state = 'dead' AND item_id = ?", (item_id,)
         count = await self._update(
             f"SET state = 'pending', attempts = 0, next_at = ?, done_at = NULL {where}",
             (at, *args),
         )
-        if ticket_id is not None and count == 0:
-            raise NotFoundError(f"{ticket_id} is not a dead letter")
+        if item_id is not None and count == 0:
+            raise NotFoundError(f"{item_id} is not a dead letter")
         if count:
-            log.info("tickets_replayed", ticket_id=ticket_id, count=count)
+            log.info("tickets_replayed", item_id=item_id, count=count)
             self._changed.set()
         return count
 
@@ -504,7 +600,7 @@ class Outbox:
         return count
 
     async def wait_changed(self, seconds: float) -> bool:
-        """Wait until a ticket is submitted or replayed, or ``seconds`` pass; True if something
+        """Wait until an item is submitted or replayed, or ``seconds`` pass; True if something
         changed. The flag is cleared on return."""
         try:
             async with asyncio.timeout(seconds):
@@ -578,32 +674,33 @@ class Backoff:
 
 
 class OutboxMetrics:
-    """Prometheus series of ticket delivery, in the registry given (crm_bridge does not know
-    the hotline's; the ivr layer passes it)."""
+    """Prometheus series of delivery (tickets and surveys together), in the registry given
+    (crm_bridge does not know the hotline's; the ivr layer passes it)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.attempts = Counter(
             "hotline_crm_delivery_attempts",
-            "Ticket delivery attempts by result (delivered, retry, dead).",
+            "Ticket and survey delivery attempts by result (delivered, retry, dead).",
             ["result"],
             registry=registry,
         )
         """Attempts by result."""
         self.backlog = Gauge(
             "hotline_crm_outbox_backlog",
-            "Tickets in the outbox not yet delivered to the CRM (dead letters excluded).",
+            "Tickets and surveys in the outbox not yet delivered to the CRM (dead letters"
+            " excluded).",
             registry=registry,
         )
-        """Pending tickets."""
+        """Pending tickets and surveys."""
         self.oldest = Gauge(
             "hotline_crm_outbox_oldest_age_seconds",
-            "Age of the oldest undelivered ticket when the worker last looked.",
+            "Age of the oldest undelivered ticket or survey when the worker last looked.",
             registry=registry,
         )
-        """Age of the oldest pending ticket."""
+        """Age of the oldest pending row."""
         self.dead = Gauge(
             "hotline_crm_outbox_dead_letters",
-            "Tickets given up on, waiting for an operator's retry.",
+            "Tickets and surveys given up on, waiting for an operator's retry.",
             registry=registry,
         )
         """Dead letters."""
@@ -618,6 +715,11 @@ class OutboxMetrics:
 
 
 # ---------------------------------------------------------------------- the worker
+
+
+def _named(entry: OutboxEntry) -> dict[str, str]:
+    """How log lines name a row: ``ticket_id`` or ``survey_id`` (never the caller)."""
+    return {f"{entry.kind.value}_id": entry.item_id}
 
 
 class DeliveryWorker:
@@ -667,14 +769,14 @@ class DeliveryWorker:
         return now + self.backoff.after(attempt)
 
     async def run_once(self, now: float) -> int:
-        """One round at ``now``: one attempt for each ticket due (up to ``batch``); returns how
-        many attempts were made."""
+        """One round at ``now``: one attempt for each ticket or survey due (up to ``batch``);
+        returns how many attempts were made."""
         claim = await self.outbox.claim(now, self.batch, self.max_attempts, self._next_attempt_at)
         for entry in claim.exhausted:
             self._count("dead")
             log.warning(
-                "ticket_dead_lettered",
-                ticket_id=entry.ticket.ticket_id,
+                f"{entry.kind.value}_dead_lettered",
+                **_named(entry),
                 attempt=entry.attempts,
                 reason=entry.last_error,
             )
@@ -702,42 +804,47 @@ class DeliveryWorker:
         return len(claim.due)
 
     async def _deliver(self, entry: OutboxEntry) -> Outcome:
-        ticket, attempt = entry.ticket, entry.attempts
+        item, attempt, kind = entry.item, entry.attempts, entry.kind.value
         try:
-            crm_ref = await self.backend.create_ticket(ticket)
+            if isinstance(item, Ticket):
+                crm_ref = await self.backend.create_ticket(item)
+            else:
+                # The CRM stores a call's first survey however often it is sent (its key).
+                await self.backend.record_survey(item)
+                crm_ref = ""
         except CrmError as exc:
             if exc.retryable:
                 return self._failed(entry, f"{exc.error_id}: {exc}")
             return self._dead(entry, f"{exc.error_id}: {exc}")
         except Exception as exc:  # a backend's bug must not stop the others
-            log.exception("ticket_delivery_error", ticket_id=ticket.ticket_id, attempt=attempt)
+            log.exception(f"{kind}_delivery_error", **_named(entry), attempt=attempt)
             return self._failed(entry, f"{type(exc).__name__}: {exc}")
         self._count("delivered")
-        log.info("ticket_delivered", ticket_id=ticket.ticket_id, attempt=attempt, crm_ref=crm_ref)
-        return Outcome(ticket.ticket_id, DeliveryState.DELIVERED, crm_ref=crm_ref)
+        log.info(f"{kind}_delivered", **_named(entry), attempt=attempt, crm_ref=crm_ref)
+        return Outcome(entry.item_id, DeliveryState.DELIVERED, crm_ref=crm_ref)
 
     def _failed(self, entry: OutboxEntry, error: str) -> Outcome:
         if entry.attempts >= self.max_attempts:
             return self._dead(entry, f"gave up after {entry.attempts} attempts: {error}")
         self._count("retry")
         log.warning(
-            "ticket_delivery_failed",
-            ticket_id=entry.ticket.ticket_id,
+            f"{entry.kind.value}_delivery_failed",
+            **_named(entry),
             attempt=entry.attempts,
             next_at=entry.next_at,
             error=_clip(error),
         )
-        return Outcome(entry.ticket.ticket_id, DeliveryState.PENDING, error=error)
+        return Outcome(entry.item_id, DeliveryState.PENDING, error=error)
 
     def _dead(self, entry: OutboxEntry, reason: str) -> Outcome:
         self._count("dead")
         log.warning(
-            "ticket_dead_lettered",
-            ticket_id=entry.ticket.ticket_id,
+            f"{entry.kind.value}_dead_lettered",
+            **_named(entry),
             attempt=entry.attempts,
             reason=_clip(reason),
         )
-        return Outcome(entry.ticket.ticket_id, DeliveryState.DEAD, error=reason)
+        return Outcome(entry.item_id, DeliveryState.DEAD, error=reason)
 
     def _count(self, result: str) -> None:
         if self.metrics is not None:

@@ -170,13 +170,19 @@ def _add_crm_commands(
     status.add_argument("status", choices=statuses[1:], help="the new status")
     status.add_argument("--note", default="", help="what was done, for the history")
     ticket_actions.add_parser(
-        "outbox", parents=[api], help="this node's tickets on their way to the CRM: dead letters"
+        "outbox",
+        parents=[api],
+        help="this node's tickets and surveys on their way to the CRM: dead letters",
     )
     retry = ticket_actions.add_parser(
         "retry", parents=[api], help="replay a dead letter (or every one) to the CRM"
     )
     retry.add_argument(
-        "ticket_id", metavar="ID", nargs="?", default=None, help="the ticket (default: all)"
+        "ticket_id",
+        metavar="ID",
+        nargs="?",
+        default=None,
+        help="the ticket number or survey-… id (default: all)",
     )
 
     outages = sub.add_parser("outages", help="outage notices of the running hotline")

@@ -129,9 +129,13 @@ def _delivery_lines(ticket_id: str, delivery: dict[str, Any]) -> list[tuple[str,
 def render_outbox(answer: dict[str, Any]) -> str:
     stats = answer["stats"]
     oldest = f", the oldest waiting {duration(stats['oldest_age_seconds'])}"
+    kinds = ", ".join(
+        f"{n} {kind}{'' if n == 1 else 's'}" for kind, n in stats["backlog_by_kind"].items() if n
+    )
     dead_letters = stats["dead_letters"]
     summary = (
-        f"outbox: {stats['backlog']} waiting{oldest if stats['backlog'] else ''}, "
+        f"outbox: {stats['backlog']} waiting{f' ({kinds})' if kinds else ''}"
+        f"{oldest if stats['backlog'] else ''}, "
         f"{dead_letters} dead letter{'' if dead_letters == 1 else 's'}, "
         f"{stats['delivered']} delivered"
     )
@@ -140,8 +144,9 @@ def render_outbox(answer: dict[str, Any]) -> str:
         return summary
     rows = [
         [
-            d["ticket_id"],
-            d["ticket_type"],
+            d["id"],
+            d["kind"],
+            d["ticket_type"] or "-",
             str(d["attempts"]),
             clock_time(d["submitted_at"]),
             clock_time(d["dead_at"]) if d["dead_at"] is not None else "-",
@@ -149,7 +154,8 @@ def render_outbox(answer: dict[str, Any]) -> str:
         ]
         for d in dead
     ]
-    parts = [summary, table(["TICKET", "TYPE", "TRIES", "SUBMITTED", "DEAD", "LAST ERROR"], rows)]
+    headers = ["ID", "KIND", "TYPE", "TRIES", "SUBMITTED", "DEAD", "LAST ERROR"]
+    parts = [summary, table(headers, rows)]
     if stats["dead_letters"] > len(dead):
         parts.append(f"({stats['dead_letters'] - len(dead)} more not shown)")
     parts.append("replay with `hotline tickets retry [ID]`")
@@ -230,7 +236,7 @@ def tickets_request(args: argparse.Namespace) -> Command:
     if action == "outbox":
         return Command("GET", "/api/outbox", None, render_outbox)
     if action == "retry":
-        retry = {} if args.ticket_id is None else {"ticket_id": args.ticket_id}
+        retry = {} if args.ticket_id is None else {"id": args.ticket_id}
         return Command("POST", "/api/outbox/retry", retry, render_replayed)
     raise ValueError(f"unknown tickets command {action!r}")
 

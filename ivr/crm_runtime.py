@@ -71,7 +71,6 @@ class CrmRuntime:
                 self.embedded = await EmbeddedCrm.open(
                     store_path(settings.var_dir),
                     extra_ticket_types=settings.crm_ticket_types,
-                    node_code=settings.crm_node_code,
                 )
                 self.backend = self.embedded
                 where = "embedded"

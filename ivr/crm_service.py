@@ -4,12 +4,13 @@ This is the one CRM module that knows the IVR's action types and slot names; ``c
 knows nothing of dialogs. A work order is made here from what the call collected, given a number
 allocated on this node, and written to the node's outbox in the same transaction before the
 caller hears the number: the CRM being down costs the caller nothing, the delivery worker brings
-the ticket over later. Lookups ask the backend directly (a caller waits for the answer), and a
-failed lookup takes the flow's error path.
+the ticket over later. A survey goes through the outbox the same way. Lookups ask the backend
+directly (a caller waits for the answer), and a failed lookup takes the flow's error path.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
@@ -55,12 +56,14 @@ STATUS_TEXT: Mapping[TicketStatus, str] = {
 }
 """What the ticket-status self-service reads out for each status."""
 
+_PHONE = re.compile(r"\+?[0-9]{1,20}")
+
 _DESCRIBED = ("intent", "hazard", "address", "account", "callback_number", "queue.exit_reason")
 """Slots written into a ticket's description, in this order, when present."""
 
 
 class CrmService:
-    """Tickets through this node's outbox; lookups and surveys straight to the backend."""
+    """Tickets and surveys through this node's outbox; lookups straight to the backend."""
 
     def __init__(
         self,
@@ -124,7 +127,9 @@ class CrmService:
     ) -> Ticket:
         slots = request.fields
         spoken = slots.get("address", "")
-        address = _address(self._parse(spoken)) if spoken else Address()
+        address = _understood(slots, spoken)
+        if address is None:
+            address = _address(self._parse(spoken)) if spoken else Address()
         account = slots.get("account", "")
         return Ticket(
             ticket_id=number,
@@ -156,6 +161,8 @@ class CrmService:
         match request.service:
             case "customer_by_phone":
                 phone = params.get("caller") or context.caller
+                if not _is_phone(phone):
+                    return LookupReply("not_found")  # anonymous, or a SIP URI's user part
                 customer = await _ask(self.backend.find_customer(phone=phone))
                 return _customer_reply(customer)
             case "bill_summary":
@@ -185,7 +192,17 @@ class CrmService:
         address, else the address of the customer calling from this number."""
         now = self.clock()
         places: list[Address] = []
-        if params.get("address"):
+        if params.get("district") or params.get("city"):
+            # The dialog understood the address (corrected against the street list).
+            places.append(
+                Address(
+                    province=params.get("province", ""),
+                    city=params.get("city", ""),
+                    district=params.get("district", ""),
+                    street=params.get("street", "")[:MAX_FIELD],
+                )
+            )
+        elif params.get("address"):
             parsed = self._parse(params["address"])
             if parsed.district or parsed.city:
                 places.append(_address(parsed))
@@ -195,7 +212,7 @@ class CrmService:
             if customer is not None and customer.address.known:
                 places.append(customer.address)
         caller = params.get("caller") or context.caller
-        if not places and caller:
+        if not places and _is_phone(caller):
             customer = await _ask(self.backend.find_customer(phone=caller))
             if customer is not None and customer.address.known:
                 places.append(customer.address)
@@ -223,18 +240,22 @@ class CrmService:
     # ------------------------------------------------------------------ surveys
 
     async def record_survey(self, request: act.RecordSurvey, context: CallContext) -> None:
-        """Store the rating in the CRM."""
+        """Queue the rating in this node's outbox (the worker brings it to the CRM, as it does
+        tickets: a CRM that is down loses no survey). A call's first rating stays."""
+        now = self.clock()
         try:
             survey = Survey(
-                call_id=context.call_id,
+                call_id=context.call_id[:MAX_FIELD],
                 score=request.score,
-                at=self.clock(),
-                agent_id=request.agent_id,
-                caller=context.caller,
+                at=now,
+                agent_id=request.agent_id[:MAX_FIELD],
+                caller=context.caller if context.caller.lstrip("+").isdigit() else "",
             )
+            kept = await self.outbox.submit_survey(survey, now=now)
         except TicketInvalidError as exc:
+            log.error("survey refused", field=exc.field, problem=exc.problem)
             raise ServiceError("invalid_survey", str(exc)) from exc
-        await _ask(self.backend.record_survey(survey))
+        log.info("survey queued", score=kept.score, repeated=kept != survey)
 
 
 async def _ask(work: Awaitable[T]) -> T:
@@ -251,6 +272,12 @@ async def _ask(work: Awaitable[T]) -> T:
         raise ServiceError(exc.error_id.replace("-", "_"), str(exc)) from exc
 
 
+def _is_phone(text: str) -> bool:
+    """Whether a CRM can be asked for the customer calling from ``text`` (digits, an optional
+    +): an anonymous or withheld caller is nobody to look up."""
+    return _PHONE.fullmatch(text) is not None
+
+
 def _address(parsed: ParsedAddress) -> Address:
     return Address(
         province=parsed.province,
@@ -259,6 +286,21 @@ def _address(parsed: ParsedAddress) -> Address:
         street=parsed.street[:MAX_FIELD],
         number=parsed.number[:MAX_FIELD],
         raw=parsed.raw[:MAX_DESCRIPTION],
+    )
+
+
+def _understood(slots: Mapping[str, str], spoken: str) -> Address | None:
+    """The address as the dialog understood it (``address.district`` …, corrected against the
+    street list and confirmed by the caller where it was in doubt); None when it has none."""
+    if not slots.get("address.status"):
+        return None
+    return Address(
+        province=slots.get("address.province", ""),
+        city=slots.get("address.city", ""),
+        district=slots.get("address.district", ""),
+        street=slots.get("address.street", "")[:MAX_FIELD],
+        number=slots.get("address.number", "")[:MAX_FIELD],
+        raw=spoken[:MAX_DESCRIPTION],
     )
 
 

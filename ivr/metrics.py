@@ -107,3 +107,20 @@ CALLBACKS = Counter(
 )
 for _outcome in CALLBACK_OUTCOMES:
     CALLBACKS.labels(outcome=_outcome)
+
+# --- blind transfers by REFER (ivr/sip/refer_transfers.py, sip_transfer_mode = "refer") ---
+
+REFER_OUTCOMES = ("transferred", "refused", "failed", "timeout", "caller_left")
+"""How a transfer by REFER ended (the `outcome` label of `SIP_REFERS`)."""
+
+SIP_REFERS = Counter(
+    "hotline_sip_refers",
+    "Blind transfers by REFER, by outcome: transferred (the agent answered, the hotline left the "
+    "call), refused (a non-2xx to the REFER), failed (the PBX reported a failure), timeout (no "
+    "outcome in time), caller_left (the call ended first: the caller hung up, or the node "
+    "stopped). refused, failed and timeout fall back to the bridge.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+for _outcome in REFER_OUTCOMES:
+    SIP_REFERS.labels(outcome=_outcome)

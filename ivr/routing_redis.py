@@ -11,10 +11,20 @@ whose heartbeat ran out: their callers are ended and their callbacks move here. 
 it was declared lost itself (cut off from Redis longer than the timeout) tells its waiting
 callers they left the queue, since routing no longer holds them.
 
+An agent who accepted a caller but whose phone then fails (the transport's report reaches the
+dialog, which asks for `return_to_queue`) is made not ready (missed) and the caller goes back to
+their place in line, held by this node again.
+
 Callbacks have no caller on the line: when an agent accepts one, the ``connected`` message names
 a ``cb:`` id, and the node runs its ``on_callback`` hook (the SIP front end dials the agent, then
-the customer) with a `CallbackOrder`. The hook returns when the callback is over; routing is then
-told (``callback_ended``: the agent goes to wrap-up), whatever happened, also when the hook fails.
+the customer) with a `CallbackOrder`. The hook returns when the callback is over, with a
+`CallbackEnd`; routing is then told, whatever happened, also when the hook fails: a callback that
+was talked (or could not be carried out, e.g. the node stopped) is completed (the agent goes to
+wrap-up); one whose agent phone failed goes back to its place (the agent not ready, missed); one
+whose customer did not answer goes back to its place until its queue's last attempt, then fails;
+one whose number cannot be dialed fails at once. When routing ends a callback being dialed (its
+agent completed it through the API), the ``disconnected`` message makes the node run its
+``on_callback_ended`` hook, which hangs up the callback's legs.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Any, TypeVar
 
 import structlog
@@ -32,6 +43,7 @@ from ivr.dialog import actions as act
 from ivr.dialog import events as ev
 from ivr.dialog.engine import CallContext
 from ivr.services import Feed, ServiceError
+from routing.archive import IntervalArchive
 from routing.errors import RoutingError
 from routing.keys import check_name
 from routing.model import ItemKind, NewCall, NodeMessage
@@ -50,6 +62,10 @@ HEARTBEAT_INTERVAL = 5.0
 
 NODE_TIMEOUT = 20.0
 """A node not heard from this long is declared lost (``routing_node_timeout_seconds``)."""
+
+ARCHIVE_INTERVAL = 60.0
+"""Seconds between the pump's runs of the statistics archive (`routing.archive`): closed
+intervals are kept in Redis before the event stream is trimmed."""
 
 NODE_LOST = "node_lost"
 """The reason a caller is told it left the queue when routing declared its node lost."""
@@ -80,8 +96,27 @@ class CallbackOrder:
     """What the IVR learned when the callback was asked for (the agent's screen pop)."""
 
 
+class CallbackEnd(StrEnum):
+    """How a dialed callback ended, as far as routing is concerned (what a hook returns)."""
+
+    DONE = "done"
+    """Talked, or over for a reason that is nobody's fault (the node stopped, routing ended
+    it): routing completes it and the agent wraps up."""
+    AGENT_UNREACHABLE = "agent_unreachable"
+    """The agent's phone failed (busy, unreachable, no answer): back in its place, the agent
+    not ready (missed)."""
+    NO_ANSWER = "no_answer"
+    """The customer did not answer: an attempt; back in its place until the last one."""
+    CANNOT_DIAL = "cannot_dial"
+    """The number cannot be dialed (or no trunk is configured): it fails at once."""
+
+
 CallbackHook = Callable[[CallbackOrder], Awaitable[object]]
-"""Dials a callback and returns when it is over (both sides hung up, or it failed)."""
+"""Dials a callback and returns when it is over (both sides hung up, or it failed), with a
+`CallbackEnd` (anything else counts as `CallbackEnd.DONE`)."""
+
+CallbackEndedHook = Callable[[str], object]
+"""Hangs up the legs of a callback (by id) that routing ended while this node dials it."""
 
 
 @dataclass
@@ -110,7 +145,11 @@ class RedisRouting:
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
         node_timeout: float = NODE_TIMEOUT,
         on_callback: CallbackHook | None = None,
+        on_callback_ended: CallbackEndedHook | None = None,
+        archive_interval: float = ARCHIVE_INTERVAL,
     ) -> None:
+        """``archive_interval``: seconds between runs of the statistics archive (0: never; the
+        first run comes that long after the first pump)."""
         if not 0 < heartbeat_interval < node_timeout:
             raise ValueError("the heartbeat interval must be positive and below the node timeout")
         self.store = store
@@ -125,10 +164,16 @@ class RedisRouting:
         """When the next heartbeat is due; None until the first one (this process started)."""
         self._heartbeat_lock = asyncio.Lock()
         self._on_callback: CallbackHook | None = on_callback
+        self.on_callback_ended: CallbackEndedHook | None = on_callback_ended
+        """Run when routing ends a callback this node is dialing (see the module doc)."""
         self._callbacks: dict[str, asyncio.Task[None]] = {}
         """Callbacks being dialed by this node, by call id."""
         self._waiting_for_hook: list[CallbackOrder] = []
         """Callbacks accepted before a hook was set (the pump starts before SIP does)."""
+        self.archive = IntervalArchive(store)
+        """Keeps closed statistics intervals in Redis; run by the pump."""
+        self.archive_interval = archive_interval
+        self._next_archive: float | None = None
 
     @property
     def held(self) -> frozenset[str]:
@@ -195,9 +240,17 @@ class RedisRouting:
             _feed(held, ev.QueuePosition(request.request_id, pos.position, pos.wait_seconds))
 
     async def leave_queue(self, request: act.LeaveQueue, context: CallContext) -> None:
-        """The caller hung up (``abandoned``) or chose a callback (``callback``: place parked)."""
+        """The caller hung up (``abandoned``, ``hangup``), chose a callback (``callback``: place
+        parked), or was handed to the agent by SIP REFER (``transferred``)."""
         now = self.clock()
         self._held.pop(context.call_id, None)
+        if request.reason == "transferred":
+            # The caller and the agent talk without the IVR now; it cannot see the end of it.
+            # The call stays connected in routing, the agent on it, until the agent's desktop
+            # completes it (POST /api/agents/{id}/complete: wrap-up as usual). Its later
+            # "disconnected" message finds no caller held here and is dropped.
+            log.info("left queue", reason=request.reason, outcome="handed_off")
+            return
         if request.reason == "callback":
             outcome = await _service_call(
                 self.store.leave_for_callback(context.call_id, now, self.park_seconds)
@@ -205,6 +258,32 @@ class RedisRouting:
         else:
             outcome = await _service_call(self.store.hangup(context.call_id, now))
         log.info("left queue", reason=request.reason, outcome=outcome)
+
+    async def return_to_queue(self, request: act.ReturnToQueue, context: CallContext) -> None:
+        """The agent's phone could not be reached: routing puts the call back at its place and
+        makes the agent not ready (missed); this node holds the caller in line again and tells
+        them their place at the next pump. If routing no longer holds the call that way (it
+        ended meanwhile), the caller hears the queue gave up rather than waiting forever."""
+        now = self.clock()
+        call_id = context.call_id
+        held = self._held.get(call_id)
+        if held is not None:
+            # Before the script runs: a new accept may reach this node before we resume.
+            held.connected = False
+            held.next_position_at = now
+        state = await _service_call(
+            self.store.agent_unreachable(call_id, request.agent_id, now, request.reason)
+        )
+        log.info(
+            "agent unreachable, back in line",
+            agent_id=request.agent_id,
+            reason=request.reason,
+            routing_state=state,
+        )
+        if state == "none":
+            held = self._held.pop(call_id, None)
+            if held is not None:
+                _feed(held, ev.QueueExited(held.request_id, "agent_unreachable"))
 
     async def request_callback(self, request: act.RequestCallback, context: CallContext) -> None:
         """Register a callback; it takes the place the caller left in line, if any."""
@@ -239,6 +318,7 @@ class RedisRouting:
             now = self.clock()
         await self._heartbeat(now)
         await self.store.tick(now, self.node_id)
+        await self._archive(now)
         fed = 0
         for message in await self.store.drain_inbox(self.node_id, wait):
             fed += self._deliver(message)
@@ -273,6 +353,17 @@ class RedisRouting:
         self._held.clear()
         self._next_heartbeat = None
         log.info("node left routing")
+
+    async def _archive(self, now: float) -> None:
+        """Run the statistics archive when due (every node does; one of them does the work)."""
+        if self.archive_interval <= 0:
+            return
+        if self._next_archive is None:
+            self._next_archive = now + self.archive_interval
+        if now < self._next_archive:
+            return
+        self._next_archive = now + self.archive_interval
+        await self.archive.run_once(now)
 
     async def _first_heartbeat(self, now: float) -> None:
         # The first heartbeat reclaims what an earlier process of this node id left behind: it
@@ -317,12 +408,26 @@ class RedisRouting:
                 log.warning("routing pump failed", error=str(exc))
                 await asyncio.sleep(poll_interval)
 
-    async def callback_ended(self, call_id: str) -> str:
-        """A callback's talk is over (or it never came about): routing completes it and its
-        agent goes to wrap-up. Returns routing's outcome (``completed``, or ``none`` when routing
-        no longer holds it)."""
-        outcome = await _service_call(self.store.hangup(call_id, self.clock()))
-        log.info("callback ended", call_id=call_id, routing_outcome=outcome)
+    async def callback_ended(
+        self, call_id: str, end: CallbackEnd = CallbackEnd.DONE, agent_id: str = ""
+    ) -> str:
+        """A callback ``agent_id`` was dialing is over (see `CallbackEnd`): routing completes it,
+        puts it back in its place, or fails it. Returns routing's outcome: ``completed``,
+        ``requeued``, ``failed`` (the last attempt), the callback's state after an unreachable
+        agent (``waiting``, ``offered``...), or ``none`` when routing no longer holds it so."""
+        store, now = self.store, self.clock()
+        outcome: str
+        if end is CallbackEnd.AGENT_UNREACHABLE:
+            outcome = await _service_call(store.agent_unreachable(call_id, agent_id, now))
+        elif end in (CallbackEnd.NO_ANSWER, CallbackEnd.CANNOT_DIAL):
+            final = end is CallbackEnd.CANNOT_DIAL
+            outcome, attempts = await _service_call(
+                store.callback_no_answer(call_id, agent_id, now, cause=end.value, final=final)
+            )
+            log.info("callback attempt not answered", call_id=call_id, attempts=attempts)
+        else:
+            outcome = await _service_call(store.hangup(call_id, now))
+        log.info("callback ended", call_id=call_id, end=end.value, routing_outcome=outcome)
         return outcome
 
     def _deliver(self, message: NodeMessage) -> int:
@@ -347,6 +452,14 @@ class RedisRouting:
     # ------------------------------------------------------------------ callbacks
 
     def _deliver_callback(self, message: NodeMessage) -> int:
+        if message.kind == "disconnected":
+            # Routing completed it (its agent, through the API): hang up what is still dialed.
+            hook = self.on_callback_ended
+            if message.call_id in self._callbacks and hook is not None:
+                log.info("callback ended in routing", call_id=message.call_id)
+                hook(message.call_id)
+                return 1
+            return 0
         if message.kind != "connected":
             log.debug("callback message ignored", call_id=message.call_id, kind=message.kind)
             return 0
@@ -386,15 +499,18 @@ class RedisRouting:
             self._waiting_for_hook.append(order)
             return
         log.info("callback to dial", call_id=order.call_id, agent_id=order.agent_id)
+        end = CallbackEnd.DONE
         try:
-            await hook(order)
+            result = await hook(order)
+            if isinstance(result, CallbackEnd):
+                end = result
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("callback failed", call_id=order.call_id)
         finally:
             try:
-                await self.callback_ended(order.call_id)
+                await self.callback_ended(order.call_id, end, order.agent_id)
             except ServiceError as exc:
                 # Routing is unreachable: its agent stays on the call until this node is
                 # declared lost (then routing completes it).

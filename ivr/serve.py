@@ -21,6 +21,7 @@ from ivr.routing_runtime import RoutingRuntime, RoutingStartError
 from ivr.settings import Settings
 from ivr.sip.errors import SipError
 from ivr.sip.server import SipServer
+from ivr.speech_runtime import SpeechRuntime
 from ivr.twilio.config import TwilioSettingsError
 from ivr.twilio.front import TwilioFrontEnd
 from ivr.web import create_app
@@ -52,12 +53,6 @@ def _log_startup(settings: Settings) -> None:
         flow_file=str(settings.resolved_flow_file()),
         var_dir=str(settings.var_dir),
     )
-    if settings.vosk_model is None:
-        log.info("speech: DTMF-only, HOTLINE_VOSK_MODEL not set")
-    elif not settings.vosk_model.is_dir():
-        log.warning("speech: HOTLINE_VOSK_MODEL is not a folder", model=str(settings.vosk_model))
-    else:
-        log.info("speech: Vosk model configured", model=str(settings.vosk_model))
 
 
 async def _serve(settings: Settings) -> int:
@@ -107,14 +102,20 @@ async def _serve(settings: Settings) -> int:
             await routing.stop()
             return 1
         status["crm"] = crm.description
+        speech_runtime = SpeechRuntime(settings)
+        speech = await speech_runtime.start()
+        status["speech"] = speech_runtime.description
 
         async def stop_services() -> None:
+            await speech_runtime.stop()
             await crm.stop()
             await routing.stop()
 
         library = PromptLibrary(Catalog.shipped(), [*dirs, shipped_dir()])
         try:
-            sip = SipServer(settings, flow, library, crm=crm_service, routing=node_routing)
+            sip = SipServer(
+                settings, flow, library, crm=crm_service, routing=node_routing, speech=speech
+            )
         except SipError as exc:
             log.error("cannot start", error=str(exc))
             await stop_services()
@@ -131,6 +132,7 @@ async def _serve(settings: Settings) -> int:
         # Callbacks agents accept are dialed by SIP; stopping SIP hangs them up, and routing
         # (stopped last) hears each one end before this node leaves.
         node_routing.on_callback = sip.place_callback
+        node_routing.on_callback_ended = sip.end_callback
         try:  # Twilio calls share the SIP send clock; off (and said so) until configured
             twilio = TwilioFrontEnd(
                 settings, flow, library, crm=crm_service, routing=node_routing, clock=sip.clock

@@ -71,6 +71,10 @@ class Routing(Protocol):
         """Take the call out of line."""
         ...
 
+    async def return_to_queue(self, request: act.ReturnToQueue, context: CallContext) -> None:
+        """The agent's phone could not be reached: the call goes back to its place in line."""
+        ...
+
     async def request_callback(self, request: act.RequestCallback, context: CallContext) -> None:
         """Register a callback (raises ServiceError)."""
         ...
@@ -105,6 +109,9 @@ class NotConnectedRouting:
 
     async def leave_queue(self, request: act.LeaveQueue, context: CallContext) -> None:
         """Nothing to leave."""
+
+    async def return_to_queue(self, request: act.ReturnToQueue, context: CallContext) -> None:
+        """Nothing to return to."""
 
     async def request_callback(self, request: act.RequestCallback, context: CallContext) -> None:
         """Fail: there is no routing to call back from."""

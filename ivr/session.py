@@ -23,6 +23,7 @@ from ivr.dialog.engine import CallContext, Dialog, Outcome
 from ivr.flow.model import Flow
 from ivr.logs import bind_call
 from ivr.services import Crm, Routing, ServiceError
+from speech.understand import Understander
 
 log = structlog.get_logger("ivr.session")
 
@@ -179,9 +180,10 @@ class CallSession:
         *,
         clock: Clock | None = None,
         service_grace: float = SERVICE_GRACE_SECONDS,
+        understander: Understander | None = None,
     ) -> None:
         self.context = context
-        self.dialog = Dialog(flow, context)
+        self.dialog = Dialog(flow, context, understander)
         self.transport = transport
         self.crm = crm
         self.routing = routing
@@ -327,6 +329,10 @@ class CallSession:
                 )
             case act.LeaveQueue():
                 self._spawn("leave_queue", action.request_id, self.routing.leave_queue(action, ctx))
+            case act.ReturnToQueue():
+                self._spawn(
+                    "return_to_queue", action.request_id, self.routing.return_to_queue(action, ctx)
+                )
             case act.RequestCallback():
                 self._spawn("callback", action.request_id, self._callback(action))
 

@@ -98,6 +98,13 @@ class Settings(BaseSettings):
         le=30.0,
         description="how long to ring (180) before answering; 0 = answer at once",
     )
+    sip_agent_ring_seconds: float = Field(
+        default=20.0,
+        gt=0.0,
+        le=120.0,
+        description="how long an agent's phone may ring once the agent accepted (a caller's or a "
+        "callback's); unanswered, the call goes back to its place and the agent is not ready",
+    )
     sip_max_calls: int = Field(
         default=500,
         ge=1,
@@ -150,6 +157,13 @@ class Settings(BaseSettings):
         "agent accepts is dialed there as sip:<number>@host:port from sip_upstream_user (digest "
         "answered with sip_upstream_password); unset = callbacks are logged and ended, not dialed",
     )
+    sip_transfer_mode: Literal["bridge", "refer"] = Field(
+        default="bridge",
+        description="how a caller reaches the agent routing connected: bridge = the hotline "
+        "calls the agent's phone and stays in the media path (recording, survey); refer = a "
+        "blind transfer by REFER to the caller's PBX/SBC (RFC 3515/5589), the hotline leaves the "
+        "call once the agent answers; a refused or failed REFER falls back to the bridge",
+    )
     rtp_timeout_seconds: float = Field(
         default=60.0,
         gt=0,
@@ -170,6 +184,32 @@ class Settings(BaseSettings):
     vosk_model: Path | None = Field(
         default=None,
         description="folder of a Vosk speech model; unset = DTMF-only (keypad) menus",
+    )
+    speech_workers: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="recognizer threads (each can use one core: Vosk runs outside the GIL)",
+    )
+    speech_max_streams: int = Field(
+        default=60,
+        ge=1,
+        description="calls listened to at once; further calls get keypad-only menus",
+    )
+    speech_max_free_streams: int = Field(
+        default=2,
+        ge=0,
+        description="free-form (address) utterances recognized at once; more wait on keys",
+    )
+    speech_end_silence: float = Field(
+        default=0.8,
+        gt=0,
+        description="seconds of silence after speech that end an utterance",
+    )
+    speech_max_utterance: float = Field(
+        default=15.0,
+        gt=0,
+        description="seconds after which an utterance is cut and recognized as it stands",
     )
     speech_min_confidence: float = Field(
         default=0.5,
@@ -225,6 +265,15 @@ class Settings(BaseSettings):
         max_length=32,
         description="the hotline's city (南京市): fills what a caller leaves out of an address",
     )
+    service_streets: Path | None = Field(
+        default=None,
+        description=(
+            "CSV file of the service area's streets (province,city,district,street,aliases) "
+            "that spoken addresses are checked and corrected against by pinyin; unset = the "
+            "sample list shipped in the package (central 济南), used only for addresses in 济南 "
+            "or in no city"
+        ),
+    )
     crm_backend: Literal["embedded", "http"] = Field(
         default="embedded",
         description="where tickets, customers and outages live: the embedded SQLite store or a CRM",
@@ -262,10 +311,11 @@ class Settings(BaseSettings):
     )
     crm_max_attempts: int = Field(
         # At most crm_retry_max_seconds (300 s) apart: 1,000 attempts ride out a CRM that is
-        # down for three days; a smaller budget dead-letters tickets in an ordinary outage.
+        # down for 1.7-3.4 days (decision 0008); a smaller budget dead-letters tickets in an
+        # ordinary outage.
         default=1000,
         ge=1,
-        description="deliveries of a ticket tried before it goes to the dead-letter list",
+        description="deliveries of a ticket or survey tried before it goes to the dead-letter list",
     )
     crm_retry_max_seconds: float = Field(
         default=300.0,

@@ -32,7 +32,7 @@ from crm_bridge.errors import (
     TicketInvalidError,
 )
 from crm_bridge.model import MAX_DESCRIPTION, Address, Outage, OutageKind, Ticket, TicketStatus
-from crm_bridge.outbox import DeliveryState, Outbox, OutboxEntry, OutboxStats
+from crm_bridge.outbox import DeliveryState, Outbox, OutboxEntry, OutboxKind, OutboxStats
 from ivr.logs import mask_phone, mask_phone_numbers
 from ivr.web_api import ApiError, Handler, invalid, json_body, number, text_field
 
@@ -172,14 +172,15 @@ def stats_json(stats: OutboxStats) -> dict[str, Any]:
         "oldest_age_seconds": round(stats.oldest_age_seconds, 3),
         "dead_letters": stats.dead_letters,
         "delivered": stats.delivered,
+        "backlog_by_kind": {kind.value: stats.backlog_by_kind.get(kind, 0) for kind in OutboxKind},
     }
 
 
 def _error_text(entry: OutboxEntry) -> str:
-    """The last error without phone numbers: a CRM's refusal may quote the ticket back. Mobile
-    numbers are masked wherever they are; the ticket's own caller (a landline too) by name."""
+    """The last error without phone numbers: a CRM's refusal may quote the ticket (or survey)
+    back. Mobile numbers are masked wherever they are; its own caller (a landline too) by name."""
     error = entry.last_error
-    caller = entry.ticket.caller
+    caller = entry.item.caller
     if caller:
         # Under a phone key `ivr.logs` masks every 7+ digit run, landlines included.
         masked = mask_phone_numbers(None, "", {"caller": caller})["caller"]
@@ -202,10 +203,15 @@ def delivery_json(entry: OutboxEntry) -> dict[str, Any]:
 
 
 def dead_letter_json(entry: OutboxEntry) -> dict[str, Any]:
-    """A dead letter in `GET /api/outbox`: what, how often tried, why and when; no caller."""
+    """A dead letter in `GET /api/outbox`: its ``id`` (what `POST /api/outbox/retry` takes: a
+    ticket's number, a survey's ``survey-…`` id), ``kind``, the ticket's type ('' for a
+    survey), the call, how often tried, why and when; no caller."""
+    item = entry.item
     return {
-        "ticket_id": entry.ticket.ticket_id,
-        "ticket_type": entry.ticket.ticket_type,
+        "id": entry.item_id,
+        "kind": entry.kind.value,
+        "ticket_type": item.ticket_type if isinstance(item, Ticket) else "",
+        "call_id": item.call_id,
         "attempts": entry.attempts,
         "last_error": _error_text(entry),
         "submitted_at": entry.submitted_at,
@@ -320,27 +326,30 @@ async def get_ticket(request: web.Request, crm: CrmBackend, now: float) -> dict[
         ticket = await crm.get_ticket(ticket_id)
     except CrmUnavailableError:
         # Right after a call with the CRM down, the ticket the caller was told is here.
-        entry = await _undelivered(request, ticket_id)
-        if entry is None:
+        undelivered = await _undelivered(request, ticket_id)
+        if undelivered is None:
             raise
         log.info("ticket answered from the outbox", ticket_id=ticket_id, reason="crm-unavailable")
-        return {**ticket_json(entry.ticket), "delivery": delivery_json(entry)}
+        return {**ticket_json(undelivered[0]), "delivery": delivery_json(undelivered[1])}
     if ticket is None:
-        entry = await _undelivered(request, ticket_id)
-        if entry is None:
+        undelivered = await _undelivered(request, ticket_id)
+        if undelivered is None:
             raise _no_such_ticket(ticket_id)
-        return {**ticket_json(entry.ticket), "delivery": delivery_json(entry)}
+        return {**ticket_json(undelivered[0]), "delivery": delivery_json(undelivered[1])}
     return ticket_json(ticket)
 
 
-async def _undelivered(request: web.Request, ticket_id: str) -> OutboxEntry | None:
+async def _undelivered(request: web.Request, ticket_id: str) -> tuple[Ticket, OutboxEntry] | None:
     """The outbox's row for a ticket not delivered yet (pending or dead), if any. A delivered
-    one is the CRM's to answer: the outbox only holds it as it was submitted."""
+    one is the CRM's to answer: the outbox only holds it as it was submitted. (A survey's row
+    is no ticket.)"""
     outbox = request.app[CRM_KEY].outbox
     entry = None if outbox is None else await outbox.get(ticket_id)
     if entry is None or entry.state is DeliveryState.DELIVERED:
         return None
-    return entry
+    if not isinstance(entry.item, Ticket):
+        return None
+    return entry.item, entry
 
 
 @_embedded
@@ -389,22 +398,24 @@ async def get_outbox(request: web.Request) -> web.StreamResponse:
 
 
 async def retry_outbox(request: web.Request) -> web.StreamResponse:
-    """`POST /api/outbox/retry` ``{"ticket_id": optional}``: replay that dead letter, or every
-    one: pending again, due at once, attempts from zero. ``{"replayed": n}``."""
+    """`POST /api/outbox/retry` ``{"id": optional}``: replay that dead letter (a ticket's number
+    or a survey's id; ``ticket_id`` is taken too, as before surveys), or every one: pending
+    again, due at once, attempts from zero. ``{"replayed": n}``."""
     outbox, now = _outbox(request)
-    body = await json_body(request, allowed=frozenset({"ticket_id"}))
-    ticket_id = body.get("ticket_id")
-    if ticket_id is not None and (
-        not isinstance(ticket_id, str) or not _TICKET_ID.fullmatch(ticket_id)
-    ):
-        raise invalid("ticket_id", "1-40 letters, digits or '-', or null for every one")
+    body = await json_body(request, allowed=frozenset({"id", "ticket_id"}))
+    if "id" in body and "ticket_id" in body:
+        raise invalid("ticket_id", "give id alone")
+    name = "ticket_id" if "ticket_id" in body else "id"
+    item_id = body.get(name)
+    if item_id is not None and (not isinstance(item_id, str) or not _TICKET_ID.fullmatch(item_id)):
+        raise invalid(name, "1-40 letters, digits or '-', or null for every one")
     try:
-        replayed = await outbox.retry(ticket_id, now=now)
+        replayed = await outbox.retry(item_id, now=now)
     except NotFoundError:
         raise ApiError(
-            "no-such-dead-letter", f"{ticket_id} is not a dead letter in this node's outbox", 404
+            "no-such-dead-letter", f"{item_id} is not a dead letter in this node's outbox", 404
         ) from None
-    _changed(request, "outbox_retry", ticket_id=ticket_id, replayed=replayed)
+    _changed(request, "outbox_retry", item_id=item_id, replayed=replayed)
     return web.json_response({"replayed": replayed}, dumps=_dumps)
 
 

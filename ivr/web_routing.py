@@ -29,7 +29,7 @@ from ivr.web_api import (
     number,
     text_field,
 )
-from routing import stats
+from routing import archive, stats
 from routing.errors import NoSuchAgentError, NoSuchReservationError, RoutingError
 from routing.keys import MAX_LEVEL, check_name
 from routing.model import Agent, AgentState, Offer, Position, QueueConfig, QueuedCall, Strategy
@@ -176,13 +176,6 @@ def _skills(body: Mapping[str, Any]) -> dict[str, int]:
     return skills
 
 
-def _call_id(body: Mapping[str, Any]) -> str:
-    call_id = text_field(body, "call_id")
-    if not call_id:
-        raise invalid("call_id", "required")
-    return call_id
-
-
 async def _agent_or_404(store: RoutingStore, agent_id: str) -> Agent:
     agent = await store.agent(agent_id)
     if agent is None:
@@ -274,11 +267,20 @@ async def logout(request: web.Request, store: RoutingStore, now: float) -> dict[
     return await _changed(request, store, agent_id, "logout", offers)
 
 
+async def _offer_answer(request: web.Request) -> tuple[str, str]:
+    """The agent and the offered call of an accept or reject (``{"call_id"}``, nothing else)."""
+    agent_id = _agent_id(request)
+    body = await json_body(request, allowed=frozenset({"call_id"}))
+    call_id = text_field(body, "call_id")
+    if not call_id:
+        raise invalid("call_id", "required")
+    return agent_id, call_id
+
+
 @_routing
 async def accept(request: web.Request, store: RoutingStore, now: float) -> dict[str, Any]:
     """`POST /api/agents/{agent_id}/accept` ``{"call_id"}``: answers the contact to bridge."""
-    agent_id = _agent_id(request)
-    call_id = _call_id(await json_body(request, allowed=frozenset({"call_id"})))
+    agent_id, call_id = await _offer_answer(request)
     contact = await store.accept(agent_id, call_id, now)
     return await _changed(request, store, agent_id, "accept", [], call_id=call_id, contact=contact)
 
@@ -286,8 +288,7 @@ async def accept(request: web.Request, store: RoutingStore, now: float) -> dict[
 @_routing
 async def reject(request: web.Request, store: RoutingStore, now: float) -> dict[str, Any]:
     """`POST /api/agents/{agent_id}/reject` ``{"call_id"}``: the call goes back in its place."""
-    agent_id = _agent_id(request)
-    call_id = _call_id(await json_body(request, allowed=frozenset({"call_id"})))
+    agent_id, call_id = await _offer_answer(request)
     offers = await store.reject(agent_id, call_id, now)
     return await _changed(request, store, agent_id, "reject", offers, call_id=call_id)
 
@@ -403,9 +404,10 @@ def _updated_config(current: QueueConfig, body: Mapping[str, Any]) -> QueueConfi
             if value not in choices:
                 raise _config_error(field, f"must be one of {', '.join(choices)}")
             converted = Strategy(value)
-        elif field == "max_length":
+        elif field in ("max_length", "callback_attempts"):
             if isinstance(value, bool) or not isinstance(value, int):
-                raise _config_error(field, "must be a whole number (0: no limit)")
+                hint = " (0: no limit)" if field == "max_length" else ""
+                raise _config_error(field, f"must be a whole number{hint}")
             converted = value
         else:
             converted = number(value)
@@ -439,8 +441,10 @@ async def live_stats(request: web.Request, store: RoutingStore, now: float) -> d
 @_routing
 async def interval_stats(request: web.Request, store: RoutingStore, now: float) -> dict[str, Any]:
     """`GET /api/stats/intervals?since=EPOCH&interval=900&sl=20,30&short_abandon=5`: figures per
-    queue and interval, recomputed from routing's event stream (calls that entered since
-    ``since``, default the last 24 hours)."""
+    queue and interval (intervals that ended after ``since``, default the last 24 hours). With
+    the settings the nodes archive with (`routing.archive`: 15 minutes, the default thresholds),
+    closed intervals come from the archive, so history outlives the trimmed event stream
+    (``source`` ``archive``); other settings are recounted from the stream (``stream``)."""
     query = request.query
     try:
         since = float(query.get("since", now - 86400))
@@ -456,12 +460,21 @@ async def interval_stats(request: web.Request, store: RoutingStore, now: float) 
         raise ApiError(
             "invalid-request", f"since, interval, sl and short_abandon are numbers: {exc}"
         ) from None
+    archived = await archive.report(store, since, fold.params())
+    if archived is not None:
+        rows = [row.as_dict() for row in archived]
+        return {
+            "since": since,
+            "interval_seconds": interval,
+            "source": "archive",
+            "intervals": rows,
+        }
     # Stream ids start with Redis's clock in milliseconds; nodes' clocks are close to it, and the
     # fold leaves out calls whose entry it did not see, so starting a little early is harmless.
     after = f"{max(0, int((since - 60) * 1000))}-0"
     await stats.fold_events(store, fold, after=after)
     rows = [row.as_dict() for row in fold.intervals() if row.start + interval > since]
-    return {"since": since, "interval_seconds": interval, "intervals": rows}
+    return {"since": since, "interval_seconds": interval, "source": "stream", "intervals": rows}
 
 
 def add_routing_routes(

@@ -62,6 +62,17 @@ class EventType(StrEnum):
     """A callback joined a queue (kept: 1 when it took the place its caller left)."""
     CALLBACK_EXPIRED = "CALLBACK_EXPIRED"
     """A callback waited past the callback window."""
+    CALLBACK_NOANSWER = "CALLBACK_NOANSWER"
+    """The customer of a callback an agent was dialing did not answer (attempts: how many so
+    far; cause: what the dialer saw): the callback went back to its place, the agent wraps up
+    (no call handled)."""
+    CALLBACK_FAILED = "CALLBACK_FAILED"
+    """A callback's last attempt was not answered (the queue's ``callback_attempts``), or its
+    number cannot be dialed: it ended; the agent wraps up (no call handled)."""
+    UNREACHABLE = "UNREACHABLE"
+    """The agent accepted, but their phone could not be reached (busy, unreachable, no answer;
+    cause: what the dialer saw): the call went back to its place, the agent is not ready
+    (missed), as after a RONA."""
     ESCALATE = "ESCALATE"
     """A call waited its queue's ``escalate_after``: its minimum level dropped (fields: min,
     from_min) and its extra requirements were dropped; it kept its place."""
@@ -141,6 +152,8 @@ class Replay:
     """Call id -> the IVR node holding it (callbacks move when their node is lost)."""
     holds: dict[str, str] = field(default_factory=dict)
     """Call id -> the agent it is held for (last-agent routing), while it is."""
+    attempts: dict[str, int] = field(default_factory=dict)
+    """Callback id -> the dial attempts its customer did not answer, once there was one."""
 
     def apply(self, event: RoutingEvent) -> None:
         """Fold one event in."""
@@ -156,6 +169,8 @@ class Replay:
                 self.holds[f["call"]] = f["pref"]
         elif event.type in (EventType.OFFER, EventType.PREF_EXPIRED):
             self.holds.pop(f["call"], None)  # a hold ends at the call's first offer
+        elif event.type is EventType.CALLBACK_NOANSWER:
+            self.attempts[f["call"]] = int(f["attempts"])
         elif event.type is EventType.NODELOST and f["to"]:
             lost, heir = f["node"], f["to"]
             for call, node in self.node_of.items():
@@ -169,6 +184,7 @@ class Replay:
                 self.offered_to.pop(call, None)
                 self.node_of.pop(call, None)
                 self.holds.pop(call, None)
+                self.attempts.pop(call, None)
             else:
                 state = CallState(f["cstate"])
                 self.calls[call] = state

@@ -48,6 +48,10 @@ TEMPLATES: dict[str, str] = {
     "parked": "parked:{0}",  # hash: the place a caller left for a callback, until claimed
     "held": "held:{0}",  # set per agent: calls held for the agent (last-agent routing)
     "inbox": "inbox:{0}",  # list per IVR node: JSON messages for calls that node holds
+    # statistics kept beyond the event stream (routing.archive)
+    "stats_fold": "stats:fold",  # hash: last (stream id folded up to), state (the fold, JSON)
+    "stats_interval": "stats:{0}:{1}",  # hash per (interval start, skill or ""): its figures
+    "stats_index": "stats:index",  # zset "<start>|<skill>" -> start: the intervals kept
 }
 
 _ID = re.compile(r"[^\s:|{}]{1,64}")
@@ -157,6 +161,19 @@ class Keys:
 
     def inbox(self, node_id: str) -> str:
         return self._key("inbox", node_id)
+
+    @property
+    def stats_fold(self) -> str:
+        return self._key("stats_fold")
+
+    def stats_interval(self, start: str, skill: str) -> str:
+        """``start``: the interval's start as its index member spells it; ``skill`` empty for
+        all queues."""
+        return self._key("stats_interval", start, skill)
+
+    @property
+    def stats_index(self) -> str:
+        return self._key("stats_index")
 
 
 def lua_prelude() -> str:

@@ -112,6 +112,9 @@ class QueueConfig:
     call that has waited long enough overtakes newcomers, so it is never starved."""
     callback_window: float = 7200.0
     """Seconds a callback stays in line before it expires."""
+    callback_attempts: int = 3
+    """Dial attempts of a callback: one its customer does not answer puts it back in its place,
+    until this many were made; then it ends as failed (``CALLBACK_FAILED``)."""
     default_handle_seconds: float = 180.0
     """Assumed handle time for estimated waits until the skill has recent calls to average."""
     escalate_after: float = 0.0
@@ -153,6 +156,8 @@ class QueueConfig:
             raise ValueError("reservation_timeout must be positive")
         if self.max_length < 0:
             raise ValueError("max_length must not be negative")
+        if self.callback_attempts < 1:
+            raise ValueError("callback_attempts must be at least 1")
         if self.aging_seconds_per_priority <= 0 or self.default_handle_seconds <= 0:
             raise ValueError("aging and default handle time must be positive")
 
@@ -183,7 +188,7 @@ class QueueConfig:
                 values[f.name] = Strategy(raw)
             elif f.name == "overflow_queue":
                 values[f.name] = raw
-            elif f.name in ("max_length", "escalate_min_level"):
+            elif f.name in ("max_length", "escalate_min_level", "callback_attempts"):
                 values[f.name] = int(float(raw))
             else:
                 values[f.name] = float(raw)
@@ -298,6 +303,8 @@ class QueuedCall:
     """While the call is held for the caller's last agent: that agent; empty otherwise."""
     held_until: float | None = None
     """When that hold ends (the call then competes with everyone from its place in line)."""
+    attempts: int = 0
+    """For a callback: the dial attempts its customer did not answer so far."""
 
     @property
     def skill(self) -> str:

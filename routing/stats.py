@@ -11,11 +11,15 @@ epoch (so to the hour and to the quarter hour in UTC+8 too). The definitions:
   reporting practice, and it keeps each interval's figures about one set of callers (answered +
   abandoned + ... never exceeds offered). An interval's figures therefore keep changing until its
   last caller has left. A callback counts in the interval it was requested. What is not a
-  caller's outcome counts when it happens: queue-full refusals, RONAs, rejects.
+  caller's outcome counts when it happens: queue-full refusals, RONAs, rejects, agent phones
+  that could not be reached after an accept, callback attempts nobody answered.
 - **offered**: callers who entered a queue (ENTERQUEUE of kind call). Refused callers (queue
   full) never entered: they are `IntervalStats.refused`, not offered. Callbacks are counted
   apart (``callbacks_*``), never as offered, answered or abandoned.
 - **answered**: callers an agent accepted (CONNECT); the wait is from entering to the accept.
+  An accept whose agent phone then could not be reached (UNREACHABLE) is taken back: the caller
+  went back in line, and is answered (or not) later. So is a callback's accept when its
+  customer does not answer (CALLBACK_NOANSWER, CALLBACK_FAILED).
 - **abandoned**: callers who hung up while waiting or while offered to an agent, after more than
   ``short_abandon_seconds``; those who hung up within it (wait <= it) are **short abandons**,
   kept out of abandoned and out of every rate.
@@ -37,6 +41,10 @@ epoch (so to the hour and to the quarter hour in UTC+8 too). The definitions:
   interval with more outcomes than offers); events that count when they happen still count.
   Events that lack the skill (an ABANDON may carry only the call id) are attributed through the
   skill the call entered with, which the fold remembers until the call ends.
+
+The stream is bounded (``events_max``); `routing.archive` keeps the fold going in Redis and
+stores each interval once it can no longer change (`IntervalFold.close`, `state`, `restore`), so
+history outlives the trimming.
 
 **Live statistics** (`Snapshot`): callers and callbacks waiting, offered and connected per queue,
 the longest current wait, agents by state (not ready by reason) with their time in state, agents
@@ -71,6 +79,9 @@ SL_THRESHOLDS: tuple[float, ...] = (20.0,)
 """The default service-level threshold: answered within 20 seconds."""
 READ_BATCH = 1000
 """Events read per round trip by `fold_events`."""
+
+_GONE_BACK = {EventType.UNREACHABLE, EventType.CALLBACK_NOANSWER, EventType.CALLBACK_FAILED}
+"""An accepted call or callback that did not get through after all."""
 
 _CALLER_ENDINGS = {
     EventType.ABANDON,
@@ -132,7 +143,10 @@ class IntervalStats:
     callbacks_expired: int = 0
     """Of them, expired after the callback window."""
     callbacks_cancelled: int = 0
-    """Of them, withdrawn (ended in another way than connected or expired)."""
+    """Of them, withdrawn (ended in another way than connected, expired or failed)."""
+    callbacks_failed: int = 0
+    """Of them, failed: the customer did not answer the last attempt (the queue's
+    ``callback_attempts``), or the number cannot be dialed (CALLBACK_FAILED)."""
     handled: int = 0
     """Callers and callbacks whose wrap-up has ended."""
     talk: float = 0.0
@@ -143,6 +157,12 @@ class IntervalStats:
     """Offers that timed out in the interval (ring no answer)."""
     rejects: int = 0
     """Offers agents rejected in the interval."""
+    unreachable: int = 0
+    """Accepted calls and callbacks whose agent phone could not be reached, in the interval (each
+    went back in line)."""
+    callback_attempts_failed: int = 0
+    """Callback dial attempts whose customer did not answer, in the interval (the last one of a
+    failed callback included)."""
 
     @property
     def closed(self) -> int:
@@ -211,11 +231,14 @@ class _Tally:
     callbacks_connected: int = 0
     callbacks_expired: int = 0
     callbacks_cancelled: int = 0
+    callbacks_failed: int = 0
     handled: int = 0
     talk: float = 0.0
     wrap: float = 0.0
     ronas: int = 0
     rejects: int = 0
+    unreachable: int = 0
+    callback_attempts_failed: int = 0
 
     def freeze(
         self, start: float, length: float, skill: str | None, thresholds: tuple[float, ...]
@@ -297,6 +320,8 @@ class IntervalFold:
             self._complete(event)
         elif kind in _CALLER_ENDINGS:
             self._end(event)
+        elif kind in _GONE_BACK:
+            self._gone_back(event)
         elif kind in (EventType.FULL, EventType.RONA, EventType.REJECT):
             item = self._items.get(event.call_id)
             skill = f.get("skill") or (item.skill if item else None)
@@ -315,6 +340,65 @@ class IntervalFold:
         for event in events:
             self.apply(event)
         return self
+
+    # -- keeping the fold: its open part saved, its closed intervals taken out (routing.archive)
+
+    def close(self, horizon: float) -> list[IntervalStats]:
+        """Take out the intervals that can no longer change: ended by ``horizon`` and with none
+        of their callers or callbacks still in routing or in wrap-up. Every queue of such an
+        interval, and all queues, come out together. (An event that counts when it happens may
+        still land in a closed interval if a node's clock lags by more than the horizon's
+        margin: the interval is then counted anew, to be added to what was taken out.)"""
+        busy = {item.start for item in self._items.values()}
+        busy |= {wrap.item.start for wrap in self._wrapping.values()}
+        done = [
+            key
+            for key in self._tallies
+            if key[0] + self.interval_seconds <= horizon and key[0] not in busy
+        ]
+        done.sort(key=lambda k: (k[0], k[1] or ""))
+        return [
+            self._tallies.pop(key).freeze(key[0], self.interval_seconds, key[1], self.thresholds)
+            for key in done
+        ]
+
+    def state(self) -> dict[str, Any]:
+        """What the fold holds, as JSON-ready data: `restore` continues from it."""
+
+        def item(i: _Item) -> list[Any]:
+            return [i.skill, i.callback, i.start, i.entered, i.connected]
+
+        return {
+            "params": self.params(),
+            "tallies": [
+                [start, skill, {f.name: getattr(t, f.name) for f in fields(t)}]
+                for (start, skill), t in self._tallies.items()
+            ],
+            "items": {call: item(i) for call, i in self._items.items()},
+            "wrapping": {
+                agent: [*item(w.item), w.completed, w.talk] for agent, w in self._wrapping.items()
+            },
+        }
+
+    def params(self) -> dict[str, Any]:
+        """The settings the figures depend on (two folds with the same params agree)."""
+        return {
+            "interval_seconds": self.interval_seconds,
+            "short_abandon_seconds": self.short_abandon_seconds,
+            "sl_thresholds": list(self.thresholds),
+        }
+
+    @classmethod
+    def restore(cls, state: Mapping[str, Any]) -> IntervalFold:
+        """A fold continuing from `state` (its settings included)."""
+        fold = cls(**state["params"])
+        for start, skill, counts in state["tallies"]:
+            fold._tallies[(float(start), skill)] = _Tally(**counts)
+        fold._items = {call: _Item(*i) for call, i in state["items"].items()}
+        fold._wrapping = {
+            agent: _Wrap(_Item(*w[:5]), w[5], w[6]) for agent, w in state["wrapping"].items()
+        }
+        return fold
 
     def intervals(self) -> list[IntervalStats]:
         """Every interval and queue with something counted, by start then skill (all queues
@@ -367,6 +451,35 @@ class IntervalFold:
             for i, threshold in enumerate(self.thresholds):
                 if wait <= threshold:
                     tally.answered_within[i] += 1
+
+    def _gone_back(self, event: RoutingEvent) -> None:
+        """An accept that did not get through: taken back from the figures of the call's entry
+        interval; the event itself counts where it happens."""
+        item = self._items.get(event.call_id)
+        skill = event.fields.get("skill") or (item.skill if item else None)
+        for tally in self._tallies_at(self.interval_of(event.t), skill):
+            if event.type is EventType.UNREACHABLE:
+                tally.unreachable += 1
+            else:
+                tally.callback_attempts_failed += 1
+        if item is None:
+            return
+        if item.connected is not None:
+            wait = item.connected - item.entered
+            item.connected = None
+            for tally in self._tallies_of(item):
+                if item.callback:
+                    tally.callbacks_connected -= 1
+                    continue
+                tally.answered -= 1
+                tally.answer_wait -= wait
+                for i, threshold in enumerate(self.thresholds):
+                    if wait <= threshold:
+                        tally.answered_within[i] -= 1
+        if event.type is EventType.CALLBACK_FAILED:
+            del self._items[event.call_id]
+            for tally in self._tallies_of(item):
+                tally.callbacks_failed += 1
 
     def _complete(self, event: RoutingEvent) -> None:
         self._wrapping.pop(event.agent_id, None)

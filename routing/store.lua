@@ -119,7 +119,7 @@ end
 local NUMERIC = { reservation_timeout = true, wrap_up_seconds = true, max_wait = true,
     max_length = true, aging_seconds_per_priority = true, callback_window = true,
     default_handle_seconds = true, escalate_after = true, escalate_min_level = true,
-    overflow_after = true }
+    overflow_after = true, callback_attempts = true }
 
 -- A queue's settings. Each is read when first used and kept for the invocation: a command uses
 -- one to five of them, and reading and converting all of them cost more than the rest of a
@@ -676,11 +676,9 @@ local function moved_fields(id, c)
     return v[1] or c.skill, v[2] or '', v[3] or ''
 end
 
--- Arm the timers of a call that just entered its queue (c.origin, c.esc: a callback taking a
--- place a caller left keeps that caller's escalation or overflow).
-local function moves_arm(id, c)
-    local origin, esc = c.origin or c.skill, c.esc or ''
-    redis.call('HSET', K.call(id), 'origin', origin, 'esc', esc, 'due', '')
+-- The escalation and overflow timers of a call, due counted from its enqueue (one already past
+-- fires at the next tick).
+local function moves_timers(id, c, origin, esc)
     if origin ~= c.skill then
         return -- overflowed already: a call overflows once, and arrives fully relaxed
     end
@@ -693,6 +691,14 @@ local function moves_arm(id, c)
     if cfg.overflow_after > 0 and cfg.overflow_queue ~= '' then
         timer_set('ovf', id, enq + cfg.overflow_after)
     end
+end
+
+-- Arm the timers of a call that just entered its queue (c.origin, c.esc: a callback taking a
+-- place a caller left keeps that caller's escalation or overflow).
+local function moves_arm(id, c)
+    local origin, esc = c.origin or c.skill, c.esc or ''
+    redis.call('HSET', K.call(id), 'origin', origin, 'esc', esc, 'due', '')
+    moves_timers(id, c, origin, esc)
 end
 
 -- The queue setting of a move may have changed since its timer was armed: true when the move
@@ -959,13 +965,6 @@ local function ring_won(id, c, a)
     ring_cancel(id, c)
 end
 
--- The caller left while the call rang (hang-up, or a callback instead).
-local function ring_abandon(id, c, kind)
-    local wait = tostring(NOW - tonumber(c.enq))
-    end_call(id, c)
-    emit(kind, 'call', id, 'skill', c.skill, 'cstate', 'ended', 'wait', wait)
-    ring_cancel(id, c)
-end
 
 -- A queue became ring-all: available agents join the rings still going on from before.
 local function ring_join_available(skill)
@@ -974,6 +973,31 @@ local function ring_join_available(skill)
             match_agent(a)
         end
     end
+end
+
+-- Take a waiting, offered or ringing call out of line for good: the caller hung up, left for a
+-- callback, or its node was lost. One `event` ends it (with `reason` when given); agents it was
+-- offered to or rang are available again, keeping their idle place (they did nothing wrong).
+-- Returns those agents: the caller matches each once every call it ends is gone.
+local function leave_line(id, c, event, reason)
+    local wait = tostring(NOW - tonumber(c.enq))
+    local tail = { 'wait', wait }
+    if reason then
+        tail = { 'reason', reason, 'wait', wait }
+    end
+    end_call(id, c)
+    if ringing(c) then
+        emit(event, 'call', id, 'skill', c.skill, 'cstate', 'ended', unpack(tail))
+        return ring_stop(id, c)
+    elseif c.state == 'offered' then
+        local a = c.agent
+        release_agent(a)
+        emit(event, 'call', id, 'agent', a, 'skill', c.skill, 'cstate', 'ended',
+            'astate', 'available', 'reason', reason or '', 'wait', wait)
+        return { a }
+    end
+    emit(event, 'call', id, 'skill', c.skill, 'cstate', 'ended', unpack(tail))
+    return {}
 end
 
 -- The agent gives up an offer it holds (logout, not ready): the call goes back in place.
@@ -1006,14 +1030,57 @@ local function finish(id, c, a, by, ag)
     end_call(id, c)
     emit('COMPLETE', 'call', id, 'agent', a, 'skill', c.skill, 'by', by, 'talk', tostring(talk),
         'cstate', 'ended', 'astate', 'wrap_up', 'reason', '')
-    if c.kind == 'call' then
-        inbox(c.node, { kind = 'disconnected', call = id, rid = c.rid })
-    end
+    -- A caller's node ends the bridge; a callback's node hangs up both legs (the agent may have
+    -- completed it through the API while they were up).
+    inbox(c.node, { kind = 'disconnected', call = id, rid = c.rid })
     if wrap > 0 then
         timer_set('wrap', a, wrap_until)
     else
         become_available(a, ag, 'READY', 'wrap_end')
     end
+end
+
+-- ---------------------------------------------------------------- connected calls going back
+--
+-- An accept is not the end of the story: the agent's phone may then fail to ring (busy,
+-- unreachable, no answer), and a callback's customer may not answer. The call then goes back to
+-- its place in line (same score, same member), with the timers accept cleared: max wait of the
+-- queue it entered (a caller), the callback's expiry, escalation and overflow, each due when it
+-- was (one already past fires at the next tick).
+
+local function back_in_line(id, c)
+    requeue(id, c)
+    redis.call('HSET', K.call(id), 'connected_at', '')
+    local origin, esc = moved_fields(id, c)
+    if c.kind == 'callback' then
+        local expires = tonumber(redis.call('HGET', K.call(id), 'expires'))
+            or tonumber(c.enq) + qcfg(c.skill).callback_window -- written before 'expires' was
+        timer_set('cbexp', id, expires)
+    elseif qcfg(origin).max_wait > 0 then
+        timer_set('maxwait', id, tonumber(c.enq) + qcfg(origin).max_wait)
+    end
+    moves_timers(id, c, origin, esc)
+end
+
+-- The call's state once it went back and was matched again: 'waiting', 'offered', or 'ended'
+-- (its time had run out).
+local function state_after_return(id)
+    return redis.call('HGET', K.call(id), 'state') or 'ended'
+end
+
+-- The agent's part in a callback attempt nobody answered is over: wrap-up as after a call (the
+-- queue's wrap-up time), but no call handled, no talk time and no handle time for estimated
+-- waits, since nobody talked.
+local function attempt_over(a, skill)
+    local wrap = qcfg(skill).wrap_up_seconds
+    local wrap_until = ''
+    if wrap > 0 then
+        wrap_until = NOW + wrap
+        timer_set('wrap', a, wrap_until)
+    end
+    redis.call('HSET', K.agent(a), 'state', 'wrap_up', 'reason', '', 'since', NOW_S, 'call', '',
+        'handle_start', '', 'last_skill', skill, 'wrap_until', wrap_until)
+    return wrap <= 0
 end
 
 -- ---------------------------------------------------------------- nodes
@@ -1044,24 +1111,8 @@ local function reclaim(node, heir)
     -- offered a call that is about to be abandoned.
     local released = {}
     for _, e in ipairs(gone) do
-        local id, c = e[1], e[2]
-        local wait = tostring(NOW - tonumber(c.enq))
-        end_call(id, c)
-        if ringing(c) then
-            -- A ring-all call: every agent it rang is freed (RINGCANCEL), matched below.
-            emit('ABANDON', 'call', id, 'skill', c.skill, 'cstate', 'ended',
-                'reason', 'node_lost', 'wait', wait)
-            for _, b in ipairs(ring_stop(id, c)) do
-                released[#released + 1] = b
-            end
-        elseif c.state == 'offered' then
-            release_agent(c.agent)
-            released[#released + 1] = c.agent
-            emit('ABANDON', 'call', id, 'agent', c.agent, 'skill', c.skill, 'cstate', 'ended',
-                'astate', 'available', 'reason', 'node_lost', 'wait', wait)
-        else
-            emit('ABANDON', 'call', id, 'skill', c.skill, 'cstate', 'ended',
-                'reason', 'node_lost', 'wait', wait)
+        for _, b in ipairs(leave_line(e[1], e[2], 'ABANDON', 'node_lost')) do
+            released[#released + 1] = b
         end
     end
     for _, e in ipairs(talking) do
@@ -1309,6 +1360,58 @@ local function cmd_complete()
     return {}
 end
 
+-- The agent accepted, but their phone could not be reached (busy, unreachable, no answer): as
+-- for a reservation timeout, the call goes back to its place and the agent is not ready
+-- (missed). A report about a call no longer connected to that agent changes nothing ('none').
+local function cmd_unreachable()
+    local id, a, cause = ARGS[4], ARGS[5], ARGS[6] or ''
+    local c = call_get(id)
+    if not c or c.state ~= 'connected' or c.agent ~= a then
+        return { 'none' }
+    end
+    back_in_line(id, c)
+    redis.call('HSET', K.agent(a), 'state', 'not_ready', 'reason', 'missed', 'since', NOW_S,
+        'call', '')
+    emit('UNREACHABLE', 'call', id, 'agent', a, 'skill', c.skill, 'kind', c.kind,
+        'cstate', 'waiting', 'astate', 'not_ready', 'reason', 'missed', 'cause', cause)
+    after_return(id)
+    return { state_after_return(id) }
+end
+
+-- The customer of a callback did not answer (busy, no answer, refused). The attempt is counted:
+-- below the queue's callback_attempts the callback goes back to its place, else (or when
+-- `final`: it can never be dialed) it ends as failed. The agent wraps up (attempt_over).
+local function cmd_noanswer()
+    local id, a, cause, final = ARGS[4], ARGS[5], ARGS[6] or '', ARGS[7] == '1'
+    local c = call_get(id)
+    if not c or c.kind ~= 'callback' or c.state ~= 'connected' or c.agent ~= a then
+        return { 'none', '0' }
+    end
+    local attempts = (tonumber(redis.call('HGET', K.call(id), 'attempts')) or 0) + 1
+    local n = tostring(attempts)
+    if final or attempts >= qcfg(c.skill).callback_attempts then
+        end_call(id, c)
+        emit('CALLBACK_FAILED', 'call', id, 'agent', a, 'skill', c.skill, 'cstate', 'ended',
+            'astate', 'wrap_up', 'reason', '', 'attempts', n, 'cause', cause,
+            'wait', tostring(NOW - tonumber(c.enq)))
+        if attempt_over(a, c.skill) then
+            become_available(a, hmget(K.agent(a), 'calls', 'talk', 'offer_seq'), 'READY',
+                'wrap_end')
+        end
+        return { 'failed', n }
+    end
+    back_in_line(id, c)
+    redis.call('HSET', K.call(id), 'attempts', attempts)
+    emit('CALLBACK_NOANSWER', 'call', id, 'agent', a, 'skill', c.skill, 'cstate', 'waiting',
+        'astate', 'wrap_up', 'reason', '', 'attempts', n, 'cause', cause)
+    local ready = attempt_over(a, c.skill)
+    after_return(id)
+    if ready then
+        become_available(a, hmget(K.agent(a), 'calls', 'talk', 'offer_seq'), 'READY', 'wrap_end')
+    end
+    return { 'requeued', n }
+end
+
 -- The caller is gone (hung up while waiting, while offered, or while talking).
 local function cmd_hangup()
     local id = ARGS[4]
@@ -1319,20 +1422,9 @@ local function cmd_hangup()
     if c.state == 'connected' then
         finish(id, c, c.agent, 'caller')
         return { 'completed' }
-    elseif ringing(c) then
-        ring_abandon(id, c, 'ABANDON')
-        return { 'abandoned' }
     end
-    local wait = tostring(NOW - tonumber(c.enq))
-    end_call(id, c)
-    if c.state == 'offered' then
-        local a = c.agent
-        release_agent(a)
-        emit('ABANDON', 'call', id, 'agent', a, 'skill', c.skill, 'cstate', 'ended',
-            'astate', 'available', 'reason', '', 'wait', wait)
+    for _, a in ipairs(leave_line(id, c, 'ABANDON')) do
         match_agent(a)
-    else
-        emit('ABANDON', 'call', id, 'skill', c.skill, 'cstate', 'ended', 'wait', wait)
     end
     return { 'abandoned' }
 end
@@ -1352,20 +1444,8 @@ local function cmd_leave_for_callback()
     local origin, esc = moved_fields(id, c)
     redis.call('HSET', K.parked(id), 'origin', origin, 'esc', esc)
     timer_set('park', id, NOW + park)
-    if ringing(c) then
-        ring_abandon(id, c, 'EXITWITHKEY')
-        return { 'parked' }
-    end
-    local wait = tostring(NOW - tonumber(c.enq))
-    end_call(id, c)
-    if c.state == 'offered' then
-        local a = c.agent
-        release_agent(a)
-        emit('EXITWITHKEY', 'call', id, 'agent', a, 'skill', c.skill, 'cstate', 'ended',
-            'astate', 'available', 'reason', '', 'wait', wait)
+    for _, a in ipairs(leave_line(id, c, 'EXITWITHKEY')) do
         match_agent(a)
-    else
-        emit('EXITWITHKEY', 'call', id, 'skill', c.skill, 'cstate', 'ended', 'wait', wait)
     end
     return { 'parked' }
 end
@@ -1471,6 +1551,7 @@ local function cmd_callback()
     insert(id, c)
     c.score = redis.call('HGET', K.call(id), 'score')
     timer_set('cbexp', id, NOW + cfg.callback_window)
+    redis.call('HSET', K.call(id), 'expires', NOW + cfg.callback_window)
     moves_arm(id, c)
     emit('CALLBACK', 'call', id, 'skill', c.skill, 'min', c.min, 'req', c.req, 'prio', c.prio,
         'node', c.node, 'kind', c.kind, 'seq', tostring(tonumber(seq)), 'score', c.score,
@@ -1613,6 +1694,8 @@ local COMMANDS = {
     accept = cmd_accept,
     reject = cmd_reject,
     complete = cmd_complete,
+    unreachable = cmd_unreachable,
+    noanswer = cmd_noanswer,
     hangup = cmd_hangup,
     leave_for_callback = cmd_leave_for_callback,
     enqueue = cmd_enqueue,

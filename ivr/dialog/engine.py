@@ -8,13 +8,15 @@ path of a flow is testable by feeding events (CONVENTIONS 1).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Literal
 
 from ivr.dialog import actions as act
 from ivr.dialog import events as ev
 from ivr.flow.model import (
+    ADDRESS_PARTS,
     BranchNode,
     CallbackNode,
     CaptureNode,
@@ -34,8 +36,11 @@ from ivr.flow.model import (
     TicketNode,
 )
 from sounds import readback
+from speech.intent import IntentResult
 from speech.matching import match_phrases
 from speech.numbers import spoken_digits
+from speech.streets import StreetList
+from speech.understand import Understander, Understanding
 
 TYPEAHEAD_MAX = 16
 """Keys kept from a greeting for the next menu."""
@@ -50,6 +55,16 @@ SPEECH_RESULT_WAIT = 30.0
 """Seconds the dialog waits for the words once the caller started to speak. The recognizer
 always ends an utterance (end of speech, or its maximum length); this only guards the call
 against a recognizer that never answers."""
+
+CONFIRM_INTENTS = ("yes", "no", "repeat")
+"""What a caller may answer when an address is read back (besides keys 1 and 2)."""
+
+
+@cache
+def default_understander() -> Understander:
+    """What a hotline with default settings understands: no region, the shipped street list."""
+    return Understander(streets=StreetList.shipped())
+
 
 Phase = Literal[
     "idle", "prompting", "collecting", "service", "queued", "bridged", "ending", "ended"
@@ -80,7 +95,7 @@ class Outcome:
 
     kind: str
     """``enqueue``, ``ticket``, ``self_service``, ``callback``, ``survey``, ``hangup``,
-    ``abandoned``, ``error``."""
+    ``transferred``, ``abandoned``, ``error``."""
     detail: str = ""
     """Skill/priority, ticket type, self-service kind, the node where the caller left..."""
 
@@ -88,9 +103,14 @@ class Outcome:
 class Dialog:
     """One call's dialog over a flow."""
 
-    def __init__(self, flow: Flow, context: CallContext) -> None:
+    def __init__(
+        self, flow: Flow, context: CallContext, understander: Understander | None = None
+    ) -> None:
         self.flow = flow
         self.context = context
+        self.understander = understander or default_understander()
+        """Intents and addresses from the recognizer's text (pure: the region and street list
+        are loaded at the edge)."""
         self.slots: dict[str, str] = {"caller": context.caller, "dialed": context.dialed}
         """Everything collected so far (plus lookup results under their prefix)."""
         self.path: list[str] = []
@@ -117,6 +137,10 @@ class Dialog:
         self._agent_answered = False
         self._typeahead: list[str] = []
         self._steps = 0
+        self._confirming = False
+        """At an address capture node: the address is being read back for a yes or no."""
+        self._heard: dict[str, IntentResult] = {}
+        """Intents of the texts of the speech event being handled (classified once)."""
 
     # ----------------------------------------------------------------- public surface
 
@@ -168,6 +192,10 @@ class Dialog:
                 self._on_agent_connected(event, now, out)
             case ev.AgentDisconnected():
                 self._on_agent_disconnected(event, now, out)
+            case ev.CallTransferred():
+                self._on_transferred(event, out)
+            case ev.AgentUnreachable():
+                self._on_agent_unreachable(event, now, out)
             case ev.QueueExited():
                 self._on_queue_exited(event, now, out)
         return out
@@ -295,6 +323,13 @@ class Dialog:
                 self._fail("no_match", now, out)
         elif isinstance(node, DigitsNode):
             self._digit_into_string(node, digit, now, out)
+        elif self._confirming:
+            if digit == repeat:
+                self._reprompt(node, None, now, out)
+            elif digit in "12":
+                self._confirmed(node, digit == "1", now, out)
+            else:
+                self._fail("no_match", now, out)
         elif digit == node.skip_key:
             out.append(act.StopCollecting())
             self._enter(node.fallback, now, out)
@@ -356,8 +391,10 @@ class Dialog:
             self._fail("no_match" if text else "no_input", now, out)
             return
         hypotheses = (text, *event.alternatives)
+        self._heard = {}
         urgent = self._global_by_speech(node, hypotheses, preempt=True)
         if urgent is not None:
+            self._keep_address(text)  # "电线掉了 历下区经十路88号": the ticket needs it
             self._choose(urgent, now, out)
             return
         global_choice = self._global_by_speech(node, hypotheses, preempt=False)
@@ -365,8 +402,11 @@ class Dialog:
             if global_choice is not None:
                 self._choose(global_choice, now, out)
                 return
-            self.slots[node.slot] = text
             self.slots[f"{node.slot}_confidence"] = f"{event.confidence:.2f}"
+            if self._is_address(node):
+                self._address_said(node, hypotheses, now, out)
+                return
+            self.slots[node.slot] = text
             out.append(act.StopCollecting())
             self._enter(node.next, now, out)
         elif isinstance(node, DigitsNode):
@@ -384,12 +424,15 @@ class Dialog:
             else:
                 self._fail("no_match", now, out)
         else:
-            options = {str(i): c.say for i, c in enumerate(node.choices) if c.say}
-            key = _match_first(hypotheses, options) if node.input != "dtmf" else None
-            if key is not None:
-                self._choose(node.choices[int(key)], now, out)
-            elif global_choice is not None:
-                self._choose(global_choice, now, out)
+            choice = self._menu_by_intent(node, hypotheses)
+            if choice is None and node.input != "dtmf":
+                options = {str(i): c.say for i, c in enumerate(node.choices) if c.say}
+                key = _match_first(hypotheses, options)
+                choice = node.choices[int(key)] if key is not None else None
+            choice = choice or global_choice
+            if choice is not None:
+                self._keep_address(text)  # "我家停电了 历下区经十路88号": not asked again
+                self._choose(choice, now, out)
             else:
                 self._fail("no_match", now, out)
 
@@ -501,6 +544,37 @@ class Dialog:
             out.append(act.Hangup("completed"))
             self._finish()
 
+    def _on_transferred(self, event: ev.CallTransferred, out: list[act.Action]) -> None:
+        if self.phase != "bridged" or event.request_id != self._queue_request:
+            return
+        # The caller talks to the agent without the IVR now: no survey after it, and routing
+        # keeps the call connected until the agent's desktop completes it (the IVR cannot see
+        # the agent hang up); LeaveQueue(transferred) only lets go of it here.
+        out.append(act.LeaveQueue(event.request_id, "transferred"))
+        self._queue_request = None
+        self.outcomes.append(Outcome("transferred", self.slots.get("agent_id", "")))
+        out.append(act.Hangup("transferred"))
+        self._finish()
+
+    def _on_agent_unreachable(
+        self, event: ev.AgentUnreachable, now: float, out: list[act.Action]
+    ) -> None:
+        if self.phase != "bridged" or event.request_id != self._queue_request:
+            return
+        node = self._node()
+        assert isinstance(node, EnqueueNode)
+        # Routing puts the caller back at their place; the caller is on hold again meanwhile,
+        # and may still choose a callback.
+        out.append(act.ReturnToQueue(event.request_id, event.agent_id, event.reason))
+        self.phase = "queued"
+        self._agent_answered = False
+        self.slots.pop("agent_id", None)
+        if node.hold_prompts:
+            self._play(node.hold_prompts, out, barge_in=True)
+        if node.callback_key is not None:
+            out.append(act.StartCollecting(dtmf=True, speech=False, max_digits=1))
+        self.deadline = now + node.hold_interval
+
     def _on_queue_exited(self, event: ev.QueueExited, now: float, out: list[act.Action]) -> None:
         if self.phase != "queued" or event.request_id != self._queue_request:
             return
@@ -530,12 +604,21 @@ class Dialog:
         self._digits = ""
         self.deadline = None
         self._pending = None
+        self._confirming = False
         if isinstance(node, PlayNode):
             self.phase = "prompting"
             if not self._play((*lead, *node.prompts), out, barge_in=node.barge_in):
                 self._enter(node.next, now, out)
         elif isinstance(node, CaptureNode) and not self.context.speech_available:
             self._enter(node.fallback, now, out, lead)
+        elif isinstance(node, CaptureNode) and self._address_known(node):
+            # Said already (at the main menu, with the problem): confirmed if need be, never
+            # asked for again.
+            if self.slots.get(f"{node.slot}.status") == "unsure" and node.confirm_prompts:
+                self.phase = "collecting"
+                self._read_back(node, now, out, lead)
+            else:
+                self._enter(node.next, now, out, lead)
         elif isinstance(node, MenuNode) and not self._menu_usable(node):
             self._escalate("no_usable_input", now, out)
         elif isinstance(node, CollectingNode):
@@ -641,13 +724,26 @@ class Dialog:
 
     # ----------------------------------------------------------------- collecting
 
+    def _phrases(self, choice: Choice) -> tuple[str, ...]:
+        """What a caller may say for `choice`: its own phrases, then its intents' phrases."""
+        if not choice.intents:
+            return choice.say
+        extra = self.understander.phrases(choice.intents)
+        return choice.say + tuple(p for p in extra if p not in choice.say)
+
     def _collecting(self, node: CollectingNode) -> act.StartCollecting:
         speech = self.context.speech_available
         globals_ = self.flow.flow.global_choices
-        urgent = [p for c in globals_ if c.preempt for p in c.say]
-        others = [p for c in globals_ if not c.preempt for p in c.say] if node.globals else []
+        # A grammar must hold every phrase the dialog acts on: a recognizer in grammar mode
+        # can only say what is in it, so the intents' phrases go in with the choices' own.
+        urgent = [p for c in globals_ if c.preempt for p in self._phrases(c)]
+        others = (
+            [p for c in globals_ if not c.preempt for p in self._phrases(c)] if node.globals else []
+        )
         if isinstance(node, MenuNode):
-            own = [p for c in node.choices for p in c.say] if node.input != "dtmf" else []
+            own = (
+                [p for c in node.choices for p in self._phrases(c)] if node.input != "dtmf" else []
+            )
             return act.StartCollecting(
                 dtmf=node.input != "speech",
                 speech=speech and node.input != "dtmf",
@@ -665,6 +761,9 @@ class Dialog:
             return act.StartCollecting(
                 dtmf=True, speech=speech and bool(own or urgent), grammar=tuple(urgent + own)
             )
+        if self._confirming:
+            # Free speech still: "不对，是历下区经十路八十八号" says the address again.
+            return act.StartCollecting(dtmf=True, speech=speech)
         return act.StartCollecting(dtmf=node.skip_key is not None, speech=speech)
 
     def _menu_usable(self, node: MenuNode) -> bool:
@@ -715,7 +814,152 @@ class Dialog:
         choices = self.flow.flow.global_choices
         options = {str(i): c.say for i, c in enumerate(choices) if c.say and c.preempt == preempt}
         key = _match_first(hypotheses, options)
-        return None if key is None else choices[int(key)]
+        if key is not None:
+            return choices[int(key)]
+        return self._by_intent([c for c in choices if c.preempt == preempt], hypotheses)
+
+    # ----------------------------------------------------------------- understanding
+
+    def _intents(self, text: str) -> IntentResult:
+        """The intents of one hypothesis, classified once per speech event."""
+        if text not in self._heard:
+            self._heard[text] = self.understander.classify(text)
+        return self._heard[text]
+
+    def _first_intent(self, hypotheses: Sequence[str], wanted: Collection[str]) -> str | None:
+        """The best sure intent among `wanted`, from the first hypothesis that has one.
+
+        All intents are ranked and then filtered, so a longer phrase of another intent still
+        takes its words (欠费停电 is not a fault even where billing is not on offer).
+        """
+        if not wanted:
+            return None
+        for text in hypotheses:
+            found = next((s.intent for s in self._intents(text).sure if s.intent in wanted), None)
+            if found is not None:
+                return found
+        return None
+
+    def _by_intent(self, choices: Sequence[Choice], hypotheses: Sequence[str]) -> Choice | None:
+        """The first of `choices` that takes the intent said."""
+        intent = self._first_intent(hypotheses, {i for c in choices for i in c.intents})
+        return next((c for c in choices if intent in c.intents), None) if intent else None
+
+    def _menu_by_intent(self, node: MenuNode, hypotheses: Sequence[str]) -> Choice | None:
+        """A menu's own choice, or a universal one, by the intent said: ranked together, so
+        "停电了 转人工" is the fault (priority), not the agent."""
+        own = list(node.choices) if node.input != "dtmf" else []
+        others = [c for c in self.flow.flow.global_choices if not c.preempt] if node.globals else []
+        return self._by_intent([*own, *others], hypotheses)
+
+    def _is_address(self, node: CaptureNode) -> bool:
+        return node.slot == self.flow.flow.address_slot
+
+    def _address_known(self, node: CaptureNode) -> bool:
+        return self._is_address(node) and bool(self.slots.get(f"{node.slot}.status"))
+
+    def _keep_address(self, text: str) -> None:
+        """An address said at a menu goes to the flow's address slot (if it has one)."""
+        slot = self.flow.flow.address_slot
+        if slot is None:
+            return
+        understood = self.understander(text)
+        if understood.address is not None:
+            self._store_address(slot, understood)
+
+    def _store_address(self, slot: str, understood: Understanding) -> None:
+        address = understood.address
+        assert address is not None
+        self.slots[slot] = understood.text.strip()
+        parts = {
+            "province": address.province,
+            "city": address.city,
+            "district": address.district,
+            "street": address.street,
+            "number": address.number,
+            "adcode": address.adcode,
+            "confidence": f"{understood.confidence:.2f}",
+            "readback": understood.readback,
+            "corrections": "，".join(understood.corrections),
+            "status": "unsure" if understood.needs_confirmation else "ok",
+        }
+        for part in ADDRESS_PARTS:
+            self.slots[f"{slot}.{part}"] = parts[part]
+
+    def _forget_address(self, slot: str) -> None:
+        """The caller said the address read back is wrong: its parts go, the words stay (the
+        agent and the CRM still see what was said)."""
+        for part in ADDRESS_PARTS:
+            self.slots.pop(f"{slot}.{part}", None)
+
+    def _address_said(
+        self, node: CaptureNode, hypotheses: Sequence[str], now: float, out: list[act.Action]
+    ) -> None:
+        """An answer at an address capture node: the address, or yes/no to the read-back."""
+        text = hypotheses[0]
+        if self._confirming:
+            answer = self._first_intent(hypotheses, CONFIRM_INTENTS)
+            understood = self.understander(text)
+            if understood.address is not None and answer != "yes":
+                # "不对，是历下区经十路八十八号": the address again, the old one was wrong.
+                if self._rejected(node, now, out):
+                    self._address_heard(node, understood, now, out)
+            elif answer == "repeat":
+                self._reprompt(node, None, now, out)
+            elif answer in ("yes", "no"):
+                self._confirmed(node, answer == "yes", now, out)
+            else:
+                self._fail("no_match", now, out)
+            return
+        understood = self.understander(text)
+        if understood.address is None:
+            self._fail("no_match", now, out)  # nothing like an address: ask again
+            return
+        self._address_heard(node, understood, now, out)
+
+    def _address_heard(
+        self, node: CaptureNode, understood: Understanding, now: float, out: list[act.Action]
+    ) -> None:
+        self._store_address(node.slot, understood)
+        if understood.needs_confirmation and node.confirm_prompts:
+            self._read_back(node, now, out)
+        else:
+            out.append(act.StopCollecting())
+            self._enter(node.next, now, out)
+
+    def _read_back(
+        self, node: CaptureNode, now: float, out: list[act.Action], lead: Sequence[PromptItem] = ()
+    ) -> None:
+        """Read the address back and listen for 1/yes or 2/no."""
+        self._confirming = True
+        self.deadline = None
+        self._stop_playback(out)
+        out.append(act.StopCollecting())
+        self._play((*lead, *node.confirm_prompts), out, barge_in=node.barge_in)
+        out.append(self._collecting(node))
+        if self._playing is None:
+            self.deadline = now + self._timeout(node)
+
+    def _confirmed(self, node: CaptureNode, right: bool, now: float, out: list[act.Action]) -> None:
+        if right:
+            self.slots[f"{node.slot}.status"] = "confirmed"
+            out.append(act.StopCollecting())
+            self._enter(node.next, now, out)
+        elif self._rejected(node, now, out):
+            self._reprompt(node, None, now, out)  # the capture's own prompt: say it again
+            out.append(self._collecting(node))
+
+    def _rejected(self, node: CaptureNode, now: float, out: list[act.Action]) -> bool:
+        """Count a read-back the caller rejected; False when that was one too many (the call
+        has gone on to the node's on_failure, or the flow's escalation)."""
+        self._forget_address(node.slot)
+        self._confirming = False
+        self._node_failures += 1
+        if self._node_failures >= (node.max_failures or self.flow.flow.max_failures):
+            self._escalate("address_not_confirmed", now, out)
+            return False
+        out.append(act.StopCollecting())
+        return True
 
     def _fail(
         self, kind: Literal["no_input", "no_match"], now: float, out: list[act.Action]
@@ -754,9 +998,10 @@ class Dialog:
         if not keep_failures:
             self._node_failures = 0
         self._stop_playback(out)
-        if not self._play(
-            ((lead,) if lead else ()) + tuple(node.prompts), out, barge_in=node.barge_in
-        ):
+        prompts = node.prompts
+        if isinstance(node, CaptureNode) and self._confirming:
+            prompts = node.confirm_prompts  # "*" or silence during a read-back: read it again
+        if not self._play(((lead,) if lead else ()) + tuple(prompts), out, barge_in=node.barge_in):
             self.deadline = now + self._timeout(node)  # nothing to say: the timer must still run
 
     def _escalate(self, reason: str, now: float, out: list[act.Action]) -> None:

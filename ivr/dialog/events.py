@@ -134,6 +134,28 @@ class AgentDisconnected:
 
 
 @dataclass(frozen=True)
+class CallTransferred:
+    """The transport handed the caller over to the agent (SIP REFER): the call goes on between
+    them without the IVR, which can neither hear the agent hang up nor play the survey."""
+
+    request_id: int
+    """The ``request_id`` of the Enqueue action."""
+
+
+@dataclass(frozen=True)
+class AgentUnreachable:
+    """The agent accepted, but their phone could not be reached (busy, unreachable, no answer):
+    the caller goes back in line, at the place they had."""
+
+    request_id: int
+    """The ``request_id`` of the Enqueue action."""
+    agent_id: str
+    """The agent whose phone failed."""
+    reason: str = ""
+    """What the transport saw (``486 Busy Here``, ``487 ring timeout``, ``not registered``)."""
+
+
+@dataclass(frozen=True)
 class QueueExited:
     """Routing gave up on the call (max wait, queue full, no agents logged in)."""
 
@@ -158,5 +180,7 @@ Event = (
     | QueuePosition
     | AgentConnected
     | AgentDisconnected
+    | CallTransferred
+    | AgentUnreachable
     | QueueExited
 )

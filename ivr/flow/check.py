@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from ivr.flow.model import (
+    ADDRESS_PARTS,
     BranchNode,
     CallbackNode,
     CaptureNode,
@@ -40,6 +41,7 @@ from ivr.flow.model import (
 )
 from ivr.services import LOOKUP_SERVICES
 from sounds.catalog import Catalog
+from speech.intent import shipped_intents
 
 if TYPE_CHECKING:
     from ivr.settings import Settings
@@ -217,6 +219,7 @@ def check_flow(flow: Flow, catalog: Catalog) -> list[Problem]:
     problems += _check_targets(flow)
     problems += _check_prompts(flow, catalog)
     problems += _check_collecting(flow)
+    problems += _check_intents(flow)
     problems += _check_slots(flow)
     if not any(p.severity == "error" for p in problems):
         problems += _check_graph(flow)
@@ -274,7 +277,7 @@ def _split_field(fname: str) -> Loc:
 
 
 def _prompt_fields(node: Node) -> Iterator[tuple[str, tuple[PromptItem, ...]]]:
-    for name in ("prompts", "hold_prompts", "position_prompts"):
+    for name in ("prompts", "hold_prompts", "position_prompts", "confirm_prompts"):
         items = getattr(node, name, None)
         if items:
             yield name, items
@@ -328,6 +331,16 @@ def _check_collecting(flow: Flow) -> list[Problem]:
             out.append(Problem((*loc, "prompts"), "a collecting node must say something first"))
         if isinstance(node, MenuNode):
             out += _check_menu(node_id, node, head.repeat_key, global_keys)
+        elif isinstance(node, CaptureNode):
+            if node.confirm_prompts and node.slot != head.address_slot:
+                out.append(
+                    Problem(
+                        (*loc, "confirm_prompts"),
+                        f"only an address is read back: slot {node.slot!r} is not the flow's "
+                        f"address_slot ({head.address_slot!r})",
+                        "warning",
+                    )
+                )
         elif isinstance(node, DigitsNode):
             if node.on_skip is not None and node.terminator is None:
                 out.append(
@@ -339,6 +352,28 @@ def _check_collecting(flow: Flow) -> list[Problem]:
                     out.append(
                         Problem((*loc, "say", key), f"rating {key!r} is not in 1..{node.scale}")
                     )
+    return out
+
+
+def _check_intents(flow: Flow) -> list[Problem]:
+    """Every intent a choice names is one the intent table knows."""
+    known = shipped_intents().names()
+    out: list[Problem] = []
+    located: list[tuple[Loc, Choice]] = [
+        (("flow", "global_choices", i), c) for i, c in enumerate(flow.flow.global_choices)
+    ]
+    for node_id, node in flow.nodes.items():
+        if isinstance(node, MenuNode):
+            located += [(("nodes", node_id, "choices", i), c) for i, c in enumerate(node.choices)]
+    for loc, choice in located:
+        for j, intent in enumerate(choice.intents):
+            if intent not in known:
+                out.append(
+                    Problem(
+                        (*loc, "intents", j),
+                        f"unknown intent {intent!r} (speech/intents.toml has {', '.join(known)})",
+                    )
+                )
     return out
 
 
@@ -390,6 +425,10 @@ def _set_slots(flow: Flow) -> tuple[set[str], set[str]]:
             prefixes.add(f"{node.save}.")
     for choice in choices:
         slots.update(choice.set)
+    if flow.flow.address_slot is not None:
+        # An address said at any menu fills the slot and its parts.
+        slots.add(flow.flow.address_slot)
+        slots.update(f"{flow.flow.address_slot}.{part}" for part in ADDRESS_PARTS)
     return slots, prefixes
 
 

@@ -19,6 +19,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 KEYS = frozenset("0123456789*#")
 READBACK_KINDS = ("digits", "number", "amount", "date", "minutes", "text")
+ADDRESS_PARTS = (
+    "province",
+    "city",
+    "district",
+    "street",
+    "number",
+    "adcode",
+    "confidence",
+    "readback",
+    "corrections",
+    "status",
+)
+"""Slots ``<address_slot>.<part>`` an understood address fills. ``readback`` is the address as
+read back (numbers in words), ``corrections`` what the street list changed (京十路→经十路),
+``status`` ``ok`` (sure), ``unsure`` (to be read back) or ``confirmed`` (the caller said yes)."""
 
 
 class FlowLoadError(Exception):
@@ -91,6 +106,9 @@ class Choice(_Model):
 
     key: str | None = None
     say: tuple[str, ...] = ()
+    intents: tuple[str, ...] = ()
+    """Intents (speech/intents.toml) that choose this in free speech ("我家停电了" is fault),
+    before the phrases are tried: synonyms and homophones without listing them here."""
     goto: str
     set: dict[str, str] = Field(default_factory=dict)
     preempt: bool = False
@@ -101,8 +119,8 @@ class Choice(_Model):
 
     @model_validator(mode="after")
     def _key_or_say(self) -> Choice:
-        if self.key is None and not self.say:
-            raise ValueError("a choice needs a key, phrases to say, or both")
+        if self.key is None and not self.say and not self.intents:
+            raise ValueError("a choice needs a key, phrases to say or intents")
         return self
 
 
@@ -171,7 +189,13 @@ class DigitsNode(_Collecting):
 
 
 class CaptureNode(_Collecting):
-    """Capture free speech (an address, a description) into a slot."""
+    """Capture free speech (an address, a description) into a slot.
+
+    When the slot is the flow's ``address_slot`` the answer must be an address: its parts go
+    to ``<slot>.province`` … ``<slot>.number`` (see `ivr.dialog.engine`), an address the
+    caller already said (at the main menu) is not asked for again, and one that needs
+    confirming is read back with ``confirm_prompts`` (1 = right, 2 = say it again).
+    """
 
     type: Literal["capture"]
     slot: str
@@ -179,6 +203,9 @@ class CaptureNode(_Collecting):
     fallback: str
     skip_key: str | None = "#"
     globals: bool = True
+    confirm_prompts: tuple[PromptItem, ...] = ()
+    """Read-back of an address to confirm, e.g. ["address_readback", { text = "address.readback" },
+    "confirm_or_resay"]; empty = an address is never read back."""
 
     _skip = field_validator("skip_key")(_check_key)
 
@@ -325,6 +352,9 @@ class FlowHeader(_Model):
     no_match_prompt: str | None = None
     escalate_prompt: str | None = None
     global_choices: tuple[Choice, ...] = ()
+    address_slot: str | None = None
+    """Slot an address said anywhere fills (with its parts under ``<slot>.``): said at a menu
+    together with the problem, it is not asked for again by the capture node of this slot."""
 
     _repeat = field_validator("repeat_key")(_check_key)
 
@@ -385,7 +415,7 @@ def parse_flow(data: dict[str, Any]) -> Flow:
         raise FlowLoadError(f"{len(errors)} error(s) in the flow's structure", errors) from None
 
 
-_PROMPT_LISTS = ("prompts", "hold_prompts", "position_prompts")
+_PROMPT_LISTS = ("prompts", "hold_prompts", "position_prompts", "confirm_prompts")
 
 
 def _message(err: Any) -> tuple[str, str]:

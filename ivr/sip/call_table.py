@@ -2,7 +2,8 @@
 
 Owns the lifecycle rules `SipCore` relies on: exactly one CallEnded per call; a call leaves the
 table once it ended and no transaction needs it; our BYE waits for the ACK (RFC 3261 §15); RFC
-4028 session timers run here (BYE when the caller stops refreshing, UPDATE when we refresh).
+4028 session timers run here (BYE when the caller stops refreshing, UPDATE when we refresh), and
+our REFERs go out here (RFC 3515).
 """
 
 from __future__ import annotations
@@ -10,10 +11,18 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 
-from aiosipua import SipRequest, SipResponse, generate_branch
+from aiosipua import SipRequest, SipResponse, generate_branch, parse_address, stringify_uri
 
 from ivr.sip.errors import CallCancelledError, CallStateError, NoSuchCallError
-from ivr.sip.events import Addr, CallCancelled, CallEnded, CallKey, EndReason, SipEvent
+from ivr.sip.events import (
+    Addr,
+    CallCancelled,
+    CallEnded,
+    CallKey,
+    EndReason,
+    ReferAnswered,
+    SipEvent,
+)
 from ivr.sip.messages import Headers, contact_for, next_hop, via_for
 from ivr.sip.session_timer import SessionTimer
 from ivr.sip.transaction_layer import TransactionLayer
@@ -185,6 +194,21 @@ class CallTable:
         call.session_at = None
         self._send_request(call, "BYE", now)
 
+    def send_refer(self, call: Call, refer_to: str, now: float) -> int:
+        """Ask the caller's side to call ``refer_to`` (RFC 3515 §2.4.1, RFC 5589 §6); returns
+        the REFER's CSeq number, which names its implicit subscription (§2.4.6)."""
+        local = parse_address(call.local_header)
+        headers = [
+            ("Refer-To", f"<{refer_to}>"),
+            # RFC 3892: who asks for the transfer (the number the caller dialed, at the hotline).
+            ("Referred-By", f"<{stringify_uri(local.uri)}>"),
+            # §12.2.1.1 / RFC 3515 §2.4.1: REFER is a target refresh request, it carries Contact.
+            ("Contact", contact_for(self._local)),
+        ]
+        self._send_request(call, "REFER", now, headers)
+        call.refers.add(call.local_cseq)
+        return call.local_cseq
+
     def _send_request(self, call: Call, method: str, now: float, headers: Headers = ()) -> None:
         """Send an in-dialog request as a non-INVITE client transaction (§12.2.1.1, §17.1.2)."""
         call.local_cseq += 1
@@ -203,17 +227,24 @@ class CallTable:
             request.headers.append(name, value)
         request.headers.append("User-Agent", self._ua)
         call.requests.add(
-            self._tx.start_request(call, method, bytes(request), branch=branch, hop=hop, now=now)
+            self._tx.start_request(
+                call, method, bytes(request), branch=branch, hop=hop, now=now, cseq=call.local_cseq
+            )
         )
 
     def request_done(
         self, request: ClientTx, status: int, response: SipResponse | None, now: float
     ) -> None:
-        """Our BYE or UPDATE got its final response (a 408 stands for Timer F)."""
+        """Our BYE, UPDATE or REFER got its final response (a 408 stands for Timer F)."""
         call = request.call
         call.requests.discard(request)
         if request.method == "BYE":
             call.state = CallState.ENDED
+        elif request.method == "REFER":
+            if not 200 <= status < 300:
+                call.refers.discard(request.cseq)  # refused: no subscription (RFC 3515 §2.4.2)
+            reason = response.reason_phrase if response is not None else "Request Timeout"
+            self._events.append(ReferAnswered(call.key, request.cseq, status, reason))
         elif call.state is CallState.CONFIRMED and call.timer is not None:
             if 200 <= status < 300:
                 refreshed = response.headers.get_first("session-expires") if response else None

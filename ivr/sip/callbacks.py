@@ -9,10 +9,13 @@ Two legs from the hotline's UAC, the IVR in the media path (a B2BUA, as for tran
    when the customer answers, the two legs' media are bridged (`ivr.sip.bridge.Bridge`).
 
 Either side hanging up ends the other. The agent's phone failing or not answering, the customer
-busy or not answering, no trunk configured, a number that cannot be dialed, or the node
-stopping end the callback with an outcome that is counted (``hotline_callbacks_total``) and
-logged once with the number masked. Routing is told by the caller of `CallbackDialer.place`
-(`ivr.routing_redis.RedisRouting` when the call returns).
+busy or not answering, no trunk configured, a number that cannot be dialed, the node stopping,
+or routing ending the callback (its agent completed it through the API: `CallbackDialer.end`)
+end the callback with an outcome that is counted (``hotline_callbacks_total``) and logged once
+with the number masked. Routing is told by the caller of `CallbackDialer.place`
+(`ivr.routing_redis.RedisRouting` when the call returns), through the outcome's
+`CallbackOutcome.end`: an unreachable agent phone or an unanswered customer put the callback
+back in its place (the latter until its last attempt).
 
 `CallbackDial` is the state machine, pure (leg events in, actions out, no I/O);
 `CallbackDialer` is its pump inside the SIP server: it opens the media, places the legs,
@@ -37,7 +40,7 @@ from aiosipua.auth import SipDigestAuth
 
 from ivr import metrics
 from ivr.logs import bind_call, mask_phone
-from ivr.routing_redis import CallbackOrder
+from ivr.routing_redis import CallbackEnd, CallbackOrder
 from ivr.sip.bridge import Bridge
 from ivr.sip.events import Addr
 from ivr.sip.media import MediaConfig, MediaStream, RemoteMedia
@@ -86,6 +89,22 @@ class CallbackOutcome(StrEnum):
     """The number is not something a trunk can dial: nothing was dialed."""
     STOPPED = "stopped"
     """The node stopped before the customer answered."""
+    CANCELLED = "cancelled"
+    """Routing ended the callback before the customer answered (its agent completed it)."""
+
+    @property
+    def end(self) -> CallbackEnd:
+        """What routing makes of it."""
+        return _ROUTING_END.get(self, CallbackEnd.DONE)
+
+
+_ROUTING_END = {
+    CallbackOutcome.AGENT_UNREACHABLE: CallbackEnd.AGENT_UNREACHABLE,
+    CallbackOutcome.CUSTOMER_UNANSWERED: CallbackEnd.NO_ANSWER,
+    CallbackOutcome.NO_TRUNK: CallbackEnd.CANNOT_DIAL,
+    CallbackOutcome.INVALID_NUMBER: CallbackEnd.CANNOT_DIAL,
+}
+"""Outcomes routing does more with than completing the callback."""
 
 
 @dataclass(frozen=True)
@@ -323,6 +342,18 @@ class CallbackDialer:
         callback, role = found
         with bind_call(callback.order.call_id):
             self._apply(callback, callback.dial.handle(role, event))
+        return True
+
+    def end(self, call_id: str, detail: str) -> bool:
+        """Routing ended a callback in progress (its agent completed it): hang up its legs. It
+        ends ``connected`` if the customer had answered, else ``cancelled``. False when no such
+        callback is in progress."""
+        callback = self.active.get(call_id)
+        if callback is None:
+            return False
+        with bind_call(call_id):
+            self._apply(callback, callback.dial.end(CallbackOutcome.CANCELLED, detail))
+        self.server.pump()
         return True
 
     def stop_all(self) -> None:

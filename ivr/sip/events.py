@@ -99,6 +99,36 @@ class RegisterRequest:
 
 
 @dataclass(frozen=True)
+class ReferAnswered:
+    """The final response to our REFER (RFC 3515 §2.4.2): 2xx accepted, else refused. Timer F
+    without any final response is reported as 408."""
+
+    call_key: CallKey
+    """The call the REFER was sent in."""
+    refer_id: int
+    """The REFER's CSeq number: the ``id`` of its subscription (RFC 3515 §2.4.6)."""
+    status: int
+    """The final status (202 Accepted when the peer takes it on)."""
+    reason: str
+    """Its reason phrase."""
+
+
+@dataclass(frozen=True)
+class ReferNotify:
+    """A NOTIFY of a REFER's implicit subscription (RFC 3515 §2.4.4); it was answered 200."""
+
+    call_key: CallKey
+    """The call the REFER was sent in."""
+    refer_id: int
+    """The REFER it reports on (its CSeq number)."""
+    subscription_state: str
+    """The Subscription-State header (``active;expires=60``, ``terminated;reason=noresource``);
+    ``""`` when the peer left it out."""
+    body: bytes
+    """The message/sipfrag body: the status line of the transferee's INVITE to the target."""
+
+
+@dataclass(frozen=True)
 class Malformed:
     """Input that was dropped or refused as broken, for one rate-limited log line upstream."""
 
@@ -116,5 +146,7 @@ SipEvent = (
     | MediaChanged
     | DtmfInfo
     | RegisterRequest
+    | ReferAnswered
+    | ReferNotify
     | Malformed
 )

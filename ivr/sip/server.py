@@ -25,16 +25,18 @@ from ivr.dialog import actions as act
 from ivr.dialog import events as ev
 from ivr.dialog.engine import CallContext
 from ivr.flow.model import Flow
-from ivr.routing_redis import CallbackOrder
+from ivr.listening import CallListener, Speech
+from ivr.routing_redis import CallbackEnd, CallbackOrder
 from ivr.services import Crm, Routing
 from ivr.session import CallSession, CallSummary
 from ivr.settings import Settings
 from ivr.sip import events as sip
 from ivr.sip.bridge import Bridge
-from ivr.sip.callbacks import CallbackDialer, CallbackOutcome
+from ivr.sip.callbacks import CallbackDialer, CallbackLimits
 from ivr.sip.dtmf_merge import DtmfMerger, DtmfSource
 from ivr.sip.media import MediaConfig, MediaStream, RemoteMedia
 from ivr.sip.prompt_audio import render_play
+from ivr.sip.refer_transfers import ReferTransfers
 from ivr.sip.registrar import Registrar, load_agents
 from ivr.sip.rtp_clock import SendClock
 from ivr.sip.sdp import Negotiated, NoCommonCodecError, answer_sdp, negotiate
@@ -49,6 +51,7 @@ from ivr.sip.upstream import (
     UpstreamRegistration,
     hotline_registration,
 )
+from ivr.understanding import load_understander
 from sounds.catalog import PromptLibrary
 from speech.dtmf import DtmfDetector
 
@@ -80,9 +83,13 @@ class SipCall:
     agent_media: MediaStream | None = None
     bridge: Bridge | None = None
     transfer_request: int = 0
+    transfer_agent: str = ""
+    """The agent the agent leg calls (reported back if the leg fails)."""
     merger: DtmfMerger = field(default_factory=DtmfMerger)
     detector: DtmfDetector = field(default_factory=DtmfDetector)
     ended: bool = False
+    listener: CallListener | None = None
+    """The call's recognizer stream, when the hotline has speech and the pool had room."""
 
     # -- Transport (what the session asks for) -----------------------------------------
 
@@ -99,14 +106,22 @@ class SipCall:
         self.media.stop_playback()
 
     async def start_collecting(self, spec: act.StartCollecting) -> None:
-        """Keys always reach the dialog; nothing to switch on per collection."""
+        """Keys always reach the dialog; speech is listened for when the collection wants it."""
+        if self.listener is not None:
+            self.listener.start_collecting(spec)
 
     async def stop_collecting(self) -> None:
-        """Keys always reach the dialog, which ignores what it does not want."""
+        """Keys always reach the dialog, which ignores what it does not want; speech stops."""
+        if self.listener is not None:
+            self.listener.stop_collecting()
 
     async def transfer(self, action: act.Transfer) -> None:
-        """Call the agent's phone and bridge the caller to it; the IVR stays in the path."""
-        await self.server.call_agent(self, action)
+        """Call the agent's phone and bridge the caller to it, the IVR staying in the path; or,
+        with ``sip_transfer_mode = "refer"``, REFER the caller's PBX to it (`refer_transfers`)."""
+        if self.server.settings.sip_transfer_mode == "refer":
+            await self.server.refers.start(self, action)
+        else:
+            await self.server.call_agent(self, action)
 
     async def hangup(self, reason: str) -> None:
         """The IVR ends the call: BYE (retransmitted by the core)."""
@@ -121,10 +136,19 @@ class SipCall:
             self._feed(ev.DigitPressed(merged))
 
     def audio(self, pcm: bytes) -> None:
-        """Caller audio: in-band DTMF when the caller has no telephone-events."""
+        """Caller audio: to the recognizer, and in-band DTMF when the caller has no
+        telephone-events."""
+        if self.listener is not None:
+            self.listener.audio(pcm)
         if self.inband:
             for digit in self.detector.feed(pcm):
                 self.on_key(digit, DtmfSource.INBAND)
+
+    def close_media(self) -> None:
+        """The call is over: its RTP and its recognizer stream go."""
+        self.media.close()
+        if self.listener is not None:
+            self.listener.close()
 
     def _feed(self, event: ev.Event) -> None:
         if self.session is not None:
@@ -158,9 +182,14 @@ class SipServer:
         crm: Crm,
         routing: Routing,
         session_factory: Callable[[CallContext, SipCall], CallSession] | None = None,
+        speech: Speech | None = None,
     ) -> None:
         self.settings = settings
+        self.speech = speech
+        """Speech recognition for calls (None: DTMF-only)."""
         self.flow = flow
+        self.understander = load_understander(settings)
+        """The hotline's region and street list, for every call's dialog."""
         self.library = library
         self.crm = crm
         self.routing = routing
@@ -174,8 +203,12 @@ class SipServer:
         self.upstream: UpstreamRegistration | None = None
         self.legs: dict[str, SipCall] = {}
         """Outbound agent legs by leg key, to the caller's call."""
-        self.callbacks = CallbackDialer(self)
+        self.callbacks = CallbackDialer(
+            self, CallbackLimits(agent_ring_seconds=settings.sip_agent_ring_seconds)
+        )
         """Callbacks being dialed out (their legs are not in ``legs``)."""
+        self.refers = ReferTransfers(self)
+        """Calls being handed to their agent by REFER (``sip_transfer_mode = "refer"``)."""
         self._transport: asyncio.DatagramTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -380,6 +413,10 @@ class SipServer:
                     call.on_key(event.digit, DtmfSource.SIP_INFO)
             case sip.RegisterRequest():
                 self._register(event)
+            case sip.ReferAnswered():
+                self.refers.answered(event)
+            case sip.ReferNotify():
+                self.refers.notified(event)
             case sip.Malformed():
                 metrics.SIP_MALFORMED.inc()
                 self._malformed += 1
@@ -438,6 +475,14 @@ class SipServer:
             min_confidence=self.settings.speech_min_confidence,
         )
         holder: dict[str, SipCall] = {}
+        listener = (
+            # late-bound, like on_audio below: the call object exists only once answered
+            self.speech.listener(context.call_id, lambda event: holder["call"].session_feed(event))  # noqa: PLW0108
+            if self.speech is not None
+            else None
+        )
+        if listener is not None:
+            context = dataclasses.replace(context, speech_available=True)
         try:
             media = await MediaStream.open(
                 params,
@@ -445,10 +490,10 @@ class SipServer:
                 config=MediaConfig(host=self.settings.sip_host),
                 on_key=lambda digit, _t: holder["call"].on_key(digit, DtmfSource.RFC4733),
                 # late-bound: the call object exists only after the media is open. Audio is
-                # decoded only for in-band DTMF (speech will listen here too).
+                # decoded only for the recognizer and in-band DTMF.
                 on_audio=(
                     (lambda pcm: holder["call"].audio(pcm))  # noqa: PLW0108
-                    if params.dtmf_payload_type is None
+                    if params.dtmf_payload_type is None or listener is not None
                     else None
                 ),
                 call_id=context.call_id,
@@ -463,6 +508,8 @@ class SipServer:
                 retry_after=RETRY_AFTER_SECONDS,
             )
             self._pump()
+            if listener is not None:
+                listener.close()
             metrics.SIP_CALLS_REFUSED.labels(reason="no_rtp_port").inc()
             log.error("no rtp port", error=str(exc))
             return
@@ -470,11 +517,18 @@ class SipServer:
             await asyncio.sleep(self.settings.sip_ring_seconds)
         if event.call_key not in self.pending:  # CANCEL while ringing: never answer
             media.close()
+            if listener is not None:
+                listener.close()
             return
         self.pending.discard(event.call_key)
         self.answered.append((context.call_id, params.payload_type))
         call = SipCall(
-            self, event.call_key, context, media, inband=params.dtmf_payload_type is None
+            self,
+            event.call_key,
+            context,
+            media,
+            inband=params.dtmf_payload_type is None,
+            listener=listener,
         )
         holder["call"] = call
         self.calls[event.call_key] = call
@@ -488,7 +542,14 @@ class SipServer:
         if self._session_factory is not None:
             call.session = self._session_factory(call.context, call)
         else:
-            call.session = CallSession(self.flow, call.context, call, self.crm, self.routing)
+            call.session = CallSession(
+                self.flow,
+                call.context,
+                call,
+                self.crm,
+                self.routing,
+                understander=self.understander,
+            )
         call.task = asyncio.get_running_loop().create_task(self._run(call))
 
     async def _run(self, call: SipCall) -> None:
@@ -506,6 +567,7 @@ class SipServer:
 
     def _ended(self, event: sip.CallEnded) -> None:
         self.pending.discard(event.call_key)
+        self.refers.forget(event.call_key)
         call = self.calls.pop(event.call_key, None)
         if not self.calls:
             self._no_calls.set()
@@ -513,7 +575,7 @@ class SipServer:
             return
         call.ended = True
         self._drop_agent_leg(call)
-        call.media.close()
+        call.close_media()
         if call.session is not None and event.reason != "local_bye":
             call.session.feed(ev.CallerHungUp())
         elif call.session is None and call.task is None:
@@ -527,7 +589,7 @@ class SipServer:
         with contextlib.suppress(Exception):
             self.core.hangup(call.key, self._now())
         self._drop_agent_leg(call)
-        call.media.close()
+        call.close_media()
         self.calls.pop(call.key, None)
         if not self.calls:
             self._no_calls.set()
@@ -537,12 +599,14 @@ class SipServer:
 
     async def call_agent(self, call: SipCall, action: act.Transfer) -> None:
         """Place the agent leg: the registered contact (or the one routing gave), bridged on
-        answer. A leg that cannot be placed or fails is reported to the dialog as the queue
-        giving up (``agent_unreachable``) until routing returns the call to its place."""
+        answer, rung at most ``sip_agent_ring_seconds``. A leg that cannot be placed, is
+        refused, fails or is not answered is reported to the dialog (`ev.AgentUnreachable`),
+        which puts the caller back at their place in line."""
         target = self._agent_target(action)
         if target is None:
             log.warning("agent not reachable", agent_id=action.agent_id, why="not registered")
-            call.session_feed(ev.QueueExited(action.request_id, "agent_unreachable"))
+            unreachable = ev.AgentUnreachable(action.request_id, action.agent_id, "not registered")
+            call.session_feed(unreachable)
             return
         uri, addr = target
         try:
@@ -554,15 +618,24 @@ class SipServer:
             )
         except OSError as exc:
             log.error("no rtp port for the agent leg", error=str(exc))
-            call.session_feed(ev.QueueExited(action.request_id, "agent_unreachable"))
+            unreachable = ev.AgentUnreachable(action.request_id, action.agent_id, "no rtp port")
+            call.session_feed(unreachable)
             return
         if call.ended:
             media.close()
             return
         host = self.settings.sip_advertised_host or self.address[0]
         offer = sdp_offer(host, media.local_address[1])
-        leg = self.client.invite(uri, addr, offer, self._now(), from_user=call.context.caller)
+        leg = self.client.invite(
+            uri,
+            addr,
+            offer,
+            self._now(),
+            from_user=call.context.caller,
+            ring_timeout=self.settings.sip_agent_ring_seconds,
+        )
         call.agent_leg, call.agent_media, call.transfer_request = leg, media, action.request_id
+        call.transfer_agent = action.agent_id
         self.legs[leg] = call
         log.info("calling agent", agent_id=action.agent_id, contact=uri)
         self._pump()
@@ -583,10 +656,15 @@ class SipServer:
                 return contact, (uri.host, uri.port or 5060)
         return None
 
-    async def place_callback(self, order: CallbackOrder) -> CallbackOutcome:
-        """Dial a callback an agent accepted (`ivr.sip.callbacks`); returns how it ended, once
-        both legs are down. Routing's ``on_callback`` hook."""
-        return await self.callbacks.place(order)
+    async def place_callback(self, order: CallbackOrder) -> CallbackEnd:
+        """Dial a callback an agent accepted (`ivr.sip.callbacks`); returns how it ended, for
+        routing, once both legs are down. Routing's ``on_callback`` hook."""
+        return (await self.callbacks.place(order)).end
+
+    def end_callback(self, call_id: str) -> None:
+        """Hang up a callback being dialed that routing ended (its agent completed it).
+        Routing's ``on_callback_ended`` hook."""
+        self.callbacks.end(call_id, "ended in routing")
 
     def _leg_event(self, event: LegEvent) -> None:
         if not hasattr(event, "leg"):
@@ -618,8 +696,13 @@ class SipServer:
                 if isinstance(event, LegEnded) and answered:
                     call.session_feed(ev.AgentDisconnected(request))
                 else:
-                    log.warning("agent leg failed", status=getattr(event, "status", 0))
-                    call.session_feed(ev.QueueExited(request, "agent_unreachable"))
+                    why = (
+                        f"{event.status} {event.reason}"
+                        if isinstance(event, LegFailed)
+                        else f"ended before answer ({event.reason})"
+                    )
+                    log.warning("agent leg failed", agent_id=call.transfer_agent, why=why)
+                    call.session_feed(ev.AgentUnreachable(request, call.transfer_agent, why))
             case _:
                 pass
 

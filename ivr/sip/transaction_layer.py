@@ -2,7 +2,7 @@
 
 Server transactions keep their latest response and resend it for a retransmitted request
 (§17.2.1, §17.2.2); finals to INVITE are resent on Timer G until the ACK, 2xx until the dialog's
-ACK (§13.3.1.4, RFC 6026); our BYE/UPDATE are resent on Timer E until Timer F (§17.1.2). The
+ACK (§13.3.1.4, RFC 6026); our BYE/UPDATE/REFER are resent on Timer E until Timer F (§17.1.2). The
 layer knows nothing of calls: `handle_timer` returns what happened, and `SipCore` decides.
 """
 
@@ -215,7 +215,15 @@ class TransactionLayer:
     # ------------------------------------------------------------------ client side
 
     def start_request(
-        self, call: Call, method: str, data: bytes, *, branch: str, hop: Addr, now: float
+        self,
+        call: Call,
+        method: str,
+        data: bytes,
+        *,
+        branch: str,
+        hop: Addr,
+        now: float,
+        cseq: int = 0,
     ) -> ClientTx:
         """Send our request; resent on Timer E until a final response or Timer F (§17.1.2)."""
         t1 = self.timers.t1
@@ -225,6 +233,7 @@ class TransactionLayer:
             call=call,
             resend=Retransmission(data, hop, now + t1, t1),
             timeout_at=now + self.timers.transaction_timeout,
+            cseq=cseq,
         )
         self.requests[branch] = tx
         self.send(data, hop)

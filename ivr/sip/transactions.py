@@ -166,12 +166,12 @@ class NonInviteTx:
 
 @dataclass(eq=False)
 class ClientTx:
-    """Our own non-INVITE request, BYE or session refresh UPDATE (§17.1.2, Timers E and F)."""
+    """Our own non-INVITE request: BYE, session refresh UPDATE or REFER (§17.1.2, Timers E, F)."""
 
     branch: str
     """The Via branch responses are matched on (§17.1.3)."""
     method: str
-    """BYE or UPDATE (matched against the response's CSeq method)."""
+    """BYE, UPDATE or REFER (matched against the response's CSeq method)."""
     call: Call
     """The call it belongs to; it keeps the call in the table until it completes."""
     resend: Retransmission
@@ -180,6 +180,8 @@ class ClientTx:
     """Timer F: 64*T1 after sending, the transaction gives up."""
     proceeding: bool = False
     """A provisional response arrived."""
+    cseq: int = 0
+    """Its CSeq number (a REFER's names its subscription, RFC 3515 §2.4.6)."""
 
     @property
     def deadline(self) -> float:
@@ -256,6 +258,8 @@ class Call:
     """INVITE transactions of this call still alive."""
     requests: set[ClientTx] = field(default_factory=set)
     """Our requests in flight."""
+    refers: set[int] = field(default_factory=set)
+    """CSeq numbers of our REFERs whose implicit subscription may still NOTIFY (RFC 3515)."""
 
     @property
     def deadline(self) -> float | None:

@@ -4,8 +4,9 @@ Modelled on aioquic: the owner feeds datagrams with ``receive_datagram(data, add
 whatever ``datagrams_to_send(now)`` returns, reads ``next_event()`` until it is ``None``, and calls
 ``handle_timer(now)`` at ``get_timer()``. There is no socket, clock or asyncio in here; time is
 always an argument. The application decides each call with ``ring``/``answer``/``reject``/
-``hangup``; the rest (100 Trying, ACK matching, CANCEL, BYE both ways, re-INVITE and UPDATE
-answers, session timers, refusing garbage) happens here. Retransmissions and transaction timers
+``hangup`` (and may ``refer`` an answered call elsewhere); the rest (100 Trying, ACK matching,
+CANCEL, BYE both ways, re-INVITE and UPDATE answers, session timers, the NOTIFYs a REFER brings,
+refusing garbage) happens here. Retransmissions and transaction timers
 live in `ivr.sip.transaction_layer`; the call table, hang-up rules and session timers in
 `ivr.sip.call_table`; pure wire helpers in `ivr.sip.messages`.
 
@@ -43,6 +44,7 @@ from ivr.sip.events import (
     IncomingCall,
     Malformed,
     MediaChanged,
+    ReferNotify,
     RegisterRequest,
     SipEvent,
 )
@@ -234,6 +236,21 @@ class SipCore:
         elif call.state is CallState.CONFIRMED:
             self._table.send_bye(call, now)
             self._table.end(call, "local_bye")
+
+    def refer(self, call_key: CallKey, refer_to: str, now: float) -> int:
+        """Blind transfer: ask the caller's side (PBX, SBC, phone) to call ``refer_to``.
+
+        An in-dialog REFER (RFC 3515, RFC 5589 §6) with Referred-By, resent on Timer E; its
+        final response comes as ReferAnswered, the transferee's progress as ReferNotify (each
+        NOTIFY answered 200 here). Returns the REFER's CSeq number, the ``refer_id`` of those
+        events. Raises NoSuchCallError, or CallStateError unless the call is up (ACKed).
+        """
+        call = self._table.get(call_key)
+        if call is None or call.ended:
+            raise NoSuchCallError(call_key)
+        if call.state is not CallState.CONFIRMED:
+            raise CallStateError(f"{call_key}: {call.state.value}, not up")
+        return self._table.send_refer(call, refer_to, now)
 
     def update_local_sdp(self, call_key: CallKey, sdp: bytes) -> None:
         """Replace the SDP that later re-INVITEs and UPDATEs are answered with.
@@ -570,6 +587,8 @@ class SipCore:
             self._tx.reply(rx, 200, "OK", self._capabilities())
         elif method == "PRACK":
             self._tx.reply(rx, 200, "OK")
+        elif method == "NOTIFY":
+            self._on_notify(rx, call)
         else:
             self._tx.reply(rx, 405, "Method Not Allowed", [("Allow", self._allow)])
 
@@ -628,6 +647,26 @@ class SipCore:
         else:
             self._tx.reply(rx, 415, "Unsupported Media Type", [("Accept", ", ".join(_DTMF_BODIES))])
 
+    def _on_notify(self, rx: Incoming, call: Call) -> None:
+        """A NOTIFY of the subscription one of our REFERs created (RFC 3515 §2.4.4-2.4.6)."""
+        headers = rx.request.headers
+        package, _, params = (headers.get_first("event") or headers.get_first("o") or "").partition(
+            ";"
+        )
+        if package.strip().lower() != "refer":
+            self._tx.reply(rx, 489, "Bad Event", [("Allow-Events", "refer")])  # RFC 6665 §8.2.1
+            return
+        refer_id = _subscription_id(params, call.refers)
+        if refer_id is None:
+            # RFC 6665 §4.1.3: no such subscription (never REFERred, or it has terminated).
+            self._tx.reply(rx, 481, "Subscription Does Not Exist")
+            return
+        state = headers.get_first("subscription-state") or ""
+        if state.split(";", 1)[0].strip().lower() == "terminated":
+            call.refers.discard(refer_id)
+        self._tx.reply(rx, 200, "OK")
+        self._events.append(ReferNotify(call.key, refer_id, state, rx.request.body))
+
     def _media_changed(self, call: Call, body: bytes, sdp: SdpMessage) -> None:
         if body != call.remote_sdp_body:  # a session refresh often resends the same SDP
             call.remote_sdp_body = body
@@ -677,3 +716,17 @@ class SipCore:
 
     def _malformed(self, addr: Addr, reason: str) -> None:
         self._events.append(Malformed(addr, reason))
+
+
+def _subscription_id(event_params: str, refers: set[int]) -> int | None:
+    """Which REFER a NOTIFY's ``Event: refer;id=N`` names (RFC 3515 §2.4.6), or ``None``.
+
+    Without ``id`` (allowed for the first REFER of a dialog) it is our latest REFER.
+    """
+    for param in event_params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "id":
+            value = value.strip()
+            number = int(value) if value.isascii() and value.isdigit() else None
+            return number if number in refers else None
+    return max(refers, default=None)

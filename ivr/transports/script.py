@@ -7,6 +7,7 @@ One command per line (a line starting with ``#`` is a comment)::
     say 停电了 [@0.4]         caller speech, with an optional confidence
     silence [SECONDS]        time passes: to the dialog's next deadline, or N seconds
     hangup                   the caller hangs up
+    agent-unreachable [WHY]  the phone of the agent the caller is being connected to fails
     reply lookup found k=v k=v | reply lookup not_found | reply lookup error
     reply ticket ID | reply ticket-fail REASON
     reply survey ok | reply survey-fail REASON
@@ -49,7 +50,9 @@ from ivr.services import Crm, LookupReply, Routing, ServiceError
 from ivr.session import CallSession, CallSummary, ManualClock
 from ivr.settings import Settings
 from ivr.transports.sim import PrintingCrm, PrintingRouting, SimTransport, new_call_id
+from ivr.understanding import load_understander
 from sounds.catalog import Catalog
+from speech.understand import Understander
 
 SETTLE_ROUNDS = 2000
 """Event-loop turns a call may take to settle when only in-process work is pending."""
@@ -122,6 +125,9 @@ class ScriptedServices:
         self.handed.append(("leave_queue", request))
         self.queue = None
 
+    async def return_to_queue(self, request: act.ReturnToQueue, context: CallContext) -> None:
+        self.handed.append(("return_to_queue", request))
+
     async def request_callback(self, request: act.RequestCallback, context: CallContext) -> None:
         await self._wait("callback", request)
 
@@ -141,10 +147,13 @@ class ScriptRunner:
         routing: RedisRouting | None = None,
         clock: ManualClock | None = None,
         crm: Crm | None = None,
+        understander: Understander | None = None,
     ) -> None:
         """``routing``: a real routing service whose pump the runner drives (``reply`` lines for
         routing are then refused); ``clock``: the script's clock (share it with whatever else
-        acts at the script's time, e.g. an agent API in a test)."""
+        acts at the script's time, e.g. an agent API in a test); ``understander``: the
+        hotline's region and street list (default: none, and the shipped list)."""
+        self.understander = understander
         self.routing = routing
         self.crm = crm
         """A real CRM service (lookups and tickets are then answered by it, not the script)."""
@@ -221,7 +230,14 @@ class ScriptRunner:
         inner: Routing = self.routing if self.routing is not None else self.services
         routing = PrintingRouting(inner, self.out, "routing" if self.routing else label)
         self.session = CallSession(
-            self.flow, context, self.transport, crm, routing, clock=self.clock, service_grace=1.0
+            self.flow,
+            context,
+            self.transport,
+            crm,
+            routing,
+            clock=self.clock,
+            service_grace=1.0,
+            understander=self.understander,
         )
         self.transport.feed = self.session.feed
         self._task = asyncio.get_running_loop().create_task(self.session.run())
@@ -299,6 +315,16 @@ class ScriptRunner:
             self.clock.advance(seconds)
         elif command == "hangup":
             session.feed(ev.CallerHungUp())
+        elif command == "agent-unreachable":
+            transport = self.transport
+            if transport.transferred_to is None:
+                raise ScriptError("no agent is being connected")
+            why = " ".join(args) or "480 Temporarily Unavailable"
+            print(f"IVR ⇄ agent {transport.transferred_to} unreachable ({why})", file=self.out)
+            session.feed(
+                ev.AgentUnreachable(transport.transfer_request, transport.transferred_to, why)
+            )
+            transport.transferred_to = None
         elif command == "reply":
             self._reply(args)
         elif command == "expect":
@@ -438,6 +464,7 @@ async def run_script(
         caller=caller,
         dialed=dialed,
         min_confidence=settings.speech_min_confidence,
+        understander=load_understander(settings),
     )
     return await runner.run(script.splitlines())
 

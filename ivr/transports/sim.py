@@ -34,6 +34,7 @@ from ivr.services import (
 )
 from ivr.session import CallSession, CallSummary
 from ivr.settings import Settings
+from ivr.understanding import load_understander
 from sounds.catalog import Catalog
 
 
@@ -165,6 +166,13 @@ class PrintingRouting:
             self.out, "ROUTING", self.label, self.inner.leave_queue(request, context)
         )
 
+    async def return_to_queue(self, request: act.ReturnToQueue, context: CallContext) -> None:
+        """Print and forward a return to the queue."""
+        print(f"ROUTING ◀ back in line ({request.agent_id} unreachable)", file=self.out)
+        return await _report(
+            self.out, "ROUTING", self.label, self.inner.return_to_queue(request, context)
+        )
+
     async def request_callback(self, request: act.RequestCallback, context: CallContext) -> None:
         """Print and forward a callback request."""
         print(
@@ -229,7 +237,9 @@ async def run_interactive(
     )
     crm = PrintingCrm(NotConnectedCrm(), out, "ok")
     routing = PrintingRouting(NotConnectedRouting(), out, "ok")
-    session = CallSession(flow, context, transport, crm, routing)
+    session = CallSession(
+        flow, context, transport, crm, routing, understander=load_understander(settings)
+    )
     transport.feed = session.feed
     print(
         f"Simulated call {context.call_id}: {caller} → {dialed}. Type keys (e.g. 2 or 1234#), "

@@ -2,10 +2,11 @@
 
 It keeps the contract of docs/crm-openapi.yaml the way an honest CRM would: one ticket per
 idempotency key (a repeat answers 200 with the same reference, a request while the first with
-the same key is still being processed answers 409), authentication checked as the document says.
-Each POST /tickets takes the next *fault* from a script, so a test can make any attempt fail in
-any way: before or after the ticket is committed, by status, by timeout, by a dropped connection,
-by a broken answer, or by pausing inside the request until the test lets it go.
+the same key is still being processed answers 409), the same for surveys (one per call),
+authentication checked as the document says. Each POST /tickets or /surveys takes the next
+*fault* from a script, so a test can make any attempt fail in any way: before or after the
+ticket (or survey) is committed, by status, by timeout, by a dropped connection, by a broken
+answer, or by pausing inside the request until the test lets it go.
 """
 
 from __future__ import annotations
@@ -37,9 +38,25 @@ FAULTS = (
     "pause-before-commit",  # wait for `release()`, then as ok
     "pause-after-commit",  # commit, then wait for `release()`, then answer
 )
-"""What a POST /tickets attempt may do."""
+"""What a POST /tickets or POST /surveys attempt may do (a survey's answer has no body to
+break: malformed, missing and oversized only send it a broken one)."""
 
 HMAC_SKEW_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One request as it arrived and the answer it got (for checks against the contract)."""
+
+    method: str
+    path: str
+    """The path, percent-decoded (without the query)."""
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+    status: int
+    content_type: str
+    answer: bytes
 
 
 def _error(status: int, error_id: str, message: str) -> web.Response:
@@ -57,7 +74,7 @@ class FakeCrm:
     clock: Callable[[], float] = time.time
     """Its time, for HMAC timestamps."""
     faults: deque[str] = field(default_factory=deque)
-    """Faults for the next POST /tickets attempts, in order."""
+    """Faults for the next POST /tickets and /surveys attempts, in order."""
     default_fault: str = "ok"
     """The fault once the script is used up ("500": the CRM is down)."""
     ref_field: str = "crm_ref"
@@ -76,14 +93,21 @@ class FakeCrm:
     outages: list[dict[str, Any]] = field(default_factory=list)
     bills: dict[str, Any] = field(default_factory=dict)
     surveys: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Call id -> the survey as stored (the body received)."""
+    surveys_created: Counter[str] = field(default_factory=Counter)
+    """Call id -> how many surveys the CRM stored for it (exactly once: all 1)."""
+    survey_attempts: list[tuple[str, str, str]] = field(default_factory=list)
+    """(Idempotency-Key header, call_id, fault) of every POST /surveys received."""
     raw_answers: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     """Path -> (status, body) answered verbatim to GETs of that path (broken answers)."""
     seen: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     """(method, raw path, headers) of every request."""
+    exchanges: list[Exchange] = field(default_factory=list)
+    """Every request with its answer (a dropped connection's answer is never sent)."""
     paused: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when a request is paused inside the CRM."""
     in_flight: int = 0
-    """POST /tickets requests being handled right now."""
+    """POST /tickets and /surveys requests being handled right now."""
     url: str = ""
     _in_progress: set[str] = field(default_factory=set)
     _release: asyncio.Event = field(default_factory=asyncio.Event)
@@ -91,7 +115,8 @@ class FakeCrm:
     _runner: web.AppRunner | None = None
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def start(self) -> FakeCrm:
+    async def start(self, port: int = 0) -> FakeCrm:
+        """Listen on ``port`` (0: a free one); a CRM that comes back listens where it was."""
         app = web.Application(middlewares=[self._authenticate])
         app.router.add_post("/api/tickets", self._create_ticket)
         app.router.add_get("/api/tickets/{ticket_id}", self._get_ticket)
@@ -102,7 +127,7 @@ class FakeCrm:
         # A held request must not keep the test waiting at shutdown.
         self._runner = web.AppRunner(app, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         port = self._runner.addresses[0][1]
         self.url = f"http://127.0.0.1:{port}/api"
@@ -114,12 +139,17 @@ class FakeCrm:
         if self._runner is not None:
             await self._runner.cleanup()
 
+    @property
+    def port(self) -> int:
+        """Where it listens (or listened)."""
+        return int(self.url.rsplit(":", 1)[1].split("/", 1)[0])
+
     def release(self) -> None:
         """Let paused requests go on."""
         self._release.set()
 
     async def idle(self) -> None:
-        """Wait until no POST /tickets is being handled (held or paused ones finished)."""
+        """Wait until no POST is being handled (held or paused ones finished)."""
         await self._idle.wait()
 
     def script(self, *faults: str) -> None:
@@ -140,14 +170,28 @@ class FakeCrm:
     ) -> web.StreamResponse:
         body = await request.read()
         self.seen.append((request.method, request.raw_path, dict(request.headers)))
-        if self.auth == "bearer":
-            if request.headers.get("Authorization") != f"Bearer {self.secret}":
-                return _error(401, "unauthorized", "missing or wrong bearer token")
-        elif self.auth == "hmac":
-            problem = self._check_signature(request, body)
-            if problem:
-                return _error(401, "bad-signature", problem)
-        response: web.StreamResponse = await handler(request)
+        response: web.StreamResponse
+        if self.auth == "bearer" and (
+            request.headers.get("Authorization") != f"Bearer {self.secret}"
+        ):
+            response = _error(401, "unauthorized", "missing or wrong bearer token")
+        elif self.auth == "hmac" and (problem := self._check_signature(request, body)):
+            response = _error(401, "bad-signature", problem)
+        else:
+            response = await handler(request)
+        answer = response.body if isinstance(response, web.Response) else b""
+        self.exchanges.append(
+            Exchange(
+                method=request.method,
+                path=request.path,
+                query=dict(request.query),
+                headers=dict(request.headers),
+                body=body,
+                status=response.status,
+                content_type=response.content_type,
+                answer=answer if isinstance(answer, bytes) else b"",
+            )
+        )
         return response
 
     def _check_signature(self, request: web.Request, body: bytes) -> str:
@@ -178,17 +222,32 @@ class FakeCrm:
         if not key:
             return _error(400, "no-idempotency-key", "Idempotency-Key is required")
         self.bodies.setdefault(key, set()).add(json.dumps(body, sort_keys=True))
+        return await self._handle(request, key, body, fault, self._commit)
+
+    async def _handle(
+        self,
+        request: web.Request,
+        key: str,
+        body: dict[str, Any],
+        fault: str,
+        commit: Callable[[str, dict[str, Any]], tuple[int, dict[str, Any] | None]],
+    ) -> web.StreamResponse:
         self.in_flight += 1
         self._idle.clear()
         try:
-            return await self._apply(request, key, body, fault)
+            return await self._apply(request, key, body, fault, commit)
         finally:
             self.in_flight -= 1
             if self.in_flight == 0:
                 self._idle.set()
 
     async def _apply(
-        self, request: web.Request, key: str, body: dict[str, Any], fault: str
+        self,
+        request: web.Request,
+        key: str,
+        body: dict[str, Any],
+        fault: str,
+        commit: Callable[[str, dict[str, Any]], tuple[int, dict[str, Any] | None]],
     ) -> web.StreamResponse:
         if fault in ("500", "429"):
             return _error(int(fault), "unavailable", "try again later")
@@ -206,12 +265,12 @@ class FakeCrm:
                 await asyncio.sleep(self.hold_seconds)
             elif fault == "pause-before-commit":
                 await self._pause()
-            status, ticket = self._commit(key, body)
+            status, answer = commit(key, body)
             if status == 422:
-                return _error(422, "key-reused", "this key was used for another ticket")
+                what = "ticket" if "ticket_id" in body else "survey"
+                return _error(422, "key-reused", f"this key was used for another {what}")
         finally:
             self._in_progress.discard(key)
-        answer = {"ticket_id": ticket.get("ticket_id"), self.ref_field: ticket["crm_ref"]}
         if fault == "pause-after-commit":
             await self._pause()
         if fault == "drop":
@@ -223,24 +282,28 @@ class FakeCrm:
                 status=200, text='{"crm_ref": "CRM-', content_type="application/json"
             )
         if fault == "missing":
-            return web.json_response({"ticket_id": ticket.get("ticket_id")})
+            return web.json_response({"ticket_id": body.get("ticket_id")})
         if fault == "oversized":
             return web.json_response({self.ref_field: "R" * 10_000})
+        if answer is None:
+            return web.Response(status=status)
         return web.json_response(answer, status=status)
 
     async def _pause(self) -> None:
         self.paused.set()
         await self._release.wait()
 
-    def _commit(self, key: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def _commit(self, key: str, body: dict[str, Any]) -> tuple[int, dict[str, Any] | None]:
         existing = self.tickets.get(key)
+        status = 201
         if existing is not None:
             same = {k: v for k, v in existing.items() if k != "crm_ref"} == body
-            return (200 if same else 422), existing
-        ticket = {**body, "crm_ref": f"CRM-{next(self._refs)}"}
-        self.tickets[key] = ticket
-        self.created[str(body.get("ticket_id"))] += 1
-        return 201, ticket
+            status = 200 if same else 422
+        else:
+            existing = {**body, "crm_ref": f"CRM-{next(self._refs)}"}
+            self.tickets[key] = existing
+            self.created[str(body.get("ticket_id"))] += 1
+        return status, {"ticket_id": existing.get("ticket_id"), self.ref_field: existing["crm_ref"]}
 
     async def _get_ticket(self, request: web.Request) -> web.StreamResponse:
         if request.raw_path in self.raw_answers:
@@ -298,9 +361,18 @@ class FakeCrm:
         return web.json_response(bill)
 
     async def _survey(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        if request.headers.get("Idempotency-Key") != f"survey:{body.get('call_id')}":
-            return _error(400, "bad-key", "Idempotency-Key must be survey:<call_id>")
-        created = body["call_id"] not in self.surveys
-        self.surveys.setdefault(body["call_id"], body)
-        return web.Response(status=201 if created else 200)
+        key = request.headers.get("Idempotency-Key", "")
+        body = json.loads(await request.read())
+        fault = self.faults.popleft() if self.faults else self.default_fault
+        self.survey_attempts.append((key, str(body.get("call_id")), fault))
+        if key != f"{body.get('call_id')}:survey":
+            return _error(400, "bad-key", "Idempotency-Key must be <call_id>:survey")
+        return await self._handle(request, key, body, fault, self._store_survey)
+
+    def _store_survey(self, key: str, body: dict[str, Any]) -> tuple[int, dict[str, Any] | None]:
+        existing = self.surveys.get(body["call_id"])
+        if existing is not None:
+            return (200 if existing == body else 422), None
+        self.surveys[body["call_id"]] = body
+        self.surveys_created[body["call_id"]] += 1
+        return 201, None

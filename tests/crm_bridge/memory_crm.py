@@ -17,7 +17,7 @@ FAULTS = (
     "invalid",  # TicketInvalidError, nothing created
     "bug",  # RuntimeError: a defect in a backend
 )
-"""What one create_ticket call may do."""
+"""What one create_ticket (or record_survey) call may do."""
 
 
 class MemoryCrm:
@@ -39,6 +39,11 @@ class MemoryCrm:
         self.answered = asyncio.Event()
         """Set whenever a create_ticket call returns a reference."""
         self.surveys: dict[str, Survey] = {}
+        """Call id -> the survey stored (the first)."""
+        self.surveys_stored: Counter[str] = Counter()
+        """Call id -> surveys stored for it (exactly once: all 1)."""
+        self.survey_calls: list[tuple[str, str, str]] = []
+        """(call id, idempotency key, fault) of every record_survey call."""
         self.closed = False
 
     def script(self, *faults: str) -> None:
@@ -80,7 +85,22 @@ class MemoryCrm:
         return None
 
     async def record_survey(self, survey: Survey) -> None:
-        self.surveys.setdefault(survey.call_id, survey)
+        """Takes the next fault too (``lost``: stored, then the answer is lost)."""
+        fault = self.faults.popleft() if self.faults else self.default_fault
+        self.survey_calls.append((survey.call_id, survey.idempotency_key, fault))
+        if fault == "down":
+            raise CrmUnavailableError("connection refused")
+        if fault == "reject":
+            raise CrmRejectedError("the CRM answered 400: bad-survey: unknown agent")
+        if fault == "invalid":
+            raise TicketInvalidError("agent_id", "not an agent the CRM knows")
+        if fault == "bug":
+            raise RuntimeError("adapter defect")
+        if survey.call_id not in self.surveys:
+            self.surveys[survey.call_id] = survey
+            self.surveys_stored[survey.call_id] += 1
+        if fault == "lost":
+            raise CrmUnavailableError("connection reset after the request was sent")
 
     async def close(self) -> None:
         self.closed = True

@@ -21,8 +21,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crm_bridge.http import HttpCrm
-from crm_bridge.model import Address, Ticket, idempotency_key
-from crm_bridge.outbox import DeliveryState, DeliveryWorker, Outbox, outbox_path
+from crm_bridge.model import Address, Survey, Ticket, idempotency_key
+from crm_bridge.outbox import (
+    DeliveryState,
+    DeliveryWorker,
+    Outbox,
+    outbox_path,
+    survey_outbox_id,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_crm import FakeCrm
@@ -111,11 +117,11 @@ async def test_every_kind_of_failure_still_gives_one_ticket_each(
             assert await worker.run_once(T0) == len(faults)
             dead = await box.dead_letters()
             # Answers that make no sense are refused for good; the CRM did commit those.
-            assert [e.ticket.ticket_id for e in dead] == [t.ticket_id for t in submitted[7:]]
+            assert [e.item_id for e in dead] == [t.ticket_id for t in submitted[7:]]
             assert "is not JSON" in dead[0].last_error
             assert dead[1].last_error.endswith("crm_ref: is missing")
             assert "crm_ref: is 10000 characters long" in dead[2].last_error
-            pending = {e.ticket.ticket_id for e in await box.due(T0 + 10_000)}
+            pending = {e.item_id for e in await box.due(T0 + 10_000)}
             assert pending == {t.ticket_id for t in submitted[2:7]}
             # An operator replays the dead letters once the CRM's answers are fixed.
             assert await box.retry(now=T0 + 1) == 3
@@ -150,6 +156,79 @@ async def test_a_crm_down_for_hours_loses_nothing(tmp_path: Path, crm: FakeCrm) 
             await assert_exactly_once(crm, box, submitted)
         finally:
             await http.close()
+
+
+# ---------------------------------------------------------------------- surveys
+
+
+def survey(n: int) -> Survey:
+    return Survey(f"call-{n}", 1 + n % 5, T0 + n, agent_id="1001", caller="13812345678")
+
+
+async def test_surveys_reach_a_crm_that_was_failing_exactly_once(
+    tmp_path: Path, crm: FakeCrm
+) -> None:
+    """Surveys meet every failure tickets do (an answer lost after the CRM stored it too):
+    each is stored once, sent with its call's key and one body."""
+    faults = ["500", "429", "timeout", "drop", "drop-before", "slow", "ok"]
+    crm.script(*faults)
+    crm.default_fault = "500"
+    http = HttpCrm(crm.url, timeout=0.5)
+    sent = [survey(n) for n in range(len(faults))]
+    async with await Outbox.open(outbox_path(tmp_path)) as box:
+        try:
+            for s in sent:
+                await box.submit_survey(s, now=T0)
+            worker = DeliveryWorker(box, http, rng=seeded(3))
+            assert await worker.run_once(T0) == len(faults)
+            stats = await box.stats(T0)
+            assert (stats.backlog, stats.delivered) == (len(faults) - 2, 2)
+            await worker.run_once(T0 + 301)  # still down
+            crm.default_fault = "ok"
+            await drain(worker, box, crm, T0 + 602)
+        finally:
+            await http.close()
+        assert crm.surveys_created == {s.call_id: 1 for s in sent}
+        assert {call: body["score"] for call, body in crm.surveys.items()} == {
+            s.call_id: s.score for s in sent
+        }
+        assert {key for key, _, _ in crm.survey_attempts} == {s.idempotency_key for s in sent}
+        for s in sent:
+            entry = await box.get(survey_outbox_id(s))
+            assert entry is not None
+            assert entry.state is DeliveryState.DELIVERED
+
+
+async def test_a_survey_reaches_a_crm_that_was_not_listening(tmp_path: Path) -> None:
+    """The CRM's port refuses connections for a while (it is down), then the CRM comes back
+    where it was: the survey (and a ticket beside it) arrive once each."""
+    crm = await FakeCrm().start()
+    port = crm.port
+    await crm.stop()
+    http = HttpCrm(f"http://127.0.0.1:{port}/api", timeout=2.0)
+    try:
+        async with await Outbox.open(outbox_path(tmp_path)) as box:
+            await box.submit_survey(survey(1), now=T0)
+            await box.submit(ticket(1), now=T0)
+            worker = DeliveryWorker(box, http, rng=seeded(4))
+            now = T0
+            for _ in range(3):
+                assert await worker.run_once(now) == 2
+                now += 301
+            entry = await box.get(survey_outbox_id(survey(1)))
+            assert entry is not None
+            assert (entry.state, entry.attempts) == (DeliveryState.PENDING, 3)
+            assert entry.last_error.startswith("crm-unavailable: POST /surveys (call-1): Client")
+            back = await FakeCrm().start(port)
+            try:
+                await drain(worker, box, back, now)
+                await assert_exactly_once(back, box, [ticket(1)])
+                assert back.surveys_created == {"call-1": 1}
+                assert back.surveys["call-1"]["score"] == survey(1).score
+            finally:
+                await back.stop()
+    finally:
+        await http.close()
 
 
 # ---------------------------------------------------------------------- a killed worker
@@ -198,6 +277,7 @@ async def test_a_worker_killed_inside_a_delivery_is_resumed_by_a_new_one(
         "oldest_age_seconds": 0.0,
         "dead_letters": 0,
         "delivered": 5,
+        "backlog_by_kind": {},
     }
     async with await Outbox.open(path) as box:
         await assert_exactly_once(crm, box, submitted)

@@ -299,6 +299,15 @@ async def test_customers_by_phone_or_account(crm: FakeCrm, client: HttpCrm) -> N
         await client.find_customer(phone="1", account="2")
 
 
+async def test_only_a_phone_number_or_an_account_is_asked_about(
+    crm: FakeCrm, client: HttpCrm
+) -> None:
+    for phone, account in (("anonymous", ""), ("+86 138", ""), ("", "12a"), ("", "1" * 33)):
+        with pytest.raises(TicketInvalidError):
+            await client.find_customer(phone=phone, account=account)
+    assert crm.seen == []
+
+
 async def test_a_customer_without_a_name_is_refused(crm: FakeCrm, client: HttpCrm) -> None:
     crm.raw_answers["/api/customers?account=1"] = (200, b'{"customer_id": "c1"}')
     with pytest.raises(CrmRejectedError) as caught:
@@ -391,7 +400,11 @@ async def test_surveys_are_idempotent_per_call(crm: FakeCrm, client: HttpCrm) ->
             "caller": "13812345678",
         }
     }
-    assert [h["Idempotency-Key"] for m, _, h in crm.seen if m == "POST"] == ["survey:call-1"] * 2
+    assert [h["Idempotency-Key"] for m, _, h in crm.seen if m == "POST"] == ["call-1:survey"] * 2
+    assert crm.surveys_created == {"call-1": 1}
+    # Another rating for the same call is the CRM's to refuse (the outbox never sends one).
+    with pytest.raises(CrmRejectedError, match="422: key-reused"):
+        await client.record_survey(Survey(call_id="call-1", score=1, at=T0))
 
 
 # ---------------------------------------------------------------------- field map

@@ -233,3 +233,28 @@ def test_survey_score_is_one_to_five(score: int) -> None:
 
 def test_survey_scores_one_to_five_are_kept() -> None:
     assert [Survey("call-1", s, T0).score for s in range(1, 6)] == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"call_id": ""}, "call_id"),
+        ({"call_id": "c" * 201}, "call_id"),
+        ({"caller": "not a number"}, "caller"),
+        ({"at": float("nan")}, "at"),
+        ({"agent_id": "a" * 201}, "agent_id"),
+        ({"score": 4.5}, "score"),
+        ({"score": True}, "score"),
+    ],
+)
+def test_survey_fields_are_checked_when_it_is_made(changes: dict[str, Any], field: str) -> None:
+    # Refused where it is made, never a dead letter in the outbox later.
+    values: dict[str, Any] = {"call_id": "call-1", "score": 5, "at": T0, **changes}
+    with pytest.raises(TicketInvalidError) as excinfo:
+        Survey(**values)
+    assert field_of(excinfo) == field
+
+
+def test_a_survey_is_keyed_by_its_call() -> None:
+    assert Survey("call-1", 5, T0).idempotency_key == idempotency_key("call-1", "survey")
+    assert Survey("call-1", 1, T0 + 9).idempotency_key == "call-1:survey"

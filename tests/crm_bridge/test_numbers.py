@@ -4,6 +4,7 @@ the day by the date in Asia/Shanghai, six digits once a day passes 99999."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import tempfile
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from crm_bridge.numbers import (
     format_number,
     local_day,
 )
+from crm_bridge.outbox import DeliveryWorker, Outbox
 
 # 2026-11-27 10:00 in Beijing (02:00 UTC).
 MORNING = datetime(2026, 11, 27, 10, 0, tzinfo=CHINA_TIME).timestamp()
@@ -176,28 +178,46 @@ async def test_allocate_refuses_to_commit_someone_elses_transaction(
     assert await numbers.allocate(MORNING) == "2611270100003"
 
 
-async def test_the_store_numbers_share_its_database_and_lock(tmp_path: Path) -> None:
-    crm = await EmbeddedCrm.open(tmp_path / "crm" / "crm.sqlite3", node_code=3)
+async def test_the_outbox_is_the_one_source_of_numbers(tmp_path: Path) -> None:
+    """As `hotline serve` wires it: numbers from the outbox's file, taken in the transaction
+    that queues each ticket, unique under concurrency and across a restart; the embedded store
+    they are delivered to keeps no sequence of its own."""
+    store_file = tmp_path / "crm" / "crm.sqlite3"
+    box_file = tmp_path / "crm" / "outbox.sqlite3"
+
+    async def queue(box: Outbox, numbers: TicketNumbers, n: int) -> str:
+        key = f"call-{n}:fault"
+
+        async def make(_db: object) -> Ticket:
+            return Ticket(
+                await numbers.allocate_in_transaction(MORNING), key, "故障报修", 50, MORNING
+            )
+
+        return (await box.submit_new(key, make, now=MORNING)).ticket_id
+
+    crm = await EmbeddedCrm.open(store_file)
     try:
-
-        async def make(n: int) -> str:
-            number = await crm.numbers.allocate(MORNING)
-            ticket = Ticket(number, f"call-{n}:fault", "故障报修", 50, MORNING)
-            await crm.create_ticket(ticket)
-            return number
-
-        # Tickets written while numbers are taken: one lock, so no transaction meets another.
-        got = await asyncio.gather(*(make(n) for n in range(20)))
-        assert sorted(got) == [f"26112703{n:05d}" for n in range(1, 21)]
+        async with await Outbox.open(box_file) as box:
+            numbers = await TicketNumbers.attach(box.connection, 3, lock=box.lock)
+            # Calls queue tickets at once; plain allocations share the outbox's lock.
+            got = await asyncio.gather(
+                *(queue(box, numbers, n) for n in range(20)),
+                *(numbers.allocate(MORNING) for _ in range(5)),
+            )
+            assert sorted(got) == [f"26112703{n:05d}" for n in range(1, 26)]
+            await DeliveryWorker(box, crm).run_once(MORNING)
+        async with await Outbox.open(box_file) as box:
+            numbers = await TicketNumbers.attach(box.connection, 3, lock=box.lock)
+            assert await queue(box, numbers, 99) == "2611270300026"
         stored = await crm.list_tickets(limit=50)
-        assert sorted(t.ticket_id for t in stored) == sorted(got)
+        assert len(stored) == 20
+        assert {t.ticket_id for t in stored} <= set(got)
     finally:
         await crm.close()
-    crm = await EmbeddedCrm.open(tmp_path / "crm" / "crm.sqlite3", node_code=3)
-    try:
-        assert await crm.numbers.allocate(MORNING) == "2611270300021"
-    finally:
-        await crm.close()
+    with sqlite3.connect(store_file) as plain:
+        tables = {r[0] for r in plain.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    plain.close()
+    assert SEQUENCE_TABLE not in tables
 
 
 @settings(max_examples=25, deadline=None)

@@ -7,6 +7,7 @@ the numbers it must produce and no test waits for a clock.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import sqlite3
 import sys
@@ -14,23 +15,29 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import aiosqlite
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
+from crm_bridge.codec import ticket_to_dict
 from crm_bridge.errors import NotFoundError, TicketInvalidError
-from crm_bridge.model import Address, Ticket, idempotency_key
+from crm_bridge.migrations import migrate
+from crm_bridge.model import Address, Survey, Ticket, idempotency_key
 from crm_bridge.numbers import TicketNumbers
+from crm_bridge.outbox import STEPS as OUTBOX_STEPS
 from crm_bridge.outbox import (
     Backoff,
     DeliveryState,
     DeliveryWorker,
     Outbox,
+    OutboxKind,
     OutboxMetrics,
     Outcome,
     outbox_path,
+    survey_outbox_id,
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -100,7 +107,7 @@ async def test_a_queued_ticket_survives_a_restart(tmp_path: Path) -> None:
         await box.submit(ticket(1), now=T0)
     async with await Outbox.open(path) as box:
         [entry] = await box.due(T0)
-    assert entry.ticket == ticket(1)
+    assert entry.item == ticket(1)
     assert entry.state is DeliveryState.PENDING
     assert entry.attempts == 0
     assert entry.next_at == T0
@@ -117,7 +124,7 @@ async def test_deliveries_are_counted_once_and_kept_across_a_restart(tmp_path: P
         await worker(box, crm).run_once(T0 + 1)
         # An outcome written twice (a repeated settle) does not count twice.
         await box.settle(
-            [Outcome(e.ticket.ticket_id, DeliveryState.DELIVERED, "M-1") for e in claim.due],
+            [Outcome(e.item_id, DeliveryState.DELIVERED, "M-1") for e in claim.due],
             T0 + 2,
         )
         assert (await box.stats(T0 + 2)).delivered == 3
@@ -132,11 +139,11 @@ async def test_deliveries_are_counted_once_and_kept_across_a_restart(tmp_path: P
 async def test_submit_is_due_at_once_and_counted(outbox: Outbox) -> None:
     await outbox.submit(ticket(1), now=T0)
     await outbox.submit(ticket(2), now=T0 + 5)
-    assert [e.ticket.ticket_id for e in await outbox.due(T0 + 5)] == [
+    assert [e.item_id for e in await outbox.due(T0 + 5)] == [
         ticket(1).ticket_id,
         ticket(2).ticket_id,
     ]
-    assert [e.ticket.ticket_id for e in await outbox.due(T0)] == [ticket(1).ticket_id]
+    assert [e.item_id for e in await outbox.due(T0)] == [ticket(1).ticket_id]
     stats = await outbox.stats(T0 + 65)
     assert (stats.backlog, stats.oldest_age_seconds, stats.dead_letters, stats.delivered) == (
         2,
@@ -152,7 +159,7 @@ async def test_same_idempotency_key_makes_no_second_row(outbox: Outbox) -> None:
     assert await outbox.submit(first, now=T0) == first
     # The caller must hear the number the CRM will have: the first one.
     assert await outbox.submit(again, now=T0 + 1) == first
-    assert [e.ticket for e in await outbox.due(T0 + 1)] == [first]
+    assert [e.item for e in await outbox.due(T0 + 1)] == [first]
 
 
 async def test_a_number_used_twice_is_refused(outbox: Outbox) -> None:
@@ -185,7 +192,7 @@ async def test_submit_new_writes_the_number_and_the_row_in_one_transaction(
     # The failed ticket took no number and left no row.
     async with db.execute("SELECT last FROM seq") as cursor:
         assert await cursor.fetchone() == (1,)
-    assert [e.ticket for e in await outbox.due(T0)] == [ticket(1)]
+    assert [e.item for e in await outbox.due(T0)] == [ticket(1)]
 
     calls = 0
 
@@ -223,7 +230,7 @@ async def test_the_ticket_number_and_the_row_share_one_transaction(outbox: Outbo
     assert second.ticket_id.endswith("0700002")
     # The allocator's own transactions share the outbox's lock.
     assert (await numbers.allocate(T0)).endswith("0700003")
-    assert [e.ticket for e in await outbox.due(T0)] == [first, second]
+    assert [e.item for e in await outbox.due(T0)] == [first, second]
 
 
 async def test_submit_new_refuses_a_ticket_with_another_key(outbox: Outbox) -> None:
@@ -329,7 +336,7 @@ async def test_a_refusal_is_a_dead_letter_at_once(outbox: Outbox) -> None:
     with capture_logs() as logs:
         assert await worker(outbox, crm).run_once(T0) == 2
     dead = await outbox.dead_letters()
-    assert [(e.ticket.ticket_id, e.state, e.attempts, e.done_at) for e in dead] == [
+    assert [(e.item_id, e.state, e.attempts, e.done_at) for e in dead] == [
         (ticket(1).ticket_id, DeliveryState.DEAD, 1, T0),
         (ticket(2).ticket_id, DeliveryState.DEAD, 1, T0),
     ]
@@ -433,7 +440,7 @@ async def test_an_unreadable_row_is_set_aside_not_fatal(outbox: Outbox) -> None:
         await outbox.submit(ticket(n), now=T0)
     # A damaged row (hand-edited file): its ticket no longer parses.
     await outbox.connection.execute(
-        "UPDATE outbox SET ticket = '{\"ticket_id\": 7}' WHERE ticket_id = ?",
+        "UPDATE outbox SET body = '{\"ticket_id\": 7}' WHERE item_id = ?",
         (ticket(1).ticket_id,),
     )
     crm = MemoryCrm()
@@ -461,7 +468,7 @@ async def test_retry_replays_one_or_all_dead_letters(outbox: Outbox) -> None:
 
     assert await outbox.retry(ticket(2).ticket_id, now=T0 + 60) == 1
     [again] = await outbox.due(T0 + 60)
-    assert (again.ticket, again.attempts, again.next_at) == (ticket(2), 0, T0 + 60)
+    assert (again.item, again.attempts, again.next_at) == (ticket(2), 0, T0 + 60)
     with pytest.raises(NotFoundError):
         await outbox.retry(ticket(2).ticket_id, now=T0 + 60)  # no longer a dead letter
     with pytest.raises(NotFoundError):
@@ -528,6 +535,147 @@ async def test_an_outage_past_the_attempt_budget_is_replayed_by_retry(outbox: Ou
     assert await outbox.retry(now=now) == 10
     await w.run_once(now)
     assert crm.created == {ticket(n).ticket_id: 1 for n in range(10)}
+
+
+# ---------------------------------------------------------------------- surveys
+
+
+def survey(n: int = 1, score: int = 4, at: float = T0) -> Survey:
+    return Survey(f"call-{n}", score, at, agent_id="1001", caller=CALLER)
+
+
+async def test_a_survey_is_queued_once_per_call_and_its_first_rating_stays(
+    outbox: Outbox,
+) -> None:
+    first = survey(1, score=5)
+    assert await outbox.submit_survey(first, now=T0) == first
+    # The flow asked again (or the caller changed their mind): the first rating stays.
+    assert await outbox.submit_survey(survey(1, score=1, at=T0 + 5), now=T0 + 5) == first
+    await outbox.submit(ticket(1), now=T0 + 6)
+    [row, ticket_row] = await outbox.due(T0 + 6)
+    assert (row.item_id, row.kind, row.item) == (survey_outbox_id(first), OutboxKind.SURVEY, first)
+    assert row.item_id.startswith("survey-")
+    assert ticket_row.kind is OutboxKind.TICKET
+    assert (await outbox.get(row.item_id)) == row
+    stats = await outbox.stats(T0 + 6)
+    assert stats.backlog == 2
+    assert stats.backlog_by_kind == {OutboxKind.SURVEY: 1, OutboxKind.TICKET: 1}
+
+
+async def test_a_survey_and_a_ticket_never_share_a_key(outbox: Outbox) -> None:
+    await outbox.submit(ticket(1, key=survey(1).idempotency_key), now=T0)
+    with pytest.raises(TicketInvalidError) as caught:
+        await outbox.submit_survey(survey(1), now=T0)
+    assert caught.value.field == "idempotency_key"
+    assert len(await outbox.due(T0)) == 1
+
+
+async def test_a_survey_waits_out_a_crm_that_is_down_like_a_ticket(tmp_path: Path) -> None:
+    """Down, then an answer lost after the CRM stored it, then back: the survey reaches it
+    once, on the tickets' backoff schedule, across a restart of the node, and no log line
+    names the caller."""
+    path = outbox_path(tmp_path)
+    crm = MemoryCrm()
+    crm.script("down", "down", "lost")
+    async with await Outbox.open(path) as box:
+        await box.submit_survey(survey(1), now=T0)
+        await box.submit(ticket(1), now=T0)
+        w = worker(box, crm, first_retry_seconds=2.0)
+        with capture_logs() as logs:
+            assert await w.run_once(T0) == 2  # the survey down, the ticket lost
+            entry = await box.get(survey_outbox_id(survey(1)))
+            assert entry is not None
+            assert (entry.state, entry.attempts) == (DeliveryState.PENDING, 1)
+            assert entry.last_error == "crm-unavailable: connection refused"
+    # The same backoff as tickets: equal jitter on 2 s.
+    assert T0 + 1.0 <= entry.next_at <= T0 + 2.0
+    assert [e["event"] for e in logs] == ["survey_delivery_failed", "ticket_delivery_failed"]
+    assert logs[0]["survey_id"] == survey_outbox_id(survey(1))
+    assert all(CALLER not in repr(e) for e in logs)
+
+    async with await Outbox.open(path) as box:
+        w = worker(box, crm)
+        now = T0
+        while (await box.stats(now)).backlog:
+            now += 60
+            await w.run_once(now)
+        entry = await box.get(survey_outbox_id(survey(1)))
+        assert entry is not None
+        assert (entry.state, entry.attempts, entry.crm_ref) == (DeliveryState.DELIVERED, 3, "")
+    assert crm.surveys == {"call-1": survey(1)}
+    assert crm.surveys_stored == {"call-1": 1}
+    # Every attempt carried the call's survey key.
+    assert [(key, fault) for _, key, fault in crm.survey_calls] == [
+        ("call-1:survey", "down"),
+        ("call-1:survey", "lost"),
+        ("call-1:survey", "ok"),
+    ]
+
+
+async def test_a_refused_survey_is_a_dead_letter_and_retry_replays_it(outbox: Outbox) -> None:
+    crm = MemoryCrm()
+    crm.script("reject")
+    await outbox.submit_survey(survey(1), now=T0)
+    with capture_logs() as logs:
+        assert await worker(outbox, crm).run_once(T0) == 1
+    [dead] = await outbox.dead_letters()
+    assert (dead.kind, dead.attempts, dead.done_at) == (OutboxKind.SURVEY, 1, T0)
+    assert dead.last_error == "crm-rejected: the CRM answered 400: bad-survey: unknown agent"
+    assert [e["event"] for e in logs] == ["survey_dead_lettered"]
+    assert (await outbox.stats(T0)).dead_letters == 1
+    assert await outbox.retry(dead.item_id, now=T0 + 60) == 1
+    assert await worker(outbox, crm).run_once(T0 + 60) == 1
+    assert crm.surveys_stored == {"call-1": 1}
+    assert (await outbox.stats(T0 + 60)).delivered == 1
+
+
+async def test_a_survey_out_of_attempts_is_a_dead_letter(outbox: Outbox) -> None:
+    crm = MemoryCrm()
+    crm.default_fault = "down"
+    await outbox.submit_survey(survey(1), now=T0)
+    w = worker(outbox, crm, max_attempts=3)
+    for step in range(4):
+        await w.run_once(T0 + step * 600)
+    [dead] = await outbox.dead_letters()
+    assert dead.item == survey(1)
+    assert dead.last_error.startswith("gave up after 3 attempts: crm-unavailable")
+
+
+async def test_a_version_1_file_is_migrated_and_keeps_its_tickets(tmp_path: Path) -> None:
+    """An outbox written before surveys: its rows are tickets, its numbers go on."""
+    path = outbox_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    async with aiosqlite.connect(path, isolation_level=None) as db:
+        assert await migrate(db, OUTBOX_STEPS, target=1) == 1
+        numbers = await TicketNumbers.attach(db, 7)
+        number = await numbers.allocate(T0)
+        await db.execute(
+            "INSERT INTO outbox (ticket_id, idempotency_key, ticket, submitted_at, next_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (
+                number,
+                ticket(1).idempotency_key,
+                json.dumps(ticket_to_dict(ticket(1, number=number)), ensure_ascii=False),
+                T0,
+                T0,
+            ),
+        )
+    async with await Outbox.open(path) as box:
+        [entry] = await box.due(T0)
+        assert (entry.item_id, entry.kind, entry.item) == (
+            number,
+            OutboxKind.TICKET,
+            ticket(1, number=number),
+        )
+        await box.submit_survey(survey(1), now=T0)
+        numbers = await TicketNumbers.attach(box.connection, 7, lock=box.lock)
+        assert int(await numbers.allocate(T0)) == int(number) + 1
+        crm = MemoryCrm()
+        assert await worker(box, crm).run_once(T0) == 2
+        assert (await box.stats(T0)).delivered == 2
+    with sqlite3.connect(path) as plain:
+        assert plain.execute("PRAGMA user_version").fetchone() == (len(OUTBOX_STEPS),)
+    plain.close()
 
 
 # ---------------------------------------------------------------------- serve

@@ -6,11 +6,10 @@ import asyncio
 import json
 import socket
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 
 import pytest
-from aiohttp import web
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
@@ -20,6 +19,9 @@ from ivr.settings import Settings
 from ivr.web import create_app
 from routing.model import NewCall
 from routing.store import RoutingStore
+
+Serving = Callable[..., AbstractAsyncContextManager[str]]
+"""The ``serving`` fixture (tests/conftest.py): ``async with serving(app) as url``."""
 
 TOKEN = "cli-test-token-0123456789"  # noqa: S105 - a test's token, not a credential
 T0 = 1_700_000_000.0
@@ -35,19 +37,6 @@ class Clock:
         return self.now
 
 
-@asynccontextmanager
-async def serving(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app, shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
-
-
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI reads HOTLINE_* settings; none from the test's environment."""
@@ -61,7 +50,7 @@ def store(redis_client: Redis) -> RoutingStore:
 
 
 @pytest.fixture
-async def url(store: RoutingStore) -> AsyncIterator[str]:
+async def url(store: RoutingStore, serving: Serving) -> AsyncIterator[str]:
     async with serving(create_app(Settings(), routing=store, clock=Clock())) as base:
         yield base
 
@@ -259,7 +248,10 @@ def test_base_url_from_settings() -> None:
 
 
 async def test_address_and_token_from_settings(
-    store: RoutingStore, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    store: RoutingStore,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    serving: Serving,
 ) -> None:
     app = create_app(Settings(api_token=TOKEN), routing=store, clock=Clock())
     async with serving(app) as url:

@@ -9,24 +9,26 @@ import json
 import random
 import socket
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 from structlog.testing import capture_logs
 
 from crm_bridge.embedded import EmbeddedCrm
-from crm_bridge.model import Address, Ticket, TicketStatus
+from crm_bridge.model import Address, Survey, Ticket, TicketStatus
 from crm_bridge.outbox import DeliveryWorker, Outbox
 from ivr.cli import main
 from ivr.cli_crm import time_option
 from ivr.cli_routing import clock_time
 from ivr.settings import Settings
 from ivr.web import create_app
+
+Serving = Callable[..., AbstractAsyncContextManager[str]]
+"""The ``serving`` fixture (tests/conftest.py): ``async with serving(app) as url``."""
 
 TOKEN = "cli-crm-token-0123456789"  # noqa: S105 - a test's token, not a credential
 
@@ -39,19 +41,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@asynccontextmanager
-async def serving(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app, shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture(autouse=True)
@@ -85,7 +74,9 @@ async def outbox(tmp_path: Path, clock: Clock) -> AsyncIterator[Outbox]:
 
 
 @pytest.fixture
-async def url(crm: EmbeddedCrm, outbox: Outbox, clock: Clock) -> AsyncIterator[str]:
+async def url(
+    crm: EmbeddedCrm, outbox: Outbox, clock: Clock, serving: Serving
+) -> AsyncIterator[str]:
     async with serving(create_app(Settings(), crm=crm, outbox=outbox, clock=clock)) as base:
         yield base
 
@@ -275,7 +266,11 @@ async def test_seed_demo(url: str, crm: EmbeddedCrm, capsys: pytest.CaptureFixtu
 
 
 async def test_the_token_goes_with_changes(
-    crm: EmbeddedCrm, clock: Clock, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    crm: EmbeddedCrm,
+    clock: Clock,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    serving: Serving,
 ) -> None:
     app = create_app(Settings(api_token=TOKEN), crm=crm, clock=clock)
     async with serving(app) as url:
@@ -301,32 +296,41 @@ async def test_tickets_outbox_and_retry(
     code, out, err = await hotline(capsys, "tickets", "outbox", "--url", url)
     assert (code, out, err) == (0, "outbox: 0 waiting, 0 dead letters, 0 delivered\n", "")
 
-    # Two tickets of a type the store does not take (dead letters), one delivered, one waiting.
+    # Two tickets of a type the store does not take (dead letters), one delivered, one waiting,
+    # and a survey on its way too.
     for n in (1, 2):
         await outbox.submit(replace(fault(n, clock.now), ticket_type="未知类型"))
     await outbox.submit(fault(3, clock.now))
     await deliver(outbox, crm, clock)
     await outbox.submit(fault(4, clock.now))
+    survey = Survey("call-4", 5, clock.now, caller="13800138000")
+    await outbox.submit_survey(survey)
     clock.now += 125
 
     code, out, err = await hotline(capsys, "tickets", "outbox", "--url", url)
     assert (code, err) == (0, "")
     summary, header, first, second, hint = out.splitlines()
-    assert summary == ("outbox: 1 waiting, the oldest waiting 2m05s, 2 dead letters, 1 delivered")
-    assert columns(header) == ["TICKET", "TYPE", "TRIES", "SUBMITTED", "DEAD", "LAST", "ERROR"]
-    assert columns(first)[:3] == ["2611270100001", "未知类型", "1"]
+    assert summary == (
+        "outbox: 2 waiting (1 ticket, 1 survey), the oldest waiting 2m05s, 2 dead letters,"
+        " 1 delivered"
+    )
+    assert columns(header) == [
+        "ID", "KIND", "TYPE", "TRIES", "SUBMITTED", "DEAD", "LAST", "ERROR"
+    ]  # fmt: skip
+    assert columns(first)[:4] == ["2611270100001", "ticket", "未知类型", "1"]
     assert "invalid-ticket: ticket_type: " in first
     assert columns(second)[0] == "2611270100002"
     assert hint == "replay with `hotline tickets retry [ID]`"
     code, out, _ = await hotline(capsys, "tickets", "outbox", "--json", "--url", url)
     answer = json.loads(out)
     assert answer["stats"] == {
-        "backlog": 1,
+        "backlog": 2,
         "oldest_age_seconds": 125.0,
         "dead_letters": 2,
         "delivered": 1,
+        "backlog_by_kind": {"ticket": 1, "survey": 1},
     }
-    assert [d["ticket_id"] for d in answer["dead_letters"]] == ["2611270100001", "2611270100002"]
+    assert [d["id"] for d in answer["dead_letters"]] == ["2611270100001", "2611270100002"]
 
     # `tickets show` right after the call, before the CRM has it: from the outbox.
     code, out, err = await hotline(capsys, "tickets", "show", "2611270100004", "--url", url)
@@ -355,7 +359,10 @@ async def test_tickets_outbox_and_retry(
     code, out, _ = await hotline(capsys, "tickets", "retry", "--url", url)
     assert (code, out) == (0, "no dead letters to replay\n")
     stats = await outbox.stats(clock.now)
-    assert (stats.backlog, stats.dead_letters) == (3, 0)
+    assert (stats.backlog, stats.dead_letters) == (4, 0)
+    # Delivered, the survey is in the store.
+    await deliver(outbox, crm, clock)
+    assert await crm.get_survey("call-4") == survey
 
 
 async def test_tickets_retry_sends_the_token(
@@ -364,6 +371,8 @@ async def test_tickets_retry_sends_the_token(
     clock: Clock,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
+    *,
+    serving: Serving,
 ) -> None:
     await outbox.submit(replace(fault(1, clock.now), ticket_type="未知类型"))
     await deliver(outbox, crm, clock)
@@ -382,7 +391,7 @@ async def test_tickets_retry_sends_the_token(
 
 
 async def test_without_an_outbox_the_outbox_commands_say_so(
-    crm: EmbeddedCrm, clock: Clock, capsys: pytest.CaptureFixture[str]
+    crm: EmbeddedCrm, clock: Clock, capsys: pytest.CaptureFixture[str], serving: Serving
 ) -> None:
     async with serving(create_app(Settings(), crm=crm, clock=clock)) as url:
         for argv in (("tickets", "outbox"), ("tickets", "retry")):

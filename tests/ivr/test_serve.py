@@ -135,7 +135,7 @@ def test_serve_answers_health_and_stops_on_sigterm(serve: ServeProcess) -> None:
     health = get_json(f"http://127.0.0.1:{port}/healthz")
     assert health["status"] == "ok"
     assert health["node_id"] == "serve-test"
-    assert health["speech"] == "dtmf-only"
+    assert health["speech"] == "off (keypad only): HOTLINE_VOSK_MODEL not set"
     sip = serve.wait_for("sip listening", 0)
     assert health["sip"] == f"listening on udp 127.0.0.1:{sip['port']}"
     assert str(health["routing"]).startswith("redis 6.2")
@@ -229,5 +229,37 @@ def test_serve_refuses_an_http_crm_without_its_url(tmp_path: Path) -> None:
         assert "HOTLINE_CRM_URL" in str(failed["error"])
         events = [line.get("event") for line in server.lines]
         assert "embedded redis stopped" in events  # what had started was stopped again
+    finally:
+        finish(server)
+
+
+def test_serve_listens_with_the_configured_model(tmp_path: Path, korean_model_path: Path) -> None:
+    server = start_serve(tmp_path, HOTLINE_VOSK_MODEL=str(korean_model_path))
+    try:
+        listening = server.wait_for("web listening", START_TIMEOUT)
+        health = get_json(f"http://127.0.0.1:{listening['port']}/healthz")
+        assert health["speech"] == "vosk model, 2 workers, up to 60 calls"
+        assert server.wait_for("speech: listening", 0)["model"] == str(korean_model_path)
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=STOP_TIMEOUT) == 0
+        server.drain(STOP_TIMEOUT)
+        assert server.wait_for("speech pool stopped", 0)
+    finally:
+        finish(server)
+
+
+def test_serve_answers_keypad_only_when_the_model_is_broken(tmp_path: Path) -> None:
+    """A missing model is the operator's to fix; callers still get the keypad menus."""
+    missing = tmp_path / "no-such-model"
+    server = start_serve(tmp_path, HOTLINE_VOSK_MODEL=str(missing))
+    try:
+        listening = server.wait_for("web listening", START_TIMEOUT)
+        failed = server.wait_for("speech: model cannot be loaded, menus are keypad-only", 0)
+        assert str(missing) in str(failed["error"])
+        health = get_json(f"http://127.0.0.1:{listening['port']}/healthz")
+        assert str(health["speech"]).startswith("unavailable (keypad only): ")
+        assert str(health["sip"]).startswith("listening on udp")
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=STOP_TIMEOUT) == 0
     finally:
         finish(server)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import aiohttp
@@ -15,19 +15,8 @@ from ivr.metrics import CALLS_ACTIVE
 from ivr.settings import Settings
 from ivr.web import ApiError, create_app
 
-
-@asynccontextmanager
-async def serving(app: web.Application) -> AsyncIterator[str]:
-    """Run `app` on a free loopback port; yield its base URL."""
-    runner = web.AppRunner(app, shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
+Serving = Callable[..., AbstractAsyncContextManager[str]]
+"""The ``serving`` fixture (tests/conftest.py): ``async with serving(app) as url``."""
 
 
 @pytest.fixture
@@ -36,7 +25,7 @@ def settings() -> Settings:
 
 
 @pytest.fixture
-async def base_url(settings: Settings) -> AsyncIterator[str]:
+async def base_url(settings: Settings, serving: Serving) -> AsyncIterator[str]:
     async with serving(create_app(settings)) as url:
         yield url
 
@@ -62,7 +51,7 @@ async def test_healthz(base_url: str, http: aiohttp.ClientSession) -> None:
 
 
 async def test_healthz_reports_vosk_and_status_entries(
-    tmp_path: Path, http: aiohttp.ClientSession
+    tmp_path: Path, http: aiohttp.ClientSession, serving: Serving
 ) -> None:
     status: dict[str, object] = {"calls_active": 0}
     app = create_app(Settings(vosk_model=tmp_path), status=status)
@@ -109,7 +98,7 @@ async def test_status_page(base_url: str, http: aiohttp.ClientSession) -> None:
     assert "dtmf-only" in page
 
 
-async def test_status_page_escapes_node_id(http: aiohttp.ClientSession) -> None:
+async def test_status_page_escapes_node_id(http: aiohttp.ClientSession, serving: Serving) -> None:
     async with (
         serving(create_app(Settings(node_id="<script>"))) as url,
         http.get(f"{url}/") as resp,
@@ -137,7 +126,9 @@ async def test_unknown_page_outside_api_is_plain_404(
         assert resp.content_type != "application/json"
 
 
-async def test_api_errors_from_handlers(settings: Settings, http: aiohttp.ClientSession) -> None:
+async def test_api_errors_from_handlers(
+    settings: Settings, http: aiohttp.ClientSession, serving: Serving
+) -> None:
     async def no_call(request: web.Request) -> web.Response:
         raise ApiError("no-such-call", "no call with id c-1", status=404)
 

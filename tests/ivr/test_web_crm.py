@@ -5,15 +5,14 @@ the access rule, and nodes whose CRM is not embedded."""
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from structlog.testing import capture_logs
 
 from crm_bridge.backend import CrmBackend
@@ -28,14 +27,18 @@ from crm_bridge.model import (
     Ticket,
     TicketStatus,
 )
-from crm_bridge.outbox import DeliveryWorker, Outbox
+from crm_bridge.outbox import DeliveryWorker, Outbox, survey_outbox_id
 from ivr.settings import Settings
 from ivr.web import create_app
 from ivr.web_crm import ticket_json
 
+Serving = Callable[..., AbstractAsyncContextManager[str]]
+"""The ``serving`` fixture (tests/conftest.py): ``async with serving(app) as url``."""
+
 TOKEN = "crm-test-token-0123456789"  # noqa: S105 - a test's token, not a credential
 T0 = 1_800_000_000.0
 HOUR = 3600.0
+SURVEY = Survey("call-4", 4, T0 - 5, agent_id="1001", caller="13800138000")
 HOME = Address("江苏省", "南京市", "鼓楼区", "中山北路", "100号", "南京市鼓楼区中山北路一百号")
 
 
@@ -47,20 +50,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@asynccontextmanager
-async def serving(app: web.Application) -> AsyncIterator[str]:
-    """Run `app` on a free loopback port; yield its base URL."""
-    runner = web.AppRunner(app, shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
 
 
 class Api:
@@ -126,7 +115,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 async def api(
-    crm: EmbeddedCrm, outbox: Outbox, clock: Clock, http: aiohttp.ClientSession
+    crm: EmbeddedCrm, outbox: Outbox, clock: Clock, http: aiohttp.ClientSession, serving: Serving
 ) -> AsyncIterator[Api]:
     app = create_app(Settings(node_id="node-test", web_port=0), crm=crm, outbox=outbox, clock=clock)
     async with serving(app) as url:
@@ -400,7 +389,7 @@ async def test_seed_demo(api: Api, crm: EmbeddedCrm) -> None:
 
 
 async def test_changes_need_the_token_when_one_is_set(
-    crm: EmbeddedCrm, clock: Clock, http: aiohttp.ClientSession
+    crm: EmbeddedCrm, clock: Clock, http: aiohttp.ClientSession, serving: Serving
 ) -> None:
     await crm.create_ticket(fault(1))
     app = create_app(Settings(api_token=TOKEN), crm=crm, clock=clock)
@@ -461,6 +450,12 @@ class ExternalCrm:
         return await self.store.bill_summary(account)
 
     async def record_survey(self, survey: Survey) -> None:
+        if self.down:
+            raise CrmUnavailableError("connection refused")
+        if self.refusing:
+            raise CrmRejectedError(
+                f"422: caller {survey.caller} has no survey for {survey.call_id}"
+            )
         await self.store.record_survey(survey)
 
     async def close(self) -> None:
@@ -468,7 +463,7 @@ class ExternalCrm:
 
 
 async def test_with_another_crm_only_ticket_reads_work(
-    crm: EmbeddedCrm, clock: Clock, http: aiohttp.ClientSession
+    crm: EmbeddedCrm, clock: Clock, http: aiohttp.ClientSession, serving: Serving
 ) -> None:
     await crm.create_ticket(fault(1))
     external = ExternalCrm(crm)
@@ -495,7 +490,7 @@ async def test_with_another_crm_only_ticket_reads_work(
 
 
 async def test_without_a_crm_the_endpoints_say_so(
-    clock: Clock, http: aiohttp.ClientSession
+    clock: Clock, http: aiohttp.ClientSession, serving: Serving
 ) -> None:
     async with serving(create_app(Settings(), clock=clock)) as url:
         api = Api(http, url)
@@ -523,7 +518,7 @@ def worker(outbox: Outbox, backend: CrmBackend, clock: Clock, attempts: int = 5)
 
 @pytest.fixture
 async def external_api(
-    crm: EmbeddedCrm, outbox: Outbox, clock: Clock, http: aiohttp.ClientSession
+    crm: EmbeddedCrm, outbox: Outbox, clock: Clock, http: aiohttp.ClientSession, serving: Serving
 ) -> AsyncIterator[tuple[Api, ExternalCrm]]:
     """The API of a node whose CRM is external (and can go down or refuse)."""
     external = ExternalCrm(crm)
@@ -537,36 +532,54 @@ async def test_the_outbox_at_a_glance_without_callers_numbers(
 ) -> None:
     api, external = external_api
     assert await api.ok("GET", "/api/outbox") == {
-        "stats": {"backlog": 0, "oldest_age_seconds": 0.0, "dead_letters": 0, "delivered": 0},
+        "stats": {
+            "backlog": 0,
+            "oldest_age_seconds": 0.0,
+            "dead_letters": 0,
+            "delivered": 0,
+            "backlog_by_kind": {"ticket": 0, "survey": 0},
+        },
         "dead_letters": [],
     }
     await outbox.submit(fault(1), now=T0 - 100)
     await outbox.submit(replace(fault(2), caller="02583001234"), now=T0 - 50)
     await outbox.submit(fault(3), now=T0 - 10)
+    await outbox.submit_survey(SURVEY, now=T0 - 5)
     external.refusing = True
     clock.now = T0 + 1
-    assert await worker(outbox, external, clock).run_once(clock.now) == 3
+    assert await worker(outbox, external, clock).run_once(clock.now) == 4
     external.refusing = False
     clock.now = T0 + 30
-    # A fourth is still on its way.
+    # A fourth ticket and a survey are still on their way.
     await outbox.submit(fault(4), now=T0 + 20)
+    await outbox.submit_survey(replace(SURVEY, call_id="call-5"), now=T0 + 25)
 
     status, answer = await api.call("GET", "/api/outbox")
     assert status == 200
     assert answer == {
-        "stats": {"backlog": 1, "oldest_age_seconds": 10.0, "dead_letters": 3, "delivered": 0},
+        "stats": {
+            "backlog": 2,
+            "oldest_age_seconds": 10.0,
+            "dead_letters": 4,
+            "delivered": 0,
+            "backlog_by_kind": {"ticket": 1, "survey": 1},
+        },
         "dead_letters": [
             {
-                "ticket_id": "2601150100001",
+                "id": "2601150100001",
+                "kind": "ticket",
                 "ticket_type": "故障报修",
+                "call_id": "call-1",
                 "attempts": 1,
                 "last_error": "crm-rejected: 422: caller 138****8000 has no account 1234567890",
                 "submitted_at": T0 - 100,
                 "dead_at": T0 + 1,
             },
             {
-                "ticket_id": "2601150100002",
+                "id": "2601150100002",
+                "kind": "ticket",
                 "ticket_type": "故障报修",
+                "call_id": "call-2",
                 "attempts": 1,
                 # A landline caller is masked too: it is the ticket's caller.
                 "last_error": "crm-rejected: 422: caller 025****1234 has no account 1234567890",
@@ -574,11 +587,23 @@ async def test_the_outbox_at_a_glance_without_callers_numbers(
                 "dead_at": T0 + 1,
             },
             {
-                "ticket_id": "2601150100003",
+                "id": "2601150100003",
+                "kind": "ticket",
                 "ticket_type": "故障报修",
+                "call_id": "call-3",
                 "attempts": 1,
                 "last_error": "crm-rejected: 422: caller 138****8000 has no account 1234567890",
                 "submitted_at": T0 - 10,
+                "dead_at": T0 + 1,
+            },
+            {
+                "id": survey_outbox_id(SURVEY),
+                "kind": "survey",
+                "ticket_type": "",
+                "call_id": "call-4",
+                "attempts": 1,
+                "last_error": "crm-rejected: 422: caller 138****8000 has no survey for call-4",
+                "submitted_at": T0 - 5,
                 "dead_at": T0 + 1,
             },
         ],
@@ -605,7 +630,7 @@ async def test_retry_replays_one_dead_letter_or_all(
 
     clock.now = T0 + HOUR
     with capture_logs() as logs:
-        answer = await api.ok("POST", "/api/outbox/retry", {"ticket_id": "2601150100002"})
+        answer = await api.ok("POST", "/api/outbox/retry", {"id": "2601150100002"})
     assert answer == {"replayed": 1}
     assert [e for e in logs if e["event"] == "crm changed"] == [
         {
@@ -613,7 +638,7 @@ async def test_retry_replays_one_dead_letter_or_all(
             "log_level": "info",
             "action": "outbox_retry",
             "peer": "127.0.0.1",
-            "ticket_id": "2601150100002",
+            "item_id": "2601150100002",
             "replayed": 1,
         }
     ]
@@ -629,9 +654,10 @@ async def test_retry_replays_one_dead_letter_or_all(
         assert ticket_id in message
     for body, field in (
         ({"ticket_id": 2601150100001}, "ticket_id"),
-        ({"ticket_id": "工单"}, "ticket_id"),
-        ({"ticket_id": "x" * 41}, "ticket_id"),
+        ({"id": "工单"}, "id"),
+        ({"id": "x" * 41}, "id"),
         ({"ticket": "2601150100001"}, "ticket"),
+        ({"id": "2601150100001", "ticket_id": "2601150100001"}, "ticket_id"),
     ):
         status, error_id, message = await api.error("POST", "/api/outbox/retry", body)
         assert (status, error_id) == (400, "invalid-request"), body
@@ -639,10 +665,16 @@ async def test_retry_replays_one_dead_letter_or_all(
 
     # Every dead letter (no body, or a null id), then delivered by the worker.
     assert await api.ok("POST", "/api/outbox/retry") == {"replayed": 2}
-    assert await api.ok("POST", "/api/outbox/retry", {"ticket_id": None}) == {"replayed": 0}
+    assert await api.ok("POST", "/api/outbox/retry", {"id": None}) == {"replayed": 0}
     assert await worker(outbox, external, clock).run_once(clock.now) == 3
     stats = (await api.ok("GET", "/api/outbox"))["stats"]
-    assert stats == {"backlog": 0, "oldest_age_seconds": 0.0, "dead_letters": 0, "delivered": 3}
+    assert stats == {
+        "backlog": 0,
+        "oldest_age_seconds": 0.0,
+        "dead_letters": 0,
+        "delivered": 3,
+        "backlog_by_kind": {"ticket": 0, "survey": 0},
+    }
     assert await crm.get_ticket("2601150100003") is not None
 
 
@@ -743,7 +775,7 @@ async def test_healthz_shows_the_outbox(api: Api, outbox: Outbox, clock: Clock) 
 
 
 async def test_retry_needs_the_token_when_one_is_set(
-    crm: EmbeddedCrm, outbox: Outbox, clock: Clock, http: aiohttp.ClientSession
+    crm: EmbeddedCrm, outbox: Outbox, clock: Clock, http: aiohttp.ClientSession, serving: Serving
 ) -> None:
     await outbox.submit(replace(fault(1), ticket_type="未知类型"))  # refused by the store
     await worker(outbox, crm, clock).run_once(clock.now)

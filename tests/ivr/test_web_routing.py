@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -18,8 +17,12 @@ from structlog.testing import capture_logs
 from ivr.settings import Settings
 from ivr.web import create_app
 from ivr.web_api import check_access, is_loopback
+from routing.archive import IntervalArchive
 from routing.model import NewCall, QueueConfig, Strategy
 from routing.store import RoutingStore
+
+Serving = Callable[..., AbstractAsyncContextManager[str]]
+"""The ``serving`` fixture (tests/conftest.py): ``async with serving(app) as url``."""
 
 TOKEN = "s3cret-token-0123456789"  # noqa: S105 - a test's token, not a credential
 T0 = 1_700_000_000.0
@@ -33,20 +36,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@asynccontextmanager
-async def serving(app: web.Application, host: str = "127.0.0.1") -> AsyncIterator[str]:
-    """Run `app` on a free port of `host`; yield its base URL."""
-    runner = web.AppRunner(app, shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, 0)
-        await site.start()
-        bound_host, port = runner.addresses[0][:2]
-        yield f"http://{bound_host}:{port}"
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture
@@ -95,7 +84,9 @@ class Api:
 
 
 @pytest.fixture
-async def api(store: RoutingStore, clock: Clock, http: aiohttp.ClientSession) -> AsyncIterator[Api]:
+async def api(
+    store: RoutingStore, clock: Clock, http: aiohttp.ClientSession, serving: Serving
+) -> AsyncIterator[Api]:
     app = create_app(Settings(node_id="node-test", web_port=0), routing=store, clock=clock)
     async with serving(app) as url:
         yield Api(http, url)
@@ -321,7 +312,7 @@ async def test_unknown_call_is_404(api: Api) -> None:
 
 
 async def test_state_changes_are_logged_without_the_token(
-    store: RoutingStore, clock: Clock, http: aiohttp.ClientSession
+    store: RoutingStore, clock: Clock, http: aiohttp.ClientSession, serving: Serving
 ) -> None:
     app = create_app(Settings(api_token=TOKEN), routing=store, clock=clock)
     async with serving(app) as url:
@@ -402,6 +393,9 @@ async def test_put_queue_config(api: Api, store: RoutingStore) -> None:
     assert (body["config"]["strategy"], body["config"]["wrap_up_seconds"]) == ("fewest_calls", 0)
     status, body = await api.call("GET", "/api/queues/billing")
     assert body["config"]["max_length"] == 50
+    status, body = await api.call("PUT", "/api/queues/billing", {"callback_attempts": 5})
+    assert (status, body["config"]["callback_attempts"]) == (200, 5)
+    assert (await store.queue_config("billing")).callback_attempts == 5
 
 
 async def test_put_queue_config_errors_name_the_field(api: Api, store: RoutingStore) -> None:
@@ -411,6 +405,8 @@ async def test_put_queue_config_errors_name_the_field(api: Api, store: RoutingSt
         ({"aging_seconds_per_priority": 0}, "aging_seconds_per_priority"),
         ({"max_length": 1.5}, "max_length"),
         ({"max_length": -1}, "max_length"),
+        ({"callback_attempts": 0}, "callback_attempts"),
+        ({"callback_attempts": 2.5}, "callback_attempts"),
         ({"max_wait": "10"}, "max_wait"),
         ({"max_wait": True}, "max_wait"),
         ({"strategy": "random"}, "strategy"),
@@ -424,10 +420,42 @@ async def test_put_queue_config_errors_name_the_field(api: Api, store: RoutingSt
     assert await store.queue_config("billing") == QueueConfig("billing")
 
 
+async def test_interval_report_outlives_a_trimmed_stream(
+    api: Api, store: RoutingStore, clock: Clock
+) -> None:
+    """Recounted from the stream until the archive keeps the intervals; then from the archive,
+    the same figures, also once the stream is trimmed. Other settings are recounted."""
+    await api.login("1001", ready=True)
+    await store.enqueue(fault_call("c1"), T0)
+    clock.now = T0 + 5
+    await api.call("POST", "/api/agents/1001/accept", {"call_id": "c1"})  # waited 5 s
+    clock.now = T0 + 65
+    await api.call("POST", "/api/agents/1001/complete")
+    await store.enqueue(fault_call("c2"), T0 + 70)
+    await store.hangup("c2", T0 + 100)  # abandoned after 30 s
+    await store.tick(T0 + 120)  # the wrap-up ends
+    query = f"/api/stats/intervals?since={T0 - 1}"
+    status, before = await api.call("GET", query)
+    assert (status, before["source"]) == (200, "stream")
+    rows = [
+        (r["skill"], r["offered"], r["answered"], r["abandoned"], r["handled"])
+        for r in before["intervals"]
+    ]
+    assert rows == [(None, 2, 1, 1, 1), ("fault_repair", 2, 1, 1, 1)]
+
+    assert await IntervalArchive(store).run_once(T0 + 2000) == 2
+    await store.redis.xtrim(store.keys.events, maxlen=0, approximate=False)
+    status, after = await api.call("GET", query)
+    assert (status, after["source"]) == (200, "archive")
+    assert after["intervals"] == before["intervals"]
+    status, other = await api.call("GET", f"{query}&sl=20,30")
+    assert (status, other["source"], other["intervals"]) == (200, "stream", [])
+
+
 # ---------------------------------------------------------------------- unavailable routing
 
 
-async def test_no_routing_is_503(http: aiohttp.ClientSession) -> None:
+async def test_no_routing_is_503(http: aiohttp.ClientSession, serving: Serving) -> None:
     async with serving(create_app(Settings())) as url:
         api = Api(http, url)
         for method, path in [("GET", "/api/agents"), ("GET", "/api/queues")]:
@@ -443,7 +471,7 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_redis_down_is_503(http: aiohttp.ClientSession) -> None:
+async def test_redis_down_is_503(http: aiohttp.ClientSession, serving: Serving) -> None:
     # No retries: redis-py's default backoff would only make the test slower.
     down = Redis(port=_closed_port(), socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
     try:
@@ -464,7 +492,7 @@ async def test_redis_down_is_503(http: aiohttp.ClientSession) -> None:
 
 
 async def test_token_required_for_changes(
-    store: RoutingStore, clock: Clock, http: aiohttp.ClientSession
+    store: RoutingStore, clock: Clock, http: aiohttp.ClientSession, serving: Serving
 ) -> None:
     app = create_app(Settings(api_token=TOKEN), routing=store, clock=clock)
     async with serving(app) as url:
@@ -533,7 +561,7 @@ def _non_loopback_address() -> str | None:
 
 
 async def test_non_loopback_peer_may_not_change_state_without_token(
-    store: RoutingStore, clock: Clock, http: aiohttp.ClientSession
+    store: RoutingStore, clock: Clock, http: aiohttp.ClientSession, serving: Serving
 ) -> None:
     address = _non_loopback_address()
     if address is None:

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from routing.events import EventType, Replay, RoutingEvent
 from routing.model import AgentState, CallState, Strategy
-from routing.store import RoutingStore
+from routing.store import SEQ_WIDTH, RoutingStore
 
 
 @pytest.fixture
@@ -34,7 +34,10 @@ class Consistency:
     - an OFFER that rings several agents happens only in a queue that is ring-all at the time,
       and a call ringing several agents is never offered to one alone;
     - the queue sets hold exactly the waiting calls, the available sets exactly the available
-      agents;
+      agents, and every waiting call is at the place the stream gave it (score and arrival
+      number): a call that goes back in line (a reject, a timeout, an unreachable agent phone,
+      a callback's customer not answering) goes back to its place;
+    - a callback's unanswered attempts are those the stream counted, one more at each;
     - no waiting call has an eligible available agent (matching is never left undone), nor does
       a call ringing in a ring-all queue (the agent would have joined the ring); a call held for
       the caller's last agent only waits for that one;
@@ -62,6 +65,8 @@ class Consistency:
         """Calls ringing as ring-all calls, from the stream."""
         self.holds: dict[str, str] = {}
         """Call -> the agent it is held for (last-agent routing), from the stream."""
+        self.attempts: dict[str, int] = {}
+        """Callback -> its unanswered attempts, from the stream."""
 
     async def check(self, store: RoutingStore) -> None:
         events = await store.events(after=self.last)
@@ -91,6 +96,12 @@ class Consistency:
             assert (q.held_until is None) == (q.preferred_agent == ""), c
             if q.preferred_agent:
                 assert q.state is CallState.WAITING, c
+        assert {c: q.attempts for c, q in call_map.items() if q.attempts} == replay.attempts
+        for c, q in call_map.items():
+            if q.state is CallState.WAITING and c in self.places:
+                score, member = await store.redis.hmget(store.keys.call(c), "score", "member")
+                place = (float(score), int(member[:SEQ_WIDTH]))
+                assert place == self.places[c][1], f"{c} waits at {place}, not at its place"
 
         for c, q in call_map.items():
             if q.state is CallState.WAITING:
@@ -156,6 +167,10 @@ class Consistency:
                     self.holds[e.call_id] = f["pref"]
             if e.type is EventType.PREF_EXPIRED:
                 del self.holds[e.call_id]
+            if e.type in (EventType.CALLBACK_NOANSWER, EventType.CALLBACK_FAILED):
+                made = self.attempts.get(e.call_id, 0) + 1
+                assert int(f["attempts"]) == made, f"{e.call_id}: attempt {f['attempts']}"
+                self.attempts[e.call_id] = made
             if e.type is EventType.ESCALATE:  # same place, fewer needs
                 self.places[e.call_id] = ({f["skill"]: int(f["min"])}, self.places[e.call_id][1])
             if e.type in (EventType.ESCALATE, EventType.OVERFLOW) and e.call_id in self.ahead:

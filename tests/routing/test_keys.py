@@ -36,6 +36,9 @@ def all_keys(k: Keys) -> list[str]:
         k.parked("c1"),
         k.held("A1"),
         k.inbox("node-1"),
+        k.stats_fold,
+        k.stats_interval("1800000000", "billing"),
+        k.stats_index,
     ]
 
 
@@ -61,7 +64,8 @@ async def test_lua_builds_the_same_names(redis_client: Redis) -> None:
         " K.agent('A1'), K.agent_skills('A1'), K.available('billing', 3),"
         " K.staffed('billing'), K.handle_times('billing'), K.handle_total('billing'),"
         " K.queue('billing', 3), K.queue_config('billing'), K.ring('c1'), K.ringing('billing'),"
-        " K.call(ARGV[2]), K.parked('c1'), K.held('A1'), K.inbox('node-1')}"
+        " K.call(ARGV[2]), K.parked('c1'), K.held('A1'), K.inbox('node-1'),"
+        " K.stats_fold(), K.stats_interval('1800000000', 'billing'), K.stats_index()}"
     )
     names = await redis_client.eval(script, 0, k.prefix, "sip-call-id@host{weird}:x|y")
     assert names == all_keys(k)

@@ -21,7 +21,7 @@ from ivr.flow.model import parse_flow
 from ivr.routing_redis import RedisRouting
 from ivr.services import Routing, ServiceError
 from routing.events import EventType
-from routing.model import AgentState, ItemKind, QueueConfig
+from routing.model import AgentState, ItemKind, NewCall, QueueConfig
 from routing.store import RoutingStore
 
 Check = Callable[[RoutingStore], Awaitable[None]]
@@ -174,6 +174,31 @@ async def test_abandon(node_a: RedisRouting, store: RoutingStore, consistent: Ch
     assert await store.call("c1") is None
     assert (await store.events())[-1].type is EventType.ABANDON
     assert node_a.held == frozenset()
+    await consistent(store)
+
+
+async def test_a_call_handed_off_by_refer_stays_with_its_agent_until_the_desktop_completes(
+    node_a: RedisRouting, store: RoutingStore, consistent: Check
+) -> None:
+    feeds = Feeds()
+    await store.login("A1", skills={"billing": 5}, now=T0, ready=True)
+    await node_a.enqueue(enqueue(1), ctx("c1"), feeds.feed("c1"))
+    await store.accept("A1", "c1", T0 + 1)
+    await node_a.run_once(T0 + 1)
+    assert feeds.got["c1"][-1] == ev.AgentConnected(1, "A1", "")
+    with capture_logs() as logs:
+        await node_a.leave_queue(act.LeaveQueue(1, "transferred"), ctx("c1"))
+    assert [log["outcome"] for log in logs if log["event"] == "left queue"] == ["handed_off"]
+    assert node_a.held == frozenset()
+    agent = await store.agent("A1")
+    assert agent is not None
+    assert (agent.state, agent.call_id) == (AgentState.ON_CALL, "c1")  # still talking
+    await store.complete("A1", T0 + 200)  # the agent's desktop says the talk is over
+    assert await node_a.run_once(T0 + 201) == 0  # nobody left to tell on this node
+    agent = await store.agent("A1")
+    assert agent is not None
+    assert agent.state is AgentState.WRAP_UP
+    assert (await store.events())[-1].type is EventType.COMPLETE
     await consistent(store)
 
 
@@ -380,3 +405,24 @@ async def test_serve_delivers_without_waiting_for_the_poll(store: RoutingStore) 
         with contextlib.suppress(asyncio.CancelledError):
             await pump
     assert got[-1] == ev.AgentConnected(1, "A1", "")
+
+
+async def test_the_pump_keeps_the_statistics_archive(store: RoutingStore) -> None:
+    """Every archive_interval the node's pump runs the archive (the first a full interval after
+    the first pump), so closed intervals are in Redis before the stream is trimmed."""
+    node = RedisRouting(store, "n1", archive_interval=60.0)
+    await store.enqueue(NewCall("c1", {"billing": 1}, node_id="n1"), T0)
+    await store.hangup("c1", T0 + 30)
+    await node.run_once(T0)
+    assert await store.redis.exists(store.keys.stats_fold) == 0
+    await node.run_once(T0 + 59)
+    assert await store.redis.exists(store.keys.stats_fold) == 0
+    await node.run_once(T0 + 60)
+    assert await store.redis.exists(store.keys.stats_fold) == 1
+    await node.run_once(T0 + 1000)  # the first quarter is over and closed
+    assert await store.redis.zcard(store.keys.stats_index) == 2  # all queues and billing
+    off = RedisRouting(store, "n2", archive_interval=0)
+    await store.enqueue(NewCall("c2", {"billing": 1}, node_id="n2"), T0 + 1000)
+    await store.hangup("c2", T0 + 1030)
+    await off.run_once(T0 + 5000)
+    assert await store.redis.zcard(store.keys.stats_index) == 2

@@ -3,8 +3,9 @@
 After every step the invariants of `assert_consistent` (conftest) must hold: no agent reserved
 for two calls, no call offered to two agents outside ring-all queues, no call gone without an
 event, the stream replays to exactly the stored states, priority/FIFO order at every offer,
-matching never left undone. Queues may ring all, escalate, overflow and fill up; time passes in
-steps that cross their timers.
+matching never left undone, every waiting call at its place (also after an accepted call went
+back: the agent's phone unreachable, a callback's customer not answering). Queues may ring all,
+escalate, overflow and fill up; time passes in steps that cross their timers.
 Every rule also predicts whether the store must refuse the request, and a refused request must
 leave no event behind. A few callers call again and again, so calls are held for their last
 agent (Consistency checks holds too). IVR nodes heartbeat, restart, leave and fall silent among
@@ -114,6 +115,7 @@ class RoutingMachine(RuleBasedStateMachine):
         overflowing=st.sampled_from([(), (SKILLS[0],), tuple(SKILLS)]),
         max_length=st.sampled_from([0, 0, 3]),
         last_agent=st.sampled_from([(24.0, 20.0), (24.0, 20.0), (24.0, 0.0), (0.0, 20.0)]),
+        callback_attempts=st.sampled_from([2, 3, 1]),
     )
     def configure(
         self,
@@ -127,6 +129,7 @@ class RoutingMachine(RuleBasedStateMachine):
         overflowing: tuple[str, ...],
         max_length: int,
         last_agent: tuple[float, float],
+        callback_attempts: int,
     ) -> None:
         """Both queues share one set of timers, so a run explores it; each has its strategy. Some
         runs overflow one queue into the other, or each into the other (a call moves once)."""
@@ -146,6 +149,7 @@ class RoutingMachine(RuleBasedStateMachine):
                 overflow_queue=other if skill in overflowing else "",
                 last_agent_hours=last_agent[0],
                 last_agent_seconds=last_agent[1],
+                callback_attempts=callback_attempts,
             )
             self.run(self.store.configure_queue(config, self.now))
 
@@ -257,6 +261,75 @@ class RoutingMachine(RuleBasedStateMachine):
             error = InvalidTransitionError
         self.expect(error, self.store.complete(agent_id, self.now))
 
+    def connected_call(self, data: st.DataObject, kind: ItemKind | None = None) -> tuple[str, str]:
+        """Mostly an agent on a call (of ``kind``, if given) and that call; sometimes (refused:
+        nothing may change) a call and an agent that are not connected to each other."""
+        talking = [
+            (a, ag.call_id)
+            for a in AGENTS
+            if (ag := self.agent(a)) is not None and ag.state is AgentState.ON_CALL
+        ]
+        if kind is not None:
+            talking = [
+                (a, c) for a, c in talking if (q := self.run(self.store.call(c))) and q.kind is kind
+            ]
+        misuse = data.draw(st.integers(min_value=0, max_value=3), label="misuse") == 0
+        if talking and not misuse:
+            return data.draw(st.sampled_from(talking))
+        calls = [*self.callers, *("cb:" + c for c in self.callers), "nothing"]
+        return data.draw(st.sampled_from(AGENTS)), data.draw(st.sampled_from(calls))
+
+    def unchanged_unless(self, connected: bool, work: Coroutine[Any, Any, T]) -> T:
+        """Run a report about a connected call: when the call is not ``connected`` to the agent
+        it names, it must change nothing."""
+        before = self.run(self.store.event_count())
+        result = self.run(work)
+        if not connected:
+            assert self.run(self.store.event_count()) == before
+        return result
+
+    @rule(data=st.data())
+    def phone_unreachable(self, data: st.DataObject) -> None:
+        """The agent accepted, then their phone failed: the call goes back to its place."""
+        agent_id, call_id = self.connected_call(data)
+        call = self.run(self.store.call(call_id))
+        ok = call is not None and call.state is CallState.CONNECTED and call.agent_id == agent_id
+        state = self.unchanged_unless(
+            ok, self.store.agent_unreachable(call_id, agent_id, self.now, "480 Unavailable")
+        )
+        if not ok:
+            assert state == "none"
+            return
+        after = self.run(self.store.call(call_id))
+        assert state == ("ended" if after is None else after.state)
+        agent = self.agent(agent_id)
+        assert agent is not None
+        assert (agent.state, agent.reason) == (AgentState.NOT_READY, "missed")
+
+    @rule(data=st.data(), final=st.sampled_from([False, False, False, True]))
+    def customer_no_answer(self, data: st.DataObject, final: bool) -> None:
+        """A callback's customer does not answer: back in its place until the last attempt."""
+        agent_id, call_id = self.connected_call(data, ItemKind.CALLBACK)
+        call = self.run(self.store.call(call_id))
+        ok = (
+            call is not None
+            and call.kind is ItemKind.CALLBACK
+            and call.state is CallState.CONNECTED
+            and call.agent_id == agent_id
+        )
+        outcome, attempts = self.unchanged_unless(
+            ok, self.store.callback_no_answer(call_id, agent_id, self.now, final=final)
+        )
+        if not ok:
+            assert (outcome, attempts) == ("none", 0)
+            return
+        assert call is not None
+        limit = self.run(self.store.queue_config(call.skill)).callback_attempts
+        assert attempts == call.attempts + 1
+        assert outcome == ("failed" if final or attempts >= limit else "requeued")
+        if outcome == "failed":
+            assert self.run(self.store.call(call_id)) is None
+
     # ------------------------------------------------------------------ callers
 
     @rule(
@@ -319,6 +392,22 @@ class RoutingMachine(RuleBasedStateMachine):
             self.got_through.append(caller)
             if again:
                 self.enqueue(skill, 1, 0, extra=False, node=NODES[1], caller=caller)
+
+    @precondition(someone_available)
+    @rule(skill=st.sampled_from(SKILLS), node=st.sampled_from(NODES))
+    def callback_dialed(self, skill: str, node: str) -> None:
+        """A callback is requested while an agent is free (if able), who accepts it: it is
+        being dialed, and its customer may then not answer."""
+        self.serial += 1
+        call_id = f"cb:call-{self.serial}"
+        callback = NewCall(
+            call_id, {skill: 1}, kind=ItemKind.CALLBACK, number="13800000000", node_id=node
+        )
+        self.run(self.store.add_callback(callback, self.now))
+        call = self.run(self.store.call(call_id))
+        if call is not None and call.state is CallState.OFFERED:
+            agent = call.agent_id or call.offered_to[0]
+            self.run(self.store.accept(agent, call_id, self.now))
 
     @precondition(lambda self: bool(self.got_through))
     @rule(data=st.data(), skill=st.sampled_from(SKILLS), level=levels)

@@ -209,6 +209,40 @@ async def test_callbacks(store: RoutingStore) -> None:
     assert (billing.service_level(), billing.asa, billing.aht) == (None, None, 63.0)
 
 
+async def test_accepts_that_did_not_get_through_are_taken_back(store: RoutingStore) -> None:
+    """A caller accepted after 10 s whose agent phone was unreachable is answered for real after
+    40 s, once; a callback accepted twice whose customer never answered fails (two attempts),
+    counted apart; each unanswered attempt and the unreachable phone count when they happen,
+    in the next interval here."""
+    await store.configure_queue(QueueConfig("billing", callback_attempts=2, wrap_up_seconds=0), T0)
+    await store.login("A1", skills={"billing": 1}, now=T0)
+    await store.login("A2", skills={"billing": 1}, now=T0)
+    await store.enqueue(call("c1"), T0)
+    await store.add_callback(callback("x"), T0 + 1)
+    await store.ready("A1", T0 + 10)  # offered c1
+    await store.accept("A1", "c1", T0 + 10)
+    assert await store.agent_unreachable("c1", "A1", T0 + Q + 5) == "waiting"
+    await store.ready("A2", T0 + Q + 40)  # offered c1 again
+    await store.accept("A2", "c1", T0 + Q + 40)
+    await store.complete("A2", T0 + Q + 100)  # talked 60 s; A2 then takes cb:x
+    await store.accept("A2", "cb:x", T0 + Q + 100)
+    assert await store.callback_no_answer("cb:x", "A2", T0 + Q + 130) == ("requeued", 1)
+    await store.accept("A2", "cb:x", T0 + Q + 130)  # no wrap-up: offered again at once
+    assert await store.callback_no_answer("cb:x", "A2", T0 + Q + 160) == ("failed", 2)
+
+    stats = keyed(interval_stats(await store.events(), sl_thresholds=(20, 60)))
+    first, later = stats[T0, "billing"], stats[T0 + Q, "billing"]
+    assert (first.offered, first.answered, first.answered_within) == (1, 1, (0, 0))
+    assert first.asa == Q + 40
+    assert (first.callbacks_requested, first.callbacks_connected) == (1, 0)
+    assert (first.callbacks_failed, first.callbacks_cancelled) == (1, 0)
+    assert (first.handled, first.talk) == (1, 60.0)
+    assert (first.unreachable, first.callback_attempts_failed) == (0, 0)
+    assert (later.offered, later.answered, later.unreachable) == (0, 0, 1)
+    assert later.callback_attempts_failed == 2
+    assert first.as_dict()["callbacks_failed"] == 1
+
+
 async def test_calls_that_entered_before_the_window_are_left_out(store: RoutingStore) -> None:
     """Folding from mid-stream: the answer of a caller whose entry is not in the window is not
     counted (its interval precedes the window); the reject it met, which counts when it
@@ -466,13 +500,21 @@ class Floor:
         fitting = [a for a in AGENTS if (ag := await self.store.agent(a)) and ag.state in states]
         return self.rng.choice(fitting if fitting and self.rng.random() < 0.85 else AGENTS)
 
+    async def gone_back(self, agent: str, call_id: str, now: float) -> None:
+        """The agent's phone could not be reached, or a callback's customer did not answer."""
+        if call_id.startswith("cb:") and self.rng.random() < 0.7:
+            final = self.rng.random() < 0.2
+            await self.store.callback_no_answer(call_id, agent, now, final=final)
+        else:
+            await self.store.agent_unreachable(call_id, agent, now)
+
     async def step(self) -> None:
         rng, store, now = self.rng, self.store, self.now
         action = rng.choice(
             ["login", "logout", "ready", "ready", "not_ready", "skills"]
             + ["answer", "answer", "answer", "complete", "complete"]
             + ["enqueue"] * 4
-            + ["hangup", "hangup", "callback", "time", "time"]
+            + ["hangup", "hangup", "callback", "time", "time", "gone_back"]
         )
         fits = {
             "login": [AgentState.LOGGED_OUT],
@@ -481,6 +523,7 @@ class Floor:
             "not_ready": [AgentState.AVAILABLE, AgentState.RESERVED, AgentState.WRAP_UP],
             "answer": [AgentState.RESERVED],
             "complete": [AgentState.ON_CALL],
+            "gone_back": [AgentState.ON_CALL],
         }
         agent = await self.pick(*fits.get(action, []))
         try:
@@ -499,10 +542,15 @@ class Floor:
                 call_id = held.call_id if held and held.call_id else "nothing"
                 if rng.random() < 0.8:
                     await store.accept(agent, call_id, now)
+                    if rng.random() < 0.5:  # it does not get through after all
+                        await self.gone_back(agent, call_id, now)
                 else:
                     await store.reject(agent, call_id, now)
             elif action == "complete":
                 await store.complete(agent, now)
+            elif action == "gone_back":
+                held = await store.agent(agent)
+                await self.gone_back(agent, held.call_id if held else "nothing", now)
             elif action == "enqueue":
                 call_id = f"c{len(self.callers)}"
                 self.callers.append(call_id)
@@ -567,11 +615,12 @@ async def test_snapshot_equals_its_recount_from_the_stream(store: RoutingStore, 
         outcomes = s.answered + s.abandoned + s.short_abandoned + s.timed_out + s.left_for_callback
         assert s.offered == outcomes, s
         assert s.callbacks_requested == (
-            s.callbacks_connected + s.callbacks_expired + s.callbacks_cancelled
+            s.callbacks_connected + s.callbacks_expired + s.callbacks_cancelled + s.callbacks_failed
         ), s
         assert s.handled == s.answered + s.callbacks_connected, s
     by_skill = [s for s in stats if s.skill is not None]
-    for name in ("offered", "answered", "handled", "ronas", "rejects", "refused"):
+    names = ("offered", "answered", "handled", "ronas", "rejects", "refused", "unreachable")
+    for name in (*names, "callbacks_failed", "callback_attempts_failed"):
         assert sum(getattr(s, name) for s in by_skill) == sum(
             getattr(s, name) for s in stats if s.skill is None
         )

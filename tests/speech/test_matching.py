@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from speech.matching import PhraseMatch, match_phrases
+from speech.matching import PhraseMatch, Syllables, Window, best_window, match_phrases
 
 MENU = {
     "hazard": ["电线落地", "触电", "起火"],
@@ -86,3 +86,68 @@ def test_never_crashes_and_scores_are_bounded(text: str, options: dict[str, list
     if match is not None:
         assert 85.0 <= match.score <= 100.0
         assert match.phrase in options[match.key]
+
+
+# ----------------------------------------------------------------------------- windows
+
+
+def test_syllables_keep_runs_of_other_characters_together() -> None:
+    said = Syllables.of("我家 亭电了，经10路88号")
+    assert said.surface == ("我", "家", "亭", "电", "了", "经", "10", "路", "88", "号")
+    assert said.sounds[:4] == ("wo", "jia", "ting", "dian")
+    assert said.text(5, 8) == "经10路"
+    assert said.offset(5) == 5
+    assert said.offset(8) == 9
+
+
+def test_best_window_finds_the_characters_first() -> None:
+    window = best_window(Syllables.of("我家停电了"), Syllables.of("停电"))
+    assert window == Window(100.0, 2, 4, exact=True)
+
+
+def test_best_window_homophone_scores_100_but_is_not_exact() -> None:
+    window = best_window(Syllables.of("我家亭电了"), Syllables.of("停电"))
+    assert window == Window(100.0, 2, 4, exact=False)
+
+
+def test_best_window_wider_tolerates_an_added_character() -> None:
+    said, phrase = Syllables.of("我家停了电"), Syllables.of("停电")
+    narrow = best_window(said, phrase)
+    wide = best_window(said, phrase, wider=1)
+    assert narrow is not None
+    assert wide is not None
+    assert narrow.score < 85 <= wide.score
+    assert (wide.start, wide.end) == (2, 5)
+
+
+def test_best_window_never_narrower_than_two_syllables() -> None:
+    # 西安 against 先 (xian): a one-syllable window would score 89.
+    window = best_window(Syllables.of("我先走"), Syllables.of("西安"), narrower=1)
+    assert window is not None
+    assert window.score < 85
+
+
+def test_best_window_skips_a_match_inside_a_run_of_digits() -> None:
+    said = Syllables.of("112号12楼")  # the first "12" is inside 112
+    window = best_window(said, Syllables.of("12"))
+    assert window is not None
+    assert window.exact
+    assert (window.start, window.end) == (2, 3)
+
+
+@pytest.mark.parametrize(("said", "phrase"), [("", "停电"), ("停电", ""), ("，", "停电")])
+def test_best_window_of_nothing_is_none(said: str, phrase: str) -> None:
+    assert best_window(Syllables.of(said), Syllables.of(phrase)) is None
+
+
+def test_one_syllable_phrases_match_only_their_own_character() -> None:
+    assert match_phrases("十号", {"yes": ["是"]}) is None  # shi, but not 是
+    assert match_phrases("是的", {"yes": ["是"]}) == PhraseMatch("yes", "是", 100.0)
+
+
+def test_two_syllable_phrases_need_nearly_their_own_sounds() -> None:
+    assert match_phrases("有人偷电", {"hazard": ["触电"]}) is None  # chu/tou: 87.5 before
+    near = match_phrases("金费", {"x": ["经费"]})  # jin/jing: a nasal the recognizer blurs
+    assert near is not None
+    assert 85 <= near.score < 90
+    assert match_phrases("亭店", {"x": ["停电"]}) == PhraseMatch("x", "停电", 100.0)

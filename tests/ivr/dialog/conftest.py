@@ -20,6 +20,7 @@ from ivr.dialog import events as ev
 from ivr.dialog.engine import CallContext, Dialog
 from ivr.flow.model import Flow, load_flow
 from ivr.settings import SHIPPED_FLOW
+from speech.understand import Understander
 
 SHIPPED_FLOW_PATH = Path(ivr.__file__).parent / SHIPPED_FLOW
 CALLER = "13812345678"
@@ -48,6 +49,7 @@ class Driver:
         speech: bool = False,
         caller: str = CALLER,
         min_confidence: float = 0.5,
+        understander: Understander | None = None,
     ) -> None:
         self.dialog = Dialog(
             flow,
@@ -57,6 +59,7 @@ class Driver:
                 speech_available=speech,
                 min_confidence=min_confidence,
             ),
+            understander,
         )
         self.now = 0.0
         self.actions: list[act.Action] = []
@@ -166,6 +169,9 @@ class Driver:
 
     def disconnect(self) -> list[act.Action]:
         return self.send(ev.AgentDisconnected(self.last(act.Enqueue).request_id))
+
+    def unreachable(self, agent_id: str = "A1001", why: str = "486 Busy Here") -> list[act.Action]:
+        return self.send(ev.AgentUnreachable(self.last(act.Enqueue).request_id, agent_id, why))
 
     def exit_queue(self, reason: str = "max_wait") -> list[act.Action]:
         return self.send(ev.QueueExited(self.last(act.Enqueue).request_id, reason))
@@ -302,7 +308,8 @@ def flow() -> Flow:
 
 @pytest.fixture(scope="session")
 def make_driver(flow: Flow) -> Callable[..., Driver]:
-    """`make_driver(speech=..., caller=..., min_confidence=..., flow=...)`: a fresh call."""
+    """`make_driver(speech=..., caller=..., min_confidence=..., understander=..., flow=...)`:
+    a fresh call."""
 
     def make(**kwargs: Any) -> Driver:
         return Driver(kwargs.pop("flow", flow), **kwargs)

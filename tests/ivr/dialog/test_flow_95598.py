@@ -17,6 +17,7 @@ from ivr.dialog.actions import (
     PromptRef,
     RecordSurvey,
     RequestCallback,
+    ReturnToQueue,
     SpokenText,
     StartCollecting,
     StopCollecting,
@@ -24,8 +25,10 @@ from ivr.dialog.actions import (
     Transfer,
 )
 from ivr.dialog.engine import Outcome
+from ivr.dialog.events import CallerHungUp, CallTransferred
 from ivr.flow.model import load_flow
 from ivr.settings import SHIPPED_FLOW
+from speech.intent import shipped_intents
 
 FLOW = load_flow(Path(ivr.__file__).parent / SHIPPED_FLOW)
 CALLER = "13812345678"
@@ -34,6 +37,14 @@ HAZARD_SPEECH = "我家门口电线落地了"
 [AGENT_CHOICE, HAZARD_CHOICE] = FLOW.flow.global_choices
 HAZARD_PHRASES = HAZARD_CHOICE.say
 AGENT_PHRASES = AGENT_CHOICE.say
+HAZARD_GRAMMAR = HAZARD_PHRASES + tuple(
+    p
+    for i in shipped_intents().intents
+    if i.name in HAZARD_CHOICE.intents
+    for p in i.phrases
+    if p not in HAZARD_PHRASES
+)
+"""What a recognizer must be able to say for a hazard: the flow's phrases, then its intent's."""
 
 
 def digits(value: str) -> list[str]:
@@ -201,8 +212,19 @@ def test_hazard_phrase_wins_over_a_menu_phrase_in_the_same_sentence(walk_to):
 def test_hazard_phrases_come_first_in_the_main_menu_grammar(walk_to):
     d = walk_to("main_menu")
     grammar = d.last(StartCollecting).grammar
-    own = tuple(p for c in FLOW.node("main_menu").choices for p in c.say)
-    assert grammar == HAZARD_PHRASES + own + AGENT_PHRASES
+    intents = {i.name: i.phrases for i in shipped_intents().intents}
+    # The universal hazard phrases first: they preempt everything else.
+    assert grammar[: len(HAZARD_PHRASES)] == HAZARD_PHRASES
+    hazard_part = grammar[: len(HAZARD_PHRASES) + len(intents["hazard"])]
+    assert set(intents["hazard"]) <= set(hazard_part)
+    for choice in FLOW.node("main_menu").choices:
+        assert set(choice.say) <= set(grammar)
+    # A recognizer in grammar mode can only say what is in its grammar: every phrase of the
+    # menu's intents is there, not only the flow's own (没电 is the fault intent's).
+    for name in ("fault", "billing", "new_connection", "agent"):
+        assert set(intents[name]) <= set(grammar), name
+    assert "没电" in grammar
+    assert set(AGENT_PHRASES) <= set(grammar)
 
 
 def test_spoken_digits_too_short_fall_through_to_the_universal_choice(walk_to):
@@ -306,8 +328,19 @@ def test_fault_address_by_speech(walk_to):
     assert only(out, Lookup) == Lookup(
         only(out, Lookup).request_id,
         "outage_by_address",
-        {"address": "北京市海淀区清华东路十七号", "account": ACCOUNT, "caller": CALLER},
+        {
+            "address": "北京市海淀区清华东路十七号",
+            "account": ACCOUNT,
+            "caller": CALLER,
+            # The address as understood, parts apart (no street list covers 北京: unchecked).
+            "province": "北京市",
+            "city": "北京市",
+            "district": "海淀区",
+            "street": "清华东路",
+        },
     )
+    assert d.dialog.slots["address.number"] == "17号"
+    assert d.dialog.slots["address.status"] == "ok"
     assert d.dialog.phase == "service"
     assert d.dialog.deadline == d.now + 5.0
 
@@ -317,7 +350,15 @@ def test_fault_address_falls_back_without_speech(walk_to):
     out = d.press("1")
     # No recognizer: the address is not asked for; the CRM finds it by account and number.
     assert "fault_address" not in d.heard(out)
-    assert only(out, Lookup).params == {"address": "", "account": ACCOUNT, "caller": CALLER}
+    assert only(out, Lookup).params == {
+        "address": "",
+        "account": ACCOUNT,
+        "caller": CALLER,
+        "province": "",
+        "city": "",
+        "district": "",
+        "street": "",
+    }
     assert d.dialog.node_id == "fault_outage_lookup"
 
 
@@ -750,8 +791,67 @@ def test_agent_call_then_survey(walk_to):
     # The hazard phrases first (they pre-empt), then the survey's own, longest first.
     own = ("非常不满意", "非常满意", "不满意", "满意", "还行", "挺好", "一般")
     assert only(out, StartCollecting) == StartCollecting(
-        dtmf=True, speech=True, grammar=HAZARD_PHRASES + own
+        dtmf=True, speech=True, grammar=HAZARD_GRAMMAR + own
     )
+
+
+def test_agent_call_handed_off_by_refer_ends_without_a_survey(walk_to):
+    d = walk_to("agent_general")
+    queue = d.last(Enqueue).request_id
+    d.connect("A1001", "sip:a1001@10.0.0.7")
+    assert d.send(CallTransferred(queue + 1)) == []  # another queue request: not this call's
+    out = d.send(CallTransferred(queue))
+    # The IVR left the call: routing keeps it connected (the agent's desktop completes it).
+    assert out == [LeaveQueue(queue, "transferred"), Hangup("transferred")]
+    assert d.dialog.ended
+    assert d.dialog.outcomes[-1] == Outcome("transferred", "A1001")
+    assert d.disconnect() == []  # routing's later word changes nothing
+
+
+def test_a_transfer_report_outside_a_bridge_is_ignored(walk_to):
+    d = walk_to("agent_general")
+    assert d.send(CallTransferred(d.last(Enqueue).request_id)) == []
+    assert d.dialog.phase == "queued"
+
+
+def test_an_unreachable_agent_phone_puts_the_caller_back_on_hold(walk_to):
+    d = walk_to("agent_general")
+    queue = d.last(Enqueue).request_id
+    d.connect("A1001", "sip:a1001@10.0.0.7")
+    d.now = 100.0
+    out = d.unreachable("A1001", "486 Busy Here")
+    assert out[0] == ReturnToQueue(queue, "A1001", "486 Busy Here")
+    assert d.heard(out) == ["hold"]
+    assert only(out, StartCollecting) == StartCollecting(dtmf=True, speech=False, max_digits=1)
+    assert d.dialog.phase == "queued"
+    assert d.dialog.deadline == 130.0
+    assert "agent_id" not in d.dialog.slots
+    # Still in line: the place is announced, the callback key works, the next agent bridges.
+    d.finish_prompts()
+    assert d.heard(d.position(1)) == [
+        "queue_ahead",
+        "digit_1",
+        "queue_people",
+        "callback_offer",
+    ]
+    d.finish_prompts()
+    out = d.connect("A1002", "sip:a1002@10.0.0.8")
+    assert only(out, Transfer) == Transfer("A1002", "sip:a1002@10.0.0.8", queue)
+    assert d.unreachable("A1002") != []  # and again, should that phone fail too
+    assert d.dialog.phase == "queued"
+    # A caller hanging up now abandons the queue (not a completed agent call).
+    out = d.send(CallerHungUp())
+    assert only(out, LeaveQueue) == LeaveQueue(queue, "abandoned")
+    assert d.dialog.outcomes[-1].kind == "abandoned"
+
+
+def test_an_unreachable_report_out_of_turn_is_ignored(walk_to):
+    d = walk_to("agent_general")
+    assert d.unreachable() == []  # not bridged: nothing to return from
+    d.connect()
+    d.disconnect()  # talked: now in the survey
+    assert d.unreachable() == []
+    assert d.dialog.node_id == "survey"
 
 
 @pytest.mark.parametrize("score", [1, 2, 3, 4, 5])

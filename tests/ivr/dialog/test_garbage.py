@@ -30,6 +30,7 @@ OUTCOME_KINDS = {
     "callback",
     "survey",
     "hangup",
+    "transferred",
     "abandoned",
     "error",
 }
@@ -93,13 +94,19 @@ steps = st.one_of(
     st.tuples(st.just("done")),
     st.tuples(st.just("fail")),
     st.tuples(
-        st.just("queue"), st.sampled_from(["position", "connect", "disconnect", "exit", "fail"])
+        st.just("queue"),
+        st.sampled_from(
+            ["position", "connect", "disconnect", "unreachable", "transferred", "exit", "fail"]
+        ),
     ),
     st.tuples(st.just("position"), st.integers(-3, 10**18), st.none() | st.integers(-100, 10**6)),
     st.tuples(
         st.just("stale"),
         st.sampled_from(
-            ["lookup", "ticket", "done", "fail", "position", "connect", "disconnect", "exit"]
+            [
+                *("lookup", "ticket", "done", "fail", "position"),
+                *("connect", "disconnect", "unreachable", "transferred", "exit"),
+            ]
         ),
         request_ids,
     ),
@@ -162,6 +169,8 @@ def reply(kind, request_id):
         "position": ev.QueuePosition(request_id, 2, 90),
         "connect": ev.AgentConnected(request_id, "A7"),
         "disconnect": ev.AgentDisconnected(request_id),
+        "transferred": ev.CallTransferred(request_id),
+        "unreachable": ev.AgentUnreachable(request_id, "A7", "486 Busy Here"),
         "exit": ev.QueueExited(request_id, "max_wait"),
     }[kind]
 
@@ -305,6 +314,7 @@ def snapshot(d):
         ev.QueuePosition(1, 3, 60),
         ev.AgentConnected(1, "A1"),
         ev.AgentDisconnected(1),
+        ev.CallTransferred(1),
         ev.QueueExited(1, "max_wait"),
     ],
     ids=lambda event: type(event).__name__,

@@ -47,6 +47,7 @@ LATER_EVENTS = [
     *[ev.QueuePosition(i, 1, 60) for i in range(6)],
     *[ev.AgentConnected(i, "A1") for i in range(6)],
     *[ev.AgentDisconnected(i) for i in range(6)],
+    *[ev.CallTransferred(i) for i in range(6)],
     *[ev.QueueExited(i, "max_wait") for i in range(6)],
     ev.CallerHungUp(),
 ]

@@ -123,6 +123,9 @@ CASES: dict[str, list[Expected]] = {
     "on_skip_without_terminator": [
         ("nodes.fault_account.on_skip", 36, "on_skip needs a terminator key to skip with"),
     ],
+    "unknown_intent": [
+        ("nodes.main_menu.choices[0].intents[0]", 16, "unknown intent 'outage'"),
+    ],
     "readback_two_kinds": [
         (
             "nodes.fault_account_confirm.prompts[1]",
@@ -529,3 +532,23 @@ intent = "fault"
     smap = SourceMap(text)
     assert smap.line_of(("nodes", "m", "choices", 1, "set", "intent")) == 13
     assert smap.line_of(("nodes", "m", "choices", 0, "set", "intent")) == 7
+
+
+def test_a_read_back_is_only_for_the_address_slot(tmp_path: Path, catalog: Catalog) -> None:
+    text = MINIMAL_OK.read_text(encoding="utf-8")
+    assert "[nodes.main_menu]" in text
+    flow = tmp_path / "flow.toml"
+    flow.write_text(
+        text.replace(
+            "[nodes.main_menu]",
+            '[nodes.note]\ntype = "capture"\nprompts = ["fault_address"]\nslot = "note"\n'
+            'confirm_prompts = ["address_readback"]\nnext = "main_menu"\n'
+            'fallback = "main_menu"\n\n[nodes.main_menu]',
+        ).replace('start = "main_menu"', 'start = "note"'),
+        encoding="utf-8",
+    )
+    report = check(flow, catalog)
+    assert report.ok
+    warnings = [p for p in report.problems if p.severity == "warning"]
+    assert [p.where for p in warnings] == ["nodes.note.confirm_prompts"]
+    assert "only an address is read back" in warnings[0].message

@@ -113,7 +113,7 @@ def test_bad_choice_key_has_no_follow_on_error_at_the_list() -> None:
         ),
         (
             ("nodes", "main", "choices", 2),
-            "a choice needs a key, phrases to say, or both",
+            "a choice needs a key, phrases to say or intents",
         ),
     ]
 
@@ -223,7 +223,7 @@ def test_header_errors() -> None:
     data = flow_with({"main": menu()}, repeat_key="x", global_choices=[{"goto": "main"}])
     assert errors_of(data) == [
         (("flow", "repeat_key"), "key 'x' is not a phone key (0-9, *, #)"),
-        (("flow", "global_choices", 0), "a choice needs a key, phrases to say, or both"),
+        (("flow", "global_choices", 0), "a choice needs a key, phrases to say or intents"),
     ]
 
 

@@ -19,6 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from aiortp.codecs.g711 import PcmuCodec
+
 from ivr.flow.model import load_flow
 from ivr.services import NotConnectedCrm, NotConnectedRouting
 from ivr.settings import Settings, load_settings
@@ -913,3 +915,34 @@ async def sipp_uas(
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+def write_rtp_pcap(path: Path, pcm: bytes) -> None:
+    """A libpcap file of PCMU RTP packets, 20 ms apart, carrying ``pcm`` (8 kHz 16-bit)."""
+    codec = PcmuCodec()
+    out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+    frame = 320
+    for i in range(0, len(pcm) - frame + 1, frame):
+        payload = codec.encode(pcm[i : i + frame])
+        rtp = struct.pack("!BBHII", 0x80, 0, i // frame, (i // frame) * 160, 0x1234) + payload
+        udp = struct.pack("!HHHH", 6000, 6002, 8 + len(rtp), 0) + rtp
+        ip = (
+            struct.pack(
+                "!BBHHHBBH4s4s",
+                0x45,
+                0,
+                20 + len(udp),
+                0,
+                0,
+                64,
+                17,
+                0,
+                bytes([127, 0, 0, 1]),
+                bytes([127, 0, 0, 1]),
+            )
+            + udp
+        )
+        eth = b"\x00" * 12 + b"\x08\x00" + ip
+        t = (i // frame) * 0.020
+        out += struct.pack("<IIII", int(t), int((t % 1) * 1e6), len(eth), len(eth)) + eth
+    path.write_bytes(bytes(out))

@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import structlog
 from aiosipua import parse_sdp
@@ -26,7 +27,8 @@ from structlog.testing import capture_logs
 from ivr import metrics
 from ivr.dialog import actions as act
 from ivr.dialog.engine import CallContext
-from ivr.routing_redis import CallbackOrder, RedisRouting
+from ivr.routing_redis import CallbackEnd, CallbackOrder, RedisRouting
+from ivr.settings import Settings
 from ivr.sip.callbacks import (
     CallbackDial,
     CallbackLimits,
@@ -40,8 +42,9 @@ from ivr.sip.callbacks import (
 )
 from ivr.sip.server import SipServer
 from ivr.sip.uac_events import LegAnswered, LegEnded, LegFailed, LegMediaChanged, LegRinging
+from ivr.web import create_app
 from routing.events import EventType
-from routing.model import AgentState
+from routing.model import AgentState, CallState, QueueConfig
 from routing.store import RoutingStore
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -133,6 +136,26 @@ def test_stopping_hangs_up_both_legs_and_a_talk_stays_connected() -> None:
     )
 
 
+def test_routing_puts_back_what_did_not_get_through_and_fails_what_cannot() -> None:
+    assert CallbackOutcome.CONNECTED.end is CallbackEnd.DONE
+    assert CallbackOutcome.STOPPED.end is CallbackEnd.DONE
+    assert CallbackOutcome.CANCELLED.end is CallbackEnd.DONE
+    assert CallbackOutcome.AGENT_UNREACHABLE.end is CallbackEnd.AGENT_UNREACHABLE
+    assert CallbackOutcome.CUSTOMER_UNANSWERED.end is CallbackEnd.NO_ANSWER
+    assert CallbackOutcome.NO_TRUNK.end is CallbackEnd.CANNOT_DIAL
+    assert CallbackOutcome.INVALID_NUMBER.end is CallbackEnd.CANNOT_DIAL
+
+
+def test_routing_ending_a_callback_hangs_up_what_is_up() -> None:
+    dial = CallbackDial()
+    dial.handle("agent", LegAnswered("a", SDP))  # the customer rings
+    assert dial.end(CallbackOutcome.CANCELLED, "ended in routing") == [
+        HangUp("customer"),
+        HangUp("agent"),
+        Finish(CallbackOutcome.CANCELLED, "ended in routing"),
+    ]
+
+
 # ------------------------------------------------------------------------ with real peers
 
 
@@ -181,7 +204,9 @@ async def rig(
         # Short enough for a test, long enough for SIPp on a loaded machine.
         server.callbacks.limits = CallbackLimits(agent_ring_seconds=8.0, customer_ring_seconds=2.0)
         store = RoutingStore(redis_client, tenant="cb")
-        routing = RedisRouting(store, NODE, on_callback=server.place_callback)
+        routing = RedisRouting(
+            store, NODE, on_callback=server.place_callback, on_callback_ended=server.end_callback
+        )
         # No agent phone: no contact (and no registrar), so nobody can reach the agent.
         contact = f"sip:{AGENT}@127.0.0.1:{agent_peer.address[1]}" if agent_peer else ""
         await store.login(AGENT, skills={SKILL: 5}, now=time.time(), contact=contact, ready=True)
@@ -216,6 +241,33 @@ async def routing_completed(store: RoutingStore) -> None:
     assert agent.state is AgentState.WRAP_UP
     complete = [e for e in await store.events() if e.type is EventType.COMPLETE]
     assert [(e.call_id, e.agent_id) for e in complete] == [(CALLBACK, AGENT)]
+
+
+async def routing_put_back(store: RoutingStore, event: EventType, attempts: int = 0) -> None:
+    """Routing put the callback back in its place: waiting, with the attempts made so far."""
+    callback = await store.call(CALLBACK)
+    assert callback is not None
+    assert (callback.state, callback.attempts) == (CallState.WAITING, attempts)
+    assert await store.waiting(SKILL) == [CALLBACK]
+    agent = await store.agent(AGENT)
+    assert agent is not None
+    if event is EventType.UNREACHABLE:  # the agent's phone: not ready, as after a missed offer
+        assert (agent.state, agent.reason) == (AgentState.NOT_READY, "missed")
+    else:  # the customer did not answer: the agent wraps up, no call handled
+        assert (agent.state, agent.calls) == (AgentState.WRAP_UP, 0)
+    types = [e.type for e in await store.events()]
+    assert types[-1] is event
+    assert EventType.COMPLETE not in types
+
+
+async def routing_failed(store: RoutingStore, attempts: int) -> None:
+    """Routing ended the callback as failed."""
+    assert await store.call(CALLBACK) is None
+    [failed] = [e for e in await store.events() if e.type is EventType.CALLBACK_FAILED]
+    assert (failed.call_id, failed.fields["attempts"]) == (CALLBACK, str(attempts))
+    agent = await store.agent(AGENT)
+    assert agent is not None
+    assert (agent.state, agent.calls) == (AgentState.WRAP_UP, 0)
 
 
 async def sipp_ok(peer: SippPeer | None) -> None:
@@ -303,7 +355,7 @@ async def test_a_callback_is_dialed_bridged_and_completed(
     ("trunk_answer", "detail"),
     [("busy", "customer leg 486 Busy Here"), ("no_answer", "customer leg 487 ring timeout")],
 )
-async def test_a_customer_who_does_not_answer_ends_the_callback(
+async def test_a_customer_who_does_not_answer_puts_the_callback_back_in_its_place(
     tmp_path: Path, redis_client: Redis, trunk_answer: str, detail: str
 ) -> None:
     before = outcome_count("customer_unanswered")
@@ -318,7 +370,7 @@ async def test_a_customer_who_does_not_answer_ends_the_callback(
             await callback_done(r)
         await sipp_ok(r.agent)
         await sipp_ok(r.trunk)
-        await routing_completed(r.store)
+        await routing_put_back(r.store, EventType.CALLBACK_NOANSWER, attempts=1)
 
     [summary] = r.server.callbacks.finished
     assert (summary.outcome, summary.detail) == (CallbackOutcome.CUSTOMER_UNANSWERED, detail)
@@ -334,7 +386,7 @@ async def test_a_customer_who_does_not_answer_ends_the_callback(
 
 @pytest.mark.slow
 @needs_sipp
-async def test_an_agent_phone_that_refuses_ends_the_callback_before_the_customer_is_dialed(
+async def test_an_agent_phone_that_refuses_puts_the_callback_back_before_the_customer_is_dialed(
     tmp_path: Path, redis_client: Redis
 ) -> None:
     before = outcome_count("agent_unreachable")
@@ -347,7 +399,7 @@ async def test_an_agent_phone_that_refuses_ends_the_callback_before_the_customer
         await accept_callback(r.routing)
         await callback_done(r)
         await sipp_ok(r.agent)
-        await routing_completed(r.store)
+        await routing_put_back(r.store, EventType.UNREACHABLE)
         assert r.trunk is not None
         assert r.trunk.trace() == []
 
@@ -375,7 +427,7 @@ async def test_the_agent_hanging_up_while_the_customer_rings_cancels_the_custome
         await callback_done(r)
         await sipp_ok(r.agent)
         await sipp_ok(r.trunk)  # it got the CANCEL
-        await routing_completed(r.store)
+        await routing_put_back(r.store, EventType.CALLBACK_NOANSWER, attempts=1)
     [summary] = r.server.callbacks.finished
     assert (summary.outcome, summary.detail) == (
         CallbackOutcome.CUSTOMER_UNANSWERED,
@@ -403,18 +455,18 @@ async def test_a_phone_that_goes_silent_is_hung_up(tmp_path: Path, redis_client:
     assert (summary.outcome, summary.detail) == (CallbackOutcome.CONNECTED, "no rtp from agent")
 
 
-async def test_an_agent_nobody_can_reach_ends_the_callback(
+async def test_an_agent_nobody_can_reach_puts_the_callback_back(
     tmp_path: Path, redis_client: Redis
 ) -> None:
     async with rig(tmp_path, redis_client, agent=None) as r:
         await accept_callback(r.routing)
         await callback_done(r)
-        await routing_completed(r.store)
+        await routing_put_back(r.store, EventType.UNREACHABLE)
     [summary] = r.server.callbacks.finished
     assert summary.outcome is CallbackOutcome.AGENT_UNREACHABLE
 
 
-async def test_without_a_trunk_the_callback_is_logged_and_ended(
+async def test_without_a_trunk_the_callback_is_logged_and_fails(
     tmp_path: Path, redis_client: Redis
 ) -> None:
     before = outcome_count("no_trunk")
@@ -422,7 +474,7 @@ async def test_without_a_trunk_the_callback_is_logged_and_ended(
         with capture_logs(WITH_CONTEXT) as logs:
             await accept_callback(r.routing)
             await callback_done(r)
-        await routing_completed(r.store)
+        await routing_failed(r.store, attempts=1)
     [summary] = r.server.callbacks.finished
     assert summary.outcome is CallbackOutcome.NO_TRUNK
     assert outcome_count("no_trunk") == before + 1
@@ -436,7 +488,7 @@ async def test_a_number_that_cannot_be_dialed_is_not(tmp_path: Path, redis_clien
     async with rig(tmp_path, redis_client, agent=None) as r:
         await accept_callback(r.routing, number="1380013800;x")
         await callback_done(r)
-        await routing_completed(r.store)
+        await routing_failed(r.store, attempts=1)
     [summary] = r.server.callbacks.finished
     assert summary.outcome is CallbackOutcome.INVALID_NUMBER
 
@@ -483,3 +535,67 @@ async def test_a_hook_that_fails_still_frees_the_agent(redis_client: Redis) -> N
     assert orders == [CallbackOrder(CALLBACK, AGENT, "sip:a@h", NUMBER, {"account": "0123456789"})]
     assert [e["event"] for e in logs if e["log_level"] == "error"] == ["callback failed"]
     await routing_completed(store)
+
+
+@pytest.mark.slow
+@needs_sipp
+async def test_the_last_unanswered_attempt_fails_the_callback(
+    tmp_path: Path, redis_client: Redis
+) -> None:
+    async with rig(
+        tmp_path, redis_client, agent=uas_scenario("answer"), trunk=uas_scenario("busy")
+    ) as r:
+        await r.store.configure_queue(QueueConfig(SKILL, callback_attempts=1), time.time())
+        await accept_callback(r.routing)
+        await callback_done(r)
+        await sipp_ok(r.agent)
+        await sipp_ok(r.trunk)
+        await routing_failed(r.store, attempts=1)
+    [summary] = r.server.callbacks.finished
+    assert summary.outcome is CallbackOutcome.CUSTOMER_UNANSWERED
+
+
+@pytest.mark.slow
+@needs_sipp
+@pytest.mark.parametrize(
+    ("customer", "outcome"),
+    [("answer", CallbackOutcome.CONNECTED), ("no_answer", CallbackOutcome.CANCELLED)],
+)
+async def test_a_callback_its_agent_completes_through_the_api_hangs_up_both_legs(
+    tmp_path: Path,
+    redis_client: Redis,
+    serving: Callable[..., AbstractAsyncContextManager[str]],
+    customer: str,
+    outcome: CallbackOutcome,
+) -> None:
+    """The agent presses "done" (POST /api/agents/{id}/complete) while talking, or while the
+    customer's phone still rings: routing completes the callback and the node hangs up both legs
+    (BYE to a talking customer, CANCEL to a ringing one, BYE to the agent)."""
+    async with rig(
+        tmp_path,
+        redis_client,
+        agent=uas_scenario("answer"),  # waits for the hotline's BYE
+        trunk=uas_scenario(customer, ring=0.2),  # answered: waits for a BYE; else for a CANCEL
+    ) as r:
+        r.server.callbacks.limits = CallbackLimits(customer_ring_seconds=30.0)
+        app = create_app(Settings(), routing=r.store)
+        async with serving(app) as url, aiohttp.ClientSession() as http:
+            await accept_callback(r.routing)
+            if customer == "answer":
+                await wait_until(
+                    lambda: any(c.bridge for c in r.server.callbacks.active.values()), 15.0
+                )
+            else:
+                assert r.trunk is not None
+                await wait_until(lambda: bool(r.trunk and r.trunk.trace()), 15.0)
+            async with http.post(f"{url}/api/agents/{AGENT}/complete") as resp:
+                assert resp.status == 200, await resp.text()
+        await r.routing.run_once()  # the node hears routing ended it
+        await callback_done(r)
+        await sipp_ok(r.agent)
+        await sipp_ok(r.trunk)
+        await routing_completed(r.store)
+        [complete] = [e for e in await r.store.events() if e.type is EventType.COMPLETE]
+        assert complete.fields["by"] == "agent"
+    [summary] = r.server.callbacks.finished
+    assert (summary.outcome, summary.detail) == (outcome, "ended in routing")

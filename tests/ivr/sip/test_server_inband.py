@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiortp.codecs.g711 import PcmuCodec
 
 from ivr.flow.model import load_flow
 from ivr.services import NotConnectedCrm, NotConnectedRouting
@@ -21,7 +20,7 @@ from ivr.sip.server import SipServer
 from sounds.catalog import Catalog, PromptLibrary, shipped_dir
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sipp import run_sipp, sipp_available, uac_scenario
+from sipp import run_sipp, sipp_available, uac_scenario, write_rtp_pcap
 
 pytestmark = [
     pytest.mark.slow,
@@ -72,37 +71,6 @@ def tone_pcm(key: str, seconds: float, level: float = 0.25) -> bytes:
         for i in range(n)
     )
     return struct.pack(f"<{n}h", *samples)
-
-
-def write_rtp_pcap(path: Path, pcm: bytes) -> None:
-    """A libpcap file of PCMU RTP packets, 20 ms apart, carrying ``pcm`` (8 kHz 16-bit)."""
-    codec = PcmuCodec()
-    out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-    frame = 320
-    for i in range(0, len(pcm) - frame + 1, frame):
-        payload = codec.encode(pcm[i : i + frame])
-        rtp = struct.pack("!BBHII", 0x80, 0, i // frame, (i // frame) * 160, 0x1234) + payload
-        udp = struct.pack("!HHHH", 6000, 6002, 8 + len(rtp), 0) + rtp
-        ip = (
-            struct.pack(
-                "!BBHHHBBH4s4s",
-                0x45,
-                0,
-                20 + len(udp),
-                0,
-                0,
-                64,
-                17,
-                0,
-                bytes([127, 0, 0, 1]),
-                bytes([127, 0, 0, 1]),
-            )
-            + udp
-        )
-        eth = b"\x00" * 12 + b"\x08\x00" + ip
-        t = (i // frame) * 0.020
-        out += struct.pack("<IIII", int(t), int((t % 1) * 1e6), len(eth), len(eth)) + eth
-    path.write_bytes(bytes(out))
 
 
 def keys_audio(keys: Sequence[str]) -> bytes:

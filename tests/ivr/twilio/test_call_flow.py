@@ -10,6 +10,7 @@ import asyncio
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from structlog.testing import capture_logs
 
 from crm_bridge.embedded import EmbeddedCrm
 from crm_bridge.numbers import TicketNumbers
-from crm_bridge.outbox import Outbox
+from crm_bridge.outbox import DeliveryWorker, Outbox
 from ivr import metrics
 from ivr.crm_service import CrmService
 from ivr.routing_redis import RedisRouting
@@ -57,12 +58,21 @@ async def node(store: RoutingStore) -> AsyncIterator[RedisRouting]:
     await asyncio.wait({pump}, timeout=2.0)
 
 
+@dataclass
+class Bridge:
+    """The CRM bridge of the node: the calls' service, its outbox and the embedded store."""
+
+    service: CrmService
+    outbox: Outbox
+    embedded: EmbeddedCrm
+
+
 @pytest.fixture
-async def crm(tmp_path: Path) -> AsyncIterator[tuple[CrmService, EmbeddedCrm]]:
+async def crm(tmp_path: Path) -> AsyncIterator[Bridge]:
     embedded = await EmbeddedCrm.open(tmp_path / "crm.sqlite3")
     outbox = await Outbox.open(tmp_path / "outbox.sqlite3")
     numbers = await TicketNumbers.attach(outbox.connection, 7, lock=outbox.lock)
-    yield CrmService(embedded, outbox, numbers), embedded
+    yield Bridge(CrmService(embedded, outbox, numbers), outbox, embedded)
     await outbox.close()
     await embedded.close()
 
@@ -121,13 +131,12 @@ async def test_a_whole_call_menu_queue_agent_and_survey(
     make_hotline: MakeHotline,
     store: RoutingStore,
     node: RedisRouting,
-    crm: tuple[CrmService, EmbeddedCrm],
+    crm: Bridge,
 ) -> None:
-    service, embedded = crm
     await store.login(
         "A1001", skills={"billing": 5}, now=time.time(), name="王芳", contact=AGENT_SIP, ready=True
     )
-    hotline = await make_hotline(routing=node, crm=service)
+    hotline = await make_hotline(routing=node, crm=crm.service)
     twilio = hotline.twilio
     sid = call_sid(0x95598)
     call_id = f"twilio-{sid}"
@@ -204,8 +213,9 @@ async def test_a_whole_call_menu_queue_agent_and_survey(
     assert agent is not None
     assert (agent.state, agent.calls) == ("wrap_up", 1)
     assert agent.talk_seconds > 0
-    # The rating is in the CRM, for this agent.
-    rating = await embedded.get_survey(call_id)
+    # The rating goes through the outbox to the CRM, for this agent.
+    assert await DeliveryWorker(crm.outbox, crm.embedded).run_once(time.time()) == 1
+    rating = await crm.embedded.get_survey(call_id)
     assert rating is not None
     assert (rating.score, rating.agent_id, rating.caller) == (5, "A1001", "+8613812345678")
     assert hotline.front.calls == {}
