@@ -133,9 +133,15 @@ async def _serve(settings: Settings) -> int:
         # (stopped last) hears each one end before this node leaves.
         node_routing.on_callback = sip.place_callback
         node_routing.on_callback_ended = sip.end_callback
-        try:  # Twilio calls share the SIP send clock; off (and said so) until configured
+        try:  # Twilio calls share the SIP send clock and speech; off (and said so) until set
             twilio = TwilioFrontEnd(
-                settings, flow, library, crm=crm_service, routing=node_routing, clock=sip.clock
+                settings,
+                flow,
+                library,
+                crm=crm_service,
+                routing=node_routing,
+                clock=sip.clock,
+                speech=speech,
             )
         except TwilioSettingsError as exc:
             log.error("twilio front end cannot start", error=str(exc))

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
-from typing import Any
 
 import structlog
 from aiohttp import web
@@ -28,13 +26,13 @@ from aiortp.codecs.g711 import PcmuCodec
 
 from ivr.dialog import actions as act
 from ivr.dialog import events as ev
+from ivr.listening import CallListener
 from ivr.session import CallSession
 from ivr.sip.prompt_audio import render_play
 from ivr.sip.rtp_clock import SendClock
 from ivr.twilio import messages as msg
 from ivr.twilio import receiver as rx
 from ivr.twilio.playout import Playout, encode_frames
-from ivr.twilio.speech import SpeechStream, dialog_event
 from sounds.catalog import PromptLibrary
 
 log = structlog.get_logger("ivr.twilio")
@@ -180,9 +178,9 @@ class TwilioCall:
         """Streams the call has had."""
         self.session: CallSession | None = None
         self.task: asyncio.Task[None] | None = None
-        self.speech: SpeechStream | None = None
-        """The recognizer stream, when one was free at the start of the call."""
-        self.listening = False
+        self.listener: CallListener | None = None
+        """The call's recognizer stream (`ivr.listening`, shared with SIP), when the hotline
+        has speech and the pool had room at the start of the call."""
         self.hung_up = False
         """The IVR ended the call: a stream that starts later is closed at once."""
         self.transfer_request = 0
@@ -191,7 +189,6 @@ class TwilioCall:
         self.expiry: asyncio.TimerHandle | None = None
         """Drops the call if its first stream never starts."""
         self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- Transport (what the session asks for) -----------------------------------------
@@ -212,21 +209,14 @@ class TwilioCall:
             self.link.send(texts)
 
     async def start_collecting(self, spec: act.StartCollecting) -> None:
-        """Keys always reach the dialog; the recognizer listens when speech is wanted."""
-        if self.speech is None:
-            return
-        if spec.speech:
-            self._speech("listen", spec.grammar or None)
-            self.listening = True
-        elif self.listening:
-            self._speech("stop")
-            self.listening = False
+        """Keys always reach the dialog; speech is listened for when the collection wants it."""
+        if self.listener is not None:
+            self.listener.start_collecting(spec)
 
     async def stop_collecting(self) -> None:
-        """Stop the recognizer (keys keep coming; the dialog ignores what it does not want)."""
-        if self.listening:
-            self._speech("stop")
-            self.listening = False
+        """Speech stops (keys keep coming; the dialog ignores what it does not want)."""
+        if self.listener is not None:
+            self.listener.stop_collecting()
 
     async def transfer(self, action: act.Transfer) -> None:
         """Hand the caller to the agent: a REST update to ``<Dial>`` (in the background, so a
@@ -273,9 +263,8 @@ class TwilioCall:
         self.link = None
         self.clock.remove(self)
         self.playout.detach()
-        if self.listening:
-            self._speech("stop")
-            self.listening = False
+        if self.listener is not None:
+            self.listener.stop_collecting()  # no audio comes while the call has no stream
         expected = self.phase in (CallPhase.TRANSFERRING, CallPhase.WITH_AGENT)
         return not (expected or self.hung_up or self.phase is CallPhase.ENDED)
 
@@ -283,8 +272,8 @@ class TwilioCall:
         """Caller audio, keys and mark echoes from the stream."""
         match event:
             case rx.CallerAudio():
-                if self.listening and self.speech is not None:
-                    self._speech("feed", _PCMU.decode(event.ulaw))
+                if self.listener is not None and self.listener.listening:
+                    self.listener.audio(_PCMU.decode(event.ulaw))
             case rx.KeyPressed():
                 self.feed(ev.DigitPressed(event.digit))
             case rx.MarkEchoed():
@@ -293,29 +282,6 @@ class TwilioCall:
                     self.feed(ev.PromptFinished(play_id))
             case _:
                 pass
-
-    # -- speech -----------------------------------------------------------------------
-
-    def on_speech_event(self, event: Any) -> None:
-        """The recognizer's callback (any thread): its events reach the dialog on the loop."""
-        mapped = dialog_event(event)
-        if mapped is None:
-            return
-        if threading.get_ident() == self._loop_thread:
-            self.feed(mapped)
-        else:
-            self._loop.call_soon_threadsafe(self.feed, mapped)
-
-    def _speech(self, what: str, *args: Any) -> None:
-        stream = self.speech
-        if stream is None:
-            return
-        try:
-            getattr(stream, what)(*args)
-        except Exception:  # a broken recognizer costs speech, never the call
-            log.exception("speech stream failed", operation=what)
-            self.speech = None
-            self.listening = False
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -348,9 +314,9 @@ class TwilioCall:
         if self.link is not None:
             self.link.close()
         self.clock.remove(self)
-        if self.speech is not None:
-            self._speech("close")
-            self.speech = None
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
 
     def stream_parameters(self) -> dict[str, str]:
         """The ``<Parameter>``\\ s of the call's ``<Stream>``: its context, echoed at start."""

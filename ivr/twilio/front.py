@@ -11,8 +11,8 @@ Four endpoints, each refusing (403) anything Twilio did not sign (`ivr.twilio.si
   caller was (menu, queue, with the agent, survey), so routing and statistics hear it; the agent
   leg's callbacks are logged.
 - ``POST /twilio/dial``: the ``<Dial>`` action. The agent leg ended: the caller comes back on a
-  new stream and the dialog goes on with ``AgentDisconnected`` (the survey), or, when the agent
-  never answered, ``QueueExited("agent_unreachable")`` as on SIP.
+  new stream and the dialog goes on with ``AgentDisconnected`` (the survey), or, when the
+  agent's phone never answered, ``AgentUnreachable`` as on SIP (back to their place in line).
 
 The front end is off until the account SID, Auth Token and public URL are set; then the
 endpoints answer 503 and create nothing.
@@ -34,6 +34,7 @@ from ivr.dialog import actions as act
 from ivr.dialog import events as ev
 from ivr.dialog.engine import CallContext
 from ivr.flow.model import Flow
+from ivr.listening import Speech
 from ivr.metrics import REGISTRY
 from ivr.services import Crm, Routing
 from ivr.session import CallSession, CallSummary
@@ -53,7 +54,7 @@ from ivr.twilio.config import (
 )
 from ivr.twilio.rest import CallUpdater, HandoffError
 from ivr.twilio.signatures import SignatureChecker
-from ivr.twilio.speech import SpeechOpener
+from ivr.understanding import load_understander
 from sounds.catalog import PromptLibrary
 
 log = structlog.get_logger("ivr.twilio")
@@ -114,7 +115,7 @@ class TwilioFrontEnd:
         crm: Crm,
         routing: Routing,
         clock: SendClock | None = None,
-        speech: SpeechOpener | None = None,
+        speech: Speech | None = None,
         session_factory: SessionFactory | None = None,
     ) -> None:
         self.settings = settings
@@ -126,7 +127,9 @@ class TwilioFrontEnd:
         self.crm = crm
         self.routing = routing
         self.speech = speech
-        """Opens a recognizer stream per call (the speech pool's ``open``); None: DTMF only."""
+        """Speech recognition for calls, shared with SIP (None: DTMF-only)."""
+        self.understander = load_understander(settings)
+        """The hotline's region and street list, for every call's dialog."""
         self._own_clock = clock is None
         # Not `clock or ...`: a clock with no streams has len() 0 and is falsy.
         self.clock = SendClock() if clock is None else clock
@@ -302,8 +305,8 @@ class TwilioFrontEnd:
         call.phase = CallPhase.RETURNING
         if dial_status in AGENT_ANSWERED:
             call.feed(ev.AgentDisconnected(call.transfer_request))
-        else:
-            call.feed(ev.QueueExited(call.transfer_request, "agent_unreachable"))
+        else:  # busy, no-answer, failed, canceled: back to the caller's place in line
+            call.feed(ev.AgentUnreachable(call.transfer_request, call.agent_id, dial_status))
         return _xml(twiml.connect_stream(self.config, call.stream_parameters()))
 
     # ------------------------------------------------------------------ the stream
@@ -390,24 +393,31 @@ class TwilioFrontEnd:
 
     def _start_session(self, call: TwilioCall) -> None:
         if self.speech is not None:
+            # The pool logs (and counts) a saturated call; the call goes on keypad-only, as it
+            # does when the pool itself fails.
             try:
-                call.speech = self.speech(call.call_id, call.on_speech_event)
+                call.listener = self.speech.listener(call.call_id, call.feed)
             except Exception:
-                log.exception("speech stream could not be opened", call_id=call.call_id)
-            if call.speech is None:
-                log.info("speech busy, keypad only", call_id=call.call_id)
+                log.exception("speech listener failed, keypad only", call_id=call.call_id)
         context = CallContext(
             call_id=call.call_id,
             caller=call.caller,
             dialed=call.dialed,
             channel="twilio",
-            speech_available=call.speech is not None,
+            speech_available=call.listener is not None,
             min_confidence=self.settings.speech_min_confidence,
         )
         if self._session_factory is not None:
             call.session = self._session_factory(context, call)
         else:
-            call.session = CallSession(self.flow, context, call, self.crm, self.routing)
+            call.session = CallSession(
+                self.flow,
+                context,
+                call,
+                self.crm,
+                self.routing,
+                understander=self.understander,
+            )
         call.task = asyncio.get_running_loop().create_task(self._run(call))
 
     async def _run(self, call: TwilioCall) -> None:
@@ -498,9 +508,8 @@ class TwilioFrontEnd:
         )
         if call.phase is CallPhase.TRANSFERRING:
             call.phase = CallPhase.IVR if call.link is not None else CallPhase.WITH_AGENT
-        # As on SIP: routing hears the agent could not be reached (the caller's place in line
-        # is not given back yet; see the README's "Not built yet").
-        call.feed(ev.QueueExited(action.request_id, "agent_unreachable"))
+        # As on SIP: the caller goes back to their place in line, still on our stream.
+        call.feed(ev.AgentUnreachable(action.request_id, action.agent_id, reason))
 
     def _caller_gone(self, call: TwilioCall) -> None:
         """Twilio says the call is over: the dialog hears the caller hang up."""

@@ -39,10 +39,10 @@ from aiohttp import web
 from twilio.request_validator import RequestValidator
 
 from ivr.flow.model import Flow, load_flow
+from ivr.listening import Speech
 from ivr.services import Crm, NotConnectedCrm, NotConnectedRouting, Routing
 from ivr.settings import Settings
 from ivr.twilio.front import TwilioFrontEnd
-from ivr.twilio.speech import SpeechOpener
 from ivr.web import create_app
 from sounds.catalog import Catalog, PromptLibrary, shipped_dir
 
@@ -302,7 +302,10 @@ class MediaStreamClient:
         await self.send_fixture("stop.json", change)
 
     def caller_speaks(self, frames: list[bytes] | None = None) -> None:
-        """Send caller audio every 20 ms, like Twilio (silence, or these frames then silence)."""
+        """Send caller audio every 20 ms, like Twilio (silence, or these frames then silence),
+        instead of what the caller sent so far."""
+        if self._caller is not None:
+            self._caller.cancel()
 
         async def run() -> None:
             queue = list(frames or [])
@@ -522,7 +525,7 @@ async def make_hotline(
         crm: Crm | None = None,
         routing: Routing | None = None,
         library: PromptLibrary | None = None,
-        speech: SpeechOpener | None = None,
+        speech: Speech | None = None,
         the_flow: Flow | None = None,
         **settings: Any,
     ) -> Hotline:
