@@ -308,21 +308,20 @@ async def test_a_client_identity_agent_with_api_key_credentials(
     await hotline.wait_idle()
 
 
-async def test_a_refused_handoff_is_logged_and_the_stream_stays(
+async def test_a_refused_handoff_puts_the_caller_back_in_line_on_the_stream(
     make_hotline: MakeHotline, store: RoutingStore, node: RedisRouting
 ) -> None:
     await login(store)
     # A revoked (or mistyped) API key: Twilio answers 401.
     hotline = await make_hotline(routing=node, twilio_api_key=API_KEY, twilio_api_secret="x" * 32)
     sid = call_sid(0xB4)
+    call_id = f"twilio-{sid}"
     before = HANDOFFS.labels(result="rejected")._value.get()
     with capture_logs() as logs:
         stream = await queued_for_billing(hotline, sid)
-        await until_offered(store, "A1001", f"twilio-{sid}")
-        await store.accept("A1001", f"twilio-{sid}", time.time())
-        await eventually(
-            lambda: any(e["event"] == "agent handoff failed" for e in logs), "handoff failure"
-        )
+        await until_offered(store, "A1001", call_id)
+        await store.accept("A1001", call_id, time.time())
+        await until_back_in_line(store, call_id)
     [failed] = [e for e in logs if e["event"] == "agent handoff failed"]
     assert failed["reason"] == "rejected"
     assert "401" in failed["detail"]
@@ -330,32 +329,62 @@ async def test_a_refused_handoff_is_logged_and_the_stream_stays(
     assert HANDOFFS.labels(result="rejected")._value.get() == before + 1
     assert hotline.api.updates == []
     assert hotline.front.calls[sid].phase is CallPhase.IVR
-    assert not stream.ws.closed  # the caller is still on the IVR's stream
+    assert not stream.ws.closed  # the caller is still on the IVR's stream, on hold
+    agent = await store.agent("A1001")
+    assert agent is not None
+    assert (agent.state, agent.reason) == ("not_ready", "missed")
     await stream.stop()
     await hotline.wait_idle()
+    types = [e.type for e in await store.events() if e.call_id == call_id]
+    assert types[-2:] == [EventType.UNREACHABLE, EventType.ABANDON]
 
 
-async def test_an_agent_who_does_not_answer_gets_the_caller_back_on_a_stream(
+async def until_back_in_line(store: RoutingStore, call_id: str) -> None:
+    deadline = time.monotonic() + 5.0
+    while call_id not in await store.waiting("billing"):
+        assert time.monotonic() < deadline, f"{call_id} never back in line"
+        await asyncio.sleep(0.02)
+
+
+async def test_an_agent_who_does_not_answer_puts_the_caller_back_for_the_next_agent(
     make_hotline: MakeHotline, store: RoutingStore, node: RedisRouting
 ) -> None:
     await login(store)
     hotline = await make_hotline(routing=node)
     sid = call_sid(0xB5)
+    call_id = f"twilio-{sid}"
     await _with_agent(hotline, store, sid)
     with capture_logs() as logs:
         code, text = await hotline.twilio.dial_action(sid, "no-answer")
     assert code == 200
-    assert parse_stream_twiml(text).parameters["call_id"] == f"twilio-{sid}"
+    back = parse_stream_twiml(text)
+    assert back.parameters["call_id"] == call_id
     [ended] = [e for e in logs if e["event"] == "agent leg ended"]
     assert ended["dial_status"] == "no-answer"
+    # The caller is back on a stream, in line again, hearing the hold prompt.
     stream = await hotline.twilio.open_stream()
-    await stream.begin(sid, parse_stream_twiml(text).parameters)
-    await eventually(lambda: hotline.front.calls[sid].phase is CallPhase.IVR, "back on a stream")
+    await stream.begin(sid, back.parameters)
+    await until_back_in_line(store, call_id)
+    await stream.wait_for(lambda: stream.events("media"), what="hold audio")
+    agent = await store.agent("A1001")
+    assert agent is not None
+    assert (agent.state, agent.reason) == ("not_ready", "missed")
+    [unreachable] = [e for e in await store.events() if e.type is EventType.UNREACHABLE]
+    assert unreachable.fields.get("cause") == "no-answer"
+    # Another agent takes the call: a second handoff.
+    await store.login(
+        "A2002", skills={"billing": 5}, now=time.time(), contact="client:li", ready=True
+    )
+    await until_offered(store, "A2002", call_id)
+    hotline.api.updated.clear()
+    await store.accept("A2002", call_id, time.time())
+    await asyncio.wait_for(hotline.api.updated.wait(), 5.0)
+    client = hotline.api.updates[-1].twiml.find("Dial/Client")
+    assert client is not None
+    assert client.text == "li"
     await stream.stop()
+    await hotline.twilio.status(sid, "completed")
     await hotline.wait_idle()
-    # Routing completes the call when the caller hangs up (it was connected to the agent).
-    types = [e.type for e in await store.events() if e.call_id == f"twilio-{sid}"]
-    assert types[-1] is EventType.COMPLETE
 
 
 def test_dial_twiml_for_each_kind_of_contact() -> None:
