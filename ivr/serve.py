@@ -22,6 +22,8 @@ from ivr.settings import Settings
 from ivr.sip.errors import SipError
 from ivr.sip.server import SipServer
 from ivr.speech_runtime import SpeechRuntime
+from ivr.twilio.config import TwilioSettingsError
+from ivr.twilio.front import TwilioFrontEnd
 from ivr.web import create_app
 from sounds.catalog import Catalog, PromptLibrary, shipped_dir
 
@@ -109,14 +111,10 @@ async def _serve(settings: Settings) -> int:
             await crm.stop()
             await routing.stop()
 
+        library = PromptLibrary(Catalog.shipped(), [*dirs, shipped_dir()])
         try:
             sip = SipServer(
-                settings,
-                flow,
-                PromptLibrary(Catalog.shipped(), [*dirs, shipped_dir()]),
-                crm=crm_service,
-                routing=node_routing,
-                speech=speech,
+                settings, flow, library, crm=crm_service, routing=node_routing, speech=speech
             )
         except SipError as exc:
             log.error("cannot start", error=str(exc))
@@ -135,9 +133,30 @@ async def _serve(settings: Settings) -> int:
         # (stopped last) hears each one end before this node leaves.
         node_routing.on_callback = sip.place_callback
         node_routing.on_callback_ended = sip.end_callback
+        try:  # Twilio calls share the SIP send clock and speech; off (and said so) until set
+            twilio = TwilioFrontEnd(
+                settings,
+                flow,
+                library,
+                crm=crm_service,
+                routing=node_routing,
+                clock=sip.clock,
+                speech=speech,
+            )
+        except TwilioSettingsError as exc:
+            log.error("twilio front end cannot start", error=str(exc))
+            await sip.stop(0)
+            await stop_services()
+            return 1
+        status["twilio"] = twilio.start()
         runner = web.AppRunner(
             create_app(
-                settings, status=status, routing=routing.store, crm=crm.backend, outbox=crm.outbox
+                settings,
+                status=status,
+                routing=routing.store,
+                crm=crm.backend,
+                outbox=crm.outbox,
+                twilio=twilio,
             ),
             handle_signals=False,
             # aiohttp waits this long for running handlers, then cancels them and waits as long
@@ -158,6 +177,7 @@ async def _serve(settings: Settings) -> int:
             )
             await runner.cleanup()
             await sip.stop(0)
+            await twilio.stop(0)
             await stop_services()
             return 1
         for address in runner.addresses:
@@ -169,7 +189,9 @@ async def _serve(settings: Settings) -> int:
 
         async def shut_down() -> None:
             try:
-                await sip.stop(settings.shutdown_grace_seconds * 0.5)
+                grace = settings.shutdown_grace_seconds * 0.5
+                await asyncio.gather(sip.stop(grace), twilio.stop(grace))
+                status["twilio"] = twilio.description
                 await runner.cleanup()
             finally:
                 # Last: calls hung up above leave their tickets in the outbox and their

@@ -322,6 +322,44 @@ class Settings(BaseSettings):
         gt=0.0,
         description="longest wait between two delivery attempts (exponential backoff with jitter)",
     )
+    twilio_account_sid: str | None = Field(
+        default=None,
+        pattern=r"^AC[0-9a-fA-F]{32}$",
+        description="Twilio account SID (AC...); with twilio_auth_token and twilio_public_url set, "
+        "calls to the account's numbers that Twilio sends here run the flow; unset = off",
+    )
+    twilio_auth_token: str | None = Field(
+        default=None,
+        min_length=1,
+        description="the account's Auth Token: checks X-Twilio-Signature on every webhook and "
+        "stream, and authenticates REST requests when no API key is set",
+    )
+    twilio_api_key: str | None = Field(
+        default=None,
+        pattern=r"^SK[0-9a-fA-F]{32}$",
+        description="API key SID (SK...) for REST requests (handing callers to agents), with "
+        "twilio_api_secret; unset = the Auth Token",
+    )
+    twilio_api_secret: str | None = Field(
+        default=None, min_length=1, description="the secret of twilio_api_key"
+    )
+    twilio_public_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s?#]+$",
+        description="the base URL Twilio reaches this node at (behind a reverse proxy, its public "
+        "address): signatures are checked against it and TwiML points Twilio to it",
+    )
+    twilio_api_base: str = Field(
+        default="https://api.twilio.com",
+        pattern=r"^https?://[^\s?#]+$",
+        description="where REST requests to Twilio go",
+    )
+    twilio_dial_timeout: int = Field(
+        default=20,
+        ge=5,
+        le=600,
+        description="seconds an agent's phone rings before a Twilio caller's handoff fails",
+    )
     shutdown_grace_seconds: float = Field(
         default=10.0,
         ge=0.0,

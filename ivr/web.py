@@ -20,6 +20,7 @@ from crm_bridge.backend import CrmBackend
 from crm_bridge.outbox import Outbox
 from ivr.metrics import REGISTRY
 from ivr.settings import Settings
+from ivr.twilio.front import TwilioFrontEnd, add_twilio_routes
 from ivr.web_api import API_PREFIX, ApiError, Handler, require_access
 from ivr.web_crm import CRM_KEY, add_crm_routes, stats_json
 from ivr.web_routing import add_routing_routes
@@ -139,6 +140,7 @@ def create_app(
     clock: Callable[[], float] = time.time,
     crm: CrmBackend | None = None,
     outbox: Outbox | None = None,
+    twilio: TwilioFrontEnd | None = None,
 ) -> web.Application:
     """Build the web app for `settings`; `status` entries are merged into every /healthz answer.
 
@@ -147,7 +149,8 @@ def create_app(
     ``crm-unavailable``; with another backend than the embedded store, only ticket reads);
     `outbox`, this node's CRM outbox, serves `/api/outbox`, answers tickets the CRM does not
     have yet and adds ``outbox`` (backlog, oldest age, dead letters) to /healthz; `clock` gives
-    them all their ``now`` (seconds since the epoch).
+    them all their ``now`` (seconds since the epoch). `twilio` answers Twilio's webhooks and
+    Media Streams under ``/twilio/`` (without it, or while it is off, they answer 503).
     """
     # api_errors first: the access rule's refusals are ApiErrors it turns into JSON.
     app = web.Application(middlewares=[api_errors, require_access(settings.api_token)])
@@ -159,4 +162,5 @@ def create_app(
     app.router.add_get("/", index)
     add_routing_routes(app, routing, clock)
     add_crm_routes(app, crm, clock, outbox)
+    add_twilio_routes(app, twilio)
     return app
