@@ -286,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     api = _api_options()
     _add_api_commands(sub, api)
     _add_crm_commands(sub, api)
+    from ivr.cli_users import add_users_commands
+
+    add_users_commands(sub, _settings)
     return parser
 
 

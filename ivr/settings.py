@@ -255,6 +255,27 @@ class Settings(BaseSettings):
             "clients on this host (loopback) may change state"
         ),
     )
+    web_secure_cookies: bool = Field(
+        default=False,
+        description="mark the session cookie Secure (set it when browsers use HTTPS)",
+    )
+    web_session_hours: float = Field(
+        default=12.0,
+        gt=0,
+        le=168,
+        description="how long a desk or wallboard login lasts",
+    )
+    wallboard_longest_wait_alert: float = Field(
+        default=60.0,
+        gt=0,
+        description="the wallboard alerts when a queue's longest wait exceeds this many seconds",
+    )
+    wallboard_sl_target: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description="the wallboard alerts when a queue's service level today is under this share",
+    )
     service_province: str = Field(
         default="",
         max_length=32,

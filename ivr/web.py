@@ -21,7 +21,8 @@ from crm_bridge.outbox import Outbox
 from ivr.metrics import REGISTRY
 from ivr.settings import Settings
 from ivr.twilio.front import TwilioFrontEnd, add_twilio_routes
-from ivr.web_api import API_PREFIX, ApiError, Handler, require_access
+from ivr.web_api import API_PREFIX, ApiError, Handler
+from ivr.web_auth import access_middleware, add_auth_routes
 from ivr.web_crm import CRM_KEY, add_crm_routes, stats_json
 from ivr.web_routing import add_routing_routes
 from routing.store import RoutingStore
@@ -153,7 +154,7 @@ def create_app(
     Media Streams under ``/twilio/`` (without it, or while it is off, they answer 503).
     """
     # api_errors first: the access rule's refusals are ApiErrors it turns into JSON.
-    app = web.Application(middlewares=[api_errors, require_access(settings.api_token)])
+    app = web.Application(middlewares=[api_errors, access_middleware(settings)])
     app[SETTINGS_KEY] = settings
     app[STARTED_KEY] = time.monotonic()
     app[STATUS_KEY] = status if status is not None else {}
@@ -163,4 +164,5 @@ def create_app(
     add_routing_routes(app, routing, clock)
     add_crm_routes(app, crm, clock, outbox)
     add_twilio_routes(app, twilio)
+    add_auth_routes(app, settings, clock)
     return app
