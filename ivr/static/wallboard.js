@@ -1,0 +1,89 @@
+// The wallboard: figures pushed by /api/wallboard/stream (one computation per node for all).
+"use strict";
+(() => {
+  let board = null;
+  let skew = 0;
+  const notReady = (agents) => Object.values(agents.not_ready).reduce((a, b) => a + b, 0);
+
+  function tile(id, label, value) {
+    const t = hotline.el("div", undefined, "tile");
+    t.append(hotline.el("div", label, "label"));
+    const v = hotline.el("div", String(value), "value");
+    v.id = id;
+    t.append(v);
+    return t;
+  }
+
+  function render(next) {
+    board = next;
+    skew = next.now - Date.now() / 1000;
+    const o = next.overall, t = o.today, a = o.agents;
+    document.getElementById("overall").replaceChildren(
+      tile("overall-waiting", "排队 Calls waiting", o.waiting),
+      tile("overall-longest", "最长等待 Longest wait", hotline.duration(o.longest_wait)),
+      tile("overall-sl", "服务水平 Service level (20 s)", hotline.percent(t.service_level)),
+      tile("overall-asa", "平均应答 ASA", hotline.duration(t.asa)),
+      tile("overall-aht", "平均处理 AHT", hotline.duration(t.aht)),
+      tile("overall-offered", "今日来电 Offered today", t.offered),
+      tile("overall-answered", "已接 Answered", t.answered),
+      tile("overall-abandoned", "放弃 Abandoned", t.abandoned),
+      tile("overall-callbacks", "待回拨 Callbacks pending", o.callbacks_waiting),
+      tile("overall-available", "空闲 Available", a.available),
+      tile("overall-talking", "通话 On call", a.on_call + a.reserved),
+      tile("overall-wrap", "话后 Wrap-up", a.wrap_up),
+      tile("overall-not-ready", "示忙 Not ready", notReady(a)),
+    );
+    const queues = document.getElementById("queues");
+    queues.replaceChildren();
+    for (const q of next.queues) {
+      const tr = document.createElement("tr");
+      tr.dataset.skill = q.skill;
+      for (const value of [q.skill, q.waiting, hotline.duration(q.longest_wait), q.callbacks_waiting,
+        q.offered, q.connected, q.today.offered, q.today.answered, q.today.abandoned,
+        hotline.percent(q.today.service_level), hotline.duration(q.today.asa),
+        hotline.duration(q.today.aht), q.agents.available + " / " + q.agents.staffed]) {
+        tr.append(hotline.el("td", String(value)));
+      }
+      queues.append(tr);
+    }
+    const alerts = document.getElementById("alerts");
+    alerts.replaceChildren();
+    for (const al of next.alerts) {
+      const text = al.alert === "longest-wait"
+        ? `${al.skill}: longest wait ${hotline.duration(al.value)} over ${hotline.duration(al.threshold)}`
+        : `${al.skill}: service level ${hotline.percent(al.value)} under ${hotline.percent(al.threshold)}`;
+      alerts.append(hotline.el("div", text, "alert"));
+    }
+    if (!next.alerts.length) alerts.append(hotline.el("p", "none"));
+    tickAgents();
+  }
+
+  function tickAgents() {
+    if (!board) return;
+    const now = Date.now() / 1000 + skew;
+    const body = document.getElementById("agents");
+    body.replaceChildren();
+    for (const ag of board.agents) {
+      const tr = document.createElement("tr");
+      const state = hotline.el("span", ag.state, "state " + ag.state);
+      const td = document.createElement("td");
+      td.append(state);
+      tr.append(hotline.el("td", ag.agent_id), td, hotline.el("td", ag.reason),
+        hotline.el("td", hotline.duration(now - ag.since)), hotline.el("td", ag.call_id));
+      body.append(tr);
+    }
+    hotline.text("updated", new Date(board.now * 1000).toLocaleTimeString());
+  }
+
+  async function start() {
+    const user = await hotline.session();
+    if (!user) return;
+    if (user.role !== "supervisor") { location.href = "/desk"; return; }
+    hotline.text("who", (user.name || "") + " " + user.username);
+    document.getElementById("logout-button").addEventListener("click", () => hotline.logout());
+    const stream = new EventSource("/api/wallboard/stream");
+    stream.onmessage = (ev) => render(JSON.parse(ev.data));
+    setInterval(tickAgents, 1000);
+  }
+  start();
+})();
