@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
+from redis.exceptions import RedisError
 
 from ivr.accounts import USERS_FILE, Role, User, UserFile, verify_password
 from ivr.settings import Settings
@@ -221,7 +222,12 @@ async def _check_call(request: web.Request, session: Session) -> None:
     from ivr.web_routing import ROUTING_KEY  # noqa: PLC0415 - web_routing imports this module
 
     store = request.app[ROUTING_KEY].store
-    call = await store.call(request.match_info["call_id"]) if store is not None else None
+    if store is None:
+        raise ApiError("routing-unavailable", "routing is not connected on this node", 503)
+    try:
+        call = await store.call(request.match_info["call_id"])
+    except (RedisError, OSError):
+        raise ApiError("routing-unavailable", "routing's Redis cannot be reached", 503) from None
     if call is None or session.agent_id not in (call.agent_id, *call.offered_to):
         raise ApiError("not-your-call", "this call is not offered to you or yours", status=403)
 
