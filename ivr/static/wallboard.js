@@ -55,22 +55,45 @@
       alerts.append(hotline.el("div", text, "alert"));
     }
     if (!next.alerts.length) alerts.append(hotline.el("p", "none"));
+    renderAgents();
+  }
+
+  // A supervisor may force an agent not ready or out of the queues (the agents API).
+  async function force(agentId, action) {
+    const path = "/api/agents/" + encodeURIComponent(agentId) + "/" + action;
+    const { status, body } = await hotline.call("POST", path,
+      action === "not-ready" ? { reason: "supervisor" } : undefined);
+    hotline.text("wallboard-error", status === 200 ? "" : body.message + " (" + body.error_id + ")");
+  }
+
+  function renderAgents() {
+    const body = document.getElementById("agents");
+    body.replaceChildren();
+    for (const ag of board.agents) {
+      const tr = document.createElement("tr");
+      tr.dataset.agent = ag.agent_id;
+      const state = document.createElement("td");
+      state.append(hotline.el("span", ag.state, "state " + ag.state));
+      const since = hotline.el("td", "", "in-state");
+      since.dataset.since = ag.since;
+      const actions = document.createElement("td");
+      for (const [action, label] of [["not-ready", "示忙 Not ready"], ["logout", "签出 Log out"]]) {
+        const button = hotline.el("button", label, "force-" + action);
+        button.addEventListener("click", () => force(ag.agent_id, action));
+        actions.append(button);
+      }
+      tr.append(hotline.el("td", ag.agent_id), state, hotline.el("td", ag.reason), since,
+        hotline.el("td", ag.call_id), actions);
+      body.append(tr);
+    }
     tickAgents();
   }
 
   function tickAgents() {
     if (!board) return;
     const now = Date.now() / 1000 + skew;
-    const body = document.getElementById("agents");
-    body.replaceChildren();
-    for (const ag of board.agents) {
-      const tr = document.createElement("tr");
-      const state = hotline.el("span", ag.state, "state " + ag.state);
-      const td = document.createElement("td");
-      td.append(state);
-      tr.append(hotline.el("td", ag.agent_id), td, hotline.el("td", ag.reason),
-        hotline.el("td", hotline.duration(now - ag.since)), hotline.el("td", ag.call_id));
-      body.append(tr);
+    for (const td of document.querySelectorAll("#agents td.in-state")) {
+      td.textContent = hotline.duration(now - Number(td.dataset.since));
     }
     hotline.text("updated", new Date(board.now * 1000).toLocaleTimeString());
   }

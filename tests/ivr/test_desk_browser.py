@@ -160,10 +160,20 @@ async def test_supervisor_sees_calls_arrive(
     await expect(page.locator("#overall-sl")).to_have_text("100%")
     await expect(waiting).to_have_text("1")
     await screenshot(page, tmp_path, "wallboard.png")
+    # The supervisor forces 1002 not ready, then out of the queues.
+    row = page.locator("#agents tr[data-agent='1002']")
+    await row.locator("button.force-not-ready").click()
+    await expect(row).to_contain_text("supervisor")
+    await expect(row.locator(".state")).to_have_text("not_ready")
+    await row.locator("button.force-logout").click()
+    await expect(row).to_be_hidden()
+    agent = await store.agent("1002")
+    assert agent is not None
+    assert agent.state.value == "logged_out"
     # An agent who opens the wallboard is sent to their desk (the API refuses them anyway).
     await page.click("#logout-button")
     await expect(page).to_have_url(f"{site}/login")
-    agent = await log_in(browser, site, "1001")
-    await expect(agent).to_have_url(f"{site}/desk")
-    await agent.goto(f"{site}/wallboard")
-    await expect(agent).to_have_url(f"{site}/desk")
+    desk = await log_in(browser, site, "1001")
+    await expect(desk).to_have_url(f"{site}/desk")
+    await desk.goto(f"{site}/wallboard")
+    await expect(desk).to_have_url(f"{site}/desk")
