@@ -125,10 +125,9 @@ async def desk_stream(request: web.Request) -> web.StreamResponse:
     last: tuple[Any, ...] | None = None
     try:
         async for _version in hub.updates():
-            snapshot = hub.snapshot
-            if snapshot is None:
+            if hub.snapshot is None:
                 continue
-            status = next((a for a in snapshot.agents if a.agent_id == session.agent_id), None)
+            status = hub.agents.get(session.agent_id)
             key = ((status.state, status.reason, status.since, status.call_id) if status else None,)
             if key == last:
                 await response.write(b": heartbeat\n\n")

@@ -39,6 +39,8 @@ DAY_OFFSET = 8 * 3600.0
 """The hotline's days start at midnight China Standard Time (UTC+8)."""
 HEARTBEAT_SECONDS = 15.0
 """An SSE comment this often keeps proxies from closing a quiet stream."""
+IDLE_SECONDS = 30.0
+"""The hub stops following the stream this long after its last browser left."""
 
 
 def day_start(now: float) -> float:
@@ -152,7 +154,9 @@ class WallboardHub:
         self.board: dict[str, Any] | None = None
         """The latest board (None before the first refresh)."""
         self.snapshot: stats.Snapshot | None = None
-        """The latest live snapshot (the desk looks up its agent here)."""
+        """The latest live snapshot."""
+        self.agents: dict[str, stats.AgentStatus] = {}
+        """The snapshot's agents by id (each desk stream looks up its own)."""
         self.version = 0
         """Bumped on each refresh."""
         self._live: stats.LiveFold | None = None
@@ -162,6 +166,8 @@ class WallboardHub:
         self._day = 0.0
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._subscribers = 0
+        self._idle_since = 0.0
         self.closing = False
         """Set at shutdown: open streams end."""
 
@@ -180,6 +186,7 @@ class WallboardHub:
             self._today_last = f"{max(0, int((day - 60) * 1000))}-0"
         self._today_last = await stats.fold_events(self.store, self._today, self._today_last)
         self.snapshot = self._live.snapshot(now)
+        self.agents = {a.agent_id: a for a in self.snapshot.agents}
         self.board = board(
             self.snapshot,
             self._today.intervals(),
@@ -195,32 +202,46 @@ class WallboardHub:
         changed.set()
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while not self.closing:
+            if self._subscribers:
+                self._idle_since = loop.time()
+            elif loop.time() - self._idle_since > IDLE_SECONDS:
+                break  # nobody watches: stop reading Redis; the next browser starts afresh
             try:
                 await self.refresh()
             except (RedisError, OSError) as exc:
                 log.warning("wallboard refresh failed", error=str(exc))
                 self._live = None  # read the state afresh once Redis is back
             await asyncio.sleep(PERIOD)
+        self._live = self._today = None
+        self.board = self.snapshot = None
+        self._task = None
 
     def start(self) -> None:
         """Start following the stream (the first browser to open a stream starts it)."""
         if self.store is None:
             raise ApiError("routing-unavailable", "routing is not connected on this node", 503)
         if self._task is None:
+            self._idle_since = asyncio.get_running_loop().time()
             self._task = asyncio.create_task(self._run(), name="wallboard")
 
     async def updates(self) -> AsyncIterator[int]:
         """Yields each new version until shutdown (at least every HEARTBEAT_SECONDS, so the
         caller can send a heartbeat)."""
         self.start()
-        while not self.closing:
-            changed = self._changed
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), HEARTBEAT_SECONDS)
-            if self.closing:
-                return
-            yield self.version
+        self._subscribers += 1
+        try:
+            while not self.closing:
+                changed = self._changed
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), HEARTBEAT_SECONDS)
+                if self.closing:
+                    return
+                self.start()  # in case it stopped while this stream slept
+                yield self.version
+        finally:
+            self._subscribers -= 1
 
     async def close(self) -> None:
         """Stop following the stream and end the open streams."""

@@ -15,6 +15,7 @@ import pytest
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
+from ivr import web_wallboard
 from ivr.accounts import Role, UserFile
 from ivr.settings import Settings
 from ivr.web import create_app
@@ -172,3 +173,25 @@ async def test_desk_offer_and_screen_pop(
             assert "13800138000" not in repr(logs)
         async with http.get(f"{url}/api/calls/c1") as resp:
             assert resp.status == 200
+
+
+async def test_hub_stops_when_nobody_watches(
+    store: RoutingStore, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(web_wallboard, "IDLE_SECONDS", 0.0)
+    hub = web_wallboard.WallboardHub(store, clock, Settings())
+    updates = hub.updates()
+    await anext(updates)
+    assert hub.board is not None
+    task = hub._task
+    assert task is not None
+    await updates.aclose()
+    await asyncio.wait_for(task, 5)  # it ends by itself
+    assert (hub._task, hub.board) == (None, None)
+    # The next browser starts it afresh.
+    await store.login("1001", skills={"fault_repair": 5}, now=T0)
+    updates = hub.updates()
+    await anext(updates)
+    assert [a.agent_id for a in hub.agents.values()] == ["1001"]
+    await updates.aclose()
+    await hub.close()
