@@ -3,7 +3,8 @@
 Access: a request that changes state (POST, PUT, PATCH, DELETE) needs ``Authorization: Bearer
 <api_token>`` when a token is configured; without one, only clients on this host (loopback) may
 change state. Reads are open to whoever reaches the web server (it listens on 127.0.0.1 unless
-``web_host`` says otherwise). Accounts and roles come later.
+``web_host`` says otherwise). With accounts, `ivr.web_auth` applies this rule to requests
+without a session, and sessions with roles to the others.
 """
 
 from __future__ import annotations

@@ -114,6 +114,14 @@ async def test_agent_takes_a_call(
         await expect(pop).to_contain_text(value)
     await screenshot(page, tmp_path, "agent-desktop-offer.png")
 
+    # Rejected: the call goes back to its place, the agent is not ready; ready again, re-offered.
+    await page.click("#reject-button")
+    await expect(page.locator("#state")).to_have_text("not_ready")
+    await expect(page.locator("#offer")).to_be_hidden()
+    await page.click("#ready-button")
+    await expect(page.locator("#offer")).to_be_visible()
+    await expect(pop).to_contain_text("停电报修")
+
     await page.click("#accept-button")
     await expect(page.locator("#state")).to_have_text("on_call")
     await expect(page.locator("#offer")).to_be_hidden()
