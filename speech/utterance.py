@@ -1,8 +1,9 @@
 """One utterance on a Vosk recognizer, and the speech events it produces.
 
-Synchronous and single-threaded: a worker of the recognizer pool (speech/recognizer.py) makes an
-`Utterance` for each ``listen()``, feeds it the stream's audio in order and carries the events
-it returns to the event loop. Nothing here knows about threads or asyncio.
+Synchronous: a worker of the recognizer pool (speech/recognizer.py) makes an `Utterance` for
+each ``listen()``, feeds it the stream's audio in order and carries the events it returns to
+the event loop. Nothing here knows about asyncio; `Vocabulary` and `FreeRecognizers` are shared
+by the workers and lock what they share.
 
 Two modes:
 
@@ -17,6 +18,8 @@ Two modes:
   decoding graph (3.3 s of CPU for the first 5 s of audio, against 0.6 s warm), so they are
   kept warm and shared (`FreeRecognizers`) and recycled after an amount of audio, which bounds
   the memory the cache grows to. Confidence is the mean MBR word confidence.
+
+In both, Vosk gets the audio only from shortly before the endpointer hears speech.
 """
 
 from __future__ import annotations
