@@ -306,6 +306,7 @@ async def test_unknown_words_drop_their_phrase(pool: RecognizerPool, phone: Phon
     assert not caller.stream.listening
 
 
+@pytest.mark.slow
 async def test_a_caller_talking_for_two_minutes(pool: RecognizerPool, phone: Phone) -> None:
     """Forced finals every max_utterance; the transport listens again after each one."""
     caller = Caller()
@@ -331,6 +332,7 @@ async def test_a_caller_talking_for_two_minutes(pool: RecognizerPool, phone: Pho
     assert len(caller.of(SpeechStarted)) == len(finals)
 
 
+@pytest.mark.slow
 async def test_free_form_recognizers_are_recycled(pools: Callable[..., Any], phone: Phone) -> None:
     """Free-form memory is bounded: recognizers serve several utterances, then are freed."""
     pool: RecognizerPool = await pools(workers=1, max_utterance=3.0, free_reuse_seconds=5.0)
