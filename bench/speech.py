@@ -166,6 +166,12 @@ def worker_cpu_seconds() -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def dropped_frames(pool: RecognizerPool) -> float:
+    """The pool's dropped-frames counter."""
+    samples = pool.metrics.frames_dropped.collect()[0].samples
+    return next(s.value for s in samples if s.name.endswith("_total"))
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -337,7 +343,7 @@ async def measure_live(
     for k in range(total):
         await asyncio.sleep(max(0.0, start + k * FRAME - time.perf_counter()))
         if k == run.measure_from:
-            dropped_before = pool.metrics.frames_dropped._value.get()
+            dropped_before = dropped_frames(pool)
             cpu_before, wall_before = time.process_time(), time.perf_counter()
             worker_before = worker_cpu_seconds()
         run.ticks.append(time.perf_counter())
@@ -346,7 +352,7 @@ async def measure_live(
     cpu = time.process_time() - cpu_before
     wall = time.perf_counter() - wall_before
     worker = worker_cpu_seconds() - worker_before
-    dropped = int(pool.metrics.frames_dropped._value.get() - dropped_before)
+    dropped = int(dropped_frames(pool) - dropped_before)
     await asyncio.sleep(1.0)  # events of the last frames
     await pool.stop()
     lags = run.lags
