@@ -42,6 +42,7 @@ def _cmd_call(args: argparse.Namespace) -> int:
         script=args.script,
         caller=args.caller,
         dialed=args.dialed,
+        use_crm=args.crm,
     )
 
 
@@ -262,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--script", type=Path, default=None, help="run a scripted call from FILE")
     call.add_argument("--caller", default="13800138000", help="the caller's number (ANI)")
     call.add_argument("--dialed", default="95598", help="the number dialed")
+    call.add_argument(
+        "--crm",
+        action="store_true",
+        help="file tickets and ask lookups in this node's CRM (embedded store under var/, or the"
+        " configured HTTP CRM); not while hotline serve runs on the same var/",
+    )
     call.set_defaults(func=_cmd_call)
 
     flow = sub.add_parser("flow", help="call-flow tools")

@@ -81,9 +81,10 @@ class Routing(Protocol):
 
 
 class NotConnectedCrm:
-    """The CRM bridge is not built yet: every request fails with ``not_connected``."""
+    """No CRM for this call (a simulated call without ``--crm``, a test): every request fails
+    with ``not_connected``."""
 
-    name = "not connected (CRM bridge pending)"
+    name = "not connected (hotline call --crm files tickets in this node's CRM)"
 
     async def lookup(self, request: act.Lookup, context: CallContext) -> LookupReply:
         """Fail: there is no CRM to ask."""
@@ -99,9 +100,10 @@ class NotConnectedCrm:
 
 
 class NotConnectedRouting:
-    """Routing is not built yet: every request fails with ``not_connected``."""
+    """No routing for this call (a simulated call has no agents; hotline serve has them): every
+    request fails with ``not_connected``."""
 
-    name = "not connected (routing pending)"
+    name = "not connected (agents answer calls of hotline serve)"
 
     async def enqueue(self, request: act.Enqueue, context: CallContext, feed: Feed) -> None:
         """Fail: there is no queue to join."""

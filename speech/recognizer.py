@@ -136,6 +136,12 @@ class RecognizerPool:
 
     ``await start()`` before ``open``; ``await stop()`` finishes listening streams (their
     results come with reason ``stopped``), joins the threads and frees the recognizers.
+
+    Sizing (docs/benchmarks.md, "Speech"): a grammar stream costs about 0.03 of a core while
+    its caller talks, so ``workers`` x ~30 grammar streams; a free-form stream 0.13 of a core
+    once its recognizer is warm. ``free_reuse_seconds`` bounds a free-form recognizer's memory
+    (+73 MiB after 30 s of audio, +115 MiB after 120 s, still growing) against the CPU of
+    warming a new one (about 3 s).
     """
 
     def __init__(
@@ -151,7 +157,7 @@ class RecognizerPool:
         max_backlog: float = 1.0,
         max_alternatives: int = 5,
         partial_interval: float = 0.2,
-        free_reuse_seconds: float = 600.0,
+        free_reuse_seconds: float = 120.0,
         endpoint: EndpointConfig | None = None,
         registry: CollectorRegistry | None = None,
         metrics: RecognizerMetrics | None = None,

@@ -238,10 +238,12 @@ class SpeechStream:
         utterance = self._utterance
         if utterance is None or self._finished or not audio:
             return
-        for event in utterance.feed(audio):
-            self._pool.deliver(self, utterance.generation, event)
+        events = utterance.feed(audio)
         if utterance.final is not None:
-            self._end(utterance.final, delivered=True)
+            self._utterance = None
+            self._pool.record(utterance, self._log)  # logged before the transport hears of it
+        for event in events:
+            self._pool.deliver(self, utterance.generation, event)
 
     def _begin(self, item: _Listen) -> None:
         if self._finished:
@@ -256,13 +258,12 @@ class SpeechStream:
         else:
             self._pool.deliver(self, item.generation, started)
 
-    def _end(self, final: FinalResult, *, delivered: bool = False) -> None:
+    def _end(self, final: FinalResult) -> None:
         utterance = self._utterance
         assert utterance is not None
         self._utterance = None
-        if not delivered:
-            self._pool.deliver(self, utterance.generation, final)
         self._pool.record(utterance, self._log)
+        self._pool.deliver(self, utterance.generation, final)
 
     def _close(self, item: _Close) -> None:
         if self._utterance is not None:

@@ -139,6 +139,8 @@ class Dialog:
         self._steps = 0
         self._confirming = False
         """At an address capture node: the address is being read back for a yes or no."""
+        self._unsure_choice: Choice | None = None
+        """At a menu: a choice heard with low confidence, waiting for the caller's yes or no."""
         self._heard: dict[str, IntentResult] = {}
         """Intents of the texts of the speech event being handled (classified once)."""
 
@@ -307,6 +309,9 @@ class Dialog:
             if digit == repeat:
                 self._reprompt(node, None, now, out)
                 return
+            if self._unsure_choice is not None:
+                self._choice_confirmed(digit == "1" if digit in "12" else None, now, out)
+                return
             choice = _choice_by_key(node.choices, digit) if node.input != "speech" else None
             if choice is None and node.globals:
                 choice = _choice_by_key(self.flow.flow.global_choices, digit)
@@ -424,13 +429,22 @@ class Dialog:
             else:
                 self._fail("no_match", now, out)
         else:
+            if self._unsure_choice is not None:
+                answer = self._first_intent(hypotheses, ("yes", "no"))
+                if answer is not None:
+                    self._choice_confirmed(answer == "yes", now, out)
+                    return
+                self._unsure_choice = None  # another choice said outright: take it as said
             choice = self._menu_by_intent(node, hypotheses)
             if choice is None and node.input != "dtmf":
                 options = {str(i): c.say for i, c in enumerate(node.choices) if c.say}
                 key = _match_first(hypotheses, options)
                 choice = node.choices[int(key)] if key is not None else None
             choice = choice or global_choice
-            if choice is not None:
+            if choice is not None and event.confidence < self.flow.flow.confirm_below:
+                self._keep_address(text)
+                self._ask_choice(node, choice, text, now, out)
+            elif choice is not None:
                 self._keep_address(text)  # "我家停电了 历下区经十路88号": not asked again
                 self._choose(choice, now, out)
             else:
@@ -605,6 +619,7 @@ class Dialog:
         self.deadline = None
         self._pending = None
         self._confirming = False
+        self._unsure_choice = None
         if isinstance(node, PlayNode):
             self.phase = "prompting"
             if not self._play((*lead, *node.prompts), out, barge_in=node.barge_in):
@@ -740,6 +755,9 @@ class Dialog:
         others = (
             [p for c in globals_ if not c.preempt for p in self._phrases(c)] if node.globals else []
         )
+        if isinstance(node, MenuNode) and self._unsure_choice is not None:
+            yes_no = self.understander.phrases(("yes", "no"))
+            return act.StartCollecting(dtmf=True, speech=speech, grammar=tuple(urgent) + yes_no)
         if isinstance(node, MenuNode):
             own = (
                 [p for c in node.choices for p in self._phrases(c)] if node.input != "dtmf" else []
@@ -773,6 +791,33 @@ class Dialog:
 
     def _timeout(self, node: CollectingNode) -> float:
         return node.timeout or self.flow.flow.timeout
+
+    def _ask_choice(
+        self, node: MenuNode, choice: Choice, heard: str, now: float, out: list[act.Action]
+    ) -> None:
+        """A choice heard with low confidence: say back what was heard, ask yes or no."""
+        self._unsure_choice = choice
+        header = self.flow.flow
+        self.deadline = None
+        self._stop_playback(out)
+        out.append(act.StopCollecting())
+        items: list[act.PlayItem] = [act.PromptRef(p) for p in header.confirm_prompts]
+        items.append(act.SpokenText(heard))
+        items += [act.PromptRef(p) for p in header.confirm_question]
+        self._play_seq += 1
+        self._playing = self._play_seq
+        self._after_play = None
+        out.append(act.Play(self._play_seq, tuple(items), node.barge_in))
+        out.append(self._collecting(node))
+
+    def _choice_confirmed(self, right: bool | None, now: float, out: list[act.Action]) -> None:
+        """The caller's answer to a choice said back: yes takes it, no (or a wrong key) asks
+        the menu again as a no-match (two of them lead on to keys only or an agent)."""
+        choice, self._unsure_choice = self._unsure_choice, None
+        if right and choice is not None:
+            self._choose(choice, now, out)
+        else:
+            self._fail("no_match", now, out)
 
     def _choose(self, choice: Choice, now: float, out: list[act.Action]) -> None:
         self.slots.update(choice.set)
@@ -995,6 +1040,7 @@ class Dialog:
         """
         self._digits = ""
         self.deadline = None
+        self._unsure_choice = None
         if not keep_failures:
             self._node_failures = 0
         self._stop_playback(out)

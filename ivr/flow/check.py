@@ -295,6 +295,10 @@ def _check_prompts(flow: Flow, catalog: Catalog) -> list[Problem]:
     head = flow.flow
     for name in ("no_input_prompt", "no_match_prompt", "escalate_prompt"):
         need(("flow", name), getattr(head, name))
+    if head.confirm_below > 0:
+        for name in ("confirm_prompts", "confirm_question"):
+            for i, prompt_id in enumerate(getattr(head, name)):
+                need(("flow", name, i), prompt_id)
     for node_id, node in flow.nodes.items():
         for fname, items in _prompt_fields(node):
             for i, item in enumerate(items):

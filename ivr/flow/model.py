@@ -352,6 +352,13 @@ class FlowHeader(_Model):
     no_match_prompt: str | None = None
     escalate_prompt: str | None = None
     global_choices: tuple[Choice, ...] = ()
+    confirm_below: float = Field(default=0.0, ge=0.0, le=1.0)
+    """A menu choice heard by speech with a confidence under this is confirmed first ("您说的
+    是 停电，对请按1…"); 0 = never. Results under the call's minimum confidence stay no-matches."""
+    confirm_prompts: tuple[str, ...] = ("heard_you_say",)
+    """Played before the words heard, when a menu choice is confirmed."""
+    confirm_question: tuple[str, ...] = ("confirm_yes_no",)
+    """Played after the words heard: how to say yes or no."""
     address_slot: str | None = None
     """Slot an address said anywhere fills (with its parts under ``<slot>.``): said at a menu
     together with the problem, it is not asked for again by the capture node of this slot."""

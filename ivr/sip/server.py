@@ -94,7 +94,15 @@ class SipCall:
     # -- Transport (what the session asks for) -----------------------------------------
 
     async def play(self, play: act.Play) -> None:
-        """Render the prompts and queue them on the shared send clock."""
+        """Render the prompts and queue them on the shared send clock.
+
+        The IVR speaks to the caller only once the agent is gone: an agent who finished on
+        the desktop (routing's word, not a BYE from the phone) is hung up here, before the
+        survey, instead of listening in on it.
+        """
+        if self.agent_leg is not None:
+            log.info("agent leg ended: the dialog speaks to the caller again")
+            self.server.end_agent_leg(self)
         pcm = render_play(play.items, self.server.library, None)
         if not pcm:
             self._feed(ev.PromptFinished(play.play_id))
@@ -705,6 +713,11 @@ class SipServer:
                     call.session_feed(ev.AgentUnreachable(request, call.transfer_agent, why))
             case _:
                 pass
+
+    def end_agent_leg(self, call: SipCall) -> None:
+        """Hang up the call's agent leg (BYE, or CANCEL while it rings) and unbridge."""
+        self._drop_agent_leg(call)
+        self._pump()
 
     def _drop_agent_leg(self, call: SipCall, *, hang_up: bool = True) -> None:
         leg = call.agent_leg

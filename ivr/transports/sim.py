@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -221,9 +222,46 @@ def _parse_line(line: str) -> list[ev.Event] | None:
 
 
 async def run_interactive(
-    settings: Settings, caller: str, dialed: str, stdin: TextIO, out: TextIO
+    settings: Settings,
+    caller: str,
+    dialed: str,
+    stdin: TextIO,
+    out: TextIO,
+    *,
+    use_crm: bool = False,
 ) -> CallSummary:
-    """Walk the flow from a terminal until one side hangs up."""
+    """Walk the flow from a terminal until one side hangs up.
+
+    With `use_crm` the call files its work orders and asks its lookups in this node's CRM
+    (the embedded store under ``var/`` unless the settings name an HTTP CRM), through the
+    outbox as a served call does; what it filed is delivered before the command ends.
+    """
+    if not use_crm:
+        return await _interactive(
+            settings, caller, dialed, stdin, out, crm_backend=NotConnectedCrm()
+        )
+    from ivr.crm_runtime import CrmRuntime  # noqa: PLC0415 - only this mode opens the store
+
+    runtime = CrmRuntime(settings)
+    service = await runtime.start()
+    try:
+        return await _interactive(settings, caller, dialed, stdin, out, crm_backend=service)
+    finally:
+        if runtime.worker is not None:
+            delivered = await runtime.worker.run_once(time.time())
+            print(f"CRM: {delivered} delivered ({runtime.description})", file=out)
+        await runtime.stop()
+
+
+async def _interactive(
+    settings: Settings,
+    caller: str,
+    dialed: str,
+    stdin: TextIO,
+    out: TextIO,
+    *,
+    crm_backend: Crm,
+) -> CallSummary:
     flow = load_flow(settings.resolved_flow_file())
     catalog = Catalog.shipped()
     transport = SimTransport(catalog, out)
@@ -235,7 +273,7 @@ async def run_interactive(
         speech_available=True,
         min_confidence=settings.speech_min_confidence,
     )
-    crm = PrintingCrm(NotConnectedCrm(), out, "ok")
+    crm = PrintingCrm(crm_backend, out, "ok")
     routing = PrintingRouting(NotConnectedRouting(), out, "ok")
     session = CallSession(
         flow, context, transport, crm, routing, understander=load_understander(settings)
@@ -244,7 +282,8 @@ async def run_interactive(
     print(
         f"Simulated call {context.call_id}: {caller} → {dialed}. Type keys (e.g. 2 or 1234#), "
         "'say: 停电了' for speech, 'hangup' to end.\n"
-        f"CRM bridge: {NotConnectedCrm.name}; routing: {NotConnectedRouting.name}.",
+        f"CRM bridge: {getattr(crm_backend, 'name', 'connected')}; "
+        f"routing: {NotConnectedRouting.name}.",
         file=out,
     )
     loop = asyncio.get_running_loop()
@@ -269,7 +308,9 @@ async def run_interactive(
         reader.cancel()
 
 
-def call_command(settings: Settings, *, script: Path | None, caller: str, dialed: str) -> int:
+def call_command(
+    settings: Settings, *, script: Path | None, caller: str, dialed: str, use_crm: bool = False
+) -> int:
     """`hotline call`: interactive, or scripted with ``--script FILE``."""
     configure_logging(
         "warning" if settings.log_level == "info" else settings.log_level,
@@ -280,7 +321,9 @@ def call_command(settings: Settings, *, script: Path | None, caller: str, dialed
         from ivr.transports.script import run_script_file  # noqa: PLC0415 - script imports sim
 
         return run_script_file(settings, script, caller=caller, dialed=dialed, out=sys.stdout)
-    summary = asyncio.run(run_interactive(settings, caller, dialed, sys.stdin, sys.stdout))
+    summary = asyncio.run(
+        run_interactive(settings, caller, dialed, sys.stdin, sys.stdout, use_crm=use_crm)
+    )
     outcomes = ", ".join(f"{o.kind}({o.detail})" if o.detail else o.kind for o in summary.outcomes)
     print(f"Call over after {summary.duration:.1f} s: {outcomes or 'no outcome'}", file=sys.stdout)
     return 0

@@ -150,3 +150,50 @@ async def test_the_caller_goes_back_in_line_and_reaches_the_next_agent(
     if first is not None:
         [invite] = [m for m in first.trace() if m.received and m.is_request("INVITE")]
         assert invite.first_line.startswith("INVITE sip:A1@127.0.0.1:")
+
+
+async def test_an_agent_finishing_on_the_desktop_is_hung_up_before_the_survey(
+    tmp_path: Path, redis_client: Redis
+) -> None:
+    """Routing says the agent is done (the desktop's "complete"), not the agent's phone: the
+    hotline hangs the agent's leg up, and the caller alone hears the survey."""
+    store = RoutingStore(redis_client, tenant="desk-done")
+    server = make_server()
+    routing = RedisRouting(store, "node-a", position_interval=5.0)
+    server.routing = routing
+    await server.start()
+    pump = asyncio.get_running_loop().create_task(routing.serve(poll_interval=0.1))
+    try:
+        async with sipp_uas(uas_scenario("answer"), tmp_path / "agent") as phone:
+            contact = f"sip:A1@127.0.0.1:{phone.address[1]}"
+            await store.login("A1", skills={SKILL: 5}, now=time.time(), contact=contact, ready=True)
+            caller_dir = tmp_path / "caller"
+            caller_dir.mkdir()
+            scenario = uac_scenario([6.0, "0", 14.0], pcaps=key_pcaps("0", caller_dir))
+            caller = asyncio.get_running_loop().create_task(
+                sipp(scenario, server.address, caller_dir, timeout=40)
+            )
+            call_id = await until(store, "A1", AgentState.RESERVED, within=15.0)
+            await store.accept("A1", call_id, time.time())
+            [sip_call] = server.calls.values()
+            await wait_until(lambda: sip_call.bridge is not None, 10.0)
+
+            await store.complete("A1", time.time())
+            await wait_until(lambda: sip_call.agent_leg is None, 10.0)
+            done = await phone.finished()  # its scenario ends on the hotline's BYE
+            assert done.returncode == 0, (done.stdout[-2000:], done.errors[-2000:])
+            assert not caller.done()  # the caller is still on the line, hearing the survey
+            assert not server.legs
+
+            run = await caller
+            assert run.returncode == 0, run.stdout[-2000:] + run.errors
+            await wait_until(lambda: len(server.completed) == 1, 10.0)
+    finally:
+        pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pump
+        await server.stop(0)
+
+    [summary] = server.completed
+    assert summary.path[-1] == "survey"
+    assert (await agent_state(store, "A1"))[0] is AgentState.WRAP_UP
