@@ -314,6 +314,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     procs: list[subprocess.Popen[bytes]] = []
     nodes: list[Node] = []
     agents: Agents | None = None
+    sipps: list[subprocess.Popen[bytes]] = []
     try:
         redis_proc, redis_port = start_redis(folder)
         procs.append(redis_proc)
@@ -362,7 +363,6 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             )
         since_ms = int(time.time() * 1000)
         started_wall = time.time()
-        sipps = []
         with contextlib.ExitStack() as stack:
             for n, (port, calls) in enumerate(targets):
                 base = stack.enter_context(media_sinks(args.media_port + 20_000 * n, calls))
@@ -374,6 +374,10 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                     *("-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", "0", "-mp", str(base)),
                     *("-m", str(calls), "-l", str(calls), "-r", f"{rate:g}"),
                     *("-nostdin", "-timeout", f"{int(args.seconds + args.hold + 60)}s"),
+                    # Kamailio's UDP workers may forward a node's 180 and 200 in either order:
+                    # a late 180 must not make SIPp abort the call (RFC 3261 lets a UAC ignore
+                    # it), so unexpected messages are ignored rather than fatal.
+                    *("-default_behaviors", "all,-abortunexp"),
                     *("-trace_err", "-error_file", f"{out}_errors.log"),
                     *("-trace_stat", "-stf", f"{out}_stats.csv", "-fd", "1"),
                     f"127.0.0.1:{port}",
@@ -455,7 +459,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             agents.stop()
         for node in nodes:
             node.stop()
-        for proc in reversed(procs):
+        for proc in [*sipps, *reversed(procs)]:
             if proc.poll() is None:
                 proc.terminate()
                 with contextlib.suppress(subprocess.TimeoutExpired):
