@@ -45,6 +45,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -57,7 +58,7 @@ from typing import Any
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sip_load import machine, media_sinks, scenario, sipp_stats
+from sip_load import cpu_seconds, machine, media_sinks, scenario, sipp_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 KAMAILIO_CFG = ROOT / "docker" / "kamailio" / "kamailio.cfg"
@@ -309,6 +310,16 @@ def routing_outcomes(redis_port: int, since_ms: int) -> dict[str, Any]:
     }
 
 
+def files_of(node: Node) -> dict[str, Any]:
+    """A killed node's tickets as its files kept them (SQLite recovers the WAL on open)."""
+    crm = node.log_path.parent / "var" / "crm"
+    with contextlib.closing(sqlite3.connect(crm / "crm.sqlite3")) as db:
+        (tickets,) = db.execute("SELECT count(*) FROM tickets").fetchone()
+    with contextlib.closing(sqlite3.connect(crm / "outbox.sqlite3")) as db:
+        states = dict(db.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall())
+    return {"tickets": tickets, "outbox": {"by_state": states}}
+
+
 def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     report: dict[str, Any] = {"calls": args.calls, "seconds": args.seconds, "agents": args.agents}
     procs: list[subprocess.Popen[bytes]] = []
@@ -414,6 +425,9 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             ok += int(stats.get("SuccessfulCall(C)", 0))
             failed += int(stats.get("FailedCall(C)", 0))
             retrans += int(stats.get("Retransmissions(C)", 0))
+        report["node_cpu_s"] = {
+            n.name: round(cpu_seconds(n.proc.pid), 1) for n in nodes if n.proc.poll() is None
+        }
         summaries = [e for n in nodes for e in n.events("call ended")]
         per_node = {n.name: len(n.events("call ended")) for n in nodes}
         told = [
@@ -423,7 +437,10 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         tickets = 0
         outbox: dict[str, Any] = {}
         for node in nodes:
-            if node.proc.poll() is not None:
+            if node.proc.poll() is not None:  # killed: read what its files kept
+                kept = files_of(node)
+                tickets += kept["tickets"]
+                outbox[node.name] = kept["outbox"]
                 continue
             listed = http(f"{node.api}/tickets?since={int(started_wall) - 5}&limit=500")
             rows = listed.get("tickets", listed) if isinstance(listed, dict) else listed
