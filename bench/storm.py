@@ -53,7 +53,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import redis
 
@@ -157,6 +157,8 @@ class Node:
                 self.proc.kill()
                 self.proc.wait(5)
         self._reader.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -172,12 +174,12 @@ def start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], int]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    client = redis.Redis(port=port)
-    for _ in range(100):
-        with contextlib.suppress(redis.ConnectionError):
-            if client.ping():
-                return proc, port
-        time.sleep(0.05)
+    with redis.Redis(port=port) as client:
+        for _ in range(100):
+            with contextlib.suppress(redis.ConnectionError):
+                if client.ping():
+                    return proc, port
+            time.sleep(0.05)
     raise RuntimeError("redis-server did not start")
 
 
@@ -190,7 +192,16 @@ def start_kamailio(folder: Path, nodes: list[Node]) -> tuple[subprocess.Popen[by
     binary = shutil.which("kamailio", path="/usr/sbin:/usr/bin")
     if binary is None:
         raise RuntimeError("no kamailio: apt-get install kamailio")
-    proc = subprocess.Popen(
+    with (folder / "kamailio.log").open("w") as log:
+        proc = _kamailio(binary, port, folder, log)
+    time.sleep(1.0)
+    if proc.poll() is not None:
+        raise RuntimeError(f"kamailio exited; see {folder / 'kamailio.log'}")
+    return proc, port
+
+
+def _kamailio(binary: str, port: int, folder: Path, log: IO[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
         [
             *(binary, "-f", str(KAMAILIO_CFG), "-DD", "-E"),
             *("-A", f"LISTEN=udp:127.0.0.1:{port}"),
@@ -198,13 +209,9 @@ def start_kamailio(folder: Path, nodes: list[Node]) -> tuple[subprocess.Popen[by
             *("-A", f'CTL_SOCKET="unix:{folder / "kamailio.ctl"}"'),
         ],
         stdout=subprocess.DEVNULL,
-        stderr=(folder / "kamailio.log").open("w"),
+        stderr=log,
         start_new_session=True,
     )
-    time.sleep(1.0)
-    if proc.poll() is not None:
-        raise RuntimeError(f"kamailio exited; see {folder / 'kamailio.log'}")
-    return proc, port
 
 
 def through_proxy(xml: str) -> str:
@@ -279,7 +286,11 @@ class Agents:
 
 def routing_outcomes(redis_port: int, since_ms: int) -> dict[str, Any]:
     """Per call, from routing's event stream: entered, and how it left."""
-    client = redis.Redis(port=redis_port, decode_responses=True)
+    with redis.Redis(port=redis_port, decode_responses=True) as client:
+        return _outcomes(client, since_ms)
+
+
+def _outcomes(client: redis.Redis, since_ms: int) -> dict[str, Any]:
     key = next(iter(client.scan_iter(match="*:events", count=1000)), None)
     if key is None:
         return {"entered": 0, "final": {}, "open": [], "nodelost": 0, "types": {}}
