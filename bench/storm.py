@@ -161,11 +161,13 @@ class Node:
             self.proc.stdout.close()
 
 
-def start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_redis(folder: Path, port: int = 0) -> tuple[subprocess.Popen[bytes], int]:
+    """Debian's redis-server with AOF on, data in ``folder`` (a restart on the same port and
+    folder loads the append-only file)."""
     binary = shutil.which("redis-server", path="/usr/bin:/usr/local/bin")
     if binary is None:
         raise RuntimeError("no redis-server: apt-get install redis-server")
-    port = free_port(socket.SOCK_STREAM)
+    port = port or free_port(socket.SOCK_STREAM)
     proc = subprocess.Popen(
         [
             *(binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder)),
@@ -415,6 +417,16 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                     )
                 )
             killed_at = None
+            if args.restart_redis_at is not None:
+                time.sleep(args.restart_redis_at)
+                redis_proc.terminate()  # SIGTERM: Redis flushes the AOF and exits
+                redis_proc.wait(10)
+                down = time.monotonic()
+                time.sleep(args.redis_down)
+                redis_proc, _ = start_redis(folder, redis_port)
+                procs[0] = redis_proc
+                report["redis_restarted_at_s"] = round(time.time() - started_wall, 1)
+                report["redis_down_s"] = round(time.monotonic() - down, 1)
             if args.kill_node_at is not None:
                 time.sleep(args.kill_node_at)
                 nodes[1].proc.kill()
@@ -505,6 +517,8 @@ def main() -> None:
     parser.add_argument("--direct", action="store_true", help="no Kamailio: one SIPp per node")
     parser.add_argument("--no-audio", action="store_true", help="callers send keys only")
     parser.add_argument("--kill-node-at", type=float, help="SIGKILL node 2 after this many s")
+    parser.add_argument("--restart-redis-at", type=float, help="restart Redis after this many s")
+    parser.add_argument("--redis-down", type=float, default=2.0, help="seconds Redis stays down")
     parser.add_argument("--node-timeout", type=float, default=8.0)
     parser.add_argument("--probe-wait", type=float, default=6.0)
     parser.add_argument("--media-port", type=int, default=6000)

@@ -42,6 +42,8 @@ def test_a_small_storm_loses_no_call(tmp_path: Path) -> None:
         direct=False,
         no_audio=True,
         kill_node_at=None,
+        restart_redis_at=None,
+        redis_down=2.0,
         node_timeout=8.0,
         probe_wait=3.0,
         media_port=6000,
