@@ -29,6 +29,10 @@ with their SIPp call failing); routing must declare it lost (``--node-timeout``,
 close its waiting calls as abandoned (`node_lost`); with Kamailio the rest of the calls go to
 node 1 once the OPTIONS probes fail.
 
+``--restart-redis-at S``: stop Redis (SIGTERM, the AOF written out) S seconds in and start it
+again on the same port and folder ``--redis-down`` seconds later: calls waiting in line must
+still be there.
+
 Needs root (SIPp plays pcaps through a raw socket), sipp, kamailio, redis-server.
 
     python bench/storm.py --calls 100 --seconds 60 --agents 20
