@@ -38,6 +38,12 @@ from typing import Any, TypeVar
 
 import structlog
 from redis.exceptions import RedisError
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
 
 from ivr.dialog import actions as act
 from ivr.dialog import events as ev
@@ -71,6 +77,9 @@ NODE_LOST = "node_lost"
 """The reason a caller is told it left the queue when routing declared its node lost."""
 
 T = TypeVar("T")
+
+HANGUP_RETRY_SECONDS = 600.0
+"""How long a hang-up routing could not hear (Redis restarting, failing over) is retried."""
 
 CALLBACK_PREFIX = "cb:"
 """A callback's id in routing is this prefix and the id of the call that asked for it."""
@@ -170,6 +179,8 @@ class RedisRouting:
         """Callbacks being dialed by this node, by call id."""
         self._waiting_for_hook: list[CallbackOrder] = []
         """Callbacks accepted before a hook was set (the pump starts before SIP does)."""
+        self._hangups: dict[str, asyncio.Task[None]] = {}
+        """Hang-ups routing could not hear (Redis down), being retried, by call id."""
         self.archive = IntervalArchive(store)
         """Keeps closed statistics intervals in Redis; run by the pump."""
         self.archive_interval = archive_interval
@@ -256,8 +267,46 @@ class RedisRouting:
                 self.store.leave_for_callback(context.call_id, now, self.park_seconds)
             )
         else:
-            outcome = await _service_call(self.store.hangup(context.call_id, now))
+            try:
+                outcome = await _service_call(self.store.hangup(context.call_id, now))
+            except ServiceError as exc:
+                if exc.reason != "routing_unavailable":
+                    raise
+                # The caller is gone whatever Redis says: routing must hear it when it is back,
+                # or the call waits in line with nobody on it (and is offered to agents).
+                self._retry_hangup(context.call_id, now)
+                outcome = "retrying"
         log.info("left queue", reason=request.reason, outcome=outcome)
+
+    def _retry_hangup(self, call_id: str, at: float) -> None:
+        """Tell routing of a hang-up at ``at`` until it hears it (exponential backoff with
+        jitter, for up to `HANGUP_RETRY_SECONDS`); a node that leaves first ends the call
+        anyway (``node_leave``)."""
+        if call_id in self._hangups:
+            return
+
+        async def retry() -> None:
+            try:
+                async for attempt in AsyncRetrying(
+                    retry=retry_if_exception_type(RedisError),
+                    wait=wait_exponential_jitter(multiplier=0.2, max=10.0, jitter=0.2),
+                    stop=stop_after_delay(HANGUP_RETRY_SECONDS),
+                    reraise=True,
+                ):
+                    with attempt:
+                        outcome = await self.store.hangup(call_id, at)
+                log.info(
+                    "left queue",
+                    reason="hangup",
+                    outcome=outcome,
+                    attempts=attempt.retry_state.attempt_number,
+                )
+            except RedisError as exc:
+                log.error("hang-up never reached routing", call_id=call_id, error=str(exc))
+            finally:
+                self._hangups.pop(call_id, None)
+
+        self._hangups[call_id] = asyncio.get_running_loop().create_task(retry())
 
     async def return_to_queue(self, request: act.ReturnToQueue, context: CallContext) -> None:
         """The agent's phone could not be reached: routing puts the call back at its place and
@@ -349,6 +398,10 @@ class RedisRouting:
         waiting, self._waiting_for_hook = self._waiting_for_hook, []
         for order in waiting:  # accepted, never dialed: free the agent rather than strand it
             await self.callback_ended(order.call_id)
+        if self._hangups:  # Redis just came back: let the retries land first, briefly
+            await asyncio.wait(list(self._hangups.values()), timeout=CALLBACK_LEAVE_WAIT)
+        for task in list(self._hangups.values()):
+            task.cancel()
         await _service_call(self.store.node_leave(self.node_id, self.clock()))
         self._held.clear()
         self._next_heartbeat = None

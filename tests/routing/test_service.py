@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 from structlog.testing import capture_logs
 
 from ivr.dialog import actions as act
@@ -426,3 +429,70 @@ async def test_the_pump_keeps_the_statistics_archive(store: RoutingStore) -> Non
     await store.hangup("c2", T0 + 1030)
     await off.run_once(T0 + 5000)
     assert await store.redis.zcard(store.keys.stats_index) == 2
+
+
+def _start_redis(port: int, workdir: Any) -> subprocess.Popen[bytes]:
+    """Debian's redis-server with the append-only file on, as a deployment runs it."""
+    return subprocess.Popen(
+        [
+            "/usr/bin/redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def _until_up(client: Redis) -> None:
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                await client.ping()
+                return
+            except RedisError:
+                await asyncio.sleep(0.05)
+
+
+async def test_a_hang_up_while_redis_restarts_reaches_routing_when_it_is_back(
+    tmp_path: Any, clock: Clock
+) -> None:
+    """No ghost in line: the caller hung up while Redis was down; when Redis is back (its
+    append-only file kept the queue), routing hears the hang-up, at the time it happened."""
+    port = free_port()
+    proc = _start_redis(port, tmp_path)
+    client = Redis(port=port, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    try:
+        await _until_up(client)
+        node = RedisRouting(RoutingStore(client, tenant="t9"), "ivr-a", clock=clock)
+        await node.enqueue(enqueue(1), ctx("c1"), Feeds().feed("c1"))
+        proc.terminate()
+        proc.wait(timeout=10)
+        hung_up_at = clock.now = clock.now + 5
+        with capture_logs() as logs:
+            await node.leave_queue(act.LeaveQueue(1, "abandoned"), ctx("c1"))  # no error
+        assert [e["outcome"] for e in logs if e["event"] == "left queue"] == ["retrying"]
+        await asyncio.sleep(0.5)  # retried against a dead server meanwhile
+        proc = _start_redis(port, tmp_path)
+        await _until_up(client)
+        store = RoutingStore(client, tenant="t9")
+        async with asyncio.timeout(20):
+            while await store.waiting("billing"):  # noqa: ASYNC110 - the retry is in a task
+                await asyncio.sleep(0.1)
+        [abandon] = [e for e in await store.events() if e.type is EventType.ABANDON]
+        assert (abandon.call_id, abandon.t) == ("c1", hung_up_at)
+        await node.leave()
+    finally:
+        await client.aclose()
+        proc.terminate()
+        proc.wait(timeout=10)
