@@ -18,7 +18,6 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 
 API_PREFIX = "/api/"
 
@@ -86,29 +85,6 @@ def check_access(
         "'Authorization: Bearer <token>'",
         status=403,
     )
-
-
-def require_access(token: str | None) -> Middleware:
-    """Middleware applying `check_access` to every request under /api/ (never logs the token)."""
-
-    @web.middleware
-    async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith(API_PREFIX):
-            error = check_access(
-                request.method, request.remote, request.headers.get("Authorization"), token
-            )
-            if error is not None:
-                log.warning(
-                    "api request refused",
-                    method=request.method,
-                    path=request.path,
-                    peer=request.remote,
-                    error_id=error.error_id,
-                )
-                raise error
-        return await handler(request)
-
-    return access
 
 
 def _no_constants(name: str) -> Any:

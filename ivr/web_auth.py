@@ -260,7 +260,7 @@ def _refuse(request: web.Request, error: ApiError, **extra: object) -> ApiError:
 
 
 def access_middleware(settings: Settings) -> Middleware:
-    """The access rule above for every request under /api/ (replaces `require_access`)."""
+    """The access rule above for every request under /api/."""
     token = settings.api_token
 
     @web.middleware

@@ -3,111 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
-import queue
 import signal
-import subprocess
-import sys
-import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
+from tests.ivr.serve_process import ServeProcess, start_serve
+
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 5.0
-
-
-class ServeProcess:
-    """A running `hotline serve` whose JSON log lines (stderr) are read on a thread."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.proc = proc
-        self.lines: list[dict[str, object]] = []
-        self._queue: queue.Queue[dict[str, object] | None] = queue.Queue()
-        assert proc.stderr is not None
-        self._reader = threading.Thread(target=self._read, args=(proc.stderr,), daemon=True)
-        self._reader.start()
-
-    def _read(self, stream: IO[str]) -> None:
-        for raw in stream:
-            try:
-                line = json.loads(raw)
-            except json.JSONDecodeError:
-                line = {"event": raw.rstrip("\n"), "not_json": True}
-            self._queue.put(line)
-        self._queue.put(None)
-
-    def wait_for(self, event: str, timeout: float) -> dict[str, object]:
-        """Return the first log line with this event, reading at most `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        for line in self.lines:
-            if line.get("event") == event:
-                return line
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                item = self._queue.get(timeout=left)
-            except queue.Empty:
-                break
-            if item is None:
-                break
-            self.lines.append(item)
-            if item.get("event") == event:
-                return item
-        seen = [line.get("event") for line in self.lines]
-        raise AssertionError(f"no {event!r} log line within {timeout}s; saw {seen}")
-
-    def drain(self, timeout: float) -> None:
-        """Collect the remaining lines once the process has exited."""
-        self._reader.join(timeout)
-        while True:
-            try:
-                line = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if line is not None:
-                self.lines.append(line)
-
-
-def hotline_command() -> list[str]:
-    script = Path(sys.executable).with_name("hotline")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "ivr"]
-
-
-def start_serve(workdir: Path, **extra: str) -> ServeProcess:
-    """Start `hotline serve` in ``workdir`` on free ports with JSON logs (plus ``extra`` env)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
-    env |= {
-        "HOTLINE_WEB_PORT": "0",
-        "HOTLINE_SIP_PORT": "0",
-        "HOTLINE_LOG_FORMAT": "json",
-        "HOTLINE_NODE_ID": "serve-test",
-        "HOTLINE_SHUTDOWN_GRACE_SECONDS": "2",
-    }
-    env |= extra
-    proc = subprocess.Popen(
-        [*hotline_command(), "serve"],
-        cwd=workdir,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        encoding="utf-8",
-    )
-    return ServeProcess(proc)
-
-
-def finish(server: ServeProcess) -> None:
-    proc = server.proc
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(timeout=STOP_TIMEOUT)
-    if proc.stderr is not None:
-        proc.stderr.close()
 
 
 @pytest.fixture
@@ -116,7 +23,7 @@ def serve(tmp_path: Path) -> Iterator[ServeProcess]:
     try:
         yield server
     finally:
-        finish(server)
+        server.finish()
 
 
 def get_json(url: str) -> dict[str, object]:
@@ -206,7 +113,7 @@ def test_serve_uses_a_configured_redis(tmp_path: Path, redis_server: Any) -> Non
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(timeout=STOP_TIMEOUT) == 0
     finally:
-        finish(server)
+        server.finish()
 
 
 def test_serve_refuses_a_bad_redis_url(tmp_path: Path) -> None:
@@ -217,7 +124,7 @@ def test_serve_refuses_a_bad_redis_url(tmp_path: Path) -> None:
         failed = server.wait_for("routing cannot start", 0)
         assert "not a Redis URL" in str(failed["error"])
     finally:
-        finish(server)
+        server.finish()
 
 
 def test_serve_refuses_an_http_crm_without_its_url(tmp_path: Path) -> None:
@@ -230,7 +137,7 @@ def test_serve_refuses_an_http_crm_without_its_url(tmp_path: Path) -> None:
         events = [line.get("event") for line in server.lines]
         assert "embedded redis stopped" in events  # what had started was stopped again
     finally:
-        finish(server)
+        server.finish()
 
 
 def test_serve_listens_with_the_configured_model(tmp_path: Path, korean_model_path: Path) -> None:
@@ -245,7 +152,7 @@ def test_serve_listens_with_the_configured_model(tmp_path: Path, korean_model_pa
         server.drain(STOP_TIMEOUT)
         assert server.wait_for("speech pool stopped", 0)
     finally:
-        finish(server)
+        server.finish()
 
 
 def test_serve_answers_keypad_only_when_the_model_is_broken(tmp_path: Path) -> None:
@@ -262,4 +169,4 @@ def test_serve_answers_keypad_only_when_the_model_is_broken(tmp_path: Path) -> N
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(timeout=STOP_TIMEOUT) == 0
     finally:
-        finish(server)
+        server.finish()

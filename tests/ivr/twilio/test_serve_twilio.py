@@ -5,20 +5,14 @@ an unsigned one, and stops cleanly; contradictory Twilio settings stop it at sta
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import queue
 import signal
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
 
 import aiohttp
 import pytest
+
+from tests.ivr.serve_process import ServeProcess, start_serve
 
 from .conftest import ACCOUNT_SID, API_KEY, AUTH_TOKEN, TwilioSide, call_sid
 
@@ -26,68 +20,11 @@ START_TIMEOUT = 15.0
 STOP_TIMEOUT = 8.0
 
 
-class Serve:
-    """A `hotline serve` process whose JSON log lines are read on a thread."""
-
-    def __init__(self, workdir: Path, **extra: str) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("HOTLINE_", "TWILIO_"))}
-        env |= {
-            "HOTLINE_WEB_PORT": "0",
-            "HOTLINE_SIP_PORT": "0",
-            "HOTLINE_LOG_FORMAT": "json",
-            "HOTLINE_NODE_ID": "twilio-serve-test",
-            "HOTLINE_SHUTDOWN_GRACE_SECONDS": "2",
-            **extra,
-        }
-        script = Path(sys.executable).with_name("hotline")
-        command = [str(script)] if script.exists() else [sys.executable, "-m", "ivr"]
-        self.proc = subprocess.Popen(
-            [*command, "serve"],
-            cwd=workdir,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-        )
-        self.lines: list[dict[str, Any]] = []
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        assert self.proc.stderr is not None
-        threading.Thread(target=self._read, args=(self.proc.stderr,), daemon=True).start()
-
-    def _read(self, stream: IO[str]) -> None:
-        for raw in stream:
-            try:
-                self._queue.put(json.loads(raw))
-            except json.JSONDecodeError:
-                self._queue.put({"event": raw.rstrip("\n"), "not_json": True})
-        self._queue.put(None)
-
-    def wait_for(self, event: str, within: float) -> dict[str, Any]:
-        deadline = time.monotonic() + within
-        for line in self.lines:
-            if line.get("event") == event:
-                return line
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                item = self._queue.get(timeout=left)
-            except queue.Empty:
-                break
-            if item is None:
-                break
-            self.lines.append(item)
-            if item.get("event") == event:
-                return item
-        seen = [line.get("event") for line in self.lines]
-        raise AssertionError(f"no {event!r} log line within {within}s; saw {seen}")
-
-    def finish(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=STOP_TIMEOUT)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
+def start_twilio_serve(workdir: Path, **extra: str) -> ServeProcess:
+    """`hotline serve` with this test's Twilio settings (TWILIO_* of this shell ignored)."""
+    return start_serve(
+        workdir, node_id="twilio-serve-test", ignore=("HOTLINE_", "TWILIO_"), **extra
+    )
 
 
 TWILIO_ON = {
@@ -98,8 +35,8 @@ TWILIO_ON = {
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Serve]:
-    server = Serve(tmp_path, **TWILIO_ON)
+def serve(tmp_path: Path) -> Iterator[ServeProcess]:
+    server = start_twilio_serve(tmp_path, **TWILIO_ON)
     try:
         yield server
     finally:
@@ -107,7 +44,7 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
 
 
 @pytest.mark.slow
-async def test_serve_answers_twilio_calls(serve: Serve) -> None:
+async def test_serve_answers_twilio_calls(serve: ServeProcess) -> None:
     on = await asyncio.to_thread(serve.wait_for, "twilio front end on", START_TIMEOUT)
     assert on["voice_url"] == "https://ivr.example.cn/twilio/voice"
     assert on["status_url"] == "https://ivr.example.cn/twilio/status"
@@ -142,7 +79,7 @@ async def test_serve_answers_twilio_calls(serve: Serve) -> None:
 
 @pytest.mark.slow
 def test_serve_refuses_an_api_key_without_its_secret(tmp_path: Path) -> None:
-    server = Serve(tmp_path, **TWILIO_ON, HOTLINE_TWILIO_API_KEY=API_KEY)
+    server = start_twilio_serve(tmp_path, **TWILIO_ON, HOTLINE_TWILIO_API_KEY=API_KEY)
     try:
         assert server.proc.wait(timeout=START_TIMEOUT) == 1
         line = server.wait_for("twilio front end cannot start", 1.0)
