@@ -21,6 +21,7 @@ from aiosipua import SipMessage, SipRequest, SipResponse
 from ivr.sip.events import Addr, CallEnded, IncomingCall, Malformed, SipEvent
 from ivr.sip.messages import tag_of
 from ivr.sip.uas import SipCore
+from tests.conftest import RedisServer, Servers
 
 DATA = Path(__file__).parent / "data"
 HOTLINE: Addr = ("127.0.0.1", 5060)
@@ -334,3 +335,11 @@ def make_uas() -> Iterator[Callable[..., Harness]]:
 def fresh_uas() -> Callable[..., Harness]:
     """A new core per call, for hypothesis tests (which check cleanliness themselves)."""
     return Harness
+
+
+@pytest.fixture
+def redis_server(redis_servers: Servers) -> RedisServer:
+    """SIP tests that route through Redis run on the embedded server only (Redis 6.2, the one
+    `hotline serve` starts and the older of the two): what differs between servers is routing's,
+    and tests/routing runs all of it on both. This halves the slowest SIP tests' CI time."""
+    return redis_servers.get("embedded")
