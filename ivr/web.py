@@ -166,7 +166,7 @@ def create_app(
     add_routing_routes(app, routing, clock)
     add_crm_routes(app, crm, clock, outbox)
     add_twilio_routes(app, twilio)
-    add_auth_routes(app, settings, clock)
+    add_auth_routes(app, settings, clock, routing)
     add_wallboard_routes(app, routing, clock, settings)
     add_desk_routes(app)
     return app
