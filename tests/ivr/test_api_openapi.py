@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -364,7 +364,7 @@ def contract(base: str) -> OpenAPI:
     return OpenAPI.from_dict(spec)
 
 
-def problems(errors: list[Exception]) -> list[str]:
+def problems(errors: Iterable[Exception]) -> list[str]:
     """What openapi-core found, down to the schema's own words."""
     out = []
     for error in errors:
