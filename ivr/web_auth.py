@@ -149,14 +149,13 @@ class Auth:
         users = self.users.users()
         if users is self._seen:
             return  # the file did not change (UserFile keeps the same dict)
-        seen, self._seen = self._seen, users
-        if seen is None:
-            return
-        for name, before in seen.items():
+        for name, before in (self._seen or {}).items():
             now = users.get(name)
             if now is None or (now.password_hash, now.role) != (before.password_hash, before.role):
                 ended = await self.sessions.revoke_user(name)
                 log.info("sessions ended", user=name, sessions=ended, reason="account changed")
+        # Only once every change is done: if Redis failed half-way, the next request retries.
+        self._seen = users
 
     async def session(self, cookie: str | None) -> Session | None:
         """The live session of a cookie, or None (unknown, expired, user changed or removed)."""

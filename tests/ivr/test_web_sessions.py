@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 from redis.asyncio import Redis
+from structlog.testing import capture_logs
 
 from ivr.accounts import Role, UserFile
 from ivr.settings import Settings
@@ -168,7 +169,10 @@ async def test_password_change_on_one_node_ends_sessions_everywhere(
     # `hotline users passwd` on node A: only A's copy of the file changes.
     UserFile(a.var_dir / "users.json").set_password("1001", PASSWORD)
     # Node A sees it at its next request, whoever makes it...
-    assert (await other.call(a, "GET", "/api/session"))[0] == 200
+    with capture_logs() as logs:
+        assert (await other.call(a, "GET", "/api/session"))[0] == 200
+    ended = [e for e in logs if e["event"] == "sessions ended"]
+    assert [(e["user"], e["sessions"]) for e in ended] == [("1001", 2)]
     # ...and node B, whose file still has the old password, refuses both sessions.
     for browser in (agent, second):
         status, body = await browser.call(b, "GET", "/api/session")
