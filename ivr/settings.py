@@ -276,6 +276,34 @@ class Settings(BaseSettings):
         le=1,
         description="the wallboard alerts when a queue's service level today is under this share",
     )
+    wallboard_chart_hours: float = Field(
+        default=4.0,
+        gt=0,
+        le=24,
+        description=(
+            "the wallboard's chart shows this many hours of 15-minute intervals; the surge "
+            "alert's baseline is the same span"
+        ),
+    )
+    wallboard_surge_factor: float = Field(
+        default=2.0,
+        gt=1,
+        description=(
+            "the wallboard alerts of a surge when a queue's calls offered in the surge window "
+            "exceed this multiple of the window's average over the chart's hours before it"
+        ),
+    )
+    wallboard_surge_window_seconds: float = Field(
+        default=300.0,
+        ge=60,
+        le=3600,
+        description="the recent window the surge alert counts calls offered in",
+    )
+    wallboard_surge_min_calls: int = Field(
+        default=10,
+        ge=1,
+        description="no surge alert with fewer calls offered than this in the window",
+    )
     service_province: str = Field(
         default="",
         max_length=32,

@@ -25,6 +25,7 @@ from ivr.web_api import API_PREFIX, ApiError, Handler
 from ivr.web_auth import access_middleware, add_auth_routes
 from ivr.web_crm import CRM_KEY, add_crm_routes, stats_json
 from ivr.web_desk import add_desk_routes
+from ivr.web_openapi import add_openapi_route
 from ivr.web_routing import add_routing_routes
 from ivr.web_wallboard import add_wallboard_routes
 from routing.store import RoutingStore
@@ -166,7 +167,8 @@ def create_app(
     add_routing_routes(app, routing, clock)
     add_crm_routes(app, crm, clock, outbox)
     add_twilio_routes(app, twilio)
-    add_auth_routes(app, settings, clock)
+    add_auth_routes(app, settings, clock, routing)
     add_wallboard_routes(app, routing, clock, settings)
     add_desk_routes(app)
+    add_openapi_route(app)
     return app

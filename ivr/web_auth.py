@@ -15,18 +15,23 @@ For each request under ``/api/``:
 
 The cookie is HttpOnly, SameSite=Strict and Secure when ``web_secure_cookies`` is set; with
 SameSite=Strict a cross-site page cannot send it, and the CSRF header is the second line.
-Sessions live in this node's memory: a restart ends them (the desk asks to log in again).
+Sessions live in routing's Redis (`ivr.web_sessions`), so any node honours a session any node
+opened, and a logout ends it everywhere; a node without routing keeps them in its memory.
+A password changed (or a user removed, or their role changed) in a node's users file ends the
+user's sessions on every node as soon as that node sees the change (its next ``/api/``
+request); with one users file mounted on every node, at once everywhere. If Redis cannot be
+reached, requests with a session answer 503 ``sessions-unavailable``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import secrets
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import structlog
 from aiohttp import web
@@ -45,6 +50,17 @@ from ivr.web_api import (
     json_body,
     text_field,
 )
+from ivr.web_sessions import (
+    MemorySessions,
+    RedisSessions,
+    SessionStore,
+    cookie_digest,
+    password_digest,
+)
+
+# Re-exported (mypy strict wants the alias): the desk takes Session from here.
+from ivr.web_sessions import Session as Session  # noqa: PLC0414
+from routing.store import RoutingStore
 
 log = structlog.get_logger(__name__)
 
@@ -57,6 +73,8 @@ MAX_FAILURES_PER_USER = 5
 MAX_FAILURES_PER_PEER = 20
 """Failed logins from one address within the window before it is throttled."""
 
+T = TypeVar("T")
+
 _OPEN = frozenset({"/api/session/login"})
 """Routes that need no session (the login itself)."""
 _AGENT_ACTIONS = frozenset({"ready", "not-ready", "logout", "accept", "reject", "complete"})
@@ -65,27 +83,6 @@ skills; skills are the supervisor's)."""
 _AGENT_ROUTES = frozenset(
     {"/api/session", "/api/session/logout", "/api/desk", "/api/desk/signin", "/api/desk/stream"}
 )
-
-
-@dataclass
-class Session:
-    """A logged-in browser."""
-
-    username: str
-    """The user."""
-    role: Role
-    """Their role when they logged in."""
-    csrf: str
-    """The token state-changing requests must echo in ``X-CSRF-Token``."""
-    expires: float
-    """When the session ends (seconds since the epoch)."""
-    password_hash: str
-    """The hash the user had at login: a changed password ends the session."""
-
-    @property
-    def agent_id(self) -> str:
-        """The agent in routing (agents only)."""
-        return self.username if self.role is Role.AGENT else ""
 
 
 @dataclass
@@ -126,60 +123,81 @@ class LoginThrottle:
 class Auth:
     """Accounts, sessions and the login throttle of one web app."""
 
-    def __init__(self, settings: Settings, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Callable[[], float],
+        sessions: SessionStore | None = None,
+    ) -> None:
         self.settings = settings
         self.clock = clock
         self.users = UserFile(settings.var_dir / USERS_FILE)
         """The accounts file."""
         self.throttle = LoginThrottle()
-        self._sessions: dict[str, Session] = {}
+        self.sessions: SessionStore = sessions if sessions is not None else MemorySessions()
+        """Where sessions are kept (`ivr.web_sessions`)."""
+        self._seen: dict[str, User] | None = None
 
     @property
     def enabled(self) -> bool:
         """Whether accounts exist (then the API needs a login or the token)."""
         return bool(self.users.users())
 
-    def session(self, cookie: str | None) -> Session | None:
+    async def notice_changes(self) -> None:
+        """End, on every node, the sessions of users whose password or role changed, or who
+        were removed, since this node last read its users file."""
+        users = self.users.users()
+        if users is self._seen:
+            return  # the file did not change (UserFile keeps the same dict)
+        for name, before in (self._seen or {}).items():
+            now = users.get(name)
+            if now is None or (now.password_hash, now.role) != (before.password_hash, before.role):
+                ended = await self.sessions.revoke_user(name)
+                log.info("sessions ended", user=name, sessions=ended, reason="account changed")
+        # Only once every change is done: if Redis failed half-way, the next request retries.
+        self._seen = users
+
+    async def session(self, cookie: str | None) -> Session | None:
         """The live session of a cookie, or None (unknown, expired, user changed or removed)."""
         if not cookie:
             return None
-        key = _key(cookie)
-        session = self._sessions.get(key)
+        await self.notice_changes()
+        digest = cookie_digest(cookie)
+        session = await self.sessions.get(digest)
         if session is None:
             return None
         user = self.users.get(session.username)
+        if session.expires <= self.clock():
+            await self.sessions.delete(digest)
+            return None
         if (
-            session.expires <= self.clock()
-            or user is None
-            or user.password_hash != session.password_hash
+            user is None
+            or password_digest(user.password_hash) != session.password_digest
             or user.role is not session.role
         ):
-            del self._sessions[key]
+            # Another node may not have the new file yet: end them all, everywhere.
+            await self.sessions.revoke_user(session.username)
             return None
         return session
 
-    def open(self, user: User) -> tuple[str, Session]:
+    async def open(self, user: User) -> tuple[str, Session]:
         """A new session for ``user``: (cookie value, session)."""
         cookie = secrets.token_urlsafe(32)
+        ttl = self.settings.web_session_hours * 3600
         session = Session(
             user.username,
             user.role,
             secrets.token_urlsafe(24),
-            self.clock() + self.settings.web_session_hours * 3600,
-            user.password_hash,
+            self.clock() + ttl,
+            password_digest(user.password_hash),
         )
-        self._sessions[_key(cookie)] = session
+        await self.sessions.save(cookie_digest(cookie), session, ttl)
         return cookie, session
 
-    def close(self, cookie: str | None) -> None:
-        """End a session."""
+    async def close(self, cookie: str | None) -> None:
+        """End a session (on every node)."""
         if cookie:
-            self._sessions.pop(_key(cookie), None)
-
-
-def _key(cookie: str) -> str:
-    # Sessions are kept by a digest of the cookie: a dump of memory does not hand out sessions.
-    return hashlib.sha256(cookie.encode()).hexdigest()
+            await self.sessions.delete(cookie_digest(cookie))
 
 
 AUTH_KEY = web.AppKey("auth", Auth)
@@ -259,6 +277,20 @@ def _refuse(request: web.Request, error: ApiError, **extra: object) -> ApiError:
     return error
 
 
+async def _sessions_step(request: web.Request, step: Awaitable[T]) -> T:
+    """Await a step of the session store; an unreachable store answers 503
+    ``sessions-unavailable`` (nobody is let in unchecked)."""
+    try:
+        return await step
+    except (RedisError, OSError) as exc:
+        log.warning("sessions unreachable", path=request.path, error=str(exc))
+        raise ApiError(
+            "sessions-unavailable",
+            "the session store (routing's Redis) cannot be reached; try again shortly",
+            status=503,
+        ) from None
+
+
 def access_middleware(settings: Settings) -> Middleware:
     """The access rule above for every request under /api/."""
     token = settings.api_token
@@ -268,6 +300,9 @@ def access_middleware(settings: Settings) -> Middleware:
         if not request.path.startswith(API_PREFIX):
             return await handler(request)
         auth = request.app[AUTH_KEY]
+        # A password changed in this node's users file ends the user's sessions on every node
+        # (a Redis write only when the file changed).
+        await _sessions_step(request, auth.notice_changes())
         authorization = request.headers.get("Authorization")
         if token is not None and authorization:
             error = check_access(request.method, request.remote, authorization, token)
@@ -280,7 +315,7 @@ def access_middleware(settings: Settings) -> Middleware:
             return await handler(request)
         cookie = request.cookies.get(COOKIE)
         if cookie:
-            session = auth.session(cookie)
+            session = await _sessions_step(request, auth.session(cookie))
             if session is None:
                 error = ApiError("session-expired", "the session has ended; log in again", 401)
                 raise _refuse(request, error)
@@ -352,7 +387,7 @@ async def login(request: web.Request) -> web.Response:
         raise ApiError("bad-credentials", "wrong user name or password", status=401)
     assert user is not None
     auth.throttle.succeeded(username)
-    cookie, session = auth.open(user)
+    cookie, session = await _sessions_step(request, auth.open(user))
     log.info("login", user=username, role=user.role.value, peer=peer)
     response = web.json_response({"user": user_json(user), "csrf_token": session.csrf})
     response.set_cookie(
@@ -380,7 +415,7 @@ async def whoami(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     """`POST /api/session/logout`: ends the session."""
     session = request_session(request)
-    request.app[AUTH_KEY].close(request.cookies.get(COOKIE))
+    await _sessions_step(request, request.app[AUTH_KEY].close(request.cookies.get(COOKIE)))
     if session is not None:
         log.info("logout", user=session.username, peer=request.remote)
     response = web.json_response({"logged_out": True})
@@ -388,9 +423,16 @@ async def logout(request: web.Request) -> web.Response:
     return response
 
 
-def add_auth_routes(app: web.Application, settings: Settings, clock: Callable[[], float]) -> None:
-    """Accounts for ``app`` and the session endpoints."""
-    app[AUTH_KEY] = Auth(settings, clock)
+def add_auth_routes(
+    app: web.Application,
+    settings: Settings,
+    clock: Callable[[], float],
+    routing: RoutingStore | None = None,
+) -> None:
+    """Accounts for ``app`` and the session endpoints; sessions in ``routing``'s Redis (its
+    tenant), or in memory without it."""
+    sessions = None if routing is None else RedisSessions(routing.redis, routing.keys.tenant)
+    app[AUTH_KEY] = Auth(settings, clock, sessions)
     app.router.add_routes(
         [
             web.post("/api/session/login", login),

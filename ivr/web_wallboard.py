@@ -8,8 +8,13 @@ abandoned, service level, ASA, AHT). It computes one board and hands the same JS
 open stream, so a hundred wallboards cost Redis what one does. The agent desktop's stream
 (`ivr.web_desk`) rides on the same hub: it wakes on each board and looks up its own agent.
 
+The same fold, started ``wallboard_chart_hours`` back (or at midnight, whichever is earlier),
+draws the chart of the last hours, and the entry times folded beside it (`Arrivals`) tell a
+surge (`ivr.wallboard_history`).
+
 `board` is pure (figures in, JSON out) and holds the alert rules: a queue's longest wait over
-``wallboard_longest_wait_alert``, its service level today under ``wallboard_sl_target``.
+``wallboard_longest_wait_alert``, its service level today under ``wallboard_sl_target``, and a
+surge in calls offered (``wallboard_surge_*``), per queue and for all queues.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from ivr.settings import Settings
+from ivr.wallboard_history import Arrivals, chart, surge
 from ivr.web_api import ApiError
 from routing import stats
 from routing.store import RoutingStore
@@ -85,6 +91,19 @@ def _ratio(part: float, whole: float) -> float | None:
     return round(part / whole, 3) if whole else None
 
 
+@dataclass
+class _History:
+    """What the hub folds besides the live state: the intervals (today's figures and the
+    chart) and the entry times (surges). One pass over the stream feeds both."""
+
+    intervals: stats.IntervalFold
+    arrivals: Arrivals
+
+    def apply(self, event: Any) -> None:
+        self.intervals.apply(event)
+        self.arrivals.apply(event)
+
+
 def board(
     snapshot: stats.Snapshot,
     intervals: Iterable[stats.IntervalStats],
@@ -92,11 +111,16 @@ def board(
     *,
     longest_wait_alert: float,
     sl_target: float,
+    settings: Settings | None = None,
+    arrivals: Arrivals | None = None,
 ) -> dict[str, Any]:
     """The wallboard's JSON: live figures and today's (intervals starting at ``since``) per
-    queue and overall, the agents with their time in state, and the alerts."""
+    queue and overall, the agents with their time in state, the alerts, and (given
+    ``settings``) the chart of the last hours (``history``) and surges among the alerts
+    (given ``arrivals`` too)."""
+    rows = list(intervals)
     today: dict[str | None, _Today] = {}
-    for row in intervals:
+    for row in rows:
         if row.start >= since:
             today.setdefault(row.skill, _Today()).add(row)
 
@@ -128,9 +152,15 @@ def board(
                     "threshold": sl_target,
                 }
             )
+    history = None
+    if settings is not None:
+        history = chart(rows, snapshot.now, hours=settings.wallboard_chart_hours)
+        if arrivals is not None:
+            alerts.extend(_surges(arrivals, snapshot.now, settings))
     return {
         "now": snapshot.now,
         "since": since,
+        "history": history,
         "overall": queue(snapshot.overall),
         "queues": queues,
         "agents": [
@@ -140,6 +170,32 @@ def board(
         ],
         "alerts": alerts,
     }
+
+
+def _surges(arrivals: Arrivals, now: float, settings: Settings) -> list[dict[str, Any]]:
+    out = []
+    window = settings.wallboard_surge_window_seconds
+    for skill, times in sorted(arrivals.times.items(), key=lambda item: item[0] or ""):
+        found = surge(
+            times,
+            now,
+            window=window,
+            baseline=settings.wallboard_chart_hours * 3600,
+            factor=settings.wallboard_surge_factor,
+            min_calls=settings.wallboard_surge_min_calls,
+        )
+        if found is not None:
+            out.append(
+                {
+                    "skill": skill,
+                    "alert": "surge",
+                    "value": found.recent,
+                    "threshold": found.threshold,
+                    "baseline": found.baseline,
+                    "window_seconds": window,
+                }
+            )
+    return out
 
 
 class WallboardHub:
@@ -161,9 +217,8 @@ class WallboardHub:
         """Bumped on each refresh."""
         self._live: stats.LiveFold | None = None
         self._live_last = "-"
-        self._today: stats.IntervalFold | None = None
-        self._today_last = "-"
-        self._day = 0.0
+        self._history: _History | None = None
+        self._history_last = "-"
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._subscribers = 0
@@ -179,20 +234,28 @@ class WallboardHub:
             self._live, self._live_last = await stats.load(self.store)
         self._live_last = await stats.fold_events(self.store, self._live, self._live_last)
         day = day_start(now)
-        if self._today is None or day != self._day:
+        span = self.settings.wallboard_chart_hours * 3600
+        # Today's figures and the chart's hours: what is older than both can go.
+        keep_from = min(day, now - span - self.settings.wallboard_surge_window_seconds)
+        if self._history is None:
             # Stream ids start with Redis's clock in ms; a minute early is harmless (the fold
             # leaves out calls whose entry it did not see).
-            self._today, self._day = stats.IntervalFold(), day
-            self._today_last = f"{max(0, int((day - 60) * 1000))}-0"
-        self._today_last = await stats.fold_events(self.store, self._today, self._today_last)
+            self._history = _History(stats.IntervalFold(), Arrivals())
+            self._history_last = f"{max(0, int((keep_from - 60) * 1000))}-0"
+        history = self._history
+        self._history_last = await stats.fold_events(self.store, history, self._history_last)
+        history.intervals.close(keep_from)  # takes out the intervals no longer shown
+        history.arrivals.forget(keep_from)
         self.snapshot = self._live.snapshot(now)
         self.agents = {a.agent_id: a for a in self.snapshot.agents}
         self.board = board(
             self.snapshot,
-            self._today.intervals(),
+            history.intervals.intervals(),
             day,
             longest_wait_alert=self.settings.wallboard_longest_wait_alert,
             sl_target=self.settings.wallboard_sl_target,
+            settings=self.settings,
+            arrivals=history.arrivals,
         )
         self._publish()
 
@@ -214,7 +277,7 @@ class WallboardHub:
                 log.warning("wallboard refresh failed", error=str(exc))
                 self._live = None  # read the state afresh once Redis is back
             await asyncio.sleep(PERIOD)
-        self._live = self._today = None
+        self._live = self._history = None
         self.board = self.snapshot = None
         self._task = None
 

@@ -49,13 +49,43 @@
     const alerts = document.getElementById("alerts");
     alerts.replaceChildren();
     for (const al of next.alerts) {
-      const text = al.alert === "longest-wait"
-        ? `${al.skill}: longest wait ${hotline.duration(al.value)} over ${hotline.duration(al.threshold)}`
-        : `${al.skill}: service level ${hotline.percent(al.value)} under ${hotline.percent(al.threshold)}`;
-      alerts.append(hotline.el("div", text, "alert"));
+      alerts.append(hotline.el("div", alertText(al), "alert " + al.alert));
     }
     if (!next.alerts.length) alerts.append(hotline.el("p", "none"));
+    renderChart();
     renderAgents();
+  }
+
+  function alertText(al) {
+    if (al.alert === "longest-wait") {
+      return `${al.skill}: longest wait ${hotline.duration(al.value)} over ${hotline.duration(al.threshold)}`;
+    }
+    if (al.alert === "surge") {
+      const minutes = Math.round(al.window_seconds / 60);
+      return `来电激增 Surge · ${al.skill || "all queues"}: ${al.value} calls in ${minutes} min ` +
+        `(usually ${al.baseline})`;
+    }
+    return `${al.skill}: service level ${hotline.percent(al.value)} under ${hotline.percent(al.threshold)}`;
+  }
+
+  // The chart of the last hours: all queues, or the queue chosen.
+  const SERIES = [["offered", "来电 Offered"], ["answered", "已接 Answered"], ["abandoned", "放弃 Abandoned"]];
+
+  function renderChart() {
+    const history = board && board.history;
+    if (!history) return;
+    const select = document.getElementById("chart-queue");
+    const skills = Object.keys(history.queues);
+    const known = Array.from(select.options).slice(1).map((o) => o.value);
+    if (known.join("|") !== skills.join("|")) {
+      const chosen = select.value;
+      select.replaceChildren(select.options[0]);
+      for (const skill of skills) select.append(new Option(skill, skill));
+      select.value = skills.includes(chosen) ? chosen : "";
+    }
+    const figures = select.value ? history.queues[select.value] : history.overall;
+    barChart.draw(document.getElementById("chart"), history.starts,
+      SERIES.map(([name, label]) => ({ name, label, className: name, values: figures[name] })));
   }
 
   // A supervisor may force an agent not ready or out of the queues (the agents API).
@@ -104,6 +134,7 @@
     if (user.role !== "supervisor") { location.href = "/desk"; return; }
     hotline.text("who", (user.name || "") + " " + user.username);
     document.getElementById("logout-button").addEventListener("click", () => hotline.logout());
+    document.getElementById("chart-queue").addEventListener("change", renderChart);
     const stream = new EventSource("/api/wallboard/stream");
     stream.onmessage = (ev) => render(JSON.parse(ev.data));
     setInterval(tickAgents, 1000);

@@ -167,7 +167,7 @@ async def test_supervisor_sees_calls_arrive(
     await expect(page.locator("#overall-answered")).to_have_text("1")
     await expect(page.locator("#overall-sl")).to_have_text("100%")
     await expect(waiting).to_have_text("1")
-    await screenshot(page, tmp_path, "wallboard.png")
+    # The wallboard's screenshot is taken by tests/ivr/test_wallboard_browser.py (with its chart).
     # The supervisor forces 1002 not ready, then out of the queues.
     row = page.locator("#agents tr[data-agent='1002']")
     await row.locator("button.force-not-ready").click()

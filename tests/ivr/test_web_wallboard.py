@@ -195,3 +195,69 @@ async def test_hub_stops_when_nobody_watches(
     assert [a.agent_id for a in hub.agents.values()] == ["1001"]
     await updates.aclose()
     await hub.close()
+
+
+async def test_chart_and_surge_on_the_board(
+    store: RoutingStore, clock: Clock, users_dir: Path, serving: Serving
+) -> None:
+    """The chart carries the interval report's figures, per queue and overall, live; a burst
+    of calls after a quiet baseline raises the surge alert, per queue and for all queues."""
+    settings = Settings(
+        var_dir=users_dir,
+        wallboard_chart_hours=2,
+        wallboard_surge_window_seconds=300,
+        wallboard_surge_min_calls=3,
+        wallboard_surge_factor=2,
+    )
+    app = create_app(settings, routing=store, clock=clock)
+    start = T0 - T0 % 900  # an interval's start
+    clock.now = start + 600
+    async with serving(app) as url:
+        http, _ = await logged_in(url, "boss")
+        async with http:
+            # An hour ago: two calls, one answered; a quarter later, one abandoned.
+            await store.login("1001", skills={"billing": 5}, now=start - 3600, ready=True)
+            await store.enqueue(NewCall("a1", {"billing": 3}), start - 3600 + 10)
+            await store.enqueue(NewCall("a2", {"billing": 3}), start - 3600 + 20)
+            await store.accept("1001", "a1", start - 3600 + 30)
+            await store.hangup("a2", start - 2700 - 60)  # abandoned, counted at its entry
+            await store.enqueue(NewCall("b1", {"fault_repair": 3}), start - 1800)
+            await store.hangup("b1", start - 1800 + 30)
+            async with http.get(f"{url}/api/wallboard/stream") as stream:
+                board = await next_event(stream)
+                history = board["history"]
+                assert history["interval_seconds"] == 900
+                assert len(history["starts"]) == 8
+                assert history["starts"][-1] == start
+                index = history["starts"].index(start - 3600)
+                assert history["overall"]["offered"][index] == 2
+                assert history["queues"]["billing"]["answered"][index] == 1
+                assert history["queues"]["billing"]["abandoned"][index] == 1
+                assert not [a for a in board["alerts"] if a["alert"] == "surge"]
+                # Four calls in the last minutes: a surge (baseline: 3 calls in 2 hours).
+                for n in range(4):
+                    await store.enqueue(NewCall(f"s{n}", {"fault_repair": 3}), clock.now - n)
+                while board["history"]["overall"]["offered"][-1] != 4:
+                    board = await next_event(stream)
+                surges = [a for a in board["alerts"] if a["alert"] == "surge"]
+                assert surges == [
+                    {"skill": None, "alert": "surge", "value": 4, "threshold": 2.0,
+                     "baseline": 0.12, "window_seconds": 300.0},
+                    {"skill": "fault_repair", "alert": "surge", "value": 4, "threshold": 2.0,
+                     "baseline": 0.04, "window_seconds": 300.0},
+                ]  # fmt: skip
+            # The chart's bars are the interval report's figures.
+            async with http.get(
+                f"{url}/api/stats/intervals", params={"since": str(start - 7200)}
+            ) as resp:
+                report = (await resp.json())["intervals"]
+            for row in report:
+                series = (
+                    board["history"]["overall"]
+                    if row["skill"] is None
+                    else board["history"]["queues"][row["skill"]]
+                )
+                i = board["history"]["starts"].index(row["start"])
+                for name in ("offered", "answered", "abandoned"):
+                    assert series[name][i] == row[name], (row["start"], row["skill"], name)
+            assert len(report) >= 6
