@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import secrets
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -51,7 +50,10 @@ from ivr.web_api import (
     text_field,
 )
 from ivr.web_sessions import (
+    LoginFailures,
+    MemoryLoginFailures,
     MemorySessions,
+    RedisLoginFailures,
     RedisSessions,
     SessionStore,
     cookie_digest,
@@ -87,37 +89,31 @@ _AGENT_ROUTES = frozenset(
 
 @dataclass
 class LoginThrottle:
-    """Failed logins per user name and per address over a sliding window (pure: time is an
-    argument)."""
+    """Failed logins per user name and per address over a sliding window; time is an
+    argument, the failures are kept in ``failures`` (routing's Redis: every node counts
+    together, so spreading guesses over nodes gains nothing)."""
 
     window: float = LOGIN_WINDOW_SECONDS
     per_user: int = MAX_FAILURES_PER_USER
     per_peer: int = MAX_FAILURES_PER_PEER
-    _failures: dict[str, deque[float]] = field(default_factory=dict)
+    failures: LoginFailures = field(default_factory=MemoryLoginFailures)
 
-    def retry_after(self, username: str, peer: str, now: float) -> float:
+    async def retry_after(self, username: str, peer: str, now: float) -> float:
         """Seconds until a login may be tried again; 0 when it may be tried now."""
         waits = [0.0]
         for key, limit in ((f"u:{username}", self.per_user), (f"p:{peer}", self.per_peer)):
-            times = self._recent(key, now)
+            times = await self.failures.since(key, now - self.window)
             if len(times) >= limit:
                 waits.append(times[-limit] + self.window - now)
         return max(waits)
 
-    def failed(self, username: str, peer: str, now: float) -> None:
+    async def failed(self, username: str, peer: str, now: float) -> None:
         """Count a failed login."""
-        for key in (f"u:{username}", f"p:{peer}"):
-            self._recent(key, now).append(now)
+        await self.failures.add((f"u:{username}", f"p:{peer}"), now, self.window)
 
-    def succeeded(self, username: str) -> None:
+    async def succeeded(self, username: str) -> None:
         """A good password clears the user's count (not the address's)."""
-        self._failures.pop(f"u:{username}", None)
-
-    def _recent(self, key: str, now: float) -> deque[float]:
-        times = self._failures.setdefault(key, deque())
-        while times and times[0] <= now - self.window:
-            times.popleft()
-        return times
+        await self.failures.clear(f"u:{username}")
 
 
 class Auth:
@@ -128,12 +124,15 @@ class Auth:
         settings: Settings,
         clock: Callable[[], float],
         sessions: SessionStore | None = None,
+        failures: LoginFailures | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self.users = UserFile(settings.var_dir / USERS_FILE)
         """The accounts file."""
-        self.throttle = LoginThrottle()
+        self.throttle = LoginThrottle(
+            failures=failures if failures is not None else MemoryLoginFailures()
+        )
         self.sessions: SessionStore = sessions if sessions is not None else MemorySessions()
         """Where sessions are kept (`ivr.web_sessions`)."""
         self._seen: dict[str, User] | None = None
@@ -371,7 +370,7 @@ async def login(request: web.Request) -> web.Response:
     password = text_field(body, "password", max_length=256)
     peer = request.remote or "?"
     now = auth.clock()
-    wait = auth.throttle.retry_after(username, peer, now)
+    wait = await _sessions_step(request, auth.throttle.retry_after(username, peer, now))
     if wait > 0:
         log.warning("login throttled", user=username, peer=peer, retry_after=round(wait))
         raise ApiError(
@@ -382,11 +381,11 @@ async def login(request: web.Request) -> web.Response:
     user = auth.users.get(username)
     # argon2 takes tens of milliseconds of CPU: off the event loop.
     if not await asyncio.to_thread(verify_password, user, password):
-        auth.throttle.failed(username, peer, now)
+        await _sessions_step(request, auth.throttle.failed(username, peer, now))
         log.warning("login failed", user=username, peer=peer)
         raise ApiError("bad-credentials", "wrong user name or password", status=401)
     assert user is not None
-    auth.throttle.succeeded(username)
+    await _sessions_step(request, auth.throttle.succeeded(username))
     cookie, session = await _sessions_step(request, auth.open(user))
     log.info("login", user=username, role=user.role.value, peer=peer)
     response = web.json_response({"user": user_json(user), "csrf_token": session.csrf})
@@ -431,8 +430,16 @@ def add_auth_routes(
 ) -> None:
     """Accounts for ``app`` and the session endpoints; sessions in ``routing``'s Redis (its
     tenant), or in memory without it."""
-    sessions = None if routing is None else RedisSessions(routing.redis, routing.keys.tenant)
-    app[AUTH_KEY] = Auth(settings, clock, sessions)
+    if routing is None:
+        app[AUTH_KEY] = Auth(settings, clock)
+    else:
+        tenant = routing.keys.tenant
+        app[AUTH_KEY] = Auth(
+            settings,
+            clock,
+            RedisSessions(routing.redis, tenant),
+            RedisLoginFailures(routing.redis, tenant),
+        )
     app.router.add_routes(
         [
             web.post("/api/session/login", login),

@@ -11,7 +11,10 @@ session). Every key is in `SessionKeys`, under the tenant's hash tag like routin
   password hash is copied into Redis); Redis drops it when the session ends (PEXPIRE, a
   duration: the node's clock and Redis's need not agree);
 - ``web:user:<username>``: set of the user's session digests, so all of them can be ended at
-  once (`revoke_user`), kept as long as the newest session.
+  once (`revoke_user`), kept as long as the newest session;
+- ``web:login:u:<username>`` and ``web:login:p:<address>``: sorted sets of failed login times
+  (the login throttle's window, `RedisLoginFailures`), so guesses spread over several nodes
+  count together; each expires with its window.
 
 Opening is one MULTI; ending one session or all of a user's is one Lua step each.
 """
@@ -19,7 +22,9 @@ Opening is one MULTI; ending one session or all of a user's is one Lua step each
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import secrets
+from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,6 +36,7 @@ from routing.keys import NAMESPACE, check_tenant
 TEMPLATES: dict[str, str] = {
     "session": "web:session:{0}",  # hash: one session (see the module doc)
     "user_sessions": "web:user:{0}",  # set: the user's session digests
+    "login_failures": "web:login:{0}",  # sorted set: failed login times (u:<user>, p:<addr>)
 }
 
 
@@ -46,6 +52,9 @@ class SessionKeys:
 
     def user_sessions(self, username: str) -> str:
         return self.prefix + TEMPLATES["user_sessions"].format(username)
+
+    def login_failures(self, key: str) -> str:
+        return self.prefix + TEMPLATES["login_failures"].format(key)
 
 
 @dataclass
@@ -190,6 +199,74 @@ class RedisSessions:
         prefix = self.keys.session("")
         ended = await self._revoke(keys=[self.keys.user_sessions(username)], args=[prefix])
         return int(ended)
+
+
+class LoginFailures(Protocol):
+    """Failed login times by throttle key (``u:<user>``, ``p:<address>``)."""
+
+    async def since(self, key: str, start: float) -> list[float]:
+        """The key's failure times after ``start``, oldest first."""
+
+    async def add(self, keys: Sequence[str], now: float, window: float) -> None:
+        """Count a failure at ``now`` under each key, forgetting what is older than the window."""
+
+    async def clear(self, key: str) -> None:
+        """Forget the key's failures."""
+
+
+class MemoryLoginFailures:
+    """Failed logins in this node's memory (a node without routing)."""
+
+    def __init__(self) -> None:
+        self._times: dict[str, deque[float]] = {}
+
+    async def since(self, key: str, start: float) -> list[float]:
+        times = self._times.get(key)
+        if times is None:
+            return []
+        while times and times[0] <= start:
+            times.popleft()
+        if not times:
+            del self._times[key]  # a sweep of addresses leaves nothing behind
+        return list(times)
+
+    async def add(self, keys: Sequence[str], now: float, window: float) -> None:
+        for key in keys:
+            times = self._times.setdefault(key, deque())
+            times.append(now)
+            while times and times[0] <= now - window:
+                times.popleft()
+
+    async def clear(self, key: str) -> None:
+        self._times.pop(key, None)
+
+
+class RedisLoginFailures:
+    """Failed logins in routing's Redis, counted together by every node of the tenant."""
+
+    def __init__(self, redis: Redis, tenant: str = "default") -> None:
+        self.redis = redis
+        self.keys = SessionKeys(tenant)
+
+    async def since(self, key: str, start: float) -> list[float]:
+        # "(" makes the bound exclusive, like the memory log's ``<= start`` aging out.
+        found: list[Any] = await self.redis.zrangebyscore(
+            self.keys.login_failures(key), f"({start!r}", "+inf", withscores=True
+        )
+        return [float(score) for _member, score in found]  # (member, score) pairs
+
+    async def add(self, keys: Sequence[str], now: float, window: float) -> None:
+        member = f"{now!r}:{secrets.token_hex(4)}"  # two failures in one instant count twice
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for key in keys:
+                name = self.keys.login_failures(key)
+                pipe.zadd(name, {member: now})
+                pipe.zremrangebyscore(name, "-inf", now - window)
+                pipe.pexpire(name, max(1, int(window * 1000)))
+            await pipe.execute()
+
+    async def clear(self, key: str) -> None:
+        await self.redis.delete(self.keys.login_failures(key))
 
 
 def _text(value: Any) -> str:

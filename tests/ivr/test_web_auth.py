@@ -19,6 +19,12 @@ from ivr.cli import main
 from ivr.settings import Settings
 from ivr.web import create_app
 from ivr.web_auth import COOKIE, CSRF_HEADER, LoginThrottle
+from ivr.web_sessions import (
+    LoginFailures,
+    MemoryLoginFailures,
+    RedisLoginFailures,
+    SessionKeys,
+)
 from routing.model import NewCall
 from routing.store import RoutingStore
 
@@ -244,22 +250,40 @@ async def test_login_brute_force_is_throttled(browsers: Callable[[], Browser]) -
     assert (status, body["error_id"]) == (401, "bad-credentials")
 
 
-def test_throttle_per_user_and_per_address() -> None:
-    throttle = LoginThrottle(window=300, per_user=5, per_peer=20)
+async def test_throttle_per_user_and_per_address() -> None:
+    await throttle_rules(MemoryLoginFailures())
+
+
+async def test_throttle_counts_in_redis_for_every_node(redis_client: Redis) -> None:
+    await throttle_rules(RedisLoginFailures(redis_client, tenant="t1"))
+
+
+async def throttle_rules(failures: LoginFailures) -> None:
+    throttle = LoginThrottle(window=300, per_user=5, per_peer=20, failures=failures)
     for i in range(5):
-        assert throttle.retry_after("1001", "10.0.0.1", T0 + i) == 0
-        throttle.failed("1001", "10.0.0.1", T0 + i)
-    assert throttle.retry_after("1001", "10.0.0.9", T0 + 10) == pytest.approx(290)
-    assert throttle.retry_after("1001", "10.0.0.9", T0 + 299) == pytest.approx(1)
-    assert throttle.retry_after("1001", "10.0.0.9", T0 + 300) == 0  # the first aged out
+        assert await throttle.retry_after("1001", "10.0.0.1", T0 + i) == 0
+        await throttle.failed("1001", "10.0.0.1", T0 + i)
+    assert await throttle.retry_after("1001", "10.0.0.9", T0 + 10) == pytest.approx(290)
+    assert await throttle.retry_after("1001", "10.0.0.9", T0 + 299) == pytest.approx(1)
+    assert await throttle.retry_after("1001", "10.0.0.9", T0 + 300) == 0  # the first aged out
     for i in range(20):
-        throttle.failed(f"user{i}", "10.0.0.2", T0)
-    assert throttle.retry_after("someone", "10.0.0.2", T0 + 1) > 0
-    assert throttle.retry_after("someone", "10.0.0.3", T0 + 1) == 0
+        await throttle.failed(f"user{i}", "10.0.0.2", T0)  # one instant: each still counts
+    assert await throttle.retry_after("someone", "10.0.0.2", T0 + 1) > 0
+    assert await throttle.retry_after("someone", "10.0.0.3", T0 + 1) == 0
     for _ in range(5):
-        throttle.failed("1002", "10.0.0.4", T0)
-    throttle.succeeded("1002")
-    assert throttle.retry_after("1002", "10.0.0.5", T0) == 0
+        await throttle.failed("1002", "10.0.0.4", T0)
+    await throttle.succeeded("1002")
+    assert await throttle.retry_after("1002", "10.0.0.5", T0) == 0
+
+
+async def test_redis_failures_expire_with_their_window(redis_client: Redis) -> None:
+    failures = RedisLoginFailures(redis_client, tenant="t1")
+    await failures.add(("u:1001", "p:10.0.0.1"), T0, 300)
+    await failures.add(("u:1001", "p:10.0.0.1"), T0 + 400, 300)  # the first is out of the window
+    key = SessionKeys("t1").login_failures("u:1001")
+    assert key == "hotline:{t1}:web:login:u:1001"
+    assert await redis_client.zcard(key) == 1
+    assert 290 < await redis_client.ttl(key) <= 300
 
 
 async def test_cookie_flags(site: str, serving: Serving, users_dir: Path) -> None:

@@ -1,7 +1,7 @@
 """Sessions shared by all nodes: two web apps (two nodes, each with its own copy of the users
 file) on one real Redis. A session opened on one is honoured by the other; a logout or a
 password change on one ends it on both; Redis expires what ends; an unreachable Redis lets
-nobody in."""
+nobody in; failed logins count together on every node."""
 
 from __future__ import annotations
 
@@ -178,6 +178,28 @@ async def test_password_change_on_one_node_ends_sessions_everywhere(
         status, body = await browser.call(b, "GET", "/api/session")
         assert (status, body["error_id"]) == (401, "session-expired")
     assert (await other.call(b, "GET", "/api/session"))[0] == 200  # others keep theirs
+
+
+async def test_guesses_spread_over_nodes_are_throttled_together(
+    nodes: tuple[Node, Node], browsers: Callable[[], Browser]
+) -> None:
+    a, b = nodes
+    attacker = browsers()
+
+    async def guess(node: Node) -> tuple[int, Any]:
+        return await attacker.call(
+            node, "POST", "/api/session/login", {"username": "1001", "password": "guess"}
+        )
+
+    for node in (a, b, a, b, a):  # five wrong passwords, alternating nodes
+        status, body = await guess(node)
+        assert (status, body["error_id"]) == (401, "bad-credentials")
+    for node in (a, b):  # the sixth is refused on either node, even with the right password
+        status, body = await guess(node)
+        assert (status, body["error_id"]) == (429, "login-throttled")
+        status, body = await attacker.login(node, "1001")
+        assert (status, body["error_id"]) == (429, "login-throttled")
+    assert (await browsers().login(b, "boss"))[0] == 200  # another user is not held up
 
 
 async def test_store_ends_one_or_all_of_a_users_sessions(redis_client: Redis) -> None:
