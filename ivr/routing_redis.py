@@ -497,8 +497,9 @@ class RedisRouting:
             return _feed(held, ev.AgentConnected(rid, message.agent_id, message.contact))
         del self._held[message.call_id]
         if message.kind == "disconnected":
-            log.info("agent disconnected", call_id=message.call_id)
-            return _feed(held, ev.AgentDisconnected(rid))
+            hang_up = message.reason == "end"
+            log.info("agent disconnected", call_id=message.call_id, hang_up=hang_up)
+            return _feed(held, ev.AgentDisconnected(rid, hang_up=hang_up))
         log.info("queue exited", call_id=message.call_id, reason=message.reason)
         return _feed(held, ev.QueueExited(rid, message.reason))
 

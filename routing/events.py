@@ -53,7 +53,7 @@ class EventType(StrEnum):
     IVR node was lost)."""
     COMPLETE = "COMPLETE"
     """The call ended after talking (by: agent, caller, or ``node_lost``); the agent goes to
-    wrap-up."""
+    wrap-up. One the agent ended from the desk carries the wrap-up ``code`` they chose."""
     EXITWITHTIMEOUT = "EXITWITHTIMEOUT"
     """Routing gave up on a caller after the queue's max wait."""
     EXITWITHKEY = "EXITWITHKEY"

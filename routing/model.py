@@ -365,4 +365,5 @@ class NodeMessage:
     contact: str = ""
     """For ``connected``: the agent phone's address."""
     reason: str = ""
-    """For ``exited``: why (``max_wait``)."""
+    """For ``exited``: why (``max_wait``); for ``disconnected``: what the caller's node does
+    next (empty: the flow's way, e.g. the survey; ``end``: hang up)."""

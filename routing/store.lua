@@ -1013,7 +1013,10 @@ local function release_offer(a, ag, why)
 end
 
 -- `ag`: the agent's calls, talk and offer_seq when the caller has read them already.
-local function finish(id, c, a, by, ag)
+-- `code`: the agent's wrap-up code (the desk's, when the agent ended the call), carried by the
+-- COMPLETE event; `after`: what the caller's node does next (empty: the flow's way, e.g. the
+-- survey; 'end': hang up the caller too).
+local function finish(id, c, a, by, ag, code, after)
     ag = ag or hmget(K.agent(a), 'calls', 'talk', 'offer_seq')
     local talk = NOW - tonumber(c.connected_at)
     local wrap = qcfg(c.skill).wrap_up_seconds
@@ -1028,11 +1031,15 @@ local function finish(id, c, a, by, ag)
         'handle_start', handle_start, 'last_skill', c.skill, 'call', '', 'state', 'wrap_up',
         'reason', '', 'since', NOW_S, 'wrap_until', wrap_until)
     end_call(id, c)
+    local tail = {}
+    if code and code ~= '' then
+        tail = { 'code', code }
+    end
     emit('COMPLETE', 'call', id, 'agent', a, 'skill', c.skill, 'by', by, 'talk', tostring(talk),
-        'cstate', 'ended', 'astate', 'wrap_up', 'reason', '')
+        'cstate', 'ended', 'astate', 'wrap_up', 'reason', '', unpack(tail))
     -- A caller's node ends the bridge; a callback's node hangs up both legs (the agent may have
     -- completed it through the API while they were up).
-    inbox(c.node, { kind = 'disconnected', call = id, rid = c.rid })
+    inbox(c.node, { kind = 'disconnected', call = id, rid = c.rid, reason = after or '' })
     if wrap > 0 then
         timer_set('wrap', a, wrap_until)
     else
@@ -1347,7 +1354,7 @@ local function cmd_reject()
 end
 
 local function cmd_complete()
-    local a = ARGS[4]
+    local a, code, after = ARGS[4], ARGS[5] or '', ARGS[6] or ''
     local ag = hmget(K.agent(a), 'state', 'call', 'calls', 'talk', 'offer_seq')
     if not ag.state then
         fail('no-such-agent', a)
@@ -1356,7 +1363,7 @@ local function cmd_complete()
     end
     -- A connected call: only the fields finish (and end_call) use.
     local c = hmget(K.call(ag.call), 'skill', 'kind', 'node', 'rid', 'state', 'connected_at')
-    finish(ag.call, c, a, 'agent', ag)
+    finish(ag.call, c, a, 'agent', ag, code, after)
     return {}
 end
 

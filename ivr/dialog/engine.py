@@ -551,7 +551,7 @@ class Dialog:
         # routing hears it here. When routing itself said so, this is a no-op there.
         out.append(act.LeaveQueue(event.request_id, "agent_finished"))
         self._queue_request = None
-        if node.after is not None:
+        if node.after is not None and not event.hang_up:
             self._enter(node.after, now, out)
         else:
             self.outcomes.append(Outcome("hangup", "agent_finished"))

@@ -131,6 +131,9 @@ class AgentDisconnected:
 
     request_id: int
     """The ``request_id`` of the Enqueue action."""
+    hang_up: bool = False
+    """The agent ended the call for both sides (the desk's "end, no survey"): the caller is
+    hung up instead of going the flow's way on."""
 
 
 @dataclass(frozen=True)

@@ -205,6 +205,31 @@ async def test_a_call_handed_off_by_refer_stays_with_its_agent_until_the_desktop
     await consistent(store)
 
 
+async def test_the_desk_ends_a_call_with_a_wrap_up_code_and_with_or_without_the_survey(
+    node_a: RedisRouting, store: RoutingStore, consistent: Check
+) -> None:
+    feeds = Feeds()
+    await store.login("A1", skills={"billing": 5}, now=T0, ready=True)
+    for rid, call in ((1, "c1"), (2, "c2")):
+        await node_a.enqueue(enqueue(rid), ctx(call), feeds.feed(call))
+    await store.accept("A1", "c1", T0 + 1)
+    await store.complete("A1", T0 + 60, code="已解决")  # the flow's way on: the survey
+    await store.ready("A1", T0 + 61)
+    await store.accept("A1", "c2", T0 + 62)
+    await store.complete("A1", T0 + 90, code="误拨", after="end")
+    await node_a.run_once(T0 + 91)
+    assert feeds.got["c1"][-1] == ev.AgentDisconnected(1, hang_up=False)
+    assert feeds.got["c2"][-1] == ev.AgentDisconnected(2, hang_up=True)
+    completes = [e for e in await store.events() if e.type is EventType.COMPLETE]
+    assert [(e.call_id, e.fields["by"], e.fields["code"]) for e in completes] == [
+        ("c1", "agent", "已解决"),
+        ("c2", "agent", "误拨"),
+    ]
+    with pytest.raises(ValueError, match="after"):
+        await store.complete("A1", T0 + 95, after="transfer")
+    await consistent(store)
+
+
 async def test_callback_keeps_the_place(
     node_a: RedisRouting, store: RoutingStore, clock: Clock, consistent: Check
 ) -> None:

@@ -25,7 +25,7 @@ from ivr.dialog.actions import (
     Transfer,
 )
 from ivr.dialog.engine import Outcome
-from ivr.dialog.events import CallerHungUp, CallTransferred
+from ivr.dialog.events import AgentDisconnected, CallerHungUp, CallTransferred
 from ivr.flow.model import load_flow
 from ivr.settings import SHIPPED_FLOW
 from speech.intent import shipped_intents
@@ -793,6 +793,16 @@ def test_agent_call_then_survey(walk_to):
     assert only(out, StartCollecting) == StartCollecting(
         dtmf=True, speech=True, grammar=HAZARD_GRAMMAR + own
     )
+
+
+def test_agent_who_ends_the_call_for_both_sides_leaves_no_survey(walk_to):
+    d = walk_to("agent_general")
+    queue = d.last(Enqueue).request_id
+    d.connect("A1001", "sip:a1001@10.0.0.7")
+    out = d.send(AgentDisconnected(queue, hang_up=True))
+    assert out == [LeaveQueue(queue, "agent_finished"), Hangup("completed")]
+    assert d.dialog.ended
+    assert d.dialog.outcomes[-1] == Outcome("hangup", "agent_finished")
 
 
 def test_agent_call_handed_off_by_refer_ends_without_a_survey(walk_to):
