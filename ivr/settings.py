@@ -276,6 +276,11 @@ class Settings(BaseSettings):
         le=1,
         description="the wallboard alerts when a queue's service level today is under this share",
     )
+    desk_wrap_codes: tuple[str, ...] = Field(
+        default=("已解决", "已派工", "需回访", "转其他部门", "误拨", "咨询已答复"),
+        min_length=1,
+        description="the wrap-up codes an agent chooses from on the desk (the first preselected)",
+    )
     service_province: str = Field(
         default="",
         max_length=32,
