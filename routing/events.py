@@ -54,6 +54,10 @@ class EventType(StrEnum):
     COMPLETE = "COMPLETE"
     """The call ended after talking (by: agent, caller, or ``node_lost``); the agent goes to
     wrap-up. One the agent ended from the desk carries the wrap-up ``code`` they chose."""
+    TRANSFER = "TRANSFER"
+    """The agent sent the caller to another queue (skill: the new one, from: the old one,
+    talk; min, req, node, seq, score: its new place and needs): the agent goes to wrap-up as
+    after a COMPLETE, the caller waits again, keeping its context."""
     EXITWITHTIMEOUT = "EXITWITHTIMEOUT"
     """Routing gave up on a caller after the queue's max wait."""
     EXITWITHKEY = "EXITWITHKEY"

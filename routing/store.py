@@ -240,6 +240,17 @@ class RoutingStore:
             raise ValueError(f"after must be one of {COMPLETE_AFTER}")
         return (await self._run("complete", now, agent_id, code, after))[1]
 
+    async def transfer(self, agent_id: str, call_id: str, skill: str, now: float) -> str:
+        """The agent sends the caller they talk with to another queue (``skill``): the agent
+        goes to wrap-up as after a call; the caller goes in line there from now, at its
+        priority and minimum level 1, with its screen-pop context (event ``TRANSFER``), and its
+        node is told (``transferred``) to put it on hold again. Returns the call's state after:
+        ``waiting`` or ``offered`` (at once to an agent of that queue). Raises
+        InvalidTransition when the agent is not talking with that caller, it is a callback,
+        or the queue is full."""
+        result, _ = await self._run("transfer", now, agent_id, call_id, check_name("skill", skill))
+        return _s(result[0])
+
     async def agent_unreachable(
         self, call_id: str, agent_id: str, now: float, cause: str = ""
     ) -> str:
