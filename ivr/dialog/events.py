@@ -137,6 +137,17 @@ class AgentDisconnected:
 
 
 @dataclass(frozen=True)
+class QueueTransferred:
+    """The agent sent the caller to another queue: the agent's leg ends, the caller is on hold
+    again, in line there, with what the IVR learned kept for the next agent."""
+
+    request_id: int
+    """The ``request_id`` of the Enqueue action (the caller's time in routing goes on)."""
+    skill: str
+    """The queue the caller waits in now."""
+
+
+@dataclass(frozen=True)
 class CallTransferred:
     """The transport handed the caller over to the agent (SIP REFER): the call goes on between
     them without the IVR, which can neither hear the agent hang up nor play the survey."""
@@ -183,6 +194,7 @@ Event = (
     | QueuePosition
     | AgentConnected
     | AgentDisconnected
+    | QueueTransferred
     | CallTransferred
     | AgentUnreachable
     | QueueExited
