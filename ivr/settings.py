@@ -281,6 +281,10 @@ class Settings(BaseSettings):
         min_length=1,
         description="the wrap-up codes an agent chooses from on the desk (the first preselected)",
     )
+    desk_transfer_queues: tuple[str, ...] = Field(
+        default=("fault_repair", "billing", "new_connection", "complaint", "general"),
+        description="the queues (skills) an agent may send a caller to from the desk",
+    )
     service_province: str = Field(
         default="",
         max_length=32,

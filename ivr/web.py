@@ -173,5 +173,6 @@ def create_app(
     add_twilio_routes(app, twilio)
     add_auth_routes(app, settings, clock)
     add_wallboard_routes(app, routing, clock, settings)
-    add_desk_routes(app, DeskWork(tickets, settings.desk_wrap_codes))
+    desk = DeskWork(tickets, settings.desk_wrap_codes, settings.desk_transfer_queues)
+    add_desk_routes(app, desk)
     return app

@@ -71,6 +71,7 @@ _AGENT_ROUTES = frozenset(
         "/api/desk/stream",
         "/api/desk/end",
         "/api/desk/ticket",
+        "/api/desk/transfer",
     }
 )
 

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from ivr.web_api import ApiError, json_body, text_field
 from ivr.web_auth import AUTH_KEY, Session, request_session
-from ivr.web_desk_work import WORK_KEY, DeskWork, complete_ticket, end_call
+from ivr.web_desk_work import WORK_KEY, DeskWork, complete_ticket, end_call, transfer
 
 # _routing: the store, now, and routing's errors as ApiErrors, as for the agents API.
 from ivr.web_routing import ROUTING_KEY, _routing, agent_json, call_json
@@ -67,6 +67,7 @@ async def desk_state(
     if work is not None:
         body["wrap_codes"] = list(work.wrap_codes)
         body["ticket_types"] = list(work.ticket_types)
+        body["transfer_queues"] = list(work.transfer_queues)
     if agent is None:
         return body
     body["agent"] = agent_json(agent)
@@ -187,6 +188,7 @@ def add_desk_routes(app: web.Application, work: DeskWork) -> None:
             web.post("/api/desk/signin", signin),
             web.post("/api/desk/end", _routing(end_call)),
             web.post("/api/desk/ticket", _routing(complete_ticket)),
+            web.post("/api/desk/transfer", _routing(transfer)),
             web.get("/api/desk/stream", desk_stream),
             *(web.get(path, page) for path in PAGES),
             web.get("/static/{name}", static),

@@ -1,5 +1,6 @@
 """The desk's work on a call: the draft work order, ending the call with a wrap-up code (the
-caller to the survey, or hung up), and completing the work order through the CRM bridge.
+caller to the survey, or hung up), transferring it to another queue, and completing the work
+order through the CRM bridge.
 
 An agent acts only on their own call: the one routing has them connected with, or, once it
 ended (wrap-up), the last call this node saw them on (kept in memory per agent, as sessions are:
@@ -14,6 +15,9 @@ Routes (agents only; state changes carry the session's CSRF token):
 - ``POST /api/desk/ticket`` ``{"call_id", "code", "ticket": {...}}``: creates the call's work
   order (one per call; again answers the first) with the wrap-up code. Answers ``ticket_id``
   and the ticket.
+- ``POST /api/desk/transfer`` ``{"call_id", "skill"}``: the caller (still on the line) goes back
+  in line in another queue with its context, the agent to wrap-up (event TRANSFER). Answers
+  ``{"call_id", "skill", "state"}`` (``waiting`` or ``offered``).
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ class WorkedCall:
     """The wrap-up code the agent ended it with."""
     ticket_id: str = ""
     """The work order completed for it, once it is."""
+    transferred_to: str = ""
+    """The queue the agent sent the caller to, if they did."""
 
     def as_dict(self) -> dict[str, Any]:
         """What the desk shows of it."""
@@ -60,6 +66,7 @@ class WorkedCall:
             "skill": self.skill,
             "code": self.code,
             "ticket_id": self.ticket_id,
+            "transferred_to": self.transferred_to,
             "draft": draft(self.context, self.skill).as_dict(),
         }
 
@@ -72,6 +79,8 @@ class DeskWork:
     """Where work orders go (None: no CRM on this node, 503 ``crm-unavailable``)."""
     wrap_codes: tuple[str, ...]
     """The codes an agent may choose (`Settings.desk_wrap_codes`)."""
+    transfer_queues: tuple[str, ...] = ()
+    """The queues an agent may send a caller to (`Settings.desk_transfer_queues`)."""
     worked: dict[str, WorkedCall] = field(default_factory=dict)
     """Agent id -> their current or last call."""
 
@@ -140,6 +149,34 @@ async def end_call(request: web.Request, store: RoutingStore, now: float) -> dic
         survey=survey,
     )
     return {"call_id": call_id, "code": code, "survey": survey}
+
+
+async def transfer(request: web.Request, store: RoutingStore, now: float) -> dict[str, Any]:
+    """`POST /api/desk/transfer` ``{"call_id", "skill"}``."""
+    session = _agent(request)
+    work = request.app[WORK_KEY]
+    body = await json_body(request, allowed=frozenset({"call_id", "skill"}))
+    call_id = text_field(body, "call_id")
+    skill = text_field(body, "skill")
+    if skill not in work.transfer_queues:
+        raise invalid("skill", f"must be one of {', '.join(work.transfer_queues)}")
+    call = await _connected(store, session.agent_id, call_id)
+    if call is None:
+        raise _not_yours(call_id)
+    if skill == call.skill:
+        raise invalid("skill", f"the caller is in {skill} already")
+    worked = work.seen(session.agent_id, call)
+    state = await store.transfer(session.agent_id, call_id, skill, now)
+    worked.transferred_to = skill
+    log.info(
+        "agent transferred call",
+        agent_id=session.agent_id,
+        call_id=call_id,
+        skill=skill,
+        from_skill=call.skill,
+        routing_state=state,
+    )
+    return {"call_id": call_id, "skill": skill, "state": state}
 
 
 async def complete_ticket(request: web.Request, store: RoutingStore, now: float) -> dict[str, Any]:

@@ -61,7 +61,7 @@
 
   function options(id, values, chosen) {
     const select = document.getElementById(id);
-    if (select.options.length !== values.length) {
+    if ([...select.options].map((o) => o.value).join("\n") !== values.join("\n")) {
       select.replaceChildren(...values.map((v) => { const o = hotline.el("option", v); o.value = v; return o; }));
     }
     if (chosen) select.value = chosen;
@@ -71,10 +71,12 @@
   function renderWork(work, next) {
     hotline.text("work-call", work.call_id);
     hotline.text("ticket-done", work.ticket_id ? "工单 Ticket " + work.ticket_id : "");
+    hotline.text("transferred", work.transferred_to ? "已转接 Transferred to " + work.transferred_to : "");
     if (workCall === work.call_id) return;
     workCall = work.call_id;
     options("t-type", next.ticket_types || [], work.draft.ticket_type);
     options("wrap-code", next.wrap_codes || [], work.code || undefined);
+    options("transfer-queue", (next.transfer_queues || []).filter((q) => q !== work.skill));
     for (const [key, id] of Object.entries(FIELDS)) document.getElementById(id).value = work.draft[key] || "";
     document.getElementById("t-urgent").checked = !!work.draft.urgent;
     hotline.text("t-confidence", work.draft.address_confidence || "–");
@@ -122,6 +124,8 @@
     on("complete-button", () => act("POST", "/api/desk/end", endBody(true)));
     on("end-button", () => act("POST", "/api/desk/end", endBody(false)));
     on("ticket-button", () => act("POST", "/api/desk/ticket", ticketBody()));
+    on("transfer-button", () => act("POST", "/api/desk/transfer",
+      { call_id: workCall, skill: document.getElementById("transfer-queue").value }));
     on("done-button", () => act("POST", base + "/ready"));
     const first = await hotline.call("GET", "/api/desk");
     if (first.status === 200) render(first.body);

@@ -219,28 +219,67 @@ async def test_ending_without_the_survey_hangs_the_caller_up(
     assert (message.kind, message.reason) == ("disconnected", "end")
 
 
+async def test_agent_transfers_the_caller_to_another_queue(
+    browsers: Callable[[], Browser], store: RoutingStore, clock: Clock
+) -> None:
+    agent = browsers()
+    await agent.login("1001")
+    await on_call(store)
+    _, desk = await agent.call("GET", "/api/desk")
+    assert "complaint" in desk["transfer_queues"]
+    for bad in ("nowhere", "fault_repair"):  # not a transfer queue; the caller's own queue
+        status, body = await agent.call(
+            "POST", "/api/desk/transfer", {"call_id": "c1", "skill": bad}
+        )
+        assert (status, body["error_id"]) == (400, "invalid-request"), bad
+    clock.now = T0 + 30
+    with capture_logs() as logs:
+        status, body = await agent.call(
+            "POST", "/api/desk/transfer", {"call_id": "c1", "skill": "complaint"}
+        )
+    assert (status, body) == (200, {"call_id": "c1", "skill": "complaint", "state": "waiting"})
+    line = next(log for log in logs if log["event"] == "agent transferred call")
+    assert (line["from_skill"], line["skill"]) == ("fault_repair", "complaint")
+    message = (await store.drain_inbox("n1"))[-1]
+    assert (message.kind, message.reason) == ("transferred", "complaint")
+    call = await store.call("c1")
+    assert call is not None
+    assert (call.skill, call.state.value, call.context) == ("complaint", "waiting", CONTEXT)
+    assert (await store.events())[-1].type is EventType.TRANSFER
+    _, desk = await agent.call("GET", "/api/desk")
+    assert desk["agent"]["state"] == "wrap_up"
+    assert (desk["work"]["call_id"], desk["work"]["transferred_to"]) == ("c1", "complaint")
+    # Not on the call any more: no second transfer.
+    status, body = await agent.call(
+        "POST", "/api/desk/transfer", {"call_id": "c1", "skill": "billing"}
+    )
+    assert (status, body["error_id"]) == (403, "not-your-call")
+
+
 async def test_only_the_agent_on_the_call_may_work_it(
     browsers: Callable[[], Browser], store: RoutingStore, clock: Clock
 ) -> None:
     await on_call(store, "1002", "c2")
     end = {"call_id": "c2", "code": "已解决"}
     ticket = {"call_id": "c2", "code": "已解决", "ticket": TICKET}
+    move = {"call_id": "c2", "skill": "complaint"}
+    routes = (("/api/desk/end", end), ("/api/desk/ticket", ticket), ("/api/desk/transfer", move))
     # Without a login.
     anonymous = browsers()
-    for path, body in (("/api/desk/end", end), ("/api/desk/ticket", ticket)):
+    for path, body in routes:
         status, answer = await anonymous.call("POST", path, body)
         assert (status, answer["error_id"]) == (401, "login-required")
     # Another agent's session.
     other = browsers()
     await other.login("1001")
     await store.login("1001", skills={"fault_repair": 5}, now=T0)
-    for path, body in (("/api/desk/end", end), ("/api/desk/ticket", ticket)):
+    for path, body in routes:
         status, answer = await other.call("POST", path, body)
         assert (status, answer["error_id"]) == (403, "not-your-call"), path
     # The right agent without the CSRF header.
     owner = browsers()
     await owner.login("1002")
-    for path, body in (("/api/desk/end", end), ("/api/desk/ticket", ticket)):
+    for path, body in routes:
         status, answer = await owner.call("POST", path, body, csrf="")
         assert (status, answer["error_id"]) == (403, "csrf-missing")
     agent = await store.agent("1002")
@@ -248,7 +287,7 @@ async def test_only_the_agent_on_the_call_may_work_it(
     assert agent.state.value == "on_call"  # nothing of the above changed anything
     # A stale session.
     clock.now += 12 * 3600 + 1
-    for path, body in (("/api/desk/end", end), ("/api/desk/ticket", ticket)):
+    for path, body in routes:
         status, answer = await owner.call("POST", path, body)
         assert (status, answer["error_id"]) == (401, "session-expired")
     clock.now = T0 + 5
