@@ -229,3 +229,36 @@ async def test_supervisor_sees_calls_arrive(
     await expect(desk).to_have_url(f"{site}/desk")
     await desk.goto(f"{site}/wallboard")
     await expect(desk).to_have_url(f"{site}/desk")
+
+
+async def test_agent_transfers_a_call_to_another_queue(
+    browser: Browser, site: str, store: RoutingStore
+) -> None:
+    page = await log_in(browser, site, "1001")
+    await page.fill("#contact", "sip:1001@10.0.0.5")
+    await page.click("#signin-button")
+    await page.click("#ready-button")
+    await expect(page.locator("#state")).to_have_text("available")
+    await store.enqueue(
+        NewCall("c7", {"fault_repair": 3}, node_id="node-a", context=CONTEXT), time.time()
+    )
+    await page.click("#accept-button")
+    await expect(page.locator("#state")).to_have_text("on_call")
+    # The caller's own queue is not offered as a target.
+    targets = await page.locator("#transfer-queue option").all_inner_texts()
+    assert "complaint" in targets
+    assert "fault_repair" not in targets
+    await page.select_option("#transfer-queue", "complaint")
+    await page.click("#transfer-button")
+    await expect(page.locator("#state")).to_have_text("wrap_up")
+    await expect(page.locator("#transferred")).to_have_text("已转接 Transferred to complaint")
+    call = await store.call("c7")
+    assert call is not None
+    assert (call.skill, call.state.value, call.context["intent"]) == (
+        "complaint",
+        "waiting",
+        "停电报修",
+    )
+    # The work order stays to complete in wrap-up.
+    await expect(page.locator("#ticket-button")).to_be_visible()
+    await page.close()
