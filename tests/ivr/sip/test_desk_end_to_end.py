@@ -18,24 +18,34 @@ import struct
 import subprocess
 import sys
 import time
+import uuid
 from array import array
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiortp.codecs.g711 import PcmaCodec, PcmuCodec
-from playwright.async_api import Browser, expect
+from playwright.async_api import Browser, Page, expect
 from redis.asyncio import Redis
 
 from crm_bridge.embedded import EmbeddedCrm, store_path
 from ivr.accounts import Role, UserFile
 from ivr.sip.registrar import digest_ha1
-from routing.events import EventType
+from routing.events import EventType, RoutingEvent
 from routing.store import RoutingStore
 from tests.ivr.serve_process import ServeProcess, hotline_command, start_serve
 from tests.ivr.sip.baresip import Baresip, free_ports, write_tone
-from tests.ivr.sip.sipp import key_pcaps, run_sipp, sipp_available, uac_scenario, write_rtp_pcap
+from tests.ivr.sip.sipp import (
+    SippRun,
+    key_pcaps,
+    run_sipp,
+    sipp_available,
+    uac_scenario,
+    write_rtp_pcap,
+)
 from tests.ivr.sip.test_baresip import dominant_share, samples_of
 from tests.ivr.test_desk_browser import (  # noqa: F401 - browser, chromium: its fixtures
     PASSWORD,
@@ -54,7 +64,8 @@ pytestmark = [
 ]
 
 AGENT, SIP_PASSWORD = "1001", "agent-1001-pw"
-TENANT = f"e2e{os.getpid()}"
+SECOND = "1002"
+"""The complaints agent a caller is transferred to."""
 START = 20.0
 WELCOME = 6.5
 """Seconds SIPp waits before pressing 0 (an agent) at the main menu."""
@@ -71,30 +82,62 @@ def workdir(tmp_path: Path) -> Path:
     var.mkdir()
     users = UserFile(var / "users.json")
     users.add(AGENT, Role.AGENT, PASSWORD, name="王芳", skills={"general": 5})
+    users.add(SECOND, Role.AGENT, PASSWORD, name="李强", skills={"complaint": 5})
     (tmp_path / "agents.toml").write_text(
-        f'[agents.{AGENT}]\nha1 = "{digest_ha1(AGENT, "hotline", SIP_PASSWORD)}"\n'
+        "".join(
+            f'[agents.{a}]\nha1 = "{digest_ha1(a, "hotline", SIP_PASSWORD)}"\n'
+            for a in (AGENT, SECOND)
+        )
     )
     return tmp_path
 
 
 @pytest.fixture
-def serve(workdir: Path, redis_servers: Any) -> Iterator[ServeProcess]:
+def tenant() -> str:
+    return f"e2e{uuid.uuid4().hex[:10]}"
+
+
+@dataclass
+class Node:
+    """The running `hotline serve` of a test, and where to reach it."""
+
+    serve: ServeProcess
+    workdir: Path
+    tenant: str
+    redis_url: str
+    site: str = ""
+    sip: int = 0
+
+    async def events(self) -> list[RoutingEvent]:
+        """Routing's event stream of the node's tenant."""
+        client = Redis.from_url(self.redis_url, decode_responses=True)
+        try:
+            return await RoutingStore(client, tenant=self.tenant).events()
+        finally:
+            await client.aclose()
+
+
+@pytest.fixture
+async def node(workdir: Path, redis_servers: Any, tenant: str) -> AsyncIterator[Node]:
     redis = redis_servers.get("system")
     server = start_serve(
         workdir,
         node_id="desk-e2e",
         HOTLINE_REDIS_URL=redis.url,
-        HOTLINE_ROUTING_TENANT=TENANT,
+        HOTLINE_ROUTING_TENANT=tenant,
         HOTLINE_SIP_AGENTS_FILE=str(workdir / "agents.toml"),
         HOTLINE_SIP_AGENT_RING_SECONDS="10",
     )
     try:
-        yield server
+        running = Node(server, workdir, tenant, redis.url)
+        running.site = f"http://127.0.0.1:{(await logged(server, 'web listening', START))['port']}"
+        running.sip = (await logged(server, "sip listening", START))["port"]
+        yield running
     finally:
         if server.proc.poll() is None:
             server.proc.send_signal(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
-                server.proc.wait(timeout=8)
+                await asyncio.to_thread(server.proc.wait, 8)
         server.finish()
 
 
@@ -131,107 +174,149 @@ async def logged(serve: ServeProcess, event: str, within: float) -> dict[str, An
     return await asyncio.to_thread(serve.wait_for, event, within)
 
 
-async def test_caller_to_agent_desk_to_survey_and_ticket(
-    serve: ServeProcess,
-    workdir: Path,
-    browser: Browser,  # noqa: F811 - the browser test's fixture
-    tmp_path: Path,
-    redis_servers: Any,
-) -> None:
-    web = (await logged(serve, "web listening", START))["port"]
-    sip = (await logged(serve, "sip listening", START))["port"]
-    site = f"http://127.0.0.1:{web}"
-
-    # The agent's phone registers with its password and answers by itself, sending 1 kHz.
+async def agent_phone(node: Node, folder: Path, agent: str, tone: float) -> Baresip:
+    """A baresip agent phone registered to the hotline with its password, answering by itself
+    and sending a tone."""
     phone = Baresip(
-        tmp_path / "agent",
-        f"<sip:{AGENT}@127.0.0.1:{sip}>;auth_pass={SIP_PASSWORD};regint=60;answermode=auto",
-        audio_source=write_tone(tmp_path / "agent.wav", 1000.0, 60.0),
+        folder / agent,
+        f"<sip:{agent}@127.0.0.1:{node.sip}>;auth_pass={SIP_PASSWORD};regint=60;answermode=auto",
+        audio_source=write_tone(folder / f"{agent}.wav", tone, 80.0),
         record=True,
-        lifetime=90,
+        lifetime=120,
     )
     await asyncio.to_thread(phone.start)
-    tcpdump: asyncio.subprocess.Process | None = None
+    await asyncio.to_thread(phone.wait_for, "200 OK", 10)  # registered
+    return phone
+
+
+async def ready_desk(browser: Browser, node: Node, agent: str) -> Page:  # noqa: F811
+    """The agent logged in on the desk, signed in to the queues and ready."""
+    page = await log_in(browser, node.site, agent)
+    await expect(page).to_have_url(f"{node.site}/desk")
+    await page.fill("#contact", f"sip:{agent}@127.0.0.1")
+    await page.click("#signin-button")
+    await page.click("#ready-button")
+    await expect(page.locator("#state")).to_have_text("available")
+    return page
+
+
+@asynccontextmanager
+async def capturing(port: int, path: Path) -> AsyncIterator[None]:
+    """tcpdump of the RTP that reaches a loopback UDP port."""
+    tcpdump = await asyncio.create_subprocess_exec(
+        *("tcpdump", "-i", "lo", "-U", "-n", "-w", str(path), f"udp dst port {port}"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        await logged(serve, "agent registered", 10)
+        await asyncio.sleep(1.0)  # listening
+        yield
+    finally:
+        tcpdump.send_signal(signal.SIGINT)
+        await asyncio.wait_for(tcpdump.wait(), 5)
 
-        # The agent signs in on the desk and is ready.
-        page = await log_in(browser, site, AGENT)
-        await expect(page).to_have_url(f"{site}/desk")
-        await page.fill("#contact", f"sip:{AGENT}@127.0.0.1")
-        await page.click("#signin-button")
-        await page.click("#ready-button")
-        await expect(page.locator("#state")).to_have_text("available")
 
-        # The caller: the main menu, 0 for an agent, 440 Hz while talking, 5 in the survey.
-        media_port = free_ports(1)[0]
-        capture = tmp_path / "caller-rx.pcap"
-        tcpdump = await asyncio.create_subprocess_exec(
-            *("tcpdump", "-i", "lo", "-U", "-n", "-w", str(capture), f"udp dst port {media_port}"),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+def start_caller(
+    node: Node, folder: Path, media_port: int, tone_seconds: float, *, rate: bool
+) -> asyncio.Task[SippRun]:
+    """The SIPp caller: the main menu, 0 for an agent, then 440 Hz; with ``rate`` it presses 5
+    (the survey) when the tone is over. It waits for the hotline's BYE."""
+    tone = folder / "tone.pcap"
+    pcm = write_tone(folder / "caller.wav", 440.0, tone_seconds).read_bytes()[44:]
+    write_rtp_pcap(tone, pcm)
+    keys = key_pcaps("05", folder)
+    steps: list[str | float] = [WELCOME, "0", 0.6, "tone"]
+    pcaps = [keys[0], tone]
+    if rate:
+        steps += [tone_seconds, "5"]
+        pcaps.append(keys[1])
+    scenario = uac_scenario(steps, codecs=(0,), pcaps=pcaps, hangup=False)
+    return asyncio.create_task(
+        asyncio.to_thread(
+            run_sipp,
+            scenario,
+            ("127.0.0.1", node.sip),
+            folder,
+            timeout=90,
+            extra=["-mp", str(media_port)],
         )
-        tone = tmp_path / "tone.pcap"
-        write_rtp_pcap(tone, write_tone(tmp_path / "c.wav", 440.0, TONE).read_bytes()[44:])
-        keys = key_pcaps("05", tmp_path)
-        steps: list[str | float] = [WELCOME, "0", 0.6, "tone", TONE, "5"]
-        scenario = uac_scenario(steps, codecs=(0,), pcaps=[keys[0], tone, keys[1]], hangup=False)
-        await asyncio.sleep(1.0)  # tcpdump is listening
-        started = time.time()
-        caller = asyncio.create_task(
-            asyncio.to_thread(
-                run_sipp,
-                scenario,
-                ("127.0.0.1", sip),
-                tmp_path,
-                timeout=60,
-                extra=["-mp", str(media_port)],
-            )
-        )
+    )
 
-        # The offer pops up on the desk with what the IVR learned; the agent accepts.
-        await expect(page.locator("#offer")).to_be_visible(timeout=20_000)
-        await expect(page.locator("#pop-table")).to_contain_text("13800138000")
-        await page.click("#accept-button")
-        await expect(page.locator("#state")).to_have_text("on_call")
-        await logged(serve, "agent leg answered, caller bridged", 10)
-        bridged = time.time()
-        await expect(page.locator("#t-caller")).to_have_value("13800138000")
-        await page.fill("#t-description", "客户咨询停电恢复时间，已答复")
-        await page.select_option("#wrap-code", "已解决")
-        await asyncio.sleep(max(3.0, started + END_AT - time.time()))
-        ended = time.time()
-        await page.click("#complete-button")  # end the call: the caller to the survey
-        await expect(page.locator("#state")).to_have_text("wrap_up")
-        await page.click("#ticket-button")
-        await expect(page.locator("#ticket-done")).to_contain_text("工单 Ticket ")
-        ticket_id = (await page.locator("#ticket-done").inner_text()).split()[-1]
 
-        run = await asyncio.wait_for(caller, 70)
+async def accept(page: Page, node: Node, answered: int) -> float:
+    """The agent accepts the offered call; when the hotline bridged the caller to their phone
+    (the ``answered``-th agent leg answered)."""
+    await expect(page.locator("#offer")).to_be_visible(timeout=25_000)
+    await expect(page.locator("#pop-table")).to_contain_text("13800138000")
+    await page.click("#accept-button")
+    await expect(page.locator("#state")).to_have_text("on_call")
+    event = "agent leg answered, caller bridged"
+    async with asyncio.timeout(15):
+        while sum(line.get("event") == event for line in node.serve.lines) < answered:
+            with contextlib.suppress(AssertionError):
+                await asyncio.to_thread(node.serve.wait_for, "no such line", 0.2)
+    return time.time()
+
+
+def tone_share(samples: array[int], frequency: float) -> float:
+    """The median share of a tone in each second of audio: a second with a jump in the tone's
+    phase (a lost or late packet) would cancel out in one transform of the whole."""
+    shares = sorted(
+        dominant_share(samples[i : i + 8000], frequency)
+        for i in range(0, len(samples) - 8000 + 1, 8000)
+    )
+    return shares[len(shares) // 2] if shares else 0.0
+
+
+def heard(phone: Baresip, frequency: float, other: float) -> None:
+    """The phone heard the caller's tone (and not its own) while it was bridged."""
+    [wav] = phone.recorded("dec")
+    samples = samples_of(wav)
+    assert len(samples) > 2 * 8000, "the agent leg lasted less than two seconds"
+    assert tone_share(samples[4000:-4000], frequency) > 0.8
+    assert tone_share(samples[4000:-4000], other) < 0.2
+
+
+async def test_caller_to_agent_desk_to_survey_and_ticket(
+    node: Node,
+    browser: Browser,  # noqa: F811 - the browser test's fixture
+    tmp_path: Path,
+) -> None:
+    phone = await agent_phone(node, tmp_path, AGENT, 1000.0)
+    capture = tmp_path / "caller-rx.pcap"
+    media_port = free_ports(1)[0]
+    try:
+        page = await ready_desk(browser, node, AGENT)
+        async with capturing(media_port, capture):
+            started = time.time()
+            caller = start_caller(node, tmp_path, media_port, TONE, rate=True)
+            # The offer pops up with what the IVR learned; the agent accepts, the phone rings.
+            bridged = await accept(page, node, 1)
+            await expect(page.locator("#t-caller")).to_have_value("13800138000")
+            await page.fill("#t-description", "客户咨询停电恢复时间，已答复")
+            await page.select_option("#wrap-code", "已解决")
+            await asyncio.sleep(max(3.0, started + END_AT - time.time()))
+            ended = time.time()
+            await page.click("#complete-button")  # end the call: the caller to the survey
+            await expect(page.locator("#state")).to_have_text("wrap_up")
+            await page.click("#ticket-button")
+            await expect(page.locator("#ticket-done")).to_contain_text("工单 Ticket ")
+            ticket_id = (await page.locator("#ticket-done").inner_text()).split()[-1]
+            run = await asyncio.wait_for(caller, 100)
         assert run.returncode == 0, run.stdout[-2000:] + run.errors[-2000:]
-        await logged(serve, "survey queued", 10)
+        await logged(node.serve, "survey queued", 10)
         await page.click("#done-button")
         await expect(page.locator("#state")).to_have_text("available")
         await page.close()
     finally:
-        if tcpdump is not None:
-            tcpdump.send_signal(signal.SIGINT)
-            await asyncio.wait_for(tcpdump.wait(), 5)
         await asyncio.to_thread(phone.stop)
 
     # Audio both ways through the hotline's bridge.
-    [agent_heard] = phone.recorded("dec")
-    heard = samples_of(agent_heard)
-    assert len(heard) > 2 * 8000, "the agent leg lasted less than two seconds"
-    agent_share = dominant_share(heard[4000:-4000], 440.0)
+    heard(phone, 440.0, 1000.0)
     caller_heard = rtp_audio(capture, bridged + 0.5, ended - 0.5)
-    caller_share = dominant_share(caller_heard, 1000.0)
-    print(f"agent heard 440 Hz: {agent_share:.3f}, caller heard 1 kHz: {caller_share:.3f}")
-    assert agent_share > 0.8
-    assert dominant_share(heard[4000:-4000], 1000.0) < 0.2  # not its own tone
     assert len(caller_heard) >= 8000
-    assert caller_share > 0.8
-    assert dominant_share(caller_heard, 440.0) < 0.2
+    assert tone_share(caller_heard, 1000.0) > 0.8
+    assert tone_share(caller_heard, 440.0) < 0.2
     # The agent's phone was hung up when the agent ended on the desk, before the survey.
     assert "session closed" in phone.log()
 
@@ -240,8 +325,8 @@ async def test_caller_to_agent_desk_to_survey_and_ticket(
     for _ in range(50):
         done = await asyncio.to_thread(
             subprocess.run,
-            [*hotline_command(), "tickets", "show", ticket_id, "--url", site],
-            cwd=workdir,
+            [*hotline_command(), "tickets", "show", ticket_id, "--url", node.site],
+            cwd=node.workdir,
             capture_output=True,
             text=True,
             timeout=20,
@@ -256,18 +341,13 @@ async def test_caller_to_agent_desk_to_survey_and_ticket(
         assert part in shown, shown
 
     # Routing's COMPLETE carries the wrap-up code the agent chose.
-    client = Redis.from_url(redis_servers.get("system").url, decode_responses=True)
-    try:
-        events = await RoutingStore(client, tenant=TENANT).events()
-    finally:
-        await client.aclose()
-    [complete] = [e for e in events if e.type is EventType.COMPLETE]
+    [complete] = [e for e in await node.events() if e.type is EventType.COMPLETE]
     assert (complete.fields["by"], complete.fields["code"]) == ("agent", "已解决")
 
     # The rating, stored in the embedded store once the node is stopped.
-    serve.proc.send_signal(signal.SIGTERM)
-    assert serve.proc.wait(timeout=10) == 0
-    store = await EmbeddedCrm.open(store_path(workdir / "var"))
+    node.serve.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(node.serve.proc.wait, 10) == 0
+    store = await EmbeddedCrm.open(store_path(node.workdir / "var"))
     try:
         ticket = await store.get_ticket(ticket_id)
         assert ticket is not None
@@ -277,3 +357,62 @@ async def test_caller_to_agent_desk_to_survey_and_ticket(
         assert (survey.score, survey.agent_id) == (5, AGENT)
     finally:
         await store.close()
+
+
+async def test_agent_transfers_the_caller_to_another_queue_on_the_line(
+    node: Node,
+    browser: Browser,  # noqa: F811 - the browser test's fixture
+    tmp_path: Path,
+) -> None:
+    first = await agent_phone(node, tmp_path, AGENT, 1000.0)
+    second = await agent_phone(node, tmp_path, SECOND, 1500.0)
+    capture = tmp_path / "caller-rx.pcap"
+    media_port = free_ports(1)[0]
+    try:
+        desk = await ready_desk(browser, node, AGENT)
+        complaints = await ready_desk(browser, node, SECOND)
+        async with capturing(media_port, capture):
+            caller = start_caller(node, tmp_path, media_port, 45.0, rate=False)
+            await accept(desk, node, 1)
+            await asyncio.sleep(3.0)  # talk
+            await desk.select_option("#transfer-queue", "complaint")
+            await desk.click("#transfer-button")
+            await expect(desk.locator("#state")).to_have_text("wrap_up")
+            # The caller, still on the line, waits for complaints: the next agent's pop is the
+            # same, their phone rings and answers.
+            await expect(complaints.locator("#pop-table")).to_contain_text("general")
+            second_bridged = await accept(complaints, node, 2)
+            await expect(complaints.locator("#t-caller")).to_have_value("13800138000")
+            await asyncio.sleep(3.0)
+            second_ended = time.time()
+            await complaints.select_option("#wrap-code", "转其他部门")
+            await complaints.click("#end-button")  # for both sides: the caller is hung up
+            await expect(complaints.locator("#state")).to_have_text("wrap_up")
+            run = await asyncio.wait_for(caller, 100)
+        assert run.returncode == 0, run.stdout[-2000:] + run.errors[-2000:]
+    finally:
+        for phone in (first, second):
+            await asyncio.to_thread(phone.stop)
+
+    heard(first, 440.0, 1000.0)
+    heard(second, 440.0, 1500.0)
+    assert "session closed" in first.log()  # the first agent's leg ended at the transfer
+    caller_heard = rtp_audio(capture, second_bridged + 0.5, second_ended - 0.5)
+    assert len(caller_heard) >= 8000
+    assert tone_share(caller_heard, 1500.0) > 0.8  # the second agent, not the first
+    assert tone_share(caller_heard, 1000.0) < 0.2
+    events = [e for e in await node.events() if e.call_id and e.call_id != ""]
+    kinds = [
+        e.type
+        for e in events
+        if e.type in (EventType.CONNECT, EventType.TRANSFER, EventType.COMPLETE)
+    ]
+    assert kinds == [EventType.CONNECT, EventType.TRANSFER, EventType.CONNECT, EventType.COMPLETE]
+    transfer = next(e for e in events if e.type is EventType.TRANSFER)
+    assert (transfer.agent_id, transfer.fields["from"], transfer.fields["skill"]) == (
+        AGENT,
+        "general",
+        "complaint",
+    )
+    complete = next(e for e in events if e.type is EventType.COMPLETE)
+    assert (complete.agent_id, complete.fields["code"]) == (SECOND, "转其他部门")
