@@ -21,7 +21,14 @@ from aiohttp import web
 
 from ivr.web_api import ApiError, json_body, text_field
 from ivr.web_auth import AUTH_KEY, Session, request_session
-from ivr.web_desk_work import WORK_KEY, DeskWork, complete_ticket, end_call, transfer
+from ivr.web_desk_work import (
+    WORK_KEY,
+    DeskWork,
+    WorkedCall,
+    complete_ticket,
+    end_call,
+    transfer,
+)
 
 # _routing: the store, now, and routing's errors as ApiErrors, as for the agents API.
 from ivr.web_routing import ROUTING_KEY, _routing, agent_json, call_json
@@ -80,8 +87,10 @@ async def desk_state(
     if call is None:
         return body
     body["call"] = call_json(call, None, now)
-    if work is not None:
+    if work is not None and agent.state is AgentState.ON_CALL:
         body["work"] = work.seen(agent_id, call).as_dict()
+    elif work is not None:  # offered: the draft to read, not yet the agent's call to work
+        body["work"] = WorkedCall(call.call_id, call.skill, dict(call.context)).as_dict()
     if agent.state is AgentState.RESERVED:
         timeout = (await store.queue_config(call.skill)).reservation_timeout
         body["offer"] = {

@@ -302,3 +302,20 @@ async def test_only_the_agent_on_the_call_may_work_it(
     assert (status, answer["error_id"]) == (403, "not-your-call")
     status, answer = await owner.call("POST", "/api/desk/ticket", ticket)
     assert status == 200, answer
+
+
+async def test_a_call_only_offered_is_not_the_agents_to_file(
+    browsers: Callable[[], Browser], store: RoutingStore
+) -> None:
+    agent = browsers()
+    await agent.login("1001")
+    await store.login("1001", skills={"fault_repair": 5}, now=T0, ready=True)
+    await store.enqueue(NewCall("c3", {"fault_repair": 3}, node_id="n1", context=CONTEXT), T0)
+    _, desk = await agent.call("GET", "/api/desk")
+    assert desk["offer"]["call_id"] == "c3"
+    assert desk["work"]["draft"]["account"] == "1234567890"  # the draft shows with the offer
+    await store.reject("1001", "c3", T0 + 2)
+    status, body = await agent.call(
+        "POST", "/api/desk/ticket", {"call_id": "c3", "code": "已解决", "ticket": TICKET}
+    )
+    assert (status, body["error_id"]) == (403, "not-your-call")
