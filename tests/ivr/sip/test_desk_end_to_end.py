@@ -170,8 +170,8 @@ def rtp_audio(pcap: Path, since: float, until: float) -> array[int]:
     return samples
 
 
-async def logged(serve: ServeProcess, event: str, within: float) -> dict[str, Any]:
-    return await asyncio.to_thread(serve.wait_for, event, within)
+async def logged(serve: ServeProcess, event: str, within: float, nth: int = 1) -> dict[str, Any]:
+    return await asyncio.to_thread(serve.wait_for, event, within, nth)
 
 
 async def agent_phone(node: Node, folder: Path, agent: str, tone: float) -> Baresip:
@@ -250,11 +250,7 @@ async def accept(page: Page, node: Node, answered: int) -> float:
     await expect(page.locator("#pop-table")).to_contain_text("13800138000")
     await page.click("#accept-button")
     await expect(page.locator("#state")).to_have_text("on_call")
-    event = "agent leg answered, caller bridged"
-    async with asyncio.timeout(15):
-        while sum(line.get("event") == event for line in node.serve.lines) < answered:
-            with contextlib.suppress(AssertionError):
-                await asyncio.to_thread(node.serve.wait_for, "no such line", 0.2)
+    await logged(node.serve, "agent leg answered, caller bridged", 15, answered)
     return time.time()
 
 
