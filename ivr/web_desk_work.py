@@ -22,7 +22,8 @@ Routes (agents only; state changes carry the session's CSRF token):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,12 +128,31 @@ async def _connected(store: RoutingStore, agent_id: str, call_id: str) -> Queued
     return await store.call(call_id)
 
 
+Handler = Callable[[web.Request, RoutingStore, float], Awaitable[dict[str, Any]]]
+
+
+def _call_bound(handler: Handler) -> Handler:
+    """The handler's log lines carry the call id it binds once the body names the call (the
+    request's task may serve the next request of its connection: unbound at the end)."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request, store: RoutingStore, now: float) -> dict[str, Any]:
+        try:
+            return await handler(request, store, now)
+        finally:
+            structlog.contextvars.unbind_contextvars("call_id")
+
+    return wrapped
+
+
+@_call_bound
 async def end_call(request: web.Request, store: RoutingStore, now: float) -> dict[str, Any]:
     """`POST /api/desk/end` ``{"call_id", "code", "survey"}``."""
     session = _agent(request)
     work = request.app[WORK_KEY]
     body = await json_body(request, allowed=frozenset({"call_id", "code", "survey"}))
     call_id = text_field(body, "call_id")
+    structlog.contextvars.bind_contextvars(call_id=call_id)
     code = _code(body, work)
     survey = bool_field(body, "survey", default=True)
     call = await _connected(store, session.agent_id, call_id)
@@ -144,19 +164,20 @@ async def end_call(request: web.Request, store: RoutingStore, now: float) -> dic
     log.info(
         "agent ended call",
         agent_id=session.agent_id,
-        call_id=call_id,
         wrap_code=code,
         survey=survey,
     )
     return {"call_id": call_id, "code": code, "survey": survey}
 
 
+@_call_bound
 async def transfer(request: web.Request, store: RoutingStore, now: float) -> dict[str, Any]:
     """`POST /api/desk/transfer` ``{"call_id", "skill"}``."""
     session = _agent(request)
     work = request.app[WORK_KEY]
     body = await json_body(request, allowed=frozenset({"call_id", "skill"}))
     call_id = text_field(body, "call_id")
+    structlog.contextvars.bind_contextvars(call_id=call_id)
     skill = text_field(body, "skill")
     if skill not in work.transfer_queues:
         raise invalid("skill", f"must be one of {', '.join(work.transfer_queues)}")
@@ -171,7 +192,6 @@ async def transfer(request: web.Request, store: RoutingStore, now: float) -> dic
     log.info(
         "agent transferred call",
         agent_id=session.agent_id,
-        call_id=call_id,
         skill=skill,
         from_skill=call.skill,
         routing_state=state,
@@ -179,12 +199,14 @@ async def transfer(request: web.Request, store: RoutingStore, now: float) -> dic
     return {"call_id": call_id, "skill": skill, "state": state}
 
 
+@_call_bound
 async def complete_ticket(request: web.Request, store: RoutingStore, now: float) -> dict[str, Any]:
     """`POST /api/desk/ticket` ``{"call_id", "code", "ticket": {...}}``."""
     session = _agent(request)
     work = request.app[WORK_KEY]
     body = await json_body(request, allowed=frozenset({"call_id", "code", "ticket"}))
     call_id = text_field(body, "call_id")
+    structlog.contextvars.bind_contextvars(call_id=call_id)
     code = _code(body, work)
     edited = body.get("ticket")
     if not isinstance(edited, dict):
@@ -211,7 +233,6 @@ async def complete_ticket(request: web.Request, store: RoutingStore, now: float)
     log.info(
         "desk ticket completed",
         agent_id=session.agent_id,
-        call_id=call_id,
         ticket_id=ticket.ticket_id,
         caller=mask_phone(desk.caller),
         wrap_code=code,

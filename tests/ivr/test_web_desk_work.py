@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
+from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
 from ivr.accounts import Role, UserFile
@@ -171,7 +172,7 @@ async def test_agent_ends_with_a_code_and_completes_the_ticket(
     )
     assert (status, body["error_id"]) == (400, "invalid-request")
     assert "ticket.account" in body["message"]
-    with capture_logs() as logs:
+    with capture_logs(processors=[merge_contextvars]) as logs:
         status, body = await agent.call(
             "POST", "/api/desk/ticket", {"call_id": "c1", "code": "已派工", "ticket": TICKET}
         )
@@ -180,7 +181,7 @@ async def test_agent_ends_with_a_code_and_completes_the_ticket(
     assert body["ticket"]["fields"]["wrap_code"] == "已派工"
     assert body["ticket"]["source"] == "ivr_agent"
     line = next(log for log in logs if log["event"] == "desk ticket completed")
-    assert line["caller"] == "138****8000"
+    assert (line["caller"], line["call_id"]) == ("138****8000", "c1")
     # Once more: the same work order, not a second one.
     again = await agent.call(
         "POST", "/api/desk/ticket", {"call_id": "c1", "code": "已派工", "ticket": TICKET}
@@ -233,13 +234,17 @@ async def test_agent_transfers_the_caller_to_another_queue(
         )
         assert (status, body["error_id"]) == (400, "invalid-request"), bad
     clock.now = T0 + 30
-    with capture_logs() as logs:
+    with capture_logs(processors=[merge_contextvars]) as logs:
         status, body = await agent.call(
             "POST", "/api/desk/transfer", {"call_id": "c1", "skill": "complaint"}
         )
     assert (status, body) == (200, {"call_id": "c1", "skill": "complaint", "state": "waiting"})
     line = next(log for log in logs if log["event"] == "agent transferred call")
-    assert (line["from_skill"], line["skill"]) == ("fault_repair", "complaint")
+    assert (line["from_skill"], line["skill"], line["call_id"]) == (
+        "fault_repair",
+        "complaint",
+        "c1",
+    )
     message = (await store.drain_inbox("n1"))[-1]
     assert (message.kind, message.reason) == ("transferred", "complaint")
     call = await store.call("c1")
