@@ -1426,6 +1426,20 @@ local function cmd_transfer()
     return { redis.call('HGET', K.call(id), 'state') or 'ended' }
 end
 
+-- The agent chose the wrap-up code of a call that ended without it (the caller hung up first):
+-- an event says so; nothing changes state.
+local function cmd_wrapup()
+    local a, id, code = ARGS[4], ARGS[5], ARGS[6]
+    local state = redis.call('HGET', K.agent(a), 'state')
+    if not state then
+        fail('no-such-agent', a)
+    elseif state ~= 'wrap_up' then
+        fail('invalid-transition', a .. ' is ' .. state)
+    end
+    emit('WRAPUP', 'call', id, 'agent', a, 'code', code)
+    return {}
+end
+
 local function cmd_unreachable()
     local id, a, cause = ARGS[4], ARGS[5], ARGS[6] or ''
     local c = call_get(id)
@@ -1758,6 +1772,7 @@ local COMMANDS = {
     reject = cmd_reject,
     complete = cmd_complete,
     transfer = cmd_transfer,
+    wrapup = cmd_wrapup,
     unreachable = cmd_unreachable,
     noanswer = cmd_noanswer,
     hangup = cmd_hangup,

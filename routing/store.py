@@ -251,6 +251,11 @@ class RoutingStore:
         result, _ = await self._run("transfer", now, agent_id, call_id, check_name("skill", skill))
         return _s(result[0])
 
+    async def wrap_up_code(self, agent_id: str, call_id: str, code: str, now: float) -> None:
+        """Record the wrap-up code an agent in wrap-up chose for a call whose COMPLETE carried
+        none (the caller hung up first): event ``WRAPUP``; no state changes."""
+        await self._run("wrapup", now, agent_id, call_id, code)
+
     async def agent_unreachable(
         self, call_id: str, agent_id: str, now: float, cause: str = ""
     ) -> str:

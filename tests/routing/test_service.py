@@ -229,6 +229,21 @@ async def test_the_desk_ends_a_call_with_a_wrap_up_code_and_with_or_without_the_
     ]
     with pytest.raises(ValueError, match="after"):
         await store.complete("A1", T0 + 95, after="transfer")
+    # A caller who hangs up first leaves the code to the agent in wrap-up: its own event.
+    await store.ready("A1", T0 + 96)
+    await node_a.enqueue(enqueue(3), ctx("c3"), feeds.feed("c3"))
+    await store.accept("A1", "c3", T0 + 97)
+    await node_a.leave_queue(act.LeaveQueue(3, "hangup"), ctx("c3"))
+    await store.wrap_up_code("A1", "c3", "需回访", T0 + 110)
+    wrapup = (await store.events())[-1]
+    assert (wrapup.type, wrapup.call_id, wrapup.fields["code"]) == (
+        EventType.WRAPUP,
+        "c3",
+        "需回访",
+    )
+    await store.ready("A1", T0 + 111)
+    with pytest.raises(RoutingError, match="available"):
+        await store.wrap_up_code("A1", "c3", "需回访", T0 + 112)
     await consistent(store)
 
 
