@@ -13,8 +13,9 @@ Routes (agents only; state changes carry the session's CSRF token):
   COMPLETE event carries ``code``; with ``survey`` (default true) the caller goes on to the
   satisfaction survey, else is hung up. Answers ``{"call_id", "code", "survey"}``.
 - ``POST /api/desk/ticket`` ``{"call_id", "code", "ticket": {...}}``: creates the call's work
-  order (one per call; again answers the first) with the wrap-up code. Answers ``ticket_id``
-  and the ticket.
+  order (one per call; again answers the first) with the wrap-up code; for a call the caller
+  ended (no code on its COMPLETE), routing records the code (event WRAPUP). Answers
+  ``ticket_id`` and the ticket.
 - ``POST /api/desk/transfer`` ``{"call_id", "skill"}``: the caller (still on the line) goes back
   in line in another queue with its context, the agent to wrap-up (event TRANSFER). Answers
   ``{"call_id", "skill", "state"}`` (``waiting`` or ``offered``).
@@ -229,7 +230,13 @@ async def complete_ticket(request: web.Request, store: RoutingStore, now: float)
         )
     except ServiceError as exc:
         raise invalid("ticket", str(exc)) from None
-    worked.ticket_id, worked.code = ticket.ticket_id, worked.code or code
+    worked.ticket_id = ticket.ticket_id
+    if call is None and not worked.code and not worked.transferred_to:
+        # The call ended without the desk (the caller hung up): routing hears the code now.
+        agent = await store.agent(session.agent_id)
+        if agent is not None and agent.state is AgentState.WRAP_UP:
+            await store.wrap_up_code(session.agent_id, call_id, code, now)
+            worked.code = code
     log.info(
         "desk ticket completed",
         agent_id=session.agent_id,

@@ -324,3 +324,31 @@ async def test_a_call_only_offered_is_not_the_agents_to_file(
         "POST", "/api/desk/ticket", {"call_id": "c3", "code": "已解决", "ticket": TICKET}
     )
     assert (status, body["error_id"]) == (403, "not-your-call")
+
+
+async def test_a_call_the_caller_ended_gets_its_code_in_wrap_up(
+    browsers: Callable[[], Browser], store: RoutingStore
+) -> None:
+    agent = browsers()
+    await agent.login("1001")
+    await on_call(store)
+    await agent.call("GET", "/api/desk")  # the desk shows the call: this node knows it is theirs
+    assert await store.hangup("c1", T0 + 30) == "completed"  # the caller hung up first
+    status, body = await agent.call(
+        "POST", "/api/desk/ticket", {"call_id": "c1", "code": "需回访", "ticket": TICKET}
+    )
+    assert status == 200, body
+    wrapup = (await store.events())[-1]
+    assert (wrapup.type, wrapup.call_id, wrapup.fields["code"]) == (
+        EventType.WRAPUP,
+        "c1",
+        "需回访",
+    )
+    _, desk = await agent.call("GET", "/api/desk")
+    assert desk["work"]["code"] == "需回访"
+    # Completing again records nothing more.
+    count = await store.event_count()
+    await agent.call(
+        "POST", "/api/desk/ticket", {"call_id": "c1", "code": "需回访", "ticket": TICKET}
+    )
+    assert await store.event_count() == count
