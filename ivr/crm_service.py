@@ -38,6 +38,7 @@ from crm_bridge.model import (
 )
 from crm_bridge.numbers import CHINA_TIME, TicketNumbers
 from crm_bridge.outbox import Outbox
+from ivr.desk_ticket import DeskTicket
 from ivr.dialog import actions as act
 from ivr.dialog.engine import CallContext
 from ivr.services import LookupReply, ServiceError
@@ -57,6 +58,9 @@ STATUS_TEXT: Mapping[TicketStatus, str] = {
 """What the ticket-status self-service reads out for each status."""
 
 _PHONE = re.compile(r"\+?[0-9]{1,20}")
+
+DESK_PRIORITY: Mapping[str, int] = {"故障报修": 50, "投诉": 40, "举报": 40, "业扩报装": 30}
+"""A desk work order's priority by type (an urgent one is 100, others 20)."""
 
 _DESCRIBED = ("intent", "hazard", "address", "account", "callback_number", "queue.exit_reason")
 """Slots written into a ticket's description, in this order, when present."""
@@ -148,6 +152,55 @@ class CrmService:
             complete=request.complete,
             fields=_fields(slots),
         )
+
+    async def desk_ticket(
+        self, desk: DeskTicket, *, call_id: str, agent_id: str, code: str, skill: str = ""
+    ) -> Ticket:
+        """Queue the work order an agent completed on the desk, with their wrap-up code; one
+        per call (its key is ``<call id>:desk``): completing again answers the first."""
+        now = self.clock()
+        key = idempotency_key(call_id[:MAX_FIELD], "desk")
+        extra = {
+            "wrap_code": code,
+            "agent_id": agent_id,
+            "intent": desk.intent,
+            "address_confidence": desk.address_confidence,
+            "queue.skill": skill,
+        }
+
+        def build(number: str) -> Ticket:
+            return Ticket(
+                ticket_id=number,
+                idempotency_key=key,
+                ticket_type=desk.ticket_type,
+                priority=100 if desk.urgent else DESK_PRIORITY.get(desk.ticket_type, 20),
+                created_at=now,
+                urgent=desk.urgent,
+                caller=desk.caller,
+                account=desk.account,
+                address=_address(self._parse(desk.address)) if desk.address else Address(),
+                description=_clip(desk.description, MAX_DESCRIPTION),
+                source=TicketSource.IVR_AGENT,
+                call_id=call_id[:MAX_FIELD],
+                fields={k: _clip(v, MAX_FIELD) for k, v in extra.items() if v},
+            )
+
+        async def make(db: aiosqlite.Connection) -> Ticket:
+            return build(await self.numbers.allocate_in_transaction(now))
+
+        try:
+            build("0").validate(self.ticket_types)
+            ticket = await self.outbox.submit_new(key, make, now=now)
+        except TicketInvalidError as exc:
+            raise ServiceError("invalid_ticket", str(exc)) from exc
+        log.info(
+            "desk ticket queued",
+            ticket_id=ticket.ticket_id,
+            ticket_type=ticket.ticket_type,
+            agent_id=agent_id,
+            wrap_code=code,
+        )
+        return ticket
 
     def _parse(self, text: str) -> ParsedAddress:
         province, city = self.region

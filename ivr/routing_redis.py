@@ -495,10 +495,17 @@ class RedisRouting:
             held.connected = True
             log.info("agent connected", call_id=message.call_id, agent_id=message.agent_id)
             return _feed(held, ev.AgentConnected(rid, message.agent_id, message.contact))
+        if message.kind == "transferred":
+            # Still this node's caller, in line in another queue: its place is told again.
+            held.connected = False
+            held.next_position_at = self.clock()
+            log.info("transferred to a queue", call_id=message.call_id, skill=message.reason)
+            return _feed(held, ev.QueueTransferred(rid, message.reason))
         del self._held[message.call_id]
         if message.kind == "disconnected":
-            log.info("agent disconnected", call_id=message.call_id)
-            return _feed(held, ev.AgentDisconnected(rid))
+            hang_up = message.reason == "end"
+            log.info("agent disconnected", call_id=message.call_id, hang_up=hang_up)
+            return _feed(held, ev.AgentDisconnected(rid, hang_up=hang_up))
         log.info("queue exited", call_id=message.call_id, reason=message.reason)
         return _feed(held, ev.QueueExited(rid, message.reason))
 

@@ -157,6 +157,7 @@ async def _serve(settings: Settings) -> int:
                 crm=crm.backend,
                 outbox=crm.outbox,
                 twilio=twilio,
+                tickets=crm_service,
             ),
             handle_signals=False,
             # aiohttp waits this long for running handlers, then cancels them and waits as long

@@ -304,6 +304,15 @@ class Settings(BaseSettings):
         ge=1,
         description="no surge alert with fewer calls offered than this in the window",
     )
+    desk_wrap_codes: tuple[str, ...] = Field(
+        default=("已解决", "已派工", "需回访", "转其他部门", "误拨", "咨询已答复"),
+        min_length=1,
+        description="the wrap-up codes an agent chooses from on the desk (the first preselected)",
+    )
+    desk_transfer_queues: tuple[str, ...] = Field(
+        default=("fault_repair", "billing", "new_connection", "complaint", "general"),
+        description="the queues (skills) an agent may send a caller to from the desk",
+    )
     service_province: str = Field(
         default="",
         max_length=32,

@@ -18,6 +18,7 @@ from prometheus_client import exposition
 import ivr
 from crm_bridge.backend import CrmBackend
 from crm_bridge.outbox import Outbox
+from ivr.crm_service import CrmService
 from ivr.metrics import REGISTRY
 from ivr.settings import Settings
 from ivr.twilio.front import TwilioFrontEnd, add_twilio_routes
@@ -26,6 +27,7 @@ from ivr.web_auth import access_middleware, add_auth_routes
 from ivr.web_crm import CRM_KEY, add_crm_routes, stats_json
 from ivr.web_desk import add_desk_routes
 from ivr.web_openapi import add_openapi_route
+from ivr.web_desk_work import DeskWork
 from ivr.web_routing import add_routing_routes
 from ivr.web_wallboard import add_wallboard_routes
 from routing.store import RoutingStore
@@ -145,6 +147,7 @@ def create_app(
     crm: CrmBackend | None = None,
     outbox: Outbox | None = None,
     twilio: TwilioFrontEnd | None = None,
+    tickets: CrmService | None = None,
 ) -> web.Application:
     """Build the web app for `settings`; `status` entries are merged into every /healthz answer.
 
@@ -155,6 +158,8 @@ def create_app(
     have yet and adds ``outbox`` (backlog, oldest age, dead letters) to /healthz; `clock` gives
     them all their ``now`` (seconds since the epoch). `twilio` answers Twilio's webhooks and
     Media Streams under ``/twilio/`` (without it, or while it is off, they answer 503).
+    `tickets` (the calls' CRM service) takes the work orders agents complete on the desk
+    (without it ``POST /api/desk/ticket`` answers 503 ``crm-unavailable``).
     """
     # api_errors first: the access rule's refusals are ApiErrors it turns into JSON.
     app = web.Application(middlewares=[api_errors, access_middleware(settings)])
@@ -169,6 +174,7 @@ def create_app(
     add_twilio_routes(app, twilio)
     add_auth_routes(app, settings, clock, routing)
     add_wallboard_routes(app, routing, clock, settings)
-    add_desk_routes(app)
+    desk = DeskWork(tickets, settings.desk_wrap_codes, settings.desk_transfer_queues)
+    add_desk_routes(app, desk)
     add_openapi_route(app)
     return app

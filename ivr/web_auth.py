@@ -83,7 +83,16 @@ _AGENT_ACTIONS = frozenset({"ready", "not-ready", "logout", "accept", "reject", 
 """What an agent may do to their own agent (login goes through the desk, with the account's
 skills; skills are the supervisor's)."""
 _AGENT_ROUTES = frozenset(
-    {"/api/session", "/api/session/logout", "/api/desk", "/api/desk/signin", "/api/desk/stream"}
+    {
+        "/api/session",
+        "/api/session/logout",
+        "/api/desk",
+        "/api/desk/signin",
+        "/api/desk/stream",
+        "/api/desk/end",
+        "/api/desk/ticket",
+        "/api/desk/transfer",
+    }
 )
 
 

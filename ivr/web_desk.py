@@ -1,6 +1,7 @@
 """The agent desktop's API and the pages: an agent signs in to the queues with the skills of
 their account, sees the offered call with its countdown and the screen pop, and works it through
-the agents API (`ivr.web_routing`: ready, not-ready, accept, reject, complete).
+the agents API (`ivr.web_routing`: ready, not-ready, accept, reject, complete); the work on the
+call (draft work order, wrap-up code, survey, ticket) is `ivr.web_desk_work`'s.
 
 ``GET /api/desk`` answers the agent, the call offered to or connected with them (what routing
 holds, with the IVR's context) and the offer's deadline; ``GET /api/desk/stream`` sends the same
@@ -20,6 +21,14 @@ from aiohttp import web
 
 from ivr.web_api import ApiError, json_body, text_field
 from ivr.web_auth import AUTH_KEY, Session, request_session
+from ivr.web_desk_work import (
+    WORK_KEY,
+    DeskWork,
+    WorkedCall,
+    complete_ticket,
+    end_call,
+    transfer,
+)
 
 # _routing: the store, now, and routing's errors as ApiErrors, as for the agents API.
 from ivr.web_routing import ROUTING_KEY, _routing, agent_json, call_json
@@ -54,19 +63,34 @@ def _store(request: web.Request) -> RoutingStore:
     return store
 
 
-async def desk_state(store: RoutingStore, agent_id: str, now: float) -> dict[str, Any]:
-    """The agent, their call with its screen-pop context, and the offer's deadline."""
+async def desk_state(
+    store: RoutingStore, agent_id: str, now: float, work: DeskWork | None = None
+) -> dict[str, Any]:
+    """The agent, their call with its screen-pop context, the offer's deadline, and the call
+    they work on (``work``: its draft work order, wrap-up code, ticket; kept through wrap-up)
+    with the wrap-up codes and ticket types to choose from."""
     agent = await store.agent(agent_id)
-    body: dict[str, Any] = {"now": now, "agent": None, "call": None, "offer": None}
+    body: dict[str, Any] = {"now": now, "agent": None, "call": None, "offer": None, "work": None}
+    if work is not None:
+        body["wrap_codes"] = list(work.wrap_codes)
+        body["ticket_types"] = list(work.ticket_types)
+        body["transfer_queues"] = list(work.transfer_queues)
     if agent is None:
         return body
     body["agent"] = agent_json(agent)
+    if work is not None and agent.state is AgentState.WRAP_UP:
+        worked = work.worked.get(agent_id)
+        body["work"] = worked.as_dict() if worked is not None else None
     if not agent.call_id:
         return body
     call = await store.call(agent.call_id)
     if call is None:
         return body
     body["call"] = call_json(call, None, now)
+    if work is not None and agent.state is AgentState.ON_CALL:
+        body["work"] = work.seen(agent_id, call).as_dict()
+    elif work is not None:  # offered: the draft to read, not yet the agent's call to work
+        body["work"] = WorkedCall(call.call_id, call.skill, dict(call.context)).as_dict()
     if agent.state is AgentState.RESERVED:
         timeout = (await store.queue_config(call.skill)).reservation_timeout
         body["offer"] = {
@@ -93,7 +117,7 @@ def _log_pop(agent_id: str, state: Mapping[str, Any]) -> None:
 @_routing
 async def get_desk(request: web.Request, store: RoutingStore, now: float) -> dict[str, Any]:
     """`GET /api/desk`."""
-    return await desk_state(store, _agent_session(request).agent_id, now)
+    return await desk_state(store, _agent_session(request).agent_id, now, request.app[WORK_KEY])
 
 
 @_routing
@@ -110,7 +134,7 @@ async def signin(request: web.Request, store: RoutingStore, now: float) -> dict[
         session.agent_id, skills=user.skills, now=now, name=user.name, contact=contact
     )
     log.info("agent signed in", agent_id=session.agent_id, contact=contact)
-    return await desk_state(store, session.agent_id, now)
+    return await desk_state(store, session.agent_id, now, request.app[WORK_KEY])
 
 
 async def desk_stream(request: web.Request) -> web.StreamResponse:
@@ -133,7 +157,7 @@ async def desk_stream(request: web.Request) -> web.StreamResponse:
                 await response.write(b": heartbeat\n\n")
                 continue
             last = key
-            state = await desk_state(store, session.agent_id, clock())
+            state = await desk_state(store, session.agent_id, clock(), request.app[WORK_KEY])
             if state["offer"] is not None:
                 _log_pop(session.agent_id, state)
             await response.write(event(state))
@@ -164,12 +188,16 @@ async def static(request: web.Request) -> web.Response:
     return web.Response(text=file.read_text(encoding="utf-8"), content_type=kind, charset="utf-8")
 
 
-def add_desk_routes(app: web.Application) -> None:
+def add_desk_routes(app: web.Application, work: DeskWork) -> None:
     """The desk API and the pages (after `add_routing_routes` and the wallboard)."""
+    app[WORK_KEY] = work
     app.router.add_routes(
         [
             web.get("/api/desk", get_desk),
             web.post("/api/desk/signin", signin),
+            web.post("/api/desk/end", _routing(end_call)),
+            web.post("/api/desk/ticket", _routing(complete_ticket)),
+            web.post("/api/desk/transfer", _routing(transfer)),
             web.get("/api/desk/stream", desk_stream),
             *(web.get(path, page) for path in PAGES),
             web.get("/static/{name}", static),

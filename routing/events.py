@@ -53,7 +53,14 @@ class EventType(StrEnum):
     IVR node was lost)."""
     COMPLETE = "COMPLETE"
     """The call ended after talking (by: agent, caller, or ``node_lost``); the agent goes to
-    wrap-up."""
+    wrap-up. One the agent ended from the desk carries the wrap-up ``code`` they chose."""
+    TRANSFER = "TRANSFER"
+    """The agent sent the caller to another queue (skill: the new one, from: the old one,
+    talk; min, req, node, seq, score: its new place and needs): the agent goes to wrap-up as
+    after a COMPLETE, the caller waits again, keeping its context."""
+    WRAPUP = "WRAPUP"
+    """The agent in wrap-up chose the wrap-up ``code`` of a call whose COMPLETE carried none
+    (the caller hung up first); no state changes."""
     EXITWITHTIMEOUT = "EXITWITHTIMEOUT"
     """Routing gave up on a caller after the queue's max wait."""
     EXITWITHKEY = "EXITWITHKEY"

@@ -355,7 +355,8 @@ class NodeMessage:
     """Something the IVR node holding a caller must tell the call."""
 
     kind: str
-    """``connected`` (agent accepted), ``disconnected`` (agent finished), ``exited`` (gave up)."""
+    """``connected`` (agent accepted), ``disconnected`` (agent finished), ``exited`` (gave up),
+    ``transferred`` (the agent sent the caller to another queue, ``reason``: its skill)."""
     call_id: str
     """The call."""
     request_id: int | None
@@ -365,4 +366,6 @@ class NodeMessage:
     contact: str = ""
     """For ``connected``: the agent phone's address."""
     reason: str = ""
-    """For ``exited``: why (``max_wait``)."""
+    """For ``exited``: why (``max_wait``); for ``disconnected``: what the caller's node does
+    next (empty: the flow's way, e.g. the survey; ``end``: hang up); for ``transferred``: the
+    queue (skill) the caller waits in now."""

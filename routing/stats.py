@@ -13,8 +13,10 @@ epoch (so to the hour and to the quarter hour in UTC+8 too). The definitions:
   last caller has left. A callback counts in the interval it was requested. What is not a
   caller's outcome counts when it happens: queue-full refusals, RONAs, rejects, agent phones
   that could not be reached after an accept, callback attempts nobody answered.
-- **offered**: callers who entered a queue (ENTERQUEUE of kind call). Refused callers (queue
-  full) never entered: they are `IntervalStats.refused`, not offered. Callbacks are counted
+- **offered**: callers who entered a queue (ENTERQUEUE of kind call), and callers an agent
+  transferred to another queue (TRANSFER: offered again there, the first talk handled like a
+  COMPLETE). Refused callers (queue full) never entered: they are `IntervalStats.refused`, not
+  offered. Callbacks are counted
   apart (``callbacks_*``), never as offered, answered or abandoned.
 - **answered**: callers an agent accepted (CONNECT); the wait is from entering to the accept.
   An accept whose agent phone then could not be reached (UNREACHABLE) is taken back: the caller
@@ -318,6 +320,11 @@ class IntervalFold:
             self._connect(event)
         elif kind is EventType.COMPLETE:
             self._complete(event)
+        elif kind is EventType.TRANSFER:
+            # The talk ends for the agent (handled, as after a COMPLETE), and the caller is
+            # offered anew in the queue it was sent to, counted in the interval it entered it.
+            self._complete(event)
+            self._enter(event)
         elif kind in _CALLER_ENDINGS:
             self._end(event)
         elif kind in _GONE_BACK:
@@ -804,6 +811,9 @@ class LiveFold:
             self._skills[event.agent_id] = skills
             self._queues |= skills
         elif kind is EventType.CONFIG:
+            self._queues.add(f["skill"])
+        elif kind is EventType.TRANSFER:
+            self._calls[event.call_id] = (f["skill"], ItemKind.CALL, event.t)
             self._queues.add(f["skill"])
         elif kind in (EventType.ENTERQUEUE, EventType.CALLBACK):
             entered = event.t

@@ -1012,9 +1012,11 @@ local function release_offer(a, ag, why)
     return id
 end
 
--- `ag`: the agent's calls, talk and offer_seq when the caller has read them already.
-local function finish(id, c, a, by, ag)
-    ag = ag or hmget(K.agent(a), 'calls', 'talk', 'offer_seq')
+-- The agent's part of the end of a talk (the call ends, or is transferred): a call handled, its
+-- talk, wrap-up begun. `ag`: the agent's calls, talk and offer_seq when the caller has read them
+-- already. Returns the talk, the wrap-up seconds and its end, for `wrap_start`, which comes once
+-- the call itself was dealt with.
+local function agent_done(c, a, ag)
     local talk = NOW - tonumber(c.connected_at)
     local wrap = qcfg(c.skill).wrap_up_seconds
     ag.calls, ag.talk = tonumber(ag.calls) + 1, tonumber(ag.talk) + talk
@@ -1027,17 +1029,34 @@ local function finish(id, c, a, by, ag)
     redis.call('HSET', K.agent(a), 'calls', ag.calls, 'talk', ag.talk,
         'handle_start', handle_start, 'last_skill', c.skill, 'call', '', 'state', 'wrap_up',
         'reason', '', 'since', NOW_S, 'wrap_until', wrap_until)
-    end_call(id, c)
-    emit('COMPLETE', 'call', id, 'agent', a, 'skill', c.skill, 'by', by, 'talk', tostring(talk),
-        'cstate', 'ended', 'astate', 'wrap_up', 'reason', '')
-    -- A caller's node ends the bridge; a callback's node hangs up both legs (the agent may have
-    -- completed it through the API while they were up).
-    inbox(c.node, { kind = 'disconnected', call = id, rid = c.rid })
+    return talk, wrap, wrap_until
+end
+
+local function wrap_start(a, ag, wrap, wrap_until)
     if wrap > 0 then
         timer_set('wrap', a, wrap_until)
     else
         become_available(a, ag, 'READY', 'wrap_end')
     end
+end
+
+-- `code`: the agent's wrap-up code (the desk's, when the agent ended the call), carried by the
+-- COMPLETE event; `after`: what the caller's node does next (empty: the flow's way, e.g. the
+-- survey; 'end': hang up the caller too).
+local function finish(id, c, a, by, ag, code, after)
+    ag = ag or hmget(K.agent(a), 'calls', 'talk', 'offer_seq')
+    local talk, wrap, wrap_until = agent_done(c, a, ag)
+    end_call(id, c)
+    local tail = {}
+    if code and code ~= '' then
+        tail = { 'code', code }
+    end
+    emit('COMPLETE', 'call', id, 'agent', a, 'skill', c.skill, 'by', by, 'talk', tostring(talk),
+        'cstate', 'ended', 'astate', 'wrap_up', 'reason', '', unpack(tail))
+    -- A caller's node ends the bridge; a callback's node hangs up both legs (the agent may have
+    -- completed it through the API while they were up).
+    inbox(c.node, { kind = 'disconnected', call = id, rid = c.rid, reason = after or '' })
+    wrap_start(a, ag, wrap, wrap_until)
 end
 
 -- ---------------------------------------------------------------- connected calls going back
@@ -1347,7 +1366,7 @@ local function cmd_reject()
 end
 
 local function cmd_complete()
-    local a = ARGS[4]
+    local a, code, after = ARGS[4], ARGS[5] or '', ARGS[6] or ''
     local ag = hmget(K.agent(a), 'state', 'call', 'calls', 'talk', 'offer_seq')
     if not ag.state then
         fail('no-such-agent', a)
@@ -1356,13 +1375,71 @@ local function cmd_complete()
     end
     -- A connected call: only the fields finish (and end_call) use.
     local c = hmget(K.call(ag.call), 'skill', 'kind', 'node', 'rid', 'state', 'connected_at')
-    finish(ag.call, c, a, 'agent', ag)
+    finish(ag.call, c, a, 'agent', ag, code, after)
     return {}
 end
 
 -- The agent accepted, but their phone could not be reached (busy, unreachable, no answer): as
 -- for a reservation timeout, the call goes back to its place and the agent is not ready
 -- (missed). A report about a call no longer connected to that agent changes nothing ('none').
+-- The agent sends their caller to another queue: the agent wraps up as after a call, the caller
+-- goes in line there (from now, at its priority, minimum level 1), keeping its screen-pop
+-- context and its node, which puts it on hold again ('transferred').
+local function cmd_transfer()
+    local a, id, skill = ARGS[4], ARGS[5], ARGS[6]
+    local ag = hmget(K.agent(a), 'state', 'call', 'calls', 'talk', 'offer_seq')
+    if not ag.state then
+        fail('no-such-agent', a)
+    elseif ag.state ~= 'on_call' or ag.call ~= id then
+        fail('invalid-transition', a .. ' is not talking with ' .. id)
+    end
+    local c = call_get(id)
+    if c.kind ~= 'call' then
+        fail('invalid-transition', 'only a caller can be transferred')
+    end
+    local cfg = qcfg(skill)
+    if cfg.max_length > 0 and waiting_count(skill) >= cfg.max_length then
+        fail('invalid-transition', skill .. ' is full')
+    end
+    local from = c.skill
+    local talk, wrap, wrap_until = agent_done(c, a, ag)
+    local seq = next_seq()
+    c.skill, c.min, c.req, c.state, c.agent, c.enq = skill, '1', '', 'waiting', '', NOW_S
+    c.member = member_of(string.format('%0' .. SEQ_WIDTH .. 'd', seq), '', id)
+    c.score = NOW - tonumber(c.prio) * cfg.aging_seconds_per_priority
+    redis.call('HSET', K.call(id), 'skill', skill, 'min', '1', 'req', '', 'enq', NOW_S,
+        'score', c.score, 'member', c.member, 'state', 'waiting', 'agent', '', 'overdue', '',
+        'offered_at', '', 'connected_at', '', 'origin', skill, 'esc', '', 'due', '')
+    redis.call('SADD', K.queues(), skill)
+    redis.call('ZADD', K.queue(skill, 1), c.score, c.member)
+    c.score = redis.call('HGET', K.call(id), 'score') -- the exact stored form
+    if cfg.max_wait > 0 then
+        timer_set('maxwait', id, NOW + cfg.max_wait)
+    end
+    moves_timers(id, c, skill, '')
+    emit('TRANSFER', 'call', id, 'agent', a, 'skill', skill, 'from', from, 'talk', tostring(talk),
+        'min', '1', 'req', '', 'node', c.node, 'seq', tostring(seq), 'score', c.score,
+        'cstate', 'waiting', 'astate', 'wrap_up', 'reason', '')
+    inbox(c.node, { kind = 'transferred', call = id, rid = c.rid, reason = skill })
+    match_call(id, c)
+    wrap_start(a, ag, wrap, wrap_until)
+    return { redis.call('HGET', K.call(id), 'state') or 'ended' }
+end
+
+-- The agent chose the wrap-up code of a call that ended without it (the caller hung up first):
+-- an event says so; nothing changes state.
+local function cmd_wrapup()
+    local a, id, code = ARGS[4], ARGS[5], ARGS[6]
+    local state = redis.call('HGET', K.agent(a), 'state')
+    if not state then
+        fail('no-such-agent', a)
+    elseif state ~= 'wrap_up' then
+        fail('invalid-transition', a .. ' is ' .. state)
+    end
+    emit('WRAPUP', 'call', id, 'agent', a, 'code', code)
+    return {}
+end
+
 local function cmd_unreachable()
     local id, a, cause = ARGS[4], ARGS[5], ARGS[6] or ''
     local c = call_get(id)
@@ -1694,6 +1771,8 @@ local COMMANDS = {
     accept = cmd_accept,
     reject = cmd_reject,
     complete = cmd_complete,
+    transfer = cmd_transfer,
+    wrapup = cmd_wrapup,
     unreachable = cmd_unreachable,
     noanswer = cmd_noanswer,
     hangup = cmd_hangup,

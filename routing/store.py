@@ -59,6 +59,10 @@ EVENTS_MAX = 1_000_000
 """Default bound of a tenant's event stream (entries, approximately: Redis trims whole stream
 nodes, so it may hold up to one node's worth more, ``stream-node-max-entries``)."""
 
+COMPLETE_AFTER = ("", "end")
+"""What a caller's node may be told to do once the agent completed: the flow's way (``""``,
+the survey) or hang up (``end``)."""
+
 INBOX_MAX_BLOCK = 1.0
 """The longest `RoutingStore.drain_inbox` blocks: well under the client's socket timeout (5 s by
 default in redis-py), which would otherwise fire on the blocking read and fail the pump."""
@@ -225,10 +229,32 @@ class RoutingStore:
         """The agent declines: the call goes back in place, the agent is not ready (rejected)."""
         return (await self._run("reject", now, agent_id, call_id))[1]
 
-    async def complete(self, agent_id: str, now: float) -> list[Offer]:
+    async def complete(
+        self, agent_id: str, now: float, *, code: str = "", after: str = ""
+    ) -> list[Offer]:
         """The agent's call ended (agent side); the agent goes to wrap-up. The node holding the
-        call (a caller, or a callback being dialed) is told (``disconnected``)."""
-        return (await self._run("complete", now, agent_id))[1]
+        call (a caller, or a callback being dialed) is told (``disconnected``, with ``after`` as
+        its reason: empty for the flow's way on, e.g. the survey; ``end`` to hang up the caller).
+        ``code``: the agent's wrap-up code, carried by the COMPLETE event."""
+        if after not in COMPLETE_AFTER:
+            raise ValueError(f"after must be one of {COMPLETE_AFTER}")
+        return (await self._run("complete", now, agent_id, code, after))[1]
+
+    async def transfer(self, agent_id: str, call_id: str, skill: str, now: float) -> str:
+        """The agent sends the caller they talk with to another queue (``skill``): the agent
+        goes to wrap-up as after a call; the caller goes in line there from now, at its
+        priority and minimum level 1, with its screen-pop context (event ``TRANSFER``), and its
+        node is told (``transferred``) to put it on hold again. Returns the call's state after:
+        ``waiting`` or ``offered`` (at once to an agent of that queue). Raises
+        InvalidTransition when the agent is not talking with that caller, it is a callback,
+        or the queue is full."""
+        result, _ = await self._run("transfer", now, agent_id, call_id, check_name("skill", skill))
+        return _s(result[0])
+
+    async def wrap_up_code(self, agent_id: str, call_id: str, code: str, now: float) -> None:
+        """Record the wrap-up code an agent in wrap-up chose for a call whose COMPLETE carried
+        none (the caller hung up first): event ``WRAPUP``; no state changes."""
+        await self._run("wrapup", now, agent_id, call_id, code)
 
     async def agent_unreachable(
         self, call_id: str, agent_id: str, now: float, cause: str = ""

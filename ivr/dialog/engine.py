@@ -194,6 +194,8 @@ class Dialog:
                 self._on_agent_connected(event, now, out)
             case ev.AgentDisconnected():
                 self._on_agent_disconnected(event, now, out)
+            case ev.QueueTransferred():
+                self._on_queue_transferred(event, now, out)
             case ev.CallTransferred():
                 self._on_transferred(event, out)
             case ev.AgentUnreachable():
@@ -551,12 +553,31 @@ class Dialog:
         # routing hears it here. When routing itself said so, this is a no-op there.
         out.append(act.LeaveQueue(event.request_id, "agent_finished"))
         self._queue_request = None
-        if node.after is not None:
+        if node.after is not None and not event.hang_up:
             self._enter(node.after, now, out)
         else:
             self.outcomes.append(Outcome("hangup", "agent_finished"))
             out.append(act.Hangup("completed"))
             self._finish()
+
+    def _on_queue_transferred(
+        self, event: ev.QueueTransferred, now: float, out: list[act.Action]
+    ) -> None:
+        if self.phase != "bridged" or event.request_id != self._queue_request:
+            return
+        node = self._node()
+        assert isinstance(node, EnqueueNode)
+        # Routing has the caller in line in the new queue already (the same request, so its
+        # later events reach this call). The IVR speaks to the caller again, which ends the
+        # agent's leg; they stay served (no partial ticket, no abandon if they hang up now).
+        self.phase = "queued"
+        self.slots.pop("agent_id", None)
+        self.slots["queue.skill"] = event.skill
+        self.outcomes.append(Outcome("enqueue", f"{event.skill} (transferred)"))
+        self._play((*node.prompts, *node.hold_prompts), out, barge_in=True)
+        if node.callback_key is not None:
+            out.append(act.StartCollecting(dtmf=True, speech=False, max_digits=1))
+        self.deadline = now + node.hold_interval
 
     def _on_transferred(self, event: ev.CallTransferred, out: list[act.Action]) -> None:
         if self.phase != "bridged" or event.request_id != self._queue_request:

@@ -131,6 +131,20 @@ class AgentDisconnected:
 
     request_id: int
     """The ``request_id`` of the Enqueue action."""
+    hang_up: bool = False
+    """The agent ended the call for both sides (the desk's "end, no survey"): the caller is
+    hung up instead of going the flow's way on."""
+
+
+@dataclass(frozen=True)
+class QueueTransferred:
+    """The agent sent the caller to another queue: the agent's leg ends, the caller is on hold
+    again, in line there, with what the IVR learned kept for the next agent."""
+
+    request_id: int
+    """The ``request_id`` of the Enqueue action (the caller's time in routing goes on)."""
+    skill: str
+    """The queue the caller waits in now."""
 
 
 @dataclass(frozen=True)
@@ -180,6 +194,7 @@ Event = (
     | QueuePosition
     | AgentConnected
     | AgentDisconnected
+    | QueueTransferred
     | CallTransferred
     | AgentUnreachable
     | QueueExited

@@ -10,6 +10,9 @@
   let state = null;   // the last desk state
   let skew = 0;       // server clock - browser clock, seconds
   let lastCall = null;
+  let workCall = null; // the call whose work order the form holds (the agent's edits are kept)
+  const FIELDS = { ticket_type: "t-type", caller: "t-caller", account: "t-account",
+    address: "t-address", intent: "t-intent", description: "t-description" };
   const show = (id, on) => document.getElementById(id).classList.toggle("hidden", !on);
   const now = () => Date.now() / 1000 + skew;
 
@@ -42,6 +45,9 @@
     show("pop", ["reserved", "on_call", "wrap_up"].includes(s) && !!lastCall);
     show("oncall", s === "on_call");
     show("wrap", s === "wrap_up");
+    const work = next.work;
+    show("work", ["on_call", "wrap_up"].includes(s) && !!work);
+    if (work) renderWork(work, next);
     if (lastCall && ["reserved", "on_call", "wrap_up"].includes(s)) renderPop(lastCall);
     if (!["reserved", "on_call", "wrap_up"].includes(s)) lastCall = null;
     if (!signedIn) return;
@@ -51,6 +57,40 @@
     hotline.text("reason", agent.reason || "");
     hotline.text("calls", agent.calls);
     tick();
+  }
+
+  function options(id, values, chosen) {
+    const select = document.getElementById(id);
+    if ([...select.options].map((o) => o.value).join("\n") !== values.join("\n")) {
+      select.replaceChildren(...values.map((v) => { const o = hotline.el("option", v); o.value = v; return o; }));
+    }
+    if (chosen) select.value = chosen;
+  }
+
+  // The draft fills the form once per call; later renders keep what the agent typed.
+  function renderWork(work, next) {
+    hotline.text("work-call", work.call_id);
+    hotline.text("ticket-done", work.ticket_id ? "工单 Ticket " + work.ticket_id : "");
+    hotline.text("transferred", work.transferred_to ? "已转接 Transferred to " + work.transferred_to : "");
+    if (workCall === work.call_id) return;
+    workCall = work.call_id;
+    options("t-type", next.ticket_types || [], work.draft.ticket_type);
+    options("wrap-code", next.wrap_codes || [], work.code || undefined);
+    options("transfer-queue", (next.transfer_queues || []).filter((q) => q !== work.skill));
+    for (const [key, id] of Object.entries(FIELDS)) document.getElementById(id).value = work.draft[key] || "";
+    document.getElementById("t-urgent").checked = !!work.draft.urgent;
+    hotline.text("t-confidence", work.draft.address_confidence || "–");
+  }
+
+  function ticketBody() {
+    const ticket = { address_confidence: document.getElementById("t-confidence").textContent.replace("–", "") };
+    for (const [key, id] of Object.entries(FIELDS)) ticket[key] = document.getElementById(id).value;
+    ticket.urgent = document.getElementById("t-urgent").checked;
+    return { call_id: workCall, code: document.getElementById("wrap-code").value, ticket };
+  }
+
+  function endBody(survey) {
+    return { call_id: workCall, code: document.getElementById("wrap-code").value, survey };
   }
 
   function tick() {
@@ -81,7 +121,11 @@
     on("signout-button", () => act("POST", base + "/logout"));
     on("accept-button", () => act("POST", base + "/accept", { call_id: state.offer.call_id }));
     on("reject-button", () => act("POST", base + "/reject", { call_id: state.offer.call_id }));
-    on("complete-button", () => act("POST", base + "/complete"));
+    on("complete-button", () => act("POST", "/api/desk/end", endBody(true)));
+    on("end-button", () => act("POST", "/api/desk/end", endBody(false)));
+    on("ticket-button", () => act("POST", "/api/desk/ticket", ticketBody()));
+    on("transfer-button", () => act("POST", "/api/desk/transfer",
+      { call_id: workCall, skill: document.getElementById("transfer-queue").value }));
     on("done-button", () => act("POST", base + "/ready"));
     const first = await hotline.call("GET", "/api/desk");
     if (first.status === 200) render(first.body);

@@ -36,12 +36,13 @@ class ServeProcess:
             self._queue.put(line)
         self._queue.put(None)
 
-    def wait_for(self, event: str, timeout: float) -> dict[str, Any]:
-        """Return the first log line with this event, reading at most `timeout` seconds."""
+    def wait_for(self, event: str, timeout: float, nth: int = 1) -> dict[str, Any]:
+        """Return the first (``nth``) log line with this event, reading at most `timeout`
+        seconds."""
         deadline = time.monotonic() + timeout
-        for line in self.lines:
-            if line.get("event") == event:
-                return line
+        found = [line for line in self.lines if line.get("event") == event]
+        if len(found) >= nth:
+            return found[nth - 1]
         while (left := deadline - time.monotonic()) > 0:
             try:
                 item = self._queue.get(timeout=left)
@@ -51,9 +52,11 @@ class ServeProcess:
                 break
             self.lines.append(item)
             if item.get("event") == event:
-                return item
+                found.append(item)
+                if len(found) == nth:
+                    return item
         seen = [line.get("event") for line in self.lines]
-        raise AssertionError(f"no {event!r} log line within {timeout}s; saw {seen}")
+        raise AssertionError(f"no {event!r} log line #{nth} within {timeout}s; saw {seen}")
 
     def finish(self) -> None:
         """Kill the process if it still runs; close its log pipe."""

@@ -6,6 +6,7 @@ Set ``HOTLINE_SCREENSHOTS=docs/screenshots`` to refresh the README's screenshots
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -16,9 +17,12 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 from redis.asyncio import Redis
 
+from crm_bridge.model import Ticket
 from ivr.accounts import Role, UserFile
+from ivr.crm_runtime import CrmRuntime
 from ivr.settings import Settings
 from ivr.web import create_app
+from routing.events import EventType
 from routing.model import NewCall, QueueConfig
 from routing.store import RoutingStore
 
@@ -50,11 +54,28 @@ async def store(redis_servers: Any) -> AsyncIterator[RoutingStore]:
 
 
 @pytest.fixture
-async def site(store: RoutingStore, tmp_path: Path, serving: Serving) -> AsyncIterator[str]:
+async def crm(tmp_path: Path) -> AsyncIterator[CrmRuntime]:
+    runtime = CrmRuntime(Settings(var_dir=tmp_path))
+    await runtime.start()
+    yield runtime
+    await runtime.stop()
+
+
+@pytest.fixture
+async def site(
+    store: RoutingStore, tmp_path: Path, serving: Serving, crm: CrmRuntime
+) -> AsyncIterator[str]:
     users = UserFile(tmp_path / "users.json")
     users.add("1001", Role.AGENT, PASSWORD, name="王芳", skills={"fault_repair": 5})
     users.add("boss", Role.SUPERVISOR, PASSWORD, name="班长")
-    app = create_app(Settings(var_dir=tmp_path), routing=store, clock=time.time)
+    app = create_app(
+        Settings(var_dir=tmp_path),
+        routing=store,
+        clock=time.time,
+        crm=crm.backend,
+        outbox=crm.outbox,
+        tickets=crm.service,
+    )
     async with serving(app) as url:
         yield url
 
@@ -91,7 +112,7 @@ async def screenshot(page: Page, tmp_path: Path, name: str) -> None:
 
 
 async def test_agent_takes_a_call(
-    browser: Browser, site: str, store: RoutingStore, tmp_path: Path
+    browser: Browser, site: str, store: RoutingStore, tmp_path: Path, crm: CrmRuntime
 ) -> None:
     page = await log_in(browser, site, "1001")
     await expect(page).to_have_url(f"{site}/desk")
@@ -126,14 +147,37 @@ async def test_agent_takes_a_call(
     await expect(page.locator("#state")).to_have_text("on_call")
     await expect(page.locator("#offer")).to_be_hidden()
     await expect(pop).to_contain_text("张伟")
+    # The draft work order, pre-filled from the IVR, editable.
+    await expect(page.locator("#work")).to_be_visible()
+    await expect(page.locator("#t-type")).to_have_value("故障报修")
+    await expect(page.locator("#t-account")).to_have_value("1234567890")
+    await expect(page.locator("#t-address")).to_have_value("江苏省南京市鼓楼区中山路100号")
+    await expect(page.locator("#t-confidence")).to_have_text("0.92")
+    await expect(page.locator("#t-description")).to_have_value(re.compile("main>fault>address"))
+    await page.fill("#t-description", "中山路100号整栋停电，已派抢修班")
+    await page.select_option("#wrap-code", "已派工")
     await screenshot(page, tmp_path, "agent-desktop.png")
     call = await store.call("c1")
     assert call is not None
     assert call.agent_id == "1001"
 
-    await page.click("#complete-button")
+    await page.click("#complete-button")  # end the call, the caller to the survey
     await expect(page.locator("#state")).to_have_text("wrap_up")
     await expect(page.locator("#wrap")).to_be_visible()
+    # The agent's edits survive the state change; the ticket is completed in wrap-up.
+    await expect(page.locator("#t-description")).to_have_value("中山路100号整栋停电，已派抢修班")
+    await page.click("#ticket-button")
+    await expect(page.locator("#ticket-done")).to_contain_text("工单 Ticket ")
+    ticket_id = (await page.locator("#ticket-done").inner_text()).split()[-1]
+    assert crm.outbox is not None
+    queued = await crm.outbox.get(ticket_id)
+    assert queued is not None
+    assert isinstance(queued.item, Ticket)
+    assert queued.item.description == "中山路100号整栋停电，已派抢修班"
+    assert queued.item.fields["wrap_code"] == "已派工"
+    await screenshot(page, tmp_path, "agent-desktop-wrap-up.png")
+    complete = [e for e in await store.events() if e.type is EventType.COMPLETE][-1]
+    assert complete.fields["code"] == "已派工"
     await page.click("#done-button")
     await expect(page.locator("#state")).to_have_text("available")
     agent = await store.agent("1001")
@@ -185,3 +229,36 @@ async def test_supervisor_sees_calls_arrive(
     await expect(desk).to_have_url(f"{site}/desk")
     await desk.goto(f"{site}/wallboard")
     await expect(desk).to_have_url(f"{site}/desk")
+
+
+async def test_agent_transfers_a_call_to_another_queue(
+    browser: Browser, site: str, store: RoutingStore
+) -> None:
+    page = await log_in(browser, site, "1001")
+    await page.fill("#contact", "sip:1001@10.0.0.5")
+    await page.click("#signin-button")
+    await page.click("#ready-button")
+    await expect(page.locator("#state")).to_have_text("available")
+    await store.enqueue(
+        NewCall("c7", {"fault_repair": 3}, node_id="node-a", context=CONTEXT), time.time()
+    )
+    await page.click("#accept-button")
+    await expect(page.locator("#state")).to_have_text("on_call")
+    # The caller's own queue is not offered as a target.
+    targets = await page.locator("#transfer-queue option").all_inner_texts()
+    assert "complaint" in targets
+    assert "fault_repair" not in targets
+    await page.select_option("#transfer-queue", "complaint")
+    await page.click("#transfer-button")
+    await expect(page.locator("#state")).to_have_text("wrap_up")
+    await expect(page.locator("#transferred")).to_have_text("已转接 Transferred to complaint")
+    call = await store.call("c7")
+    assert call is not None
+    assert (call.skill, call.state.value, call.context["intent"]) == (
+        "complaint",
+        "waiting",
+        "停电报修",
+    )
+    # The work order stays to complete in wrap-up.
+    await expect(page.locator("#ticket-button")).to_be_visible()
+    await page.close()

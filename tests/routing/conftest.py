@@ -160,7 +160,12 @@ class Consistency:
             f = e.fields
             if e.type in (EventType.AGENTLOGIN, EventType.SKILLS):
                 self.skills[e.agent_id] = json.loads(f["skills"])
-            if e.type in (EventType.ENTERQUEUE, EventType.CALLBACK, EventType.OVERFLOW):
+            if e.type in (
+                EventType.ENTERQUEUE,
+                EventType.CALLBACK,
+                EventType.OVERFLOW,
+                EventType.TRANSFER,
+            ):
                 needs = {f["skill"]: int(f["min"])} | json.loads(f["req"] or "{}")
                 self.places[e.call_id] = (needs, (float(f["score"]), int(f["seq"])))
                 if f.get("hold"):

@@ -23,6 +23,8 @@ from ivr.dialog.engine import CallContext, Dialog
 from ivr.flow.model import parse_flow
 from ivr.routing_redis import RedisRouting
 from ivr.services import Routing, ServiceError
+from routing import stats
+from routing.errors import RoutingError
 from routing.events import EventType
 from routing.model import AgentState, ItemKind, NewCall, QueueConfig
 from routing.store import RoutingStore
@@ -203,6 +205,97 @@ async def test_a_call_handed_off_by_refer_stays_with_its_agent_until_the_desktop
     assert agent.state is AgentState.WRAP_UP
     assert (await store.events())[-1].type is EventType.COMPLETE
     await consistent(store)
+
+
+async def test_the_desk_ends_a_call_with_a_wrap_up_code_and_with_or_without_the_survey(
+    node_a: RedisRouting, store: RoutingStore, consistent: Check
+) -> None:
+    feeds = Feeds()
+    await store.login("A1", skills={"billing": 5}, now=T0, ready=True)
+    for rid, call in ((1, "c1"), (2, "c2")):
+        await node_a.enqueue(enqueue(rid), ctx(call), feeds.feed(call))
+    await store.accept("A1", "c1", T0 + 1)
+    await store.complete("A1", T0 + 60, code="已解决")  # the flow's way on: the survey
+    await store.ready("A1", T0 + 61)
+    await store.accept("A1", "c2", T0 + 62)
+    await store.complete("A1", T0 + 90, code="误拨", after="end")
+    await node_a.run_once(T0 + 91)
+    assert feeds.got["c1"][-1] == ev.AgentDisconnected(1, hang_up=False)
+    assert feeds.got["c2"][-1] == ev.AgentDisconnected(2, hang_up=True)
+    completes = [e for e in await store.events() if e.type is EventType.COMPLETE]
+    assert [(e.call_id, e.fields["by"], e.fields["code"]) for e in completes] == [
+        ("c1", "agent", "已解决"),
+        ("c2", "agent", "误拨"),
+    ]
+    with pytest.raises(ValueError, match="after"):
+        await store.complete("A1", T0 + 95, after="transfer")
+    # A caller who hangs up first leaves the code to the agent in wrap-up: its own event.
+    await store.ready("A1", T0 + 96)
+    await node_a.enqueue(enqueue(3), ctx("c3"), feeds.feed("c3"))
+    await store.accept("A1", "c3", T0 + 97)
+    await node_a.leave_queue(act.LeaveQueue(3, "hangup"), ctx("c3"))
+    await store.wrap_up_code("A1", "c3", "需回访", T0 + 110)
+    wrapup = (await store.events())[-1]
+    assert (wrapup.type, wrapup.call_id, wrapup.fields["code"]) == (
+        EventType.WRAPUP,
+        "c3",
+        "需回访",
+    )
+    await store.ready("A1", T0 + 111)
+    with pytest.raises(RoutingError, match="available"):
+        await store.wrap_up_code("A1", "c3", "需回访", T0 + 112)
+    await consistent(store)
+
+
+async def test_an_agent_transfers_the_caller_to_another_queue(
+    node_a: RedisRouting, store: RoutingStore, consistent: Check
+) -> None:
+    feeds = Feeds()
+    await store.configure_queue(QueueConfig("billing", wrap_up_seconds=30), T0)
+    await store.login("A1", skills={"billing": 5}, now=T0, ready=True)
+    await store.login("A2", skills={"complaint": 5}, now=T0)
+    await node_a.enqueue(enqueue(1), ctx("c1"), feeds.feed("c1"))
+    await store.accept("A1", "c1", T0 + 1)
+    await node_a.run_once(T0 + 1)
+    with pytest.raises(RoutingError, match="not talking"):
+        await store.transfer("A2", "c1", "complaint", T0 + 30)
+    # Nobody takes complaints yet: the caller waits there, held by its node, context kept.
+    assert await store.transfer("A1", "c1", "complaint", T0 + 40) == "waiting"
+    await node_a.run_once(T0 + 41)
+    assert feeds.got["c1"][-2:] == [
+        ev.QueueTransferred(1, "complaint"),
+        ev.QueuePosition(1, 1, 180),
+    ]
+    assert node_a.held == {"c1"}
+    call = await store.call("c1")
+    assert call is not None
+    assert (call.skill, call.state.value, call.context) == (
+        "complaint",
+        "waiting",
+        {"intent": "billing"},
+    )
+    agent = await store.agent("A1")
+    assert agent is not None
+    assert (agent.state, agent.calls, agent.talk_seconds) == (AgentState.WRAP_UP, 1, 39.0)
+    transfer = (await store.events())[-1]
+    assert transfer.type is EventType.TRANSFER
+    assert (transfer.fields["from"], transfer.fields["skill"]) == ("billing", "complaint")
+    # The complaints agent takes it; the caller talks again, then hangs up.
+    await store.ready("A2", T0 + 50)
+    await store.accept("A2", "c1", T0 + 51)
+    await node_a.run_once(T0 + 51)
+    assert feeds.got["c1"][-1] == ev.AgentConnected(1, "A2", "")
+    await node_a.leave_queue(act.LeaveQueue(1, "hangup"), ctx("c1"))
+    await store.ready("A1", T0 + 200)
+    await consistent(store)
+    # Offered once in each queue, answered once in each, both talks handled.
+    fold = stats.IntervalFold().apply_all(await store.events())
+    rows = {row.skill: row for row in fold.intervals()}
+    assert (rows["billing"].offered, rows["billing"].answered) == (1, 1)
+    assert (rows["complaint"].offered, rows["complaint"].answered) == (1, 1)
+    assert rows["billing"].handled == 1
+    live = stats.LiveFold().apply_all(await store.events()).snapshot(T0 + 200)
+    assert live == await stats.snapshot(store, T0 + 200)
 
 
 async def test_callback_keeps_the_place(

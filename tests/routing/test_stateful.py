@@ -261,6 +261,27 @@ class RoutingMachine(RuleBasedStateMachine):
             error = InvalidTransitionError
         self.expect(error, self.store.complete(agent_id, self.now))
 
+    @rule(data=st.data(), skill=st.sampled_from(SKILLS))
+    def transfer(self, data: st.DataObject, skill: str) -> None:
+        """The agent sends their caller to a queue (possibly the one it came through)."""
+        agent_id, call_id = self.connected_call(data, ItemKind.CALL)
+        agent = self.agent(agent_id)
+        call = self.run(self.store.call(call_id))
+        limit = self.run(self.store.queue_config(skill)).max_length
+        full = limit > 0 and len(self.run(self.store.waiting(skill))) >= limit
+        error: type[RoutingError] | None = None
+        if agent is None:
+            error = NoSuchAgentError
+        elif (
+            agent.state is not AgentState.ON_CALL
+            or agent.call_id != call_id
+            or call is None
+            or call.kind is not ItemKind.CALL
+            or full
+        ):
+            error = InvalidTransitionError
+        self.expect(error, self.store.transfer(agent_id, call_id, skill, self.now))
+
     def connected_call(self, data: st.DataObject, kind: ItemKind | None = None) -> tuple[str, str]:
         """Mostly an agent on a call (of ``kind``, if given) and that call; sometimes (refused:
         nothing may change) a call and an agent that are not connected to each other."""

@@ -25,7 +25,12 @@ from ivr.dialog.actions import (
     Transfer,
 )
 from ivr.dialog.engine import Outcome
-from ivr.dialog.events import CallerHungUp, CallTransferred
+from ivr.dialog.events import (
+    AgentDisconnected,
+    CallerHungUp,
+    CallTransferred,
+    QueueTransferred,
+)
 from ivr.flow.model import load_flow
 from ivr.settings import SHIPPED_FLOW
 from speech.intent import shipped_intents
@@ -793,6 +798,33 @@ def test_agent_call_then_survey(walk_to):
     assert only(out, StartCollecting) == StartCollecting(
         dtmf=True, speech=True, grammar=HAZARD_GRAMMAR + own
     )
+
+
+def test_agent_who_ends_the_call_for_both_sides_leaves_no_survey(walk_to):
+    d = walk_to("agent_general")
+    queue = d.last(Enqueue).request_id
+    d.connect("A1001", "sip:a1001@10.0.0.7")
+    out = d.send(AgentDisconnected(queue, hang_up=True))
+    assert out == [LeaveQueue(queue, "agent_finished"), Hangup("completed")]
+    assert d.dialog.ended
+    assert d.dialog.outcomes[-1] == Outcome("hangup", "agent_finished")
+
+
+def test_agent_sends_the_caller_to_another_queue(walk_to):
+    d = walk_to("agent_general")
+    queue = d.last(Enqueue).request_id
+    d.connect("A1001", "sip:a1001@10.0.0.7")
+    assert d.send(QueueTransferred(queue + 1, "complaint")) == []  # not this call's
+    out = d.send(QueueTransferred(queue, "complaint"))
+    assert d.dialog.phase == "queued"
+    assert d.heard(out) == ["transfer_agent", "hold"]  # the IVR speaks: the agent leg ends
+    assert d.dialog.slots["queue.skill"] == "complaint"
+    assert "agent_id" not in d.dialog.slots
+    assert d.dialog.outcomes[-1] == Outcome("enqueue", "complaint (transferred)")
+    out = d.connect("A2002", "sip:a2002@10.0.0.8")  # the next agent, same request
+    assert only(out, Transfer) == Transfer("A2002", "sip:a2002@10.0.0.8", queue)
+    d.disconnect()
+    assert d.dialog.node_id == "survey"
 
 
 def test_agent_call_handed_off_by_refer_ends_without_a_survey(walk_to):
