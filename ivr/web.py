@@ -26,8 +26,8 @@ from ivr.web_api import API_PREFIX, ApiError, Handler
 from ivr.web_auth import access_middleware, add_auth_routes
 from ivr.web_crm import CRM_KEY, add_crm_routes, stats_json
 from ivr.web_desk import add_desk_routes
-from ivr.web_openapi import add_openapi_route
 from ivr.web_desk_work import DeskWork
+from ivr.web_openapi import add_openapi_route
 from ivr.web_routing import add_routing_routes
 from ivr.web_wallboard import add_wallboard_routes
 from routing.store import RoutingStore

@@ -31,8 +31,8 @@ from redis.asyncio import Redis
 
 from crm_bridge.embedded import EmbeddedCrm
 from crm_bridge.model import Address, Ticket
-from crm_bridge.outbox import Outbox
 from ivr.accounts import Role, UserFile
+from ivr.crm_runtime import CrmRuntime
 from ivr.settings import Settings
 from ivr.web import create_app
 from ivr.web_auth import COOKIE, CSRF_HEADER
@@ -242,18 +242,26 @@ async def server(
     client = Redis.from_url(redis_servers.get("system").url, decode_responses=True)
     await client.flushall()
     store = RoutingStore(client, tenant="t1")
-    crm = await EmbeddedCrm.open(tmp_path / "crm.sqlite3", clock=lambda: T0)
-    outbox = await Outbox.open(tmp_path / "outbox.sqlite3", clock=lambda: T0)
     users = UserFile(tmp_path / "users.json")
     users.add("1001", Role.AGENT, PASSWORD, name="王芳", skills={"fault_repair": 5})
     settings = Settings(var_dir=tmp_path, api_token=TOKEN)
-    app = create_app(settings, routing=store, crm=crm, outbox=outbox, clock=lambda: T0)
+    runtime = CrmRuntime(settings)  # the embedded store, its outbox and the calls' CRM service
+    await runtime.start()
+    crm = runtime.backend
+    assert isinstance(crm, EmbeddedCrm)
+    app = create_app(
+        settings,
+        routing=store,
+        crm=crm,
+        outbox=runtime.outbox,
+        tickets=runtime.service,
+        clock=lambda: T0,
+    )
     try:
         async with serving(app) as url:
             yield url, store, crm
     finally:
-        await outbox.close()
-        await crm.close()
+        await runtime.stop()
         await client.aclose()
 
 
@@ -354,6 +362,23 @@ async def drive_every_route(
         await browser.ok("GET", "/api/desk/stream", stream=True)
         assert await browser.error(403, "GET", "/api/stats/live") == "forbidden-role"
         await browser.ok("POST", "/api/agents/1001/ready")
+        # The desk's work on a call: the draft, the work order, a transfer, ending to the survey.
+        context = {"intent": "停电", "caller": "13800138000", "account": "1234567890"}
+        await store.enqueue(NewCall("c2", {"fault_repair": 3}, context=context), T0)
+        await browser.ok("POST", "/api/agents/1001/accept", {"call_id": "c2"})
+        draft = (await browser.ok("GET", "/api/desk"))["work"]["draft"]
+        code = "已派工"
+        body = {"call_id": "c2", "code": code, "ticket": draft}
+        await browser.ok("POST", "/api/desk/ticket", body)
+        body = {"call_id": "c2", "code": code, "ticket": {**draft, "account": "x"}}
+        assert await browser.error(400, "POST", "/api/desk/ticket", body) == "invalid-request"
+        body = {"call_id": "c9", "code": code}
+        assert await browser.error(403, "POST", "/api/desk/end", body) == "not-your-call"
+        await browser.ok("POST", "/api/desk/transfer", {"call_id": "c2", "skill": "billing"})
+        await browser.ok("POST", "/api/agents/1001/ready")  # wrap-up done early
+        await store.enqueue(NewCall("c3", {"fault_repair": 3}, context=context), T0)
+        await browser.ok("POST", "/api/agents/1001/accept", {"call_id": "c3"})
+        await browser.ok("POST", "/api/desk/end", {"call_id": "c3", "code": "已解决"})
         await browser.ok("POST", "/api/session/logout")
         assert await browser.error(401, "GET", "/api/session") == "session-expired"
 
