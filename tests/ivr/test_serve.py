@@ -14,6 +14,8 @@ import pytest
 from tests.ivr.serve_process import ServeProcess, start_serve
 
 START_TIMEOUT = 15.0
+MODEL_START_TIMEOUT = 60.0
+"""Loading the speech model takes seconds of CPU (20 s seen on a loaded 2-core machine)."""
 STOP_TIMEOUT = 5.0
 
 
@@ -143,7 +145,7 @@ def test_serve_refuses_an_http_crm_without_its_url(tmp_path: Path) -> None:
 def test_serve_listens_with_the_configured_model(tmp_path: Path, korean_model_path: Path) -> None:
     server = start_serve(tmp_path, HOTLINE_VOSK_MODEL=str(korean_model_path))
     try:
-        listening = server.wait_for("web listening", START_TIMEOUT)
+        listening = server.wait_for("web listening", MODEL_START_TIMEOUT)
         health = get_json(f"http://127.0.0.1:{listening['port']}/healthz")
         assert health["speech"] == "vosk model, 2 workers, up to 60 calls"
         assert server.wait_for("speech: listening", 0)["model"] == str(korean_model_path)
