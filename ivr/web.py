@@ -94,8 +94,10 @@ async def _health(request: web.Request) -> dict[str, object]:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness and a summary of what runs on this node."""
-    return web.json_response(await _health(request))
+    """Liveness and a summary of what runs on this node: 200 while it takes calls, 503 once it
+    drains (the first SIGTERM), so a load balancer or orchestrator stops sending it work."""
+    health = await _health(request)
+    return web.json_response(health, status=200 if health["status"] == "ok" else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:

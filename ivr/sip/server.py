@@ -34,7 +34,7 @@ from ivr.sip import events as sip
 from ivr.sip.bridge import Bridge
 from ivr.sip.callbacks import CallbackDialer, CallbackLimits
 from ivr.sip.dtmf_merge import DtmfMerger, DtmfSource
-from ivr.sip.media import MediaConfig, MediaStream, RemoteMedia
+from ivr.sip.media import MediaConfig, MediaStream, RemoteMedia, RtpPorts
 from ivr.sip.prompt_audio import render_play
 from ivr.sip.refer_transfers import ReferTransfers
 from ivr.sip.registrar import Registrar, load_agents
@@ -202,6 +202,13 @@ class SipServer:
         self.crm = crm
         self.routing = routing
         self.clock = SendClock()
+        ports = (
+            RtpPorts(settings.sip_rtp_port_min, settings.sip_rtp_port_max)
+            if settings.sip_rtp_port_max
+            else None
+        )
+        self.media_config = MediaConfig(host=settings.sip_host, ports=ports)
+        """Where every media socket of this node binds (one port range, handed out in turn)."""
         self.calls: dict[str, SipCall] = {}
         self.pending: set[str] = set()
         self.draining = False
@@ -295,9 +302,17 @@ class SipServer:
         self._pump()  # the first REGISTER, if any
         return self.address
 
-    async def stop(self, grace: float) -> None:
-        """Stop taking calls (503 + Retry-After), let calls end within ``grace``, then hang up."""
+    def drain(self) -> None:
+        """Stop taking calls now: new INVITEs and out-of-dialog OPTIONS (a dispatcher's probes)
+        get 503 with Retry-After; calls in flight go on."""
         self.draining = True
+        if self._core is not None:
+            self.core.drain(RETRY_AFTER_SECONDS)
+
+    async def stop(self, grace: float) -> None:
+        """Stop taking calls (503 + Retry-After, to INVITEs and OPTIONS probes alike), let calls
+        end within ``grace``, then hang up."""
+        self.drain()
         if self.upstream is not None:
             self.upstream.stop(self._now())  # REGISTER Expires: 0 (nothing if never bound)
             self._pump()
@@ -495,7 +510,7 @@ class SipServer:
             media = await MediaStream.open(
                 params,
                 clock=self.clock,
-                config=MediaConfig(host=self.settings.sip_host),
+                config=self.media_config,
                 on_key=lambda digit, _t: holder["call"].on_key(digit, DtmfSource.RFC4733),
                 # late-bound: the call object exists only after the media is open. Audio is
                 # decoded only for the recognizer and in-band DTMF.
@@ -519,7 +534,7 @@ class SipServer:
             if listener is not None:
                 listener.close()
             metrics.SIP_CALLS_REFUSED.labels(reason="no_rtp_port").inc()
-            log.error("no rtp port", error=str(exc))
+            log.error("no rtp port", error=str(exc), **self._port_range())
             return
         if self.settings.sip_ring_seconds:
             await asyncio.sleep(self.settings.sip_ring_seconds)
@@ -545,6 +560,10 @@ class SipServer:
         port = media.local_address[1]
         self.core.answer(event.call_key, answer_sdp(event.remote_sdp, host, port), self._now())
         self._pump()
+
+    def _port_range(self) -> dict[str, int]:
+        ports = self.media_config.ports
+        return {} if ports is None else {"rtp_port_min": ports.first, "rtp_port_max": ports.last}
 
     def _start_session(self, call: SipCall) -> None:
         if self._session_factory is not None:
@@ -621,7 +640,7 @@ class SipServer:
             media = await MediaStream.open(
                 RemoteMedia(None, 0, 101),
                 clock=self.clock,
-                config=MediaConfig(host=self.settings.sip_host),
+                config=self.media_config,
                 call_id=f"{call.context.call_id}-agent",
             )
         except OSError as exc:
