@@ -66,6 +66,12 @@ SIP_MALFORMED = Counter(
     "SIP datagrams dropped as malformed (unparseable, oversized, missing headers).",
     registry=REGISTRY,
 )
+SIP_REGISTERS_DROPPED = Counter(
+    "hotline_sip_registers_dropped",
+    "REGISTERs left unanswered by the brute-force throttle (a source or user over its limit "
+    "of failed digest proofs).",
+    registry=REGISTRY,
+)
 RTP_STREAMS = Gauge(
     "hotline_rtp_streams",
     "RTP streams on the shared send clock.",

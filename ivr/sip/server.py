@@ -37,6 +37,7 @@ from ivr.sip.dtmf_merge import DtmfMerger, DtmfSource
 from ivr.sip.media import MediaConfig, MediaStream, RemoteMedia, RtpPorts
 from ivr.sip.prompt_audio import render_play
 from ivr.sip.refer_transfers import ReferTransfers
+from ivr.sip.register_throttle import RegisterThrottle
 from ivr.sip.registrar import Registrar, load_agents
 from ivr.sip.rtp_clock import SendClock
 from ivr.sip.sdp import Negotiated, NoCommonCodecError, answer_sdp, negotiate
@@ -246,6 +247,11 @@ class SipServer:
                 realm=settings.sip_realm,
                 min_expires=settings.sip_register_min_expires,
                 max_expires=settings.sip_register_max_expires,
+                throttle=RegisterThrottle(
+                    per_source=settings.sip_register_attempts_per_source,
+                    per_user=settings.sip_register_attempts_per_user,
+                    window=settings.sip_register_window_seconds,
+                ),
             )
         # -- end registrar --
 
@@ -462,6 +468,9 @@ class SipServer:
             return
         now = self._now()
         reply = self.registrar.handle(event.request, event.addr, now)
+        if not reply.answered:  # throttled: silence (the held transaction absorbs resends)
+            metrics.SIP_REGISTERS_DROPPED.inc()
+            return
         response = self.core.response_for(event.request, reply.status, reply.reason, event.addr)
         for name, value in reply.headers:
             response.headers.append(name, value)
