@@ -281,8 +281,6 @@ class Registrar:
             return self._update(request, extension, addr, now)
         except _RefusedError as refused:
             reply = refused.reply
-            if reply.status == 403 and reply.outcome in _GUESSES:
-                self._failed(addr, extension, proof, now)
             if reply.status != 401:
                 log.info(
                     "register refused",
@@ -290,6 +288,8 @@ class Registrar:
                     reason=reply.outcome,
                     source=f"{addr[0]}:{addr[1]}",
                 )
+            if reply.status == 403 and reply.outcome in _GUESSES:
+                self._failed(addr, extension, proof, now)
             return reply
 
     def _throttled(self, addr: Addr, users: tuple[str, ...], now: float) -> bool:

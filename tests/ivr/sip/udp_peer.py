@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 HOST = "127.0.0.1"
 
 
-def bound_udp() -> socket.socket:
+def bound_udp(host: str = HOST) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind((HOST, 0))
+    sock.bind((host, 0))
     return sock
 
 
@@ -50,7 +50,12 @@ class UdpPeer:
     """A SIP user agent on one UDP socket, talking to the hotline at ``target``."""
 
     target: tuple[str, int]
-    sock: socket.socket = field(default_factory=bound_udp)
+    host: str = HOST
+    """The loopback address this peer sends from (127.0.0.x: another source to the hotline)."""
+    sock: socket.socket = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sock = bound_udp(self.host)
 
     @property
     def port(self) -> int:
@@ -79,13 +84,14 @@ class UdpPeer:
         to = f"<sip:{user}@{self.target[0]}:{self.target[1]}>"
         lines = [
             f"{method} sip:{user}@{self.target[0]}:{self.target[1]} SIP/2.0",
-            f"Via: SIP/2.0/UDP {HOST}:{self.port};branch={branch};rport",
+            f"Via: SIP/2.0/UDP {self.host}:{self.port};branch={branch};rport",
             "Max-Forwards: 70",
-            f"From: <sip:{from_user}@{HOST}:{self.port}>;tag={from_tag or secrets.token_hex(4)}",
+            f"From: <sip:{from_user}@{self.host}:{self.port}>"
+            f";tag={from_tag or secrets.token_hex(4)}",
             f"To: {to}" + (f";tag={to_tag}" if to_tag else ""),
-            f"Call-ID: {call_id or secrets.token_hex(8)}@{HOST}",
+            f"Call-ID: {call_id or secrets.token_hex(8)}@{self.host}",
             f"CSeq: {cseq} {method}",
-            f"Contact: <sip:{from_user}@{HOST}:{self.port}>",
+            f"Contact: <sip:{from_user}@{self.host}:{self.port}>",
             *headers,
         ]
         if body:
