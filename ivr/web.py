@@ -19,13 +19,14 @@ import ivr
 from crm_bridge.backend import CrmBackend
 from crm_bridge.outbox import Outbox
 from ivr.metrics import REGISTRY
+from ivr.routing_metrics import RoutingMetrics
 from ivr.settings import Settings
 from ivr.twilio.front import TwilioFrontEnd, add_twilio_routes
 from ivr.web_api import API_PREFIX, ApiError, Handler
 from ivr.web_auth import access_middleware, add_auth_routes
 from ivr.web_crm import CRM_KEY, add_crm_routes, stats_json
 from ivr.web_desk import add_desk_routes
-from ivr.web_routing import add_routing_routes
+from ivr.web_routing import ROUTING_KEY, add_routing_routes
 from ivr.web_wallboard import add_wallboard_routes
 from routing.store import RoutingStore
 
@@ -36,6 +37,7 @@ log = structlog.get_logger(__name__)
 SETTINGS_KEY = web.AppKey("settings", Settings)
 STARTED_KEY = web.AppKey("started_monotonic", float)
 STATUS_KEY = web.AppKey("status", Mapping[str, object])
+ROUTING_METRICS_KEY = web.AppKey("routing_metrics", RoutingMetrics)
 
 # Stable ids for the HTTP errors aiohttp raises itself (unknown path, wrong method, ...).
 _ERROR_IDS = {
@@ -102,6 +104,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus exposition of `ivr.metrics.REGISTRY` (OpenMetrics if the scraper asks)."""
+    exporter = request.app[ROUTING_METRICS_KEY]
+    store = request.app[ROUTING_KEY].store
+    if store is not None:  # routing's figures, read at scrape time (ivr.routing_metrics)
+        await exporter.refresh(store, request.app[ROUTING_KEY].clock())
     encoder, content_type = exposition.choose_encoder(request.headers.get("Accept", ""))
     response = web.Response(body=encoder(REGISTRY))
     response.headers["Content-Type"] = content_type
@@ -164,6 +170,7 @@ def create_app(
     app[STATUS_KEY] = status if status is not None else {}
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    app[ROUTING_METRICS_KEY] = RoutingMetrics()
     app.router.add_get("/", index)
     add_routing_routes(app, routing, clock)
     add_crm_routes(app, crm, clock, outbox)

@@ -91,6 +91,8 @@ class SipCall:
     ended: bool = False
     listener: CallListener | None = None
     """The call's recognizer stream, when the hotline has speech and the pool had room."""
+    media_counted: bool = False
+    """Its reception figures are in the RTP metrics (once, however often media is closed)."""
 
     # -- Transport (what the session asks for) -----------------------------------------
 
@@ -155,6 +157,9 @@ class SipCall:
 
     def close_media(self) -> None:
         """The call is over: its RTP and its recognizer stream go."""
+        if not self.media_counted:
+            self.media_counted = True
+            count_reception(self.media)
         self.media.close()
         if self.listener is not None:
             self.listener.close()
@@ -166,6 +171,13 @@ class SipCall:
     def session_feed(self, event: ev.Event) -> None:
         """Hand an event to the call's session (agent leg outcomes)."""
         self._feed(event)
+
+
+def count_reception(media: MediaStream) -> None:
+    """Add an ending stream's packets received and lost to the node's RTP metrics."""
+    counters = media.counters
+    metrics.RTP_PACKETS_RECEIVED.inc(counters.received)
+    metrics.RTP_PACKETS_LOST.inc(counters.lost)
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -758,6 +770,7 @@ class SipServer:
             with contextlib.suppress(Exception):
                 self.client.hangup(leg, self._now())
         if call.agent_media is not None:
+            count_reception(call.agent_media)
             call.agent_media.close()
         call.agent_leg = call.agent_media = None
         self.legs.pop(leg, None)
