@@ -72,6 +72,11 @@ SIP_REGISTERS_DROPPED = Counter(
     "of failed digest proofs).",
     registry=REGISTRY,
 )
+HTTP_MALFORMED = Counter(
+    "hotline_http_malformed",
+    "HTTP requests the web server's parser refused (answered 400 and closed).",
+    registry=REGISTRY,
+)
 RTP_STREAMS = Gauge(
     "hotline_rtp_streams",
     "RTP streams on the shared send clock.",

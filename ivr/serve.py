@@ -8,6 +8,7 @@ signal stops at once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 
 import structlog
@@ -24,7 +25,7 @@ from ivr.sip.server import SipServer
 from ivr.speech_runtime import SpeechRuntime
 from ivr.twilio.config import TwilioSettingsError
 from ivr.twilio.front import TwilioFrontEnd
-from ivr.web import create_app
+from ivr.web import MalformedRequestFilter, create_app
 from sounds.catalog import Catalog, PromptLibrary, shipped_dir
 
 log = structlog.get_logger(__name__)
@@ -175,6 +176,10 @@ async def _serve(settings: Settings) -> int:
             shutdown_timeout=settings.shutdown_grace_seconds * 0.4,
             access_log_format=ACCESS_LOG_FORMAT,
         )
+        # Garbage on the web port is counted and summarised, not logged as an error per request.
+        server_log = logging.getLogger("aiohttp.server")
+        bad_requests = MalformedRequestFilter()
+        server_log.addFilter(bad_requests)
         await runner.setup()
         try:
             site = web.TCPSite(runner, settings.web_host, settings.web_port)

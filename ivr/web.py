@@ -8,17 +8,19 @@ so clients branch on the id, never on the message.
 from __future__ import annotations
 
 import html
+import logging
 import time
 from collections.abc import Callable, Mapping
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import exposition
 
 import ivr
 from crm_bridge.backend import CrmBackend
 from crm_bridge.outbox import Outbox
-from ivr.metrics import REGISTRY
+from ivr.metrics import HTTP_MALFORMED, REGISTRY
 from ivr.routing_metrics import RoutingMetrics
 from ivr.settings import Settings
 from ivr.twilio.front import TwilioFrontEnd, add_twilio_routes
@@ -53,6 +55,20 @@ def _error(status: int, error_id: str, message: str) -> web.Response:
 
 
 @web.middleware
+async def client_gone(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A client that closes its connection before sending the body it announced (a scanner's
+    truncated request, a browser tab closed mid-upload): the read fails with
+    ConnectionResetError, which is the client's doing, not a fault here. Counted and answered
+    400 (nobody reads it) instead of being logged as a handler failure with a traceback."""
+    try:
+        return await handler(request)
+    except ConnectionResetError:
+        HTTP_MALFORMED.inc()
+        log.debug("client left mid-request", path=request.path, method=request.method)
+        return web.Response(status=400, text="incomplete request")
+
+
+@web.middleware
 async def api_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Answer every failure under /api/ with JSON `{"error_id", "message"}`."""
     if not request.path.startswith(API_PREFIX):
@@ -67,6 +83,8 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         error_id = _ERROR_IDS.get(exc.status, f"http-{exc.status}")
         message = exc.reason if exc.status != 404 else f"no API endpoint at {request.path}"
         return _error(exc.status, error_id, message)
+    except ConnectionResetError:
+        raise  # the client left: `client_gone` answers it
     except Exception:
         log.exception("api handler failed", path=request.path, method=request.method)
         return _error(500, "internal-error", "internal error; see the server log")
@@ -93,6 +111,41 @@ async def _health(request: web.Request) -> dict[str, object]:
     extra = app[STATUS_KEY]
     body.update(extra)
     return body
+
+
+MALFORMED_LOG_EVERY = 10.0
+"""At most one log line per this many seconds for malformed HTTP requests."""
+
+
+class MalformedRequestFilter(logging.Filter):
+    """Turns aiohttp's error-with-traceback for every request its parser refuses (a scanner or
+    garbage on the web port; aiohttp answers 400 and closes) into a count and at most one
+    warning per `MALFORMED_LOG_EVERY` seconds. Attach it to the ``aiohttp.server`` logger; any
+    other error there (a real fault) still passes as an error."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last_log = -MALFORMED_LOG_EVERY
+        self._since_last = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        HTTP_MALFORMED.inc()
+        self._since_last += 1
+        now = time.monotonic()
+        if now - self._last_log >= MALFORMED_LOG_EVERY:
+            self._last_log = now
+            reason = " ".join(str(exc.message).split())[:120]
+            log.warning(
+                "malformed http dropped",
+                status=exc.code,
+                reason=reason.encode("ascii", "backslashreplace").decode(),
+                since_last=self._since_last,
+            )
+            self._since_last = 0
+        return False
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -164,7 +217,7 @@ def create_app(
     Media Streams under ``/twilio/`` (without it, or while it is off, they answer 503).
     """
     # api_errors first: the access rule's refusals are ApiErrors it turns into JSON.
-    app = web.Application(middlewares=[api_errors, access_middleware(settings)])
+    app = web.Application(middlewares=[client_gone, api_errors, access_middleware(settings)])
     app[SETTINGS_KEY] = settings
     app[STARTED_KEY] = time.monotonic()
     app[STATUS_KEY] = status if status is not None else {}
