@@ -97,6 +97,16 @@ def node(tmp_path: Path) -> Iterator[ServeProcess]:
         serve.finish()
 
 
+def metric_values(text: str) -> dict[str, float]:
+    """Prometheus text exposition -> {series: value}."""
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            values[series] = float(value)
+    return values
+
+
 def problems(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Log lines that mean something went wrong inside the node."""
     return [
@@ -152,11 +162,18 @@ async def test_a_running_node_survives_hostile_input_and_carries_an_ordinary_cal
         # The call whose RTP port took the barrage is still up: it hangs up normally.
         assert call.bye().status == 200
         assert await asyncio.to_thread(sipp.wait, 60) == 0, "the ordinary call did not complete"
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(f"http://127.0.0.1:{web_port}/healthz") as health,
-        ):
-            assert health.status == 200
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{web_port}/healthz") as health:
+                assert health.status == 200
+            async with http.get(f"http://127.0.0.1:{web_port}/metrics") as scrape:
+                exported = metric_values(await scrape.text())
+        # What the barrages did shows on the dashboard's series: the hostile RTP's random
+        # sequence numbers as loss of the call that ended, the garbage as malformed.
+        assert exported["hotline_rtp_packets_received_total"] > 0
+        assert exported["hotline_rtp_packets_lost_total"] > 0
+        assert exported["hotline_sip_malformed_total"] > 0
+        assert exported["hotline_http_malformed_total"] > 0
+        assert exported['hotline_routing_agents{state="available"}'] == 0
         # Every hostile HTTP request got an answer (4xx mostly), none a 500.
         assert 500 not in sent.http_statuses, sent.http_statuses
     finally:
