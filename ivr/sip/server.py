@@ -183,12 +183,21 @@ def count_reception(media: MediaStream) -> None:
 class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, server: SipServer) -> None:
         self.server = server
+        self.errors = 0
+        self.last_error_log = -MALFORMED_LOG_EVERY
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         self.server.datagram(data, (str(addr[0]), int(addr[1])))
 
     def error_received(self, exc: Exception) -> None:
-        log.warning("sip socket error", error=str(exc))
+        # ICMP errors for datagrams sent to spoofed or dead sources: a scanner can cause one per
+        # packet, so at most one line per MALFORMED_LOG_EVERY seconds, with a count.
+        self.errors += 1
+        now = time.monotonic()
+        if now - self.last_error_log >= MALFORMED_LOG_EVERY:
+            self.last_error_log = now
+            log.warning("sip socket error", error=str(exc), since_last=self.errors)
+            self.errors = 0
 
 
 class SipServer:
