@@ -38,6 +38,9 @@ class Plan:
     rtp: int = 1000
     http: int = 200
     twilio: int = 300
+    pace: float = 0.01
+    """Seconds each barrage rests after every 20 inputs (0.01: at most about 2,000 a second
+    each; a flood beyond what a node can read only measures the kernel's buffer)."""
 
     @property
     def total(self) -> int:
@@ -70,7 +73,9 @@ def neighbourly(seeds: list[bytes], port: int) -> list[bytes]:
     return out
 
 
-async def sip_barrage(target: tuple[str, int], count: int, rng: random.Random, sent: Sent) -> None:
+async def sip_barrage(
+    target: tuple[str, int], count: int, rng: random.Random, sent: Sent, pace: float = 0.01
+) -> None:
     """``count`` hostile datagrams to the SIP port, a little at a time (the node must read them,
     not the kernel drop them)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -81,7 +86,7 @@ async def sip_barrage(target: tuple[str, int], count: int, rng: random.Random, s
             sock.sendto(hostile("sip", seeds, rng), target)
             sent.sip += 1
             if i % 20 == 19:
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(pace)
                 sent.sip_answers += _drain(sock)
         await asyncio.sleep(0.2)
         sent.sip_answers += _drain(sock)
@@ -98,7 +103,12 @@ def _drain(sock: socket.socket) -> int:
 
 
 async def rtp_barrage(
-    rtp: socket.socket, target: tuple[str, int], count: int, rng: random.Random, sent: Sent
+    rtp: socket.socket,
+    target: tuple[str, int],
+    count: int,
+    rng: random.Random,
+    sent: Sent,
+    pace: float = 0.01,
 ) -> None:
     """``count`` hostile RTP datagrams from the call's own RTP socket (the latched source, so
     they are read, not dropped as strangers'), one in ten from a stranger."""
@@ -109,7 +119,7 @@ async def rtp_barrage(
             (stranger if i % 10 == 9 else rtp).sendto(hostile("rtp", seeds, rng), target)
             sent.rtp += 1
             if i % 20 == 19:
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(pace)
 
 
 async def http_barrage(
