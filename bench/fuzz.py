@@ -103,7 +103,8 @@ async def fuzz_node(
                 await asyncio.to_thread(node.proc.wait, 15)
             node.drain(5)
             if log_file is not None:
-                log_file.write_text("".join(json.dumps(line) + "\n" for line in node.lines))
+                text = "".join(json.dumps(line) + "\n" for line in node.lines)
+                await asyncio.to_thread(log_file.write_text, text)
             if found := problems(node.lines):
                 why.append(f"{len(found)} error lines, first: {found[0]}")
             return not why, "; ".join(why), took

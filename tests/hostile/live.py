@@ -74,7 +74,7 @@ def neighbourly(seeds: list[bytes], port: int) -> list[bytes]:
 
 
 async def sip_barrage(
-    target: tuple[str, int], count: int, rng: random.Random, sent: Sent, pace: float = 0.01
+    target: tuple[str, int], count: int, rng: random.Random, sent: Sent, *, pace: float = 0.01
 ) -> None:
     """``count`` hostile datagrams to the SIP port, a little at a time (the node must read them,
     not the kernel drop them)."""
@@ -108,6 +108,7 @@ async def rtp_barrage(
     count: int,
     rng: random.Random,
     sent: Sent,
+    *,
     pace: float = 0.01,
 ) -> None:
     """``count`` hostile RTP datagrams from the call's own RTP socket (the latched source, so

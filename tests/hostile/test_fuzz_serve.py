@@ -130,8 +130,8 @@ async def run_barrages(sip_port: int, web_port: int, call: Call, plan: Plan, see
                 await stream.ws.send_str(frame)
 
         await asyncio.gather(
-            sip_barrage(("127.0.0.1", sip_port), plan.sip, sip_rng, sent, plan.pace),
-            rtp_barrage(call.rtp, call.remote_rtp, plan.rtp, rtp_rng, sent, plan.pace),
+            sip_barrage(("127.0.0.1", sip_port), plan.sip, sip_rng, sent, pace=plan.pace),
+            rtp_barrage(call.rtp, call.remote_rtp, plan.rtp, rtp_rng, sent, pace=plan.pace),
             http_barrage(web_port, plan.http, http_rng, sent),
             twilio_barrage(send, plan.twilio, twilio_rng, sent),
         )
