@@ -387,6 +387,11 @@ class Registrar:
             if missing:
                 reason = f"Bad Request (Authorization lacks {', '.join(missing)})"
                 raise _RefusedError(_reply(400, reason, "incomplete-credentials"))
+            if not _HA1.fullmatch(params["response"].lower()):
+                # An MD5 request-digest is 32 hex digits (RFC 2617 §3.2.2); anything else (a
+                # fuzzed non-ASCII one made hmac.compare_digest raise TypeError) is malformed,
+                # and said so before any extension is looked up (no enumeration).
+                raise _RefusedError(_reply(400, "Bad Request (malformed response)", "bad-response"))
             return _Proof(
                 username=params["username"],
                 nonce=params["nonce"],

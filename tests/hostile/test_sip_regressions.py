@@ -72,3 +72,34 @@ def test_socket_errors_are_logged_at_most_once_per_interval() -> None:
     (line,) = [e for e in logs if e["event"] == "sip socket error"]
     assert line["since_last"] == 1
     assert protocol.errors == 49
+
+
+# Found by bench/fuzz.py --seed 1 (input 1357): a REGISTER whose digest response was not ASCII
+# made hmac.compare_digest raise TypeError inside the registrar (in `hotline serve`: an error
+# with a traceback, the REGISTER unanswered, the other events of that datagram held back).
+CAPTURED_REGISTER = (
+    b"REGISTER sip:127.0.0.1 SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKreg;rport\r\nMax-Forwards: 70\r\n"
+    b"From: <sip:1001@127.0.0.1>;tag=r1\r\nTo: <sip:1001@127.0.0.1>\r\n"
+    b"Call-ID: reg@127.0.0.1\r\nCSeq: 2 REGISTER\r\n"
+    b"Contact: <sip:1001@127.0.0.1:5070>;expires=600\r\nExpires: 600\r\n"
+    b'Authorization: Digest username="1001", realm="hotline", nonce="abc", '
+    b'uri="sip:127.0.0.1", response="0123456789abcdef0123456789abcde\xffY)\xeb\x0c\xec\x125L4'
+    b'\x92\x1df", algorithm=MD5, qop=auth, nc=00000001, cnonce="xyz"\r\n'
+    b"Content-Length: 0\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize("user", ["1001", "9999"])
+def test_a_non_hex_digest_response_is_a_bad_request_for_any_user(user: str) -> None:
+    from ivr.sip.events import RegisterRequest
+    from ivr.sip.registrar import Registrar, digest_ha1
+
+    registrar = Registrar({"1001": digest_ha1("1001", "hotline", "secret")})
+    core = SipCore(local_addr=("127.0.0.1", 5060), registrar=True)
+    core.receive_datagram(
+        CAPTURED_REGISTER.replace(b"1001", user.encode()), ("127.0.0.1", 5070), 0.0
+    )
+    (event,) = [e for e in iter(core.next_event, None) if isinstance(e, RegisterRequest)]
+    reply = registrar.handle(event.request, event.addr, 0.0)
+    assert (reply.status, reply.outcome) == (400, "bad-response")
