@@ -4,6 +4,8 @@ and the longest wait per queue, agents by state, assignments and reservation tim
 from __future__ import annotations
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from structlog.testing import capture_logs
 
 from ivr.metrics import REGISTRY
@@ -46,7 +48,8 @@ async def test_routing_metrics_follow_the_event_stream(redis_client: Redis) -> N
 
 
 async def test_a_redis_outage_keeps_the_last_values_and_says_so_once() -> None:
-    dead = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+    # Nothing listens on port 1; no retries, so the test does not wait out the client's backoff.
+    dead = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
     try:
         exporter = RoutingMetrics()
         with capture_logs() as logs:
