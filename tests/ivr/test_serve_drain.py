@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.ivr.serve_process import ServeProcess, start_serve
+from tests.ivr.sip.sipp import free_udp_port
 from tests.ivr.sip.udp_peer import Call, UdpPeer, place_call
 
 START_TIMEOUT = 60.0  # a shared, loaded CI machine starts the embedded Redis slowly
@@ -77,8 +78,9 @@ def test_draining_node_answers_options_and_healthz_with_503(tmp_path: Path, peer
 def test_calls_get_media_ports_from_the_range_and_a_full_range_refuses(
     tmp_path: Path, peer
 ) -> None:
-    # Four ports = two even ones: two calls fit, the third finds none.
-    first = 47_100
+    # Four ports = two even ones: two calls fit, the third finds none. An even port with the
+    # next three free, so no other program on this shared machine holds one of them.
+    first = free_udp_port()
     serve, sip_port, _ = started(
         tmp_path, HOTLINE_SIP_RTP_PORT_MIN=str(first), HOTLINE_SIP_RTP_PORT_MAX=str(first + 3)
     )
