@@ -109,7 +109,7 @@ async def fuzz_node(
                 why.append(f"{len(found)} error lines, first: {found[0]}")
             return not why, "; ".join(why), took
         finally:
-            node.finish()
+            node.stop()
 
 
 def main() -> int:

@@ -94,7 +94,7 @@ def node(tmp_path: Path) -> Iterator[ServeProcess]:
     try:
         yield serve
     finally:
-        serve.finish()
+        serve.stop()
 
 
 def metric_values(text: str) -> dict[str, float]:

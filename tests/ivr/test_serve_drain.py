@@ -72,7 +72,7 @@ def test_draining_node_answers_options_and_healthz_with_503(tmp_path: Path, peer
         call.close()
         assert serve.proc.wait(timeout=10) == 0
     finally:
-        serve.finish()
+        serve.stop()
 
 
 def test_calls_get_media_ports_from_the_range_and_a_full_range_refuses(
@@ -111,4 +111,4 @@ def test_calls_get_media_ports_from_the_range_and_a_full_range_refuses(
     finally:
         for call in calls:
             call.close()
-        serve.finish()
+        serve.stop()

@@ -87,7 +87,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServeProces
         sip = int(serve.wait_for("sip listening", 0)["port"])
         yield serve, sip, web
     finally:
-        serve.finish()
+        serve.stop()
 
 
 def test_svmap_finds_the_node_and_nothing_more(node) -> None:
