@@ -4,7 +4,12 @@ reached over real UDP and HTTP."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 import signal
+import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -111,4 +116,72 @@ def test_calls_get_media_ports_from_the_range_and_a_full_range_refuses(
     finally:
         for call in calls:
             call.close()
+        serve.stop()
+
+
+KAMAILIO_CFG = Path(__file__).resolve().parents[2] / "docker" / "kamailio" / "kamailio.cfg"
+
+
+def dispatcher_flags(ctl: Path, uri: str) -> str:
+    """The dispatcher's FLAGS for ``uri`` (AP active, IP inactive, TP trying), via kamcmd."""
+    done = subprocess.run(
+        ["kamcmd", "-s", f"unix:{ctl}", "dispatcher.list"],
+        capture_output=True,
+        text=True,
+        timeout=5,
+        check=False,
+    )
+    found = re.search(rf"URI: {re.escape(uri)}\s+FLAGS: (\w+)", done.stdout)
+    return found.group(1) if found else ""
+
+
+def wait_flags(ctl: Path, uri: str, wanted: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    flags = ""
+    while time.monotonic() < deadline:
+        flags = dispatcher_flags(ctl, uri)
+        if flags.startswith(wanted):
+            return flags
+        time.sleep(0.5)
+    return flags
+
+
+@pytest.mark.slow
+def test_kamailio_takes_a_draining_node_out_by_its_options_probes(tmp_path: Path, peer) -> None:
+    # docker/kamailio/kamailio.cfg as deployed: OPTIONS every 5 s, two failed probes (only a
+    # 200 counts) and the node is inactive.
+    if shutil.which("kamailio", path="/usr/sbin:/usr/bin") is None:
+        pytest.fail("kamailio is not installed (scripts/test installs it)")
+    serve, sip_port, _ = started(tmp_path, HOTLINE_SHUTDOWN_GRACE_SECONDS="60")
+    uri = f"sip:127.0.0.1:{sip_port}"
+    (tmp_path / "dispatcher.list").write_text(f"1 {uri} 0 0 duid=node1\n")
+    ctl = tmp_path / "kamailio.ctl"
+    with (tmp_path / "kamailio.log").open("w") as log:
+        kamailio = subprocess.Popen(
+            [
+                *("kamailio", "-f", str(KAMAILIO_CFG), "-DD", "-E"),
+                *("-A", f"LISTEN=udp:127.0.0.1:{free_udp_port()}"),
+                *("-A", f'DISPATCHER_LIST="{tmp_path / "dispatcher.list"}"'),
+                *("-A", f'CTL_SOCKET="unix:{ctl}"'),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+        )
+    call: Call | None = None
+    try:
+        assert wait_flags(ctl, uri, "AP", 30).startswith("AP")  # probed and answered
+        placed = place_call(peer(("127.0.0.1", sip_port)))
+        assert isinstance(placed, Call)  # keeps the node draining while Kamailio probes
+        call = placed
+        serve.proc.send_signal(signal.SIGTERM)
+        serve.wait_for("stopping", 5)
+        assert wait_flags(ctl, uri, "IP", 30).startswith("IP")  # inactive: no new calls sent
+        assert call.bye().status == 200  # the call in flight was carried to its end
+        assert serve.proc.wait(timeout=20) == 0
+    finally:
+        if call is not None:
+            call.close()
+        os.killpg(kamailio.pid, signal.SIGTERM)
+        kamailio.wait(timeout=10)
         serve.stop()
