@@ -66,6 +66,17 @@ SIP_MALFORMED = Counter(
     "SIP datagrams dropped as malformed (unparseable, oversized, missing headers).",
     registry=REGISTRY,
 )
+SIP_REGISTERS_DROPPED = Counter(
+    "hotline_sip_registers_dropped",
+    "REGISTERs left unanswered by the brute-force throttle (a source or user over its limit "
+    "of failed digest proofs).",
+    registry=REGISTRY,
+)
+HTTP_MALFORMED = Counter(
+    "hotline_http_malformed",
+    "HTTP requests the web server's parser refused (answered 400 and closed).",
+    registry=REGISTRY,
+)
 RTP_STREAMS = Gauge(
     "hotline_rtp_streams",
     "RTP streams on the shared send clock.",
@@ -124,3 +135,52 @@ SIP_REFERS = Counter(
 )
 for _outcome in REFER_OUTCOMES:
     SIP_REFERS.labels(outcome=_outcome)
+
+# --- routing, the tenant's figures read from Redis at each scrape (ivr/routing_metrics.py);
+# every node exports the same values: aggregate across nodes with max, not sum ---
+
+ROUTING_WAITING = Gauge(
+    "hotline_routing_waiting",
+    "Callers in line, not yet offered to an agent, by queue (the tenant's, from routing).",
+    ["queue"],
+    registry=REGISTRY,
+)
+ROUTING_LONGEST_WAIT = Gauge(
+    "hotline_routing_longest_wait_seconds",
+    "Seconds since the longest-waiting unanswered caller entered, by queue.",
+    ["queue"],
+    registry=REGISTRY,
+)
+ROUTING_AGENTS = Gauge(
+    "hotline_routing_agents",
+    "Logged-in agents by state (available, reserved, on_call, wrap_up, not_ready).",
+    ["state"],
+    registry=REGISTRY,
+)
+ROUTING_ASSIGNMENTS = Counter(
+    "hotline_routing_assignments",
+    "Calls and callbacks offered (reserved) to an agent, by queue, since this node first "
+    "read routing's event stream.",
+    ["queue"],
+    registry=REGISTRY,
+)
+ROUTING_RESERVATION_TIMEOUTS = Counter(
+    "hotline_routing_reservation_timeouts",
+    "Offers an agent did not answer in time (RONA): the call went back in line, by queue.",
+    ["queue"],
+    registry=REGISTRY,
+)
+
+# --- RTP reception quality (ivr/sip/server.py, when a call's media closes) ---
+
+RTP_PACKETS_RECEIVED = Counter(
+    "hotline_rtp_packets_received",
+    "Valid RTP packets received from callers and agent phones, counted when a call ends.",
+    registry=REGISTRY,
+)
+RTP_PACKETS_LOST = Counter(
+    "hotline_rtp_packets_lost",
+    "RTP packets missing from callers' and agent phones' streams (sequence number gaps, RFC "
+    "3550 A.3), counted when a call ends; loss ratio = lost / (lost + received).",
+    registry=REGISTRY,
+)

@@ -8,6 +8,7 @@ signal stops at once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 
 import structlog
@@ -24,7 +25,7 @@ from ivr.sip.server import SipServer
 from ivr.speech_runtime import SpeechRuntime
 from ivr.twilio.config import TwilioSettingsError
 from ivr.twilio.front import TwilioFrontEnd
-from ivr.web import create_app
+from ivr.web import MalformedRequestFilter, create_app
 from sounds.catalog import Catalog, PromptLibrary, shipped_dir
 
 log = structlog.get_logger(__name__)
@@ -60,6 +61,17 @@ async def _serve(settings: Settings) -> int:
     stop = asyncio.Event()
     signals_seen: list[signal.Signals] = []
     cleanup: asyncio.Task[None] | None = None
+    status: dict[str, object] = {"sip": "starting", "routing": "starting"}
+    sip: SipServer | None = None
+
+    def drain() -> None:
+        # At once, in the signal handler: a dispatcher probe or health check that arrives a
+        # moment later must already see the node going.
+        if sip is not None:
+            sip.drain()
+        # /healthz answers 503 from now on (ivr.web): load balancers and the image's health
+        # check see the node going, while calls in flight finish.
+        status["status"] = status["sip"] = "draining"
 
     def on_signal(signum: signal.Signals) -> None:
         signals_seen.append(signum)
@@ -69,6 +81,7 @@ async def _serve(settings: Settings) -> int:
                 signal=signum.name,
                 grace_seconds=settings.shutdown_grace_seconds,
             )
+            drain()
             stop.set()
         else:
             log.warning("second signal, stopping now", signal=signum.name)
@@ -80,7 +93,6 @@ async def _serve(settings: Settings) -> int:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         _log_startup(settings)
-        status: dict[str, object] = {"sip": "starting", "routing": "starting"}
         dirs = [settings.sounds_dir] if settings.sounds_dir is not None else []
         try:
             flow = load_flow(settings.resolved_flow_file())
@@ -165,6 +177,10 @@ async def _serve(settings: Settings) -> int:
             shutdown_timeout=settings.shutdown_grace_seconds * 0.4,
             access_log_format=ACCESS_LOG_FORMAT,
         )
+        # Garbage on the web port is counted and summarised, not logged as an error per request.
+        server_log = logging.getLogger("aiohttp.server")
+        bad_requests = MalformedRequestFilter()
+        server_log.addFilter(bad_requests)
         await runner.setup()
         try:
             site = web.TCPSite(runner, settings.web_host, settings.web_port)
@@ -186,7 +202,6 @@ async def _serve(settings: Settings) -> int:
             log.info("web listening", url=_url(host, port), host=host, port=port)
 
         await stop.wait()
-        status["sip"] = "draining"
 
         async def shut_down() -> None:
             try:

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -109,6 +109,39 @@ class Settings(BaseSettings):
         default=500,
         ge=1,
         description="calls carried at once; more are refused with 503 and Retry-After",
+    )
+    sip_rtp_port_min: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="first UDP port for call media (RTP); 0 with sip_rtp_port_max 0 = any free "
+        "port the OS gives",
+    )
+    sip_rtp_port_max: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="last UDP port for call media; a call that finds every even port of the "
+        "range taken is refused with 503",
+    )
+    sip_register_attempts_per_source: int = Field(
+        default=20,
+        ge=1,
+        description="failed REGISTER proofs (403) one source address may make per "
+        "sip_register_window_seconds before its REGISTERs are dropped unanswered",
+    )
+    sip_register_attempts_per_user: int = Field(
+        default=10,
+        ge=1,
+        description="failed REGISTER proofs for one extension (from anywhere) per window before "
+        "that extension's REGISTERs are dropped unanswered",
+    )
+    sip_register_window_seconds: float = Field(
+        default=300.0,
+        gt=0.0,
+        le=86400.0,
+        description="the REGISTER throttle's window: a source or extension over its limit is "
+        "refused until this long after its latest failure",
     )
     sip_session_expires: int = Field(
         default=1800,
@@ -423,6 +456,16 @@ class Settings(BaseSettings):
         ge=0.0,
         description="on the first SIGTERM/SIGINT, how long in-flight work may take to finish",
     )
+
+    @model_validator(mode="after")
+    def _rtp_range(self) -> Settings:
+        lo, hi = self.sip_rtp_port_min, self.sip_rtp_port_max
+        if (lo == 0) != (hi == 0) or lo > hi or (lo and hi - lo < 1):
+            raise ValueError(
+                f"sip_rtp_port_min/max {lo}-{hi}: both 0 (any port), or a range of at least two "
+                "ports with min <= max"
+            )
+        return self
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod

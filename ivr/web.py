@@ -8,18 +8,21 @@ so clients branch on the id, never on the message.
 from __future__ import annotations
 
 import html
+import logging
 import time
 from collections.abc import Callable, Mapping
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import exposition
 
 import ivr
 from crm_bridge.backend import CrmBackend
 from crm_bridge.outbox import Outbox
 from ivr.crm_service import CrmService
-from ivr.metrics import REGISTRY
+from ivr.metrics import HTTP_MALFORMED, REGISTRY
+from ivr.routing_metrics import RoutingMetrics
 from ivr.settings import Settings
 from ivr.twilio.front import TwilioFrontEnd, add_twilio_routes
 from ivr.web_api import API_PREFIX, ApiError, Handler
@@ -28,7 +31,7 @@ from ivr.web_crm import CRM_KEY, add_crm_routes, stats_json
 from ivr.web_desk import add_desk_routes
 from ivr.web_desk_work import DeskWork
 from ivr.web_openapi import add_openapi_route
-from ivr.web_routing import add_routing_routes
+from ivr.web_routing import ROUTING_KEY, add_routing_routes
 from ivr.web_wallboard import add_wallboard_routes
 from routing.store import RoutingStore
 
@@ -39,6 +42,7 @@ log = structlog.get_logger(__name__)
 SETTINGS_KEY = web.AppKey("settings", Settings)
 STARTED_KEY = web.AppKey("started_monotonic", float)
 STATUS_KEY = web.AppKey("status", Mapping[str, object])
+ROUTING_METRICS_KEY = web.AppKey("routing_metrics", RoutingMetrics)
 
 # Stable ids for the HTTP errors aiohttp raises itself (unknown path, wrong method, ...).
 _ERROR_IDS = {
@@ -51,6 +55,20 @@ _ERROR_IDS = {
 
 def _error(status: int, error_id: str, message: str) -> web.Response:
     return web.json_response({"error_id": error_id, "message": message}, status=status)
+
+
+@web.middleware
+async def client_gone(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A client that closes its connection before sending the body it announced (a scanner's
+    truncated request, a browser tab closed mid-upload): the read fails with
+    ConnectionResetError, which is the client's doing, not a fault here. Counted and answered
+    400 (nobody reads it) instead of being logged as a handler failure with a traceback."""
+    try:
+        return await handler(request)
+    except ConnectionResetError:
+        HTTP_MALFORMED.inc()
+        log.debug("client left mid-request", path=request.path, method=request.method)
+        return web.Response(status=400, text="incomplete request")
 
 
 @web.middleware
@@ -68,6 +86,8 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         error_id = _ERROR_IDS.get(exc.status, f"http-{exc.status}")
         message = exc.reason if exc.status != 404 else f"no API endpoint at {request.path}"
         return _error(exc.status, error_id, message)
+    except ConnectionResetError:
+        raise  # the client left: `client_gone` answers it
     except Exception:
         log.exception("api handler failed", path=request.path, method=request.method)
         return _error(500, "internal-error", "internal error; see the server log")
@@ -96,13 +116,54 @@ async def _health(request: web.Request) -> dict[str, object]:
     return body
 
 
+MALFORMED_LOG_EVERY = 10.0
+"""At most one log line per this many seconds for malformed HTTP requests."""
+
+
+class MalformedRequestFilter(logging.Filter):
+    """Turns aiohttp's error-with-traceback for every request its parser refuses (a scanner or
+    garbage on the web port; aiohttp answers 400 and closes) into a count and at most one
+    warning per `MALFORMED_LOG_EVERY` seconds. Attach it to the ``aiohttp.server`` logger; any
+    other error there (a real fault) still passes as an error."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last_log = -MALFORMED_LOG_EVERY
+        self._since_last = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        HTTP_MALFORMED.inc()
+        self._since_last += 1
+        now = time.monotonic()
+        if now - self._last_log >= MALFORMED_LOG_EVERY:
+            self._last_log = now
+            reason = " ".join(str(exc.message).split())[:120]
+            log.warning(
+                "malformed http dropped",
+                status=exc.code,
+                reason=reason.encode("ascii", "backslashreplace").decode(),
+                since_last=self._since_last,
+            )
+            self._since_last = 0
+        return False
+
+
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness and a summary of what runs on this node."""
-    return web.json_response(await _health(request))
+    """Liveness and a summary of what runs on this node: 200 while it takes calls, 503 once it
+    drains (the first SIGTERM), so a load balancer or orchestrator stops sending it work."""
+    health = await _health(request)
+    return web.json_response(health, status=200 if health["status"] == "ok" else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus exposition of `ivr.metrics.REGISTRY` (OpenMetrics if the scraper asks)."""
+    exporter = request.app[ROUTING_METRICS_KEY]
+    store = request.app[ROUTING_KEY].store
+    if store is not None:  # routing's figures, read at scrape time (ivr.routing_metrics)
+        await exporter.refresh(store, request.app[ROUTING_KEY].clock())
     encoder, content_type = exposition.choose_encoder(request.headers.get("Accept", ""))
     response = web.Response(body=encoder(REGISTRY))
     response.headers["Content-Type"] = content_type
@@ -162,12 +223,13 @@ def create_app(
     (without it ``POST /api/desk/ticket`` answers 503 ``crm-unavailable``).
     """
     # api_errors first: the access rule's refusals are ApiErrors it turns into JSON.
-    app = web.Application(middlewares=[api_errors, access_middleware(settings)])
+    app = web.Application(middlewares=[client_gone, api_errors, access_middleware(settings)])
     app[SETTINGS_KEY] = settings
     app[STARTED_KEY] = time.monotonic()
     app[STATUS_KEY] = status if status is not None else {}
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    app[ROUTING_METRICS_KEY] = RoutingMetrics()
     app.router.add_get("/", index)
     add_routing_routes(app, routing, clock)
     add_crm_routes(app, crm, clock, outbox)

@@ -43,7 +43,7 @@ from ivr.logs import bind_call, mask_phone
 from ivr.routing_redis import CallbackEnd, CallbackOrder
 from ivr.sip.bridge import Bridge
 from ivr.sip.events import Addr
-from ivr.sip.media import MediaConfig, MediaStream, RemoteMedia
+from ivr.sip.media import MediaStream, RemoteMedia
 from ivr.sip.messages import hostport
 from ivr.sip.uac_events import (
     LegAnswered,
@@ -404,7 +404,7 @@ class CallbackDialer:
         return None
 
     async def _open_media(self, order: CallbackOrder) -> dict[Role, MediaStream]:
-        config = MediaConfig(host=self.server.settings.sip_host)
+        config = self.server.media_config
         opened: dict[Role, MediaStream] = {}
         try:
             for role in ("agent", "customer"):

@@ -9,6 +9,7 @@ offered, the offer's direction mirrored (hold: sendonly → recvonly, inactive �
 from __future__ import annotations
 
 import copy
+import ipaddress
 
 from aiosipua import Codec, ConnectionData, MediaDescription, SdpMessage, parse_sdp, serialize_sdp
 
@@ -39,6 +40,16 @@ def parse_body(body: bytes) -> SdpMessage:
         raise SdpSyntaxError(f"unparseable SDP: {exc}") from None
     if sdp.audio is None or sdp.rtp_address is None:
         raise SdpError("SDP without an audio stream and address")
+    host, port = sdp.rtp_address
+    # RFC 4566 §5.7 allows a host name in c=, but resolving it would block the event loop on
+    # every RTP packet sent (the socket's sendto resolves names): a fuzzed offer with
+    # c=IN IP4 %00 made the node look up names 50 times a second. Real peers send IP literals.
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        raise SdpError("SDP connection address is not an IP address") from None
+    if not 0 <= port < 65536:
+        raise SdpError(f"SDP audio port {port} is out of range")
     return sdp
 
 

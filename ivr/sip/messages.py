@@ -214,9 +214,10 @@ def uri_user(raw: str) -> str:
 def uri_hostport(raw_uri: str) -> Addr | None:
     """(host, port) of a SIP URI when its host is an IP literal, else ``None``."""
     uri = parse_uri(raw_uri.strip().strip("<>"))
-    if not is_ip_literal(uri.host):
+    port = uri.port or 5060
+    if not is_ip_literal(uri.host) or not 0 < port < 65536:  # no sendto to a port that cannot be
         return None
-    return (bare_host(uri.host), uri.port or 5060)
+    return (bare_host(uri.host), port)
 
 
 def display_name(raw_address: str | None) -> str:

@@ -37,8 +37,9 @@ Decisions a newcomer would question:
   single use for clients that do not do ``qop`` (RFC 2069 style, e.g. pyVoIP 1.6.8). A valid
   proof with an unknown, expired, replayed or used-up nonce gets 401 with ``stale=true``: the
   client retries with a fresh nonce without asking the user (RFC 2617 §3.2.1). A 403 spends
-  its nonce, so a password guesser needs a challenge round trip per guess (there is no rate
-  limit per source yet).
+  its nonce, so a password guesser needs a challenge round trip per guess; and failed proofs
+  are counted per source address and per user (`ivr.sip.register_throttle`): over the limit,
+  REGISTERs are dropped unanswered for a while (``RegisterReply.answered`` is false).
 - **Clients without qop are accepted** (RFC 2617 §3.2.2.1's RFC 2069 compatibility) because
   real phones (pyVoIP) do it; their nonce is single-use, which gives the same replay protection.
 - **One registrar, one domain:** the Request-URI's host is not checked (§10.3 step 1); the To
@@ -76,6 +77,7 @@ from aiosipua import (
 from ivr.sip.errors import SipError
 from ivr.sip.events import Addr
 from ivr.sip.messages import cseq_of, printable
+from ivr.sip.register_throttle import RegisterThrottle
 
 log = structlog.get_logger("ivr.sip.registrar")
 
@@ -176,13 +178,18 @@ class RegisterReply:
     """What to answer a REGISTER with; the server builds it with ``SipCore.response_for``."""
 
     status: int
-    """Status code: 200, 400, 401, 403, 423 or 500."""
+    """Status code: 200, 400, 401, 403, 423 or 500; 0 = send nothing (throttled)."""
     reason: str
     """Reason phrase."""
     headers: tuple[tuple[str, str], ...] = ()
     """Headers to add: Contact (200), WWW-Authenticate (401), Min-Expires (423)."""
     outcome: str = ""
     """Short machine-readable outcome for logs and tests (``registered``, ``challenged``…)."""
+
+    @property
+    def answered(self) -> bool:
+        """Whether to send a response at all (not when the REGISTER throttle drops it)."""
+        return self.status != 0
 
 
 @dataclass
@@ -229,6 +236,7 @@ class Registrar:
         nonce_ttl: float = NONCE_TTL,
         max_nonces: int = MAX_NONCES,
         max_bindings: int = MAX_BINDINGS,
+        throttle: RegisterThrottle | None = None,
     ) -> None:
         """``agents`` maps extension → HA1 (``md5(extension:realm:password)``, see load_agents).
 
@@ -246,6 +254,10 @@ class Registrar:
         self.nonce_ttl = nonce_ttl
         self.max_nonces = max_nonces
         self.max_bindings = max_bindings
+        self.throttle = throttle
+        """Failed proofs per source and user; ``None``: no limit (tests of the digest rules)."""
+        self.dropped = 0
+        """REGISTERs left unanswered by the throttle since start."""
         self._bindings: dict[str, dict[str, Binding]] = {}
         # Insertion order is expiry order (one TTL for all): the oldest are at the front.
         self._nonces: OrderedDict[str, _Nonce] = OrderedDict()
@@ -255,11 +267,16 @@ class Registrar:
     def handle(self, request: SipRequest, addr: Addr, now: float) -> RegisterReply:
         """Decide one REGISTER (its retransmissions are absorbed by the core)."""
         self.handle_timer(now)
+        extension, proof = "", None
         try:
             extension = self._extension(request)
+            if self._throttled(addr, (extension,), now):
+                return _DROPPED
             proof = self._proof(request)
             if proof is None:
                 return self._challenge(now, stale=False)
+            if proof.username != extension and self._throttled(addr, (proof.username,), now):
+                return _DROPPED
             self._authenticate(request, extension, proof, addr, now)
             return self._update(request, extension, addr, now)
         except _RefusedError as refused:
@@ -271,7 +288,40 @@ class Registrar:
                     reason=reply.outcome,
                     source=f"{addr[0]}:{addr[1]}",
                 )
+            if reply.status == 403 and reply.outcome in _GUESSES:
+                self._failed(addr, extension, proof, now)
             return reply
+
+    def _throttled(self, addr: Addr, users: tuple[str, ...], now: float) -> bool:
+        if self.throttle is None:
+            return False
+        exempt = frozenset(
+            u for u in users if any(b.source[0] == addr[0] for b in self.lookup(u, now))
+        )
+        scope = self.throttle.blocked(addr[0], users, now, exempt_users=exempt)
+        if scope is None:
+            return False
+        self.dropped += 1
+        return True
+
+    def _failed(self, addr: Addr, extension: str, proof: _Proof | None, now: float) -> None:
+        if self.throttle is None or proof is None:
+            return
+        users = (proof.username, extension)
+        for scope in self.throttle.failed(addr[0], users, now):
+            # Once per source or user that reaches its limit: a brute force is one line, not
+            # one per guess (the per-guess lines are at info level above).
+            log.warning(
+                "register throttled",
+                limit=scope,
+                source=addr[0],
+                user=printable(proof.username, 64) if scope == "user" else None,
+                failures=(
+                    self.throttle.per_source if scope == "source" else self.throttle.per_user
+                ),
+                window_seconds=self.throttle.window,
+                then="dropped unanswered",
+            )
 
     def lookup(self, extension: str, now: float) -> list[Binding]:
         """The live bindings of an extension, most recently registered last."""
@@ -337,6 +387,11 @@ class Registrar:
             if missing:
                 reason = f"Bad Request (Authorization lacks {', '.join(missing)})"
                 raise _RefusedError(_reply(400, reason, "incomplete-credentials"))
+            if not _HA1.fullmatch(params["response"].lower()):
+                # An MD5 request-digest is 32 hex digits (RFC 2617 §3.2.2); anything else (a
+                # fuzzed non-ASCII one made hmac.compare_digest raise TypeError) is malformed,
+                # and said so before any extension is looked up (no enumeration).
+                raise _RefusedError(_reply(400, "Bad Request (malformed response)", "bad-response"))
             return _Proof(
                 username=params["username"],
                 nonce=params["nonce"],
@@ -352,14 +407,15 @@ class Registrar:
         self, request: SipRequest, extension: str, proof: _Proof, addr: Addr, now: float
     ) -> None:
         ha1 = self.agents.get(proof.username)
+        if not _same_resource(proof.uri, request.uri):
+            # RFC 2617 §3.2.2.5: the digest-uri must name the Request-URI's resource. Checked
+            # before the extension is looked up, so this 400 is the same for every username.
+            raise _RefusedError(_reply(400, "Bad Request (digest uri)", "digest-uri-mismatch"))
         if ha1 is None:
             self._forbid(proof, "unknown-extension")
         elif proof.username != extension:
             # §10.3 step 4: an agent may only register its own extension.
             self._forbid(proof, "not-own-extension")
-        elif not _same_resource(proof.uri, request.uri):
-            # RFC 2617 §3.2.2.5: the digest-uri must name the Request-URI's resource.
-            raise _RefusedError(_reply(400, "Bad Request (digest uri)", "digest-uri-mismatch"))
         elif not hmac.compare_digest(_expected(ha1, request.method, proof), proof.response):
             self._forbid(proof, "wrong-password")
         if not self._use_nonce(proof, now):
@@ -497,6 +553,11 @@ class Registrar:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+_DROPPED = RegisterReply(0, "", (), "throttled")
+_GUESSES = ("unknown-extension", "not-own-extension", "wrong-password")
+"""Refusals that are a failed password guess (counted by the throttle)."""
 
 
 def _reply(status: int, reason: str, outcome: str, *headers: tuple[str, str]) -> RegisterReply:

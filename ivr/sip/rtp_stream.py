@@ -27,6 +27,8 @@ from aiortp.codecs.g711 import PcmaCodec, PcmuCodec
 from aiortp.dtmf import EVENT_TO_DIGIT, DtmfEvent
 from aiortp.packet import RtpPacket, is_rtcp
 
+from ivr.sip.rtp_loss import SequenceGaps
+
 PCMU = 0
 """Static payload type of G.711 µ-law (RFC 3551 §6)."""
 
@@ -158,6 +160,8 @@ class RtpCounters:
     """RTCP arriving on the RTP port (rtcp-mux): ignored."""
     garbage: int = 0
     """Datagrams that are not RTP at all: dropped."""
+    lost: int = 0
+    """Packets missing from the peer's sequence numbers (`ivr.sip.rtp_loss`)."""
     extra: dict[str, int] = field(default_factory=dict)
     """Counts the transport adds (wrong source, send errors)."""
 
@@ -269,6 +273,7 @@ class RtpStream:
         self.last_received: float | None = None
         """Arrival time of the last valid RTP packet, None before the first."""
         self.counters = RtpCounters()
+        self._gaps = SequenceGaps()
         self.update(
             payload_type=payload_type,
             dtmf_payload_type=dtmf_payload_type,
@@ -421,6 +426,7 @@ class RtpStream:
             counters.garbage += 1
             return None
         counters.received += 1
+        counters.lost += self._gaps.push(packet.ssrc, packet.sequence_number)
         self.last_received = now
         pt = packet.payload_type
         if pt == self.dtmf_payload_type:

@@ -34,9 +34,10 @@ from ivr.sip import events as sip
 from ivr.sip.bridge import Bridge
 from ivr.sip.callbacks import CallbackDialer, CallbackLimits
 from ivr.sip.dtmf_merge import DtmfMerger, DtmfSource
-from ivr.sip.media import MediaConfig, MediaStream, RemoteMedia
+from ivr.sip.media import MediaConfig, MediaStream, RemoteMedia, RtpPorts
 from ivr.sip.prompt_audio import render_play
 from ivr.sip.refer_transfers import ReferTransfers
+from ivr.sip.register_throttle import RegisterThrottle
 from ivr.sip.registrar import Registrar, load_agents
 from ivr.sip.rtp_clock import SendClock
 from ivr.sip.sdp import Negotiated, NoCommonCodecError, answer_sdp, negotiate
@@ -90,6 +91,8 @@ class SipCall:
     ended: bool = False
     listener: CallListener | None = None
     """The call's recognizer stream, when the hotline has speech and the pool had room."""
+    media_counted: bool = False
+    """Its reception figures are in the RTP metrics (once, however often media is closed)."""
 
     # -- Transport (what the session asks for) -----------------------------------------
 
@@ -154,6 +157,9 @@ class SipCall:
 
     def close_media(self) -> None:
         """The call is over: its RTP and its recognizer stream go."""
+        if not self.media_counted:
+            self.media_counted = True
+            count_reception(self.media)
         self.media.close()
         if self.listener is not None:
             self.listener.close()
@@ -167,15 +173,31 @@ class SipCall:
         self._feed(event)
 
 
+def count_reception(media: MediaStream) -> None:
+    """Add an ending stream's packets received and lost to the node's RTP metrics."""
+    counters = media.counters
+    metrics.RTP_PACKETS_RECEIVED.inc(counters.received)
+    metrics.RTP_PACKETS_LOST.inc(counters.lost)
+
+
 class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, server: SipServer) -> None:
         self.server = server
+        self.errors = 0
+        self.last_error_log = -MALFORMED_LOG_EVERY
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         self.server.datagram(data, (str(addr[0]), int(addr[1])))
 
     def error_received(self, exc: Exception) -> None:
-        log.warning("sip socket error", error=str(exc))
+        # ICMP errors for datagrams sent to spoofed or dead sources: a scanner can cause one per
+        # packet, so at most one line per MALFORMED_LOG_EVERY seconds, with a count.
+        self.errors += 1
+        now = time.monotonic()
+        if now - self.last_error_log >= MALFORMED_LOG_EVERY:
+            self.last_error_log = now
+            log.warning("sip socket error", error=str(exc), since_last=self.errors)
+            self.errors = 0
 
 
 class SipServer:
@@ -202,6 +224,13 @@ class SipServer:
         self.crm = crm
         self.routing = routing
         self.clock = SendClock()
+        ports = (
+            RtpPorts(settings.sip_rtp_port_min, settings.sip_rtp_port_max)
+            if settings.sip_rtp_port_max
+            else None
+        )
+        self.media_config = MediaConfig(host=settings.sip_host, ports=ports)
+        """Where every media socket of this node binds (one port range, handed out in turn)."""
         self.calls: dict[str, SipCall] = {}
         self.pending: set[str] = set()
         self.draining = False
@@ -239,6 +268,11 @@ class SipServer:
                 realm=settings.sip_realm,
                 min_expires=settings.sip_register_min_expires,
                 max_expires=settings.sip_register_max_expires,
+                throttle=RegisterThrottle(
+                    per_source=settings.sip_register_attempts_per_source,
+                    per_user=settings.sip_register_attempts_per_user,
+                    window=settings.sip_register_window_seconds,
+                ),
             )
         # -- end registrar --
 
@@ -295,9 +329,17 @@ class SipServer:
         self._pump()  # the first REGISTER, if any
         return self.address
 
-    async def stop(self, grace: float) -> None:
-        """Stop taking calls (503 + Retry-After), let calls end within ``grace``, then hang up."""
+    def drain(self) -> None:
+        """Stop taking calls now: new INVITEs and out-of-dialog OPTIONS (a dispatcher's probes)
+        get 503 with Retry-After; calls in flight go on."""
         self.draining = True
+        if self._core is not None:
+            self.core.drain(RETRY_AFTER_SECONDS)
+
+    async def stop(self, grace: float) -> None:
+        """Stop taking calls (503 + Retry-After, to INVITEs and OPTIONS probes alike), let calls
+        end within ``grace``, then hang up."""
+        self.drain()
         if self.upstream is not None:
             self.upstream.stop(self._now())  # REGISTER Expires: 0 (nothing if never bound)
             self._pump()
@@ -447,6 +489,9 @@ class SipServer:
             return
         now = self._now()
         reply = self.registrar.handle(event.request, event.addr, now)
+        if not reply.answered:  # throttled: silence (the held transaction absorbs resends)
+            metrics.SIP_REGISTERS_DROPPED.inc()
+            return
         response = self.core.response_for(event.request, reply.status, reply.reason, event.addr)
         for name, value in reply.headers:
             response.headers.append(name, value)
@@ -495,7 +540,7 @@ class SipServer:
             media = await MediaStream.open(
                 params,
                 clock=self.clock,
-                config=MediaConfig(host=self.settings.sip_host),
+                config=self.media_config,
                 on_key=lambda digit, _t: holder["call"].on_key(digit, DtmfSource.RFC4733),
                 # late-bound: the call object exists only after the media is open. Audio is
                 # decoded only for the recognizer and in-band DTMF.
@@ -519,7 +564,7 @@ class SipServer:
             if listener is not None:
                 listener.close()
             metrics.SIP_CALLS_REFUSED.labels(reason="no_rtp_port").inc()
-            log.error("no rtp port", error=str(exc))
+            log.error("no rtp port", error=str(exc), **self._port_range())
             return
         if self.settings.sip_ring_seconds:
             await asyncio.sleep(self.settings.sip_ring_seconds)
@@ -545,6 +590,10 @@ class SipServer:
         port = media.local_address[1]
         self.core.answer(event.call_key, answer_sdp(event.remote_sdp, host, port), self._now())
         self._pump()
+
+    def _port_range(self) -> dict[str, int]:
+        ports = self.media_config.ports
+        return {} if ports is None else {"rtp_port_min": ports.first, "rtp_port_max": ports.last}
 
     def _start_session(self, call: SipCall) -> None:
         if self._session_factory is not None:
@@ -621,7 +670,7 @@ class SipServer:
             media = await MediaStream.open(
                 RemoteMedia(None, 0, 101),
                 clock=self.clock,
-                config=MediaConfig(host=self.settings.sip_host),
+                config=self.media_config,
                 call_id=f"{call.context.call_id}-agent",
             )
         except OSError as exc:
@@ -730,6 +779,7 @@ class SipServer:
             with contextlib.suppress(Exception):
                 self.client.hangup(leg, self._now())
         if call.agent_media is not None:
+            count_reception(call.agent_media)
             call.agent_media.close()
         call.agent_leg = call.agent_media = None
         self.legs.pop(leg, None)

@@ -129,6 +129,7 @@ class SipCore:
         self._registrar = registrar
         self._allow = ", ".join((*ALLOWED_METHODS, "REGISTER") if registrar else ALLOWED_METHODS)
         self._events: deque[SipEvent] = deque()
+        self._draining_retry_after: int | None = None
         self._table = CallTable(
             tx=self._tx, events=self._events, local=local_addr, user_agent=user_agent
         )
@@ -178,6 +179,17 @@ class SipCore:
         self._table.handle_timer(now)
 
     # ------------------------------------------------------------------ application decisions
+
+    def drain(self, retry_after: int) -> None:
+        """The node stops taking calls: out-of-dialog OPTIONS get 503 with Retry-After from now
+        on, so a dispatcher's keep-alive probes (Kamailio's dispatcher, RFC 3261 §11) take this
+        node out while its calls finish. New INVITEs are the application's to refuse."""
+        self._draining_retry_after = retry_after
+
+    @property
+    def draining(self) -> bool:
+        """Whether `drain` was called."""
+        return self._draining_retry_after is not None
 
     def ring(self, call_key: CallKey, now: float) -> None:
         """Send 180 Ringing (it creates the early dialog: our To-tag, Contact)."""
@@ -347,6 +359,9 @@ class SipCore:
             self._in_dialog(rx, rx.to_tag)
         elif rx.method == "INVITE":
             self._new_invite(rx)
+        elif rx.method == "OPTIONS" and self._draining_retry_after is not None:
+            retry = [("Retry-After", str(self._draining_retry_after))]
+            self._tx.reply(rx, 503, "Service Unavailable", retry)
         elif rx.method == "OPTIONS":
             self._tx.reply(rx, 200, "OK", self._capabilities())
         elif rx.method == "REGISTER" and self._registrar:

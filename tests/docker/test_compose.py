@@ -5,7 +5,7 @@ the Compose Specification schema (tests/docker/data/README.md says where it come
 what the schema cannot see: every build context and Dockerfile, bind-mounted file, named
 volume, network and depends_on target exists; a service others wait for as healthy has a health
 check (its own or its image's HEALTHCHECK); every HOTLINE_* variable is a real setting; each
-hotline node's published RTP range is the ephemeral range its sysctl gives it; and a node's stop
+hotline node's published RTP range is its sip_rtp_port_min/max range; and a node's stop
 grace outlasts its drain.
 """
 
@@ -154,8 +154,10 @@ def test_nodes_differ_where_they_must_and_drain_before_a_kill() -> None:
         node_ids.add(env["HOTLINE_NODE_ID"])
         codes.add(env["HOTLINE_CRM_NODE_CODE"])
         assert env["HOTLINE_REDIS_URL"].startswith("redis://redis:")
+        assert "sysctls" not in node  # the port range is a setting now, not the kernel's
         assert seconds(node["stop_grace_period"]) > float(env["HOTLINE_SHUTDOWN_GRACE_SECONDS"])
-        low, high = map(int, node["sysctls"]["net.ipv4.ip_local_port_range"].split())
+        low = int(env["HOTLINE_SIP_RTP_PORT_MIN"])
+        high = int(env["HOTLINE_SIP_RTP_PORT_MAX"])
         published = [p for p in node["ports"] if p.endswith("/udp")]
         assert published == [f"{low}-{high}:{low}-{high}/udp"], name
         ranges.append(range(low, high + 1))

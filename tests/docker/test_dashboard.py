@@ -93,6 +93,9 @@ def test_the_check_sees_the_metrics_it_should(names: set[str]) -> None:
         "hotline_speech_real_time_factor_bucket",
         "hotline_crm_outbox_backlog",
         "hotline_twilio_handoffs_total",
+        "hotline_routing_waiting",
+        "hotline_routing_reservation_timeouts_total",
+        "hotline_rtp_packets_lost_total",
     ):
         assert name in names
     assert "hotline_calls_active_total" not in names

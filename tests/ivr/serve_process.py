@@ -3,9 +3,11 @@ lines read on a thread (shared by tests/ivr/test_serve.py and the Twilio serve t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -57,6 +59,15 @@ class ServeProcess:
                     return item
         seen = [line.get("event") for line in self.lines]
         raise AssertionError(f"no {event!r} log line #{nth} within {timeout}s; saw {seen}")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM and wait (the node stops its embedded Redis, which a kill would leave
+        running in its own process group), then `finish`."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=timeout)
+        self.finish()
 
     def finish(self) -> None:
         """Kill the process if it still runs; close its log pipe."""

@@ -326,6 +326,19 @@ def test_captured_a_law_call_decodes_to_speech() -> None:
     assert max(abs(x) for x in samples) > 1000
 
 
+def test_missing_sequence_numbers_are_counted_lost() -> None:
+    # Audio and telephone-events share the stream's sequence numbers (RFC 4733 §2.1).
+    s = stream(payload_type=PCMU)
+    payload = codec_for(PCMU).encode(tone_pcm(1000, 0.02))
+    for seq in (10, 11, 14, 12, 15):  # 12 and 13 missing when 14 comes; 12 arrives late
+        packet = RtpPacket(
+            payload_type=PCMU, sequence_number=seq, timestamp=0, ssrc=5, payload=payload
+        )
+        s.receive(packet.serialize(), 0.0)
+    s.receive(event_packet(1, timestamp=0, duration=160, end=False, seq=18, ssrc=5), 0.0)
+    assert (s.counters.received, s.counters.lost) == (6, 4)
+
+
 def test_other_payload_types_and_rtcp_are_ignored() -> None:
     s = stream()
     cn = RtpPacket(payload_type=13, sequence_number=1, timestamp=0, ssrc=5, payload=b"\x40")

@@ -54,6 +54,23 @@ def test_options_gets_200_with_allow_accept_and_a_tag(uas):
     uas.assert_clean()
 
 
+def test_options_gets_503_with_retry_after_once_draining(uas):
+    # A dispatcher's OPTIONS probe must take a draining node out (Kamailio's dispatcher marks
+    # a destination inactive on a 503), while the calls it still carries go on.
+    options = uas.load("sipp_options.sip")
+    assert uas.feed(options)[0].status == 200
+    assert not uas.core.draining
+    uas.core.drain(30)
+    assert uas.core.draining
+    fresh = options.replace(b"branch=", b"branch=z9hG4bKdrain")
+    (refused,) = uas.feed(fresh)
+    assert refused.status == 503
+    assert refused.message.reason_phrase == "Service Unavailable"
+    assert refused.header("retry-after") == "30"
+    assert [s.data for s in uas.feed(fresh)] == [refused.data]  # a resend: the same answer
+    uas.assert_clean()
+
+
 def test_unknown_method_gets_405_with_allow(uas):
     message = uas.load("sipp_options.sip").replace(b"OPTIONS", b"SUBSCRIBE")
     (refused,) = uas.feed(message)
