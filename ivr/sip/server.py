@@ -741,12 +741,25 @@ class SipServer:
         for name, value in (("p50", stats.p50_ms), ("p99", stats.p99_ms), ("max", stats.max_ms)):
             metrics.RTP_SEND_GAP.labels(stat=name).set(value / 1000)
 
+    def _export_tables(self) -> None:
+        """What the node holds per call, for the soak's leak check (bench/soak.py)."""
+        sizes = {
+            "dialogs": self.core.calls,
+            "sessions": len(self.calls),
+            "agent_legs": len(self.legs),
+            "transactions": self.core.transactions,
+        }
+        for table, size in sizes.items():
+            metrics.SIP_TABLE_SIZE.labels(table=table).set(size)
+        metrics.ASYNCIO_TASKS.set(len(asyncio.all_tasks()))
+
     async def _watch_rtp(self) -> None:
         """Hang up calls whose caller stopped sending RTP (a dead peer, RFC 3550 §6.3.5)."""
         limit = self.settings.rtp_timeout_seconds
         while True:
             await asyncio.sleep(min(1.0, limit / 4))
             self._export_clock()
+            self._export_tables()
             self.callbacks.watch_rtp(limit)
             for call in list(self.calls.values()):
                 if call.task is None and call.media.counters.received and not call.ended:
