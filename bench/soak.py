@@ -146,6 +146,28 @@ def idle(s: Sample) -> bool:
     return s.calls_active == 0 and all(v == 0 for v in s.tables.values())
 
 
+def window(
+    samples: list[Sample], load_end: float, warmup_min: float, window_min: float
+) -> tuple[float, list[Sample]]:
+    """The samples the slope is taken over: the last ``window_min`` minutes of load, not before
+    ``warmup_min`` minutes (the warm-up at most half of a short run's load)."""
+    start = max(min(warmup_min * 60, load_end / 2), load_end - window_min * 60)
+    return start, [s for s in samples if start <= s.t <= load_end]
+
+
+def judge(
+    before: Sample, after: Sample, loaded: list[Sample], args: argparse.Namespace
+) -> dict[str, bool]:
+    """The soak's verdict, check by check."""
+    return {
+        "memory flat": len(loaded) >= 3
+        and slope_per_hour([(s.t, s.rss_mib) for s in loaded]) <= args.max_slope,
+        "no leaked call": idle(after),
+        "tasks back": 0 <= after.tasks <= before.tasks + args.slack_tasks,
+        "open files back": after.fds <= before.fds + args.slack_fds,
+    }
+
+
 def run(args: argparse.Namespace, folder: Path) -> dict[str, object]:
     seconds = args.minutes * 60
     expected = int(args.calls * (seconds / args.hold + 2) * 1.5)
@@ -218,18 +240,11 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, object]:
         stats = sipp_stats(Path(f"{out}_stats.csv"))
         summaries = node.events("call ended")
         window_end = stopped_at if stopped_at is not None else ended_at
-        warmup = min(args.warmup * 60, window_end / 2)
-        window_start = max(warmup, window_end - args.window * 60)
-        loaded = [s for s in samples if window_start <= s.t <= window_end]
+        window_start, loaded = window(samples, window_end, args.warmup, args.window)
         rss_slope = slope_per_hour([(s.t, s.rss_mib) for s in loaded])
         fds_slope = slope_per_hour([(s.t, float(s.fds)) for s in loaded])
         redis_slope = slope_per_hour([(s.t, s.redis_rss_mib) for s in loaded])
-        checks = {
-            "memory flat": bool(loaded) and rss_slope <= args.max_slope,
-            "no leaked call": idle(after),
-            "tasks back": 0 <= after.tasks <= before.tasks + args.slack_tasks,
-            "open files back": after.fds <= before.fds + args.slack_fds,
-        }
+        checks = judge(before, after, loaded, args)
         active = [s.calls_active for s in loaded]
         report |= {
             "sipp_created": int(stats.get("TotalCallCreated", 0)),
@@ -293,7 +308,8 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, object]:
                     proc.kill()
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line (the tests parse theirs with it too)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -310,9 +326,14 @@ def main() -> None:
     parser.add_argument("--slack-fds", type=int, default=20)
     parser.add_argument("--media-port", type=int, default=6000, help="first SIPp -mp to try")
     parser.add_argument("--keep", type=Path, help="keep logs, samples and SIPp traces here")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    command = parser()
+    args = command.parse_args()
     if args.hold < 12:
-        parser.error("--hold must leave time for the keys (at least 12 s)")
+        command.error("--hold must leave time for the keys (at least 12 s)")
     # One socket per RTP port of the callers (media_sinks), beside the usual files.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
