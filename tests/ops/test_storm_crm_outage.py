@@ -29,10 +29,7 @@ def load_storm() -> ModuleType:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fault", ["stop", "500"])
-def test_tickets_filed_while_the_crm_is_down_reach_it_exactly_once(
-    tmp_path: Path, fault: str
-) -> None:
+def test_tickets_filed_while_the_crm_is_down_reach_it_exactly_once(tmp_path: Path) -> None:
     for tool in ("sipp", "redis-server", "kamailio"):
         assert shutil.which(tool, path="/usr/bin:/usr/sbin:/usr/local/bin"), f"{tool} missing"
     if os.geteuid() != 0:
@@ -44,7 +41,8 @@ def test_tickets_filed_while_the_crm_is_down_reach_it_exactly_once(
             *("--calls", str(calls), "--seconds", "3", "--agents", "2", "--hold", "16"),
             *("--no-audio", "--probe-wait", "3"),
             # The calls reach their work order 9-13 s into the storm.
-            *("--crm-down-at", "8", "--crm-down-for", "6", "--crm-fault", fault),
+            # It stops listening (refused connections); --crm-fault 500 is the bench's other mode.
+            *("--crm-down-at", "8", "--crm-down-for", "6", "--crm-fault", "stop"),
             *("--crm-drain-wait", "20"),
         ]
     )
@@ -54,11 +52,10 @@ def test_tickets_filed_while_the_crm_is_down_reach_it_exactly_once(
     assert report["summaries"] == calls
     assert report["summaries_with_ticket"] == calls
     assert report["summaries_walked_the_flow"] == calls
-    # The outage was real: numbers were told while the CRM was down, and the CRM was asked
-    # in vain (stop: refused connections are no attempts it sees; 500: it answered them).
+    # The outage was real: numbers were told while the CRM was down, and the nodes' lookups
+    # (the outage notices) failed meanwhile and took the flow's error path unnoticed.
     assert report["tickets_told_while_crm_down"] >= 2
-    if fault == "500":
-        assert report["crm"]["attempts_by_fault"].get("500", 0) >= 2
+    assert any(report["service_failures"].values())
     # Exactly once: every number told is in the CRM, once, and nothing else is.
     assert report["tickets_told"] == calls
     assert report["crm_tickets"] == calls
