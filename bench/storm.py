@@ -11,8 +11,9 @@ answers every INVITE. M agents log in with skill fault_repair through the HTTP a
 thread reads `GET /api/agents` every 0.25 s and accepts each offer (`.../accept`), and the queue's
 wrap-up is 2 s, after which routing makes the agent available again.
 
-Every caller (bench/sip_load.py's scenario: PCMA, SIPp's A-law speech streamed all along)
-presses "2" (fault repair) and "#" (no account number): no spoken address (keypad only), no
+Every caller (bench/sipp_harness.py's scenario, as in bench/sip_load.py: PCMA, SIPp's A-law
+speech streamed all along) presses "2" (fault repair) and "#" (no account number): no spoken
+address (keypad only), no
 known outage, so the flow files a 故障报修 work order and queues the caller for fault_repair. The
 caller hangs up ``--hold`` seconds after the call began: bridged to an agent by then, or still
 waiting (an abandon, a queue outcome too).
