@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -28,7 +29,7 @@ from ivr.flow.model import Flow
 from ivr.listening import CallListener, Speech
 from ivr.routing_redis import CallbackEnd, CallbackOrder
 from ivr.services import Crm, Routing
-from ivr.session import CallSession, CallSummary
+from ivr.session import RECENT_SUMMARIES, CallSession, CallSummary
 from ivr.settings import Settings
 from ivr.sip import events as sip
 from ivr.sip.bridge import Bridge
@@ -223,12 +224,12 @@ class SipServer:
         self._last_malformed_log = 0.0
         self._malformed = 0
         self._session_factory = session_factory
-        self.answered: list[tuple[str, int]] = []
-        """(call id, RTP payload type) of every answered call."""
+        self.answered: deque[tuple[str, int]] = deque(maxlen=RECENT_SUMMARIES)
+        """(call id, RTP payload type) of the latest answered calls."""
         self._no_calls = asyncio.Event()
         self._no_calls.set()
-        self.completed: list[CallSummary] = []
-        """Summaries of finished calls (for tests and the shutdown log)."""
+        self.completed: deque[CallSummary] = deque(maxlen=RECENT_SUMMARIES)
+        """Summaries of the latest finished calls (for tests and the shutdown log)."""
         # -- registrar: agent softphones REGISTER here when an agents file is configured --
         self.registrar: Registrar | None = None
         """The built-in registrar (``sip_agents_file`` set), else ``None`` (REGISTER gets 405).

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from ivr.metrics import REGISTRY, SIP_TABLES
+from ivr.session import RECENT_SUMMARIES
 
 sys.path.insert(0, str(Path(__file__).parent))
 from sipp import fast_timers, key_pcaps, make_server, run_sipp, sipp_available, uac_scenario
@@ -55,3 +56,11 @@ async def test_tables_count_a_call_and_return_to_zero(tmp_path: Path) -> None:
         assert table("agent_legs") == 0
     finally:
         await server.stop(0)
+
+
+def test_the_record_of_finished_calls_is_bounded() -> None:
+    """A node runs for months: what it keeps of finished calls (for tests and the shutdown
+    log) must not grow with every call (the soak saw it as a rising RSS)."""
+    server = make_server()
+    assert server.completed.maxlen == RECENT_SUMMARIES
+    assert server.answered.maxlen == RECENT_SUMMARIES
