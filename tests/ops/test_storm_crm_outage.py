@@ -64,6 +64,7 @@ def test_tickets_filed_while_the_crm_is_down_reach_it_exactly_once(tmp_path: Pat
     assert report["crm"]["keys"] == calls
     assert report["crm"]["duplicates"] == 0
     assert report["crm"]["keys_with_two_bodies"] == 0
+    assert report["calls_with_two_tickets"] == 0
     for stats in report["crm_outbox"].values():
         assert stats["backlog"] == 0
         assert stats["dead_letters"] == 0
