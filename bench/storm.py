@@ -522,7 +522,13 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         summaries = [e for n in nodes for e in n.events("call ended")]
         per_node = {n.name: len(n.events("call ended")) for n in nodes}
         told = [
-            e for e in summaries if any(str(o).startswith("ticket") for o in e.get("outcomes", []))
+            e
+            for e in summaries
+            # A "partial" ticket is filed at the hang-up: the caller was not told that number.
+            if any(
+                str(o).startswith("ticket") and "(partial)" not in str(o)
+                for o in e.get("outcomes", [])
+            )
         ]
         outcomes = collections.Counter(str(e.get("outcome")) for e in summaries)
         if crm is not None:
