@@ -35,211 +35,36 @@ import argparse
 import contextlib
 import datetime as dt
 import io
-import json
 import os
-import platform
-import signal
-import socket
-import struct
 import subprocess
 import sys
 import tarfile
 import tempfile
-import threading
 import time
-import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-PCAP_DIR = Path("/usr/share/sip-tester")
-AUDIO_PCAP = PCAP_DIR / "g711a.pcap"
-AUDIO_REPLAY_S = 7.0
-"""g711a.pcap lasts 7.08 s; replaying it every 7 s streams without a gap."""
-KEY_FILES = {"2": "dtmf_2833_2.pcap", "#": "dtmf_2833_pound.pcap"}
-KEYS = "2#"
-FIRST_KEY_AT_S = 6.0
-"""The welcome prompt lasts about 4.6 s and ignores keys; the menu prompt is playing at 6 s."""
-KEY_GAP_S = 1.5
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sipp_harness import (
+    CLK_TCK,
+    KEYS,
+    REPO,
+    HotlineProcess,
+    caller_command,
+    code_version,
+    cpu_seconds,
+    machine,
+    media_sinks,
+    proc_status,
+    scenario,
+    sipp_stats,
+    start_callers,
+)
+
 SAMPLE_EVERY_S = 1.0
-START_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 30.0
-METRICS_TIMEOUT_S = 3.0
-
-
-# --------------------------------------------------------------------------- SIPp scenario
-
-
-def restamp(src: Path, dst: Path, timestamp: int) -> None:
-    """Copy a pcap of RTP packets, setting every packet's RTP timestamp (UDP checksum cleared).
-
-    SIPp's DTMF captures all carry one RTP timestamp; per RFC 4733 §2.5.1.3 packets with one
-    timestamp are one event, so each key press gets its own.
-    """
-    data = bytearray(src.read_bytes())
-    link = struct.unpack_from("<I", data, 20)[0]
-    l2 = {1: 14, 113: 16}.get(link)
-    if l2 is None:
-        raise ValueError(f"{src}: unsupported link type {link}")
-    off = 24
-    while off < len(data):
-        incl = struct.unpack_from("<I", data, off + 8)[0]
-        pkt = off + 16
-        udp = pkt + l2 + (data[pkt + l2] & 0x0F) * 4
-        struct.pack_into("!H", data, udp + 6, 0)  # IPv4 allows "no checksum"
-        struct.pack_into("!I", data, udp + 8 + 4, timestamp)
-        off = pkt + incl
-    dst.write_bytes(bytes(data))
-
-
-def _play(pcap: Path) -> str:
-    return f'  <nop><action><exec play_pcap_audio="{pcap}"/></action></nop>\n'
-
-
-def _pause(seconds: float) -> str:
-    return f'  <pause milliseconds="{round(seconds * 1000)}"/>\n'
-
-
-def scenario(folder: Path, duration: float, *, audio: bool = True) -> str:
-    """The caller: PCMA-only INVITE, audio all along, "2" and "#" as RFC 4733 keys, BYE.
-
-    SIPp runs one playback per call: starting a key's capture stops the audio, so the audio is
-    started again right after each key.
-    """
-    keys = []
-    for i, key in enumerate(KEYS):
-        path = folder / f"key{i}.pcap"
-        restamp(PCAP_DIR / KEY_FILES[key], path, 160_000 + i * 8000)
-        keys.append(path)
-    play_audio = [_play(AUDIO_PCAP)] if audio else []
-    body = [*play_audio]
-    t = 0.0
-    for i, path in enumerate(keys):
-        at = FIRST_KEY_AT_S + i * KEY_GAP_S
-        body += [_pause(at - t), _play(path), _pause(0.3), *play_audio]
-        t = at + 0.3
-    while audio and t + AUDIO_REPLAY_S < duration:
-        body += [_pause(AUDIO_REPLAY_S), *play_audio]
-        t += AUDIO_REPLAY_S
-    body.append(_pause(duration - t))
-    who = '"Caller" <sip:13800138000@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]'
-    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="hotline load caller">
-  <send retrans="500">
-    <![CDATA[
-      INVITE sip:95598@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: {who}
-      To: <sip:95598@[remote_ip]:[remote_port]>
-      Call-ID: [call_id]
-      CSeq: 1 INVITE
-      Contact: <sip:13800138000@[local_ip]:[local_port]>
-      Max-Forwards: 70
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=caller 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [auto_media_port+4] RTP/AVP 8 101
-      a=rtpmap:8 PCMA/8000
-      a=rtpmap:101 telephone-event/8000
-      a=fmtp:101 0-15
-      a=ptime:30
-      a=sendrecv
-
-    ]]>
-  </send>
-  <recv response="100" optional="true"/>
-  <recv response="180" optional="true"/>
-  <recv response="183" optional="true"/>
-  <recv response="200" rtd="true"/>
-  <send>
-    <![CDATA[
-      ACK sip:95598@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: {who}
-      To: <sip:95598@[remote_ip]:[remote_port]>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 1 ACK
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-{"".join(body)}  <send retrans="500">
-    <![CDATA[
-      BYE sip:95598@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: {who}
-      To: <sip:95598@[remote_ip]:[remote_port]>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 2 BYE
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="200" crlf="true"/>
-  <ResponseTimeRepartition value="100, 500, 1000, 5000"/>
-</scenario>
-"""
-
-
-def media_ports(base: int, calls: int) -> list[int]:
-    """The RTP port of each SIPp call: `[auto_media_port+4]` = base + 4 + 4 (n - 1) % 10000."""
-    return [base + 4 + (4 * k) % 10000 for k in range(calls)]
-
-
-@contextlib.contextmanager
-def media_sinks(first_base: int, calls: int) -> Iterator[int]:
-    """Find a -mp base whose ports are all free; hold a socket on every call's RTP port.
-
-    SIPp binds base and base + 2 itself (its echo sockets) and sends each call's RTP from a raw
-    socket with the call's port as source; nothing of SIPp's listens on that port, so these
-    sockets take the hotline's RTP (and drop it once their small buffer is full).
-    """
-    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    for base in range(first_base, first_base + 10 * 1000, 1000):
-        ports = media_ports(base, calls)
-        if max(ports) >= ephemeral_low:
-            break
-        socks: list[socket.socket] = []
-        try:
-            for port in (base, base + 2):  # only checked: SIPp binds these
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-                    probe.bind(("127.0.0.1", port))
-            for port in ports:
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(sock)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-                sock.bind(("127.0.0.1", port))
-        except OSError:
-            for sock in socks:
-                sock.close()
-            continue
-        try:
-            yield base
-        finally:
-            for sock in socks:
-                sock.close()
-        return
-    raise RuntimeError(f"no free media port range for {calls} calls below {ephemeral_low}")
 
 
 # --------------------------------------------------------------------------- /proc
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads, live and ended), in seconds."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def process_cpu() -> dict[int, float]:
@@ -279,16 +104,6 @@ def wait_for_quiet(below: float, within: float) -> float:
             return busy
 
 
-def proc_status(pid: int) -> dict[str, int]:
-    """VmRSS, VmHWM (kB) and Threads from /proc/<pid>/status."""
-    out: dict[str, int] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM", "Threads"):
-            out[key] = int(value.split()[0])
-    return out
-
-
 @dataclass
 class UdpState:
     """A process's UDP sockets (/proc/net/udp): bytes waiting to be read, datagrams dropped."""
@@ -321,31 +136,6 @@ def udp_state(pid: int, sip_port: int) -> UdpState:
     return state
 
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def code_version() -> str:
-    """The commit of the hotline code measured, and whether ivr/ had uncommitted changes."""
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--", "ivr", "sounds"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return head + (" with uncommitted changes in ivr/ or sounds/" if dirty else "")
-
-
 PACKAGES = ("ivr", "sounds", "routing", "speech", "crm_bridge")
 
 
@@ -372,126 +162,6 @@ def export_code(ref: str, dest: Path) -> str:
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(dest, filter="data")
     return commit
-
-
-def machine() -> str:
-    """CPU model, cores, kernel, Python and SIPp versions."""
-    model = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.partition(":")[2].strip()
-            break
-    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
-    sipp = subprocess.run(["sipp", "-v"], capture_output=True, text=True, check=False, timeout=10)
-    sipp_version = next(
-        (w.rstrip(".") for w in (sipp.stdout + sipp.stderr).split() if w.startswith("v3")),
-        "unknown",
-    )
-    return (
-        f"{model}, {os.cpu_count()} cores, {mem_kb / 2**20:.0f} GiB, Linux {platform.release()}, "
-        f"Python {platform.python_version()}, SIPp {sipp_version}"
-    )
-
-
-# --------------------------------------------------------------------------- the hotline
-
-
-UVLOOP_SERVE = """
-import asyncio, runpy, sys
-import uvloop
-asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-sys.argv = ["ivr", "serve"]
-runpy.run_module("ivr", run_name="__main__", alter_sys=True)
-"""
-"""`--loop uvloop`: the same `python -m ivr serve`, on uvloop's event loop (an experiment)."""
-
-
-class Hotline:
-    """`python -m ivr serve` as a child process, its JSON log lines collected by a thread."""
-
-    def __init__(
-        self, folder: Path, max_calls: int, *, loop: str = "asyncio", code: Path | None = None
-    ) -> None:
-        env = {
-            **os.environ,
-            "HOTLINE_SIP_PORT": "0",  # 0 = a free port, logged in "sip listening"
-            "HOTLINE_WEB_PORT": "0",
-            "HOTLINE_LOG_FORMAT": "json",
-            "HOTLINE_LOG_LEVEL": "info",
-            "HOTLINE_SIP_MAX_CALLS": str(max_calls),
-            "HOTLINE_VAR_DIR": str(folder / "var"),
-        }
-        env.pop("HOTLINE_CONFIG", None)
-        if code is not None:  # ahead of the editable install of the working tree
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code), env.get("PYTHONPATH")]))
-        self.log_path = folder / "hotline.log"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ivr", "serve"]
-            if loop == "asyncio"
-            else [sys.executable, "-c", UVLOOP_SERVE],
-            env=env,
-            cwd=folder,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.sip_port = 0
-        self.web_port = 0
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        with self.log_path.open("w") as log:
-            for line in self.proc.stdout:
-                log.write(line)
-                with contextlib.suppress(ValueError):
-                    entry = json.loads(line)
-                    if isinstance(entry, dict):
-                        with self._lock:
-                            self.lines.append(entry)
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        with self._lock:
-            return [e for e in self.lines if e.get("event") == name]
-
-    def wait_listening(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            sip, web = self.events("sip listening"), self.events("web listening")
-            if sip and web:
-                self.sip_port, self.web_port = int(sip[0]["port"]), int(web[0]["port"])
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"hotline did not start; see {self.log_path}")
-
-    def metrics(self) -> dict[str, float]:
-        """The hotline_* samples of GET /metrics, keyed by name{labels}."""
-        url = f"http://127.0.0.1:{self.web_port}/metrics"
-        with urllib.request.urlopen(url, timeout=METRICS_TIMEOUT_S) as reply:
-            text = reply.read().decode()
-        out = {}
-        for line in text.splitlines():
-            if line.startswith("hotline_"):
-                name, _, value = line.rpartition(" ")
-                out[name] = float(value)
-        return out
-
-    def stop(self) -> tuple[int | None, float]:
-        """SIGTERM; returns (exit code or None if it had to be killed, seconds it took)."""
-        start = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            code: int | None = self.proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-            code = None
-        self._reader.join(5)
-        return code, time.monotonic() - start
 
 
 # --------------------------------------------------------------------------- one size
@@ -541,16 +211,6 @@ class Result:
     notes: list[str] = field(default_factory=list)
 
 
-def sipp_stats(path: Path) -> dict[str, str]:
-    """The last row of SIPp's -trace_stat CSV, by column name."""
-    if not path.exists():
-        return {}
-    rows = [r for r in path.read_text(errors="replace").splitlines() if r.strip()]
-    if len(rows) < 2:
-        return {}
-    return dict(zip(rows[0].split(";"), rows[-1].split(";"), strict=False))
-
-
 def run_size(calls: int, args: argparse.Namespace, folder: Path) -> Result:
     folder.mkdir(parents=True, exist_ok=True)
     result = Result(calls)
@@ -564,46 +224,44 @@ def run_size(calls: int, args: argparse.Namespace, folder: Path) -> Result:
     )
     ramp = (calls - 1) / rate
     sipp_timeout = duration + ramp + 60
-    hotline = Hotline(folder, max_calls=calls + 50, loop=args.loop, code=args.code_dir)
+    hotline = HotlineProcess(
+        folder, {"HOTLINE_SIP_MAX_CALLS": str(calls + 50)}, loop=args.loop, code=args.code_dir
+    )
     if args.hotline_nice:
         os.setpriority(os.PRIO_PROCESS, hotline.proc.pid, args.hotline_nice)
     try:
         hotline.wait_listening()
         pid = hotline.proc.pid
         with media_sinks(args.media_port, calls) as base:
-            cmd = [
-                "sipp",
-                *("-sf", str(folder / "caller.xml")),
-                *("-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", "0", "-mp", str(base)),
-                *("-m", str(calls), "-l", str(calls), "-r", f"{rate:g}"),
-                *("-nostdin", "-timeout", f"{int(sipp_timeout)}s"),
-                *("-trace_err", "-error_file", str(folder / "sipp_errors.log")),
-                *("-trace_stat", "-stf", str(folder / "sipp_stats.csv"), "-fd", "1"),
-                f"127.0.0.1:{hotline.sip_port}",
-            ]
-            (folder / "sipp.cmd").write_text(" ".join(cmd) + "\n")
-            with (folder / "sipp.out").open("w") as sipp_out:
-                sipp = subprocess.Popen(
-                    cmd, cwd=folder, stdin=subprocess.DEVNULL, stdout=sipp_out, stderr=sipp_out
-                )
-                started = time.monotonic()
-                samples = measure(
-                    result,
-                    hotline=hotline,
-                    pid=pid,
-                    sipp=sipp,
-                    started=started,
-                    duration=duration,
-                    ramp=ramp,
-                    until=started + sipp_timeout + 30,
-                )
-                write_timeline(folder / "timeline.csv", samples)
-                try:
-                    sipp.wait(max(1.0, started + sipp_timeout + 30 - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    result.notes.append("SIPp overran its -timeout; killed")
-                    sipp.kill()
-                    sipp.wait(5)
+            out = folder / "sipp"
+            cmd = caller_command(
+                folder / "caller.xml",
+                hotline.sip_port,
+                out,
+                calls=calls,
+                rate=rate,
+                media_base=base,
+                timeout_s=sipp_timeout,
+            )
+            sipp = start_callers(cmd, out, folder)
+            started = time.monotonic()
+            samples = measure(
+                result,
+                hotline=hotline,
+                pid=pid,
+                sipp=sipp,
+                started=started,
+                duration=duration,
+                ramp=ramp,
+                until=started + sipp_timeout + 30,
+            )
+            write_timeline(folder / "timeline.csv", samples)
+            try:
+                sipp.wait(max(1.0, started + sipp_timeout + 30 - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                result.notes.append("SIPp overran its -timeout; killed")
+                sipp.kill()
+                sipp.wait(5)
         stats = sipp_stats(folder / "sipp_stats.csv")
         result.sipp_ok = int(stats.get("SuccessfulCall(C)", 0))
         result.sipp_failed = int(stats.get("FailedCall(C)", 0))
@@ -677,7 +335,7 @@ class Window:
 def measure(
     result: Result,
     *,
-    hotline: Hotline,
+    hotline: HotlineProcess,
     pid: int,
     sipp: subprocess.Popen[bytes],
     started: float,
@@ -751,7 +409,7 @@ def measure(
     return samples
 
 
-def metrics_soon(hotline: Hotline, result: Result, tries: int = 5) -> dict[str, float]:
+def metrics_soon(hotline: HotlineProcess, result: Result, tries: int = 5) -> dict[str, float]:
     """GET /metrics; the web app shares the hotline's event loop, so a late answer is a sign.
 
     Returns {} when it did not answer within ``tries`` attempts of METRICS_TIMEOUT_S each.
@@ -770,7 +428,13 @@ def metrics_soon(hotline: Hotline, result: Result, tries: int = 5) -> dict[str, 
 
 
 def finish_window(
-    result: Result, window: Window, *, hotline: Hotline, pid: int, sipp_pid: int, rss: list[int]
+    result: Result,
+    window: Window,
+    *,
+    hotline: HotlineProcess,
+    pid: int,
+    sipp_pid: int,
+    rss: list[int],
 ) -> None:
     """The steady state is over: CPU over it, the send-clock gauges at its end."""
     now = time.monotonic()

@@ -11,8 +11,9 @@ answers every INVITE. M agents log in with skill fault_repair through the HTTP a
 thread reads `GET /api/agents` every 0.25 s and accepts each offer (`.../accept`), and the queue's
 wrap-up is 2 s, after which routing makes the agent available again.
 
-Every caller (bench/sip_load.py's scenario: PCMA, SIPp's A-law speech streamed all along)
-presses "2" (fault repair) and "#" (no account number): no spoken address (keypad only), no
+Every caller (bench/sipp_harness.py's scenario, as in bench/sip_load.py: PCMA, SIPp's A-law
+speech streamed all along) presses "2" (fault repair) and "#" (no account number): no spoken
+address (keypad only), no
 known outage, so the flow files a 故障报修 work order and queues the caller for fault_repair. The
 caller hangs up ``--hold`` seconds after the call began: bridged to an agent by then, or still
 waiting (an abandon, a queue outcome too).
@@ -33,6 +34,17 @@ node 1 once the OPTIONS probes fail.
 again on the same port and folder ``--redis-down`` seconds later: calls waiting in line must
 still be there.
 
+``--crm-down-at S``: the nodes file their work orders with the HTTP CRM adapter
+(`crm_backend = "http"`) into the CRM of tests/crm_bridge/fake_crm.py (a real aiohttp server on
+loopback speaking docs/crm-openapi.yaml, run in a process of its own: `--serve-crm`),
+which goes down S seconds in for ``--crm-down-for`` seconds (``--crm-fault stop``: it stops
+listening, connections are refused; ``500``: it answers every new ticket 500) and then comes
+back where it was. No caller may notice (every call still walks the flow to its work order and
+hears its number: the outbox takes it while the CRM is down), and once the outboxes have drained
+(``--crm-drain-wait``) the CRM must hold every ticket the callers were told exactly once: the
+ticket numbers of the nodes' "ticket created" lines against the CRM's tickets, one per
+idempotency key and one per number.
+
 Needs root (SIPp plays pcaps through a raw socket), sipp, kamailio, redis-server.
 
     python bench/storm.py --calls 100 --seconds 60 --agents 20
@@ -41,13 +53,13 @@ Needs root (SIPp plays pcaps through a raw socket), sipp, kamailio, redis-server
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
 import contextlib
 import datetime as dt
 import json
 import os
 import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -55,114 +67,184 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sip_load import cpu_seconds, machine, media_sinks, scenario, sipp_stats
+# The fake CRM of the CRM bridge's tests: a real HTTP server that keeps the contract.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "crm_bridge"))
+from fake_crm import FakeCrm
+from sipp_harness import (
+    Agents,
+    HotlineProcess,
+    caller_command,
+    code_version,
+    cpu_seconds,
+    free_port,
+    http,
+    machine,
+    media_sinks,
+    numbered_callers,
+    scenario,
+    sipp_stats,
+    start_callers,
+    start_phones,
+    through_proxy,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 KAMAILIO_CFG = ROOT / "docker" / "kamailio" / "kamailio.cfg"
-SKILL = "fault_repair"
-START_TIMEOUT_S = 30.0
+T = TypeVar("T")
 
 
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def start_node(
+    folder: Path, name: str, code: int, redis_url: str, *, timeout: float, crm_url: str | None
+) -> HotlineProcess:
+    """One storm node: shared Redis, its own var/ (outbox, numbers), node id and node code."""
+    env = {
+        "HOTLINE_NODE_ID": name,
+        "HOTLINE_CRM_NODE_CODE": str(code),
+        "HOTLINE_REDIS_URL": redis_url,
+        "HOTLINE_SIP_MAX_CALLS": "1000",
+        "HOTLINE_ROUTING_NODE_TIMEOUT_SECONDS": f"{timeout:g}",
+        "HOTLINE_ROUTING_HEARTBEAT_SECONDS": f"{max(1.0, timeout / 4):g}",
+        "HOTLINE_SHUTDOWN_GRACE_SECONDS": "10",
+    }
+    if crm_url is not None:
+        env |= {"HOTLINE_CRM_BACKEND": "http", "HOTLINE_CRM_URL": crm_url}
+    return HotlineProcess(folder, env, name=name)
 
 
-def http(url: str, body: dict[str, Any] | None = None, method: str | None = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - loopback
-    request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310 - loopback
-        return json.loads(reply.read() or b"null")
+class CrmServer:
+    """The fake CRM (tests/crm_bridge/fake_crm.py: a real HTTP server that keeps the contract's
+    one-ticket-per-idempotency-key rule) on its own event loop in a thread; it can go down and
+    come back on the same port."""
 
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self.crm = self._call(FakeCrm().start())
+        self.url = self.crm.url
+        self.fault = ""
 
-# --------------------------------------------------------------------------- processes
+    def _call(self, work: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(work, self._loop).result(15)
 
+    async def _set_fault(self, fault: str) -> None:
+        self.crm.default_fault = fault
 
-class Node:
-    """One `python -m ivr serve`, its JSON log lines collected by a thread."""
+    def down(self, fault: str) -> None:
+        """``stop``: close the listening socket and every connection; ``500``: answer 500."""
+        self.fault = fault
+        self._call(self.crm.stop() if fault == "stop" else self._set_fault("500"))
 
-    def __init__(self, folder: Path, name: str, code: int, redis_url: str, timeout: float):
-        folder.mkdir(parents=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
-        env |= {
-            "HOTLINE_SIP_PORT": "0",
-            "HOTLINE_WEB_PORT": "0",
-            "HOTLINE_LOG_FORMAT": "json",
-            "HOTLINE_NODE_ID": name,
-            "HOTLINE_CRM_NODE_CODE": str(code),
-            "HOTLINE_REDIS_URL": redis_url,
-            "HOTLINE_VAR_DIR": str(folder / "var"),
-            "HOTLINE_SIP_MAX_CALLS": "1000",
-            "HOTLINE_ROUTING_NODE_TIMEOUT_SECONDS": f"{timeout:g}",
-            "HOTLINE_ROUTING_HEARTBEAT_SECONDS": f"{max(1.0, timeout / 4):g}",
-            "HOTLINE_SHUTDOWN_GRACE_SECONDS": "10",
+    def up(self) -> None:
+        if self.fault == "stop":
+            self._call(self.crm.start(self.crm.port))
+        else:
+            self._call(self._set_fault("ok"))
+        self.fault = ""
+
+    async def _snapshot(self) -> dict[str, Any]:
+        crm = self.crm
+        keys = collections.Counter(key for key, _, _ in crm.attempts)
+        return {
+            "post_attempts": len(crm.attempts),
+            "attempts_by_fault": dict(collections.Counter(f for _, _, f in crm.attempts)),
+            "keys_sent_more_than_once": sum(1 for n in keys.values() if n > 1),
+            "keys": len(crm.tickets),
+            "ticket_ids": sorted(crm.created),
+            "duplicates": sum(n - 1 for n in crm.created.values()),
+            "keys_with_two_bodies": sum(1 for b in crm.bodies.values() if len(b) > 1),
         }
-        self.name = name
-        self.log_path = folder / "hotline.log"
+
+    def snapshot(self) -> dict[str, Any]:
+        return self._call(self._snapshot())
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._call(self.crm.stop())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+
+class CrmProcess:
+    """The same CRM in a process of its own (``storm.py --serve-crm``), driven by lines on its
+    stdin: it shares no interpreter (GIL) with the bench's threads that read the nodes' logs."""
+
+    def __init__(self, folder: Path) -> None:
+        self._log = (folder / "crm.log").open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ivr", "serve"],
-            env=env,
-            cwd=folder,
-            stdin=subprocess.DEVNULL,
+            [sys.executable, __file__, "--serve-crm"],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stderr=self._log,
             text=True,
         )
-        self.lines: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.sip_port = self.web_port = 0
+        self.url = self._ask("url")
 
-    def _read(self) -> None:
+    def _ask(self, line: str) -> Any:
+        assert self.proc.stdin is not None
         assert self.proc.stdout is not None
-        with self.log_path.open("w") as log:
-            for line in self.proc.stdout:
-                log.write(line)
-                with contextlib.suppress(ValueError):
-                    entry = json.loads(line)
-                    if isinstance(entry, dict):
-                        with self._lock:
-                            self.lines.append(entry)
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline()
+        if not answer:
+            raise RuntimeError("the CRM process ended; see crm.log")
+        return json.loads(answer)
 
-    def events(self, name: str) -> list[dict[str, Any]]:
-        with self._lock:
-            return [e for e in self.lines if e.get("event") == name]
+    def down(self, fault: str) -> None:
+        self._ask(f"down {fault}")
 
-    def wait_listening(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            sip, web = self.events("sip listening"), self.events("web listening")
-            if sip and web:
-                self.sip_port, self.web_port = int(sip[0]["port"]), int(web[0]["port"])
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not start; see {self.log_path}")
+    def up(self) -> None:
+        self._ask("up")
 
-    @property
-    def api(self) -> str:
-        return f"http://127.0.0.1:{self.web_port}/api"
+    def snapshot(self) -> dict[str, Any]:
+        answer: dict[str, Any] = self._ask("snapshot")
+        return answer
 
-    def stop(self) -> None:
+    def close(self) -> None:
+        with contextlib.suppress(OSError, RuntimeError, ValueError):
+            self._ask("close")
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._reader.join(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+            self.proc.kill()
+            self.proc.wait(5)
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
+        self._log.close()
+
+
+def serve_crm() -> None:
+    """``--serve-crm``: a CrmServer answering the commands of CrmProcess, one JSON line each."""
+    server = CrmServer()
+    for line in sys.stdin:
+        command, _, arg = line.strip().partition(" ")
+        answer: Any = None
+        if command == "url":
+            answer = server.url
+        elif command == "down":
+            server.down(arg)
+        elif command == "up":
+            server.up()
+        elif command == "snapshot":
+            answer = server.snapshot()
+        elif command == "close":
+            print("null", flush=True)
+            break
+        print(json.dumps(answer), flush=True)
+    server.close()
+
+
+def wait_until(t0: float, at: float) -> None:
+    """Sleep until ``at`` seconds after the wall-clock time ``t0``."""
+    time.sleep(max(0.0, t0 + at - time.time()))
 
 
 def start_redis(folder: Path, port: int = 0) -> tuple[subprocess.Popen[bytes], int]:
@@ -189,7 +271,9 @@ def start_redis(folder: Path, port: int = 0) -> tuple[subprocess.Popen[bytes], i
     raise RuntimeError("redis-server did not start")
 
 
-def start_kamailio(folder: Path, nodes: list[Node]) -> tuple[subprocess.Popen[bytes], int]:
+def start_kamailio(
+    folder: Path, nodes: list[HotlineProcess]
+) -> tuple[subprocess.Popen[bytes], int]:
     """Kamailio with the docker/ config, its dispatcher set = the two nodes."""
     port = free_port()
     (folder / "dispatcher.list").write_text(
@@ -218,73 +302,6 @@ def _kamailio(binary: str, port: int, folder: Path, log: IO[str]) -> subprocess.
         stderr=log,
         start_new_session=True,
     )
-
-
-def through_proxy(xml: str) -> str:
-    """The caller scenario made to follow Record-Route (RFC 3261 §12.1.2): the ACK and BYE go
-    to the node's Contact through the route set learnt from the 200."""
-    xml = xml.replace(
-        '<recv response="200" rtd="true"/>', '<recv response="200" rtd="true" rrs="true"/>'
-    )
-    for method in ("ACK", "BYE"):
-        xml = xml.replace(
-            f"      {method} sip:95598@[remote_ip]:[remote_port] SIP/2.0\n",
-            f"      {method} [next_url] SIP/2.0\n      [routes]\n",
-        )
-    return xml
-
-
-# --------------------------------------------------------------------------- agents
-
-
-class Agents:
-    """M agents logged in through the HTTP API; a thread accepts every offer."""
-
-    def __init__(self, nodes: list[Node], count: int, phone: str) -> None:
-        self.nodes = nodes
-        self.ids = [f"storm{i:03d}" for i in range(count)]
-        self.accepted = 0
-        self.accept_errors: collections.Counter[str] = collections.Counter()
-        self._stop = threading.Event()
-        api = nodes[0].api
-        http(f"{api}/queues/{SKILL}", {"wrap_up_seconds": 2}, method="PUT")
-        for n, agent in enumerate(self.ids):
-            http(
-                f"{nodes[n % len(nodes)].api}/agents/{agent}/login",
-                {"skills": {SKILL: 5}, "contact": phone.format(agent=agent), "ready": True},
-            )
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        turn = 0
-        while not self._stop.wait(0.25):
-            live = [n for n in self.nodes if n.proc.poll() is None]
-            if not live:
-                return
-            api = live[turn % len(live)].api
-            turn += 1
-            try:
-                agents = http(f"{api}/agents")
-            except OSError:
-                continue
-            rows = agents.get("agents", agents) if isinstance(agents, dict) else agents
-            for agent in rows:
-                if agent.get("state") == "reserved" and agent.get("call_id"):
-                    try:
-                        http(
-                            f"{api}/agents/{agent['agent_id']}/accept",
-                            {"call_id": agent["call_id"]},
-                        )
-                        self.accepted += 1
-                    except urllib.error.HTTPError as exc:
-                        self.accept_errors[str(exc.code)] += 1
-                    except OSError as exc:
-                        self.accept_errors[type(exc).__name__] += 1
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
 
 
 # --------------------------------------------------------------------------- the storm
@@ -327,7 +344,7 @@ def _outcomes(client: redis.Redis, since_ms: int) -> dict[str, Any]:
     }
 
 
-def files_of(node: Node) -> dict[str, Any]:
+def files_of(node: HotlineProcess) -> dict[str, Any]:
     """A killed node's tickets as its files kept them (SQLite recovers the WAL on open)."""
     crm = node.log_path.parent / "var" / "crm"
     with contextlib.closing(sqlite3.connect(crm / "crm.sqlite3")) as db:
@@ -337,39 +354,89 @@ def files_of(node: Node) -> dict[str, Any]:
     return {"tickets": tickets, "outbox": {"by_state": states}}
 
 
+def crm_outcome(
+    crm: CrmProcess, nodes: list[HotlineProcess], came_back: float, wait: float
+) -> dict[str, Any]:
+    """Wait for the live nodes' outboxes to drain, then hold the CRM's tickets against the
+    numbers the callers were told."""
+    deadline = time.time() + wait
+    backlog: dict[str, Any] = {}
+    while True:
+        backlog = {}
+        for node in nodes:
+            if node.proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    backlog[node.name] = http(f"{node.api}/outbox")["stats"]
+        if all(b.get("backlog") == 0 for b in backlog.values()) or time.time() >= deadline:
+            break
+        time.sleep(1.0)
+    drained_after = round(time.time() - came_back, 1)
+    created = [e for n in nodes for e in n.events("ticket created")]
+    told = {str(e["ticket_id"]) for e in created}
+    per_call = collections.Counter(str(e.get("call_id")) for e in created)
+    seen = crm.snapshot()
+    in_crm = set(seen.pop("ticket_ids"))
+    return {
+        "crm_drained_s_after_up": drained_after,
+        "crm_outbox": backlog,
+        "tickets_told": len(told),
+        # One call, one work order: a second one under another key (a "partial" ticket filed
+        # at the hang-up while the first was still being numbered) is a duplicate too.
+        "calls_with_two_tickets": sum(1 for n in per_call.values() if n > 1),
+        "crm_tickets": len(in_crm),
+        "crm_missing": sorted(told - in_crm),
+        "crm_unknown": sorted(in_crm - told),
+        "crm": seen,
+    }
+
+
+def told_while_down(nodes: list[HotlineProcess], down: float, up: float) -> int:
+    """Tickets numbered while the CRM was down (from the "ticket created" lines' time)."""
+    count = 0
+    for node in nodes:
+        for e in node.events("ticket created"):
+            at = dt.datetime.fromisoformat(str(e["timestamp"]).replace("Z", "+00:00"))
+            count += down <= at.timestamp() <= up
+    return count
+
+
+def service_failures(node: HotlineProcess) -> dict[str, float]:
+    """The node's back-end requests that did not succeed, by service and result."""
+    with contextlib.suppress(OSError):
+        return {
+            k.partition("{")[2].rstrip("}"): v
+            for k, v in node.metrics().items()
+            if k.startswith("hotline_service_requests_total{") and 'result="ok"' not in k and v
+        }
+    return {}
+
+
 def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     report: dict[str, Any] = {"calls": args.calls, "seconds": args.seconds, "agents": args.agents}
     procs: list[subprocess.Popen[bytes]] = []
-    nodes: list[Node] = []
+    nodes: list[HotlineProcess] = []
     agents: Agents | None = None
+    crm: CrmProcess | None = None
     sipps: list[subprocess.Popen[bytes]] = []
     try:
         redis_proc, redis_port = start_redis(folder)
         procs.append(redis_proc)
+        if args.crm_down_at is not None:
+            crm = CrmProcess(folder)
         for i in (1, 2):
             nodes.append(
-                Node(
+                start_node(
                     folder / f"node{i}",
                     f"storm-{i}",
                     i,
                     f"redis://127.0.0.1:{redis_port}/0",
-                    args.node_timeout,
+                    timeout=args.node_timeout,
+                    crm_url=crm.url if crm is not None else None,
                 )
             )
         for node in nodes:
             node.wait_listening()
-        phone_port = free_port()
-        phone = subprocess.Popen(
-            [
-                *("sipp", "-sn", "uas", "-i", "127.0.0.1", "-mi", "127.0.0.1"),
-                *("-p", str(phone_port), "-nostdin"),
-                *("-trace_err", "-error_file", str(folder / "phones_errors.log")),
-            ],
-            cwd=folder,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        phone, phone_port = start_phones(folder)
         procs.append(phone)
         agents = Agents(nodes, args.agents, f"sip:{{agent}}@127.0.0.1:{phone_port}")
         targets: list[tuple[int, int]]  # (SIP port, calls)
@@ -384,45 +451,30 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         xml = scenario(folder, args.hold, audio=not args.no_audio)
         xml = xml if args.direct else through_proxy(xml)
         for n in range(len(targets)):
-            # A number per caller: one number for all would make routing hold each call for
-            # the agent who last served that number (last-agent routing, 20 s).
-            (folder / f"caller{n}.xml").write_text(
-                xml.replace("13800138000", f"13{n}[call_number]"), "ascii"
-            )
+            (folder / f"caller{n}.xml").write_text(numbered_callers(xml, f"13{n}"), "ascii")
         since_ms = int(time.time() * 1000)
         started_wall = time.time()
         with contextlib.ExitStack() as stack:
             for n, (port, calls) in enumerate(targets):
                 base = stack.enter_context(media_sinks(args.media_port + 20_000 * n, calls))
-                rate = calls / args.seconds
                 out = folder / f"sipp{n}"
-                cmd = [
-                    "sipp",
-                    *("-sf", str(folder / f"caller{n}.xml")),
-                    *("-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", "0", "-mp", str(base)),
-                    *("-m", str(calls), "-l", str(calls), "-r", f"{rate:g}"),
-                    *("-nostdin", "-timeout", f"{int(args.seconds + args.hold + 60)}s"),
+                cmd = caller_command(
+                    folder / f"caller{n}.xml",
+                    port,
+                    out,
+                    calls=calls,
+                    rate=calls / args.seconds,
+                    media_base=base,
+                    timeout_s=args.seconds + args.hold + 60,
                     # Kamailio's UDP workers may forward a node's 180 and 200 in either order:
                     # a late 180 must not make SIPp abort the call (RFC 3261 lets a UAC ignore
                     # it), so unexpected messages are ignored rather than fatal.
-                    *("-default_behaviors", "all,-abortunexp"),
-                    *("-trace_err", "-error_file", f"{out}_errors.log"),
-                    *("-trace_stat", "-stf", f"{out}_stats.csv", "-fd", "1"),
-                    f"127.0.0.1:{port}",
-                ]
-                (folder / f"sipp{n}.cmd").write_text(" ".join(cmd) + "\n")
-                sipps.append(
-                    subprocess.Popen(
-                        cmd,
-                        cwd=folder,
-                        stdin=subprocess.DEVNULL,
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
+                    extra=("-default_behaviors", "all,-abortunexp"),
                 )
+                sipps.append(start_callers(cmd, out, folder))
             killed_at = None
             if args.restart_redis_at is not None:
-                time.sleep(args.restart_redis_at)
+                wait_until(started_wall, args.restart_redis_at)
                 redis_proc.terminate()  # SIGTERM: Redis flushes the AOF and exits
                 redis_proc.wait(10)
                 down = time.monotonic()
@@ -431,8 +483,20 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 procs[0] = redis_proc
                 report["redis_restarted_at_s"] = round(time.time() - started_wall, 1)
                 report["redis_down_s"] = round(time.monotonic() - down, 1)
+            if crm is not None:
+                wait_until(started_wall, args.crm_down_at)
+                crm.down(args.crm_fault)
+                crm_down = time.time()
+                wait_until(crm_down, args.crm_down_for)
+                crm.up()
+                crm_up = time.time()
+                report |= {
+                    "crm_fault": args.crm_fault,
+                    "crm_down_at_s": round(crm_down - started_wall, 1),
+                    "crm_down_s": round(crm_up - crm_down, 1),
+                }
             if args.kill_node_at is not None:
-                time.sleep(args.kill_node_at)
+                wait_until(started_wall, args.kill_node_at)
                 nodes[1].proc.kill()
                 killed_at = time.time() - started_wall
                 report["killed_node_at_s"] = round(killed_at, 1)
@@ -458,9 +522,27 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         summaries = [e for n in nodes for e in n.events("call ended")]
         per_node = {n.name: len(n.events("call ended")) for n in nodes}
         told = [
-            e for e in summaries if any(str(o).startswith("ticket") for o in e.get("outcomes", []))
+            e
+            for e in summaries
+            # A "partial" ticket is filed at the hang-up: the caller was not told that number.
+            if any(
+                str(o).startswith("ticket") and "(partial)" not in str(o)
+                for o in e.get("outcomes", [])
+            )
         ]
         outcomes = collections.Counter(str(e.get("outcome")) for e in summaries)
+        if crm is not None:
+            report |= crm_outcome(crm, nodes, crm_up, args.crm_drain_wait)
+            report["tickets_told_while_crm_down"] = told_while_down(nodes, crm_down, crm_up)
+            # The flow as every caller walks it (no account, no outage known): the work order
+            # is filed and its number read out (fault_ticket), then the queue.
+            report["summaries_walked_the_flow"] = sum(
+                1
+                for e in told
+                if [p for p in e.get("path", []) if p.startswith("fault_")][-2:]
+                == ["fault_ticket", "fault_queue"]
+            )
+            report["service_failures"] = {n.name: service_failures(n) for n in nodes}
         tickets = 0
         outbox: dict[str, Any] = {}
         for node in nodes:
@@ -469,9 +551,10 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 tickets += kept["tickets"]
                 outbox[node.name] = kept["outbox"]
                 continue
-            listed = http(f"{node.api}/tickets?since={int(started_wall) - 5}&limit=500")
-            rows = listed.get("tickets", listed) if isinstance(listed, dict) else listed
-            tickets += len(rows)
+            if crm is None:  # the embedded store lists its tickets
+                listed = http(f"{node.api}/tickets?since={int(started_wall) - 5}&limit=500")
+                rows = listed.get("tickets", listed) if isinstance(listed, dict) else listed
+                tickets += len(rows)
             outbox[node.name] = http(f"{node.api}/outbox").get("stats")
         routing = routing_outcomes(redis_port, since_ms)
         report |= {
@@ -483,7 +566,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             "summaries_per_node": per_node,
             "summary_outcomes": dict(outcomes),
             "summaries_with_ticket": len(told),
-            "tickets_in_stores": tickets,
+            "tickets_in_stores": tickets if crm is None else report["crm_tickets"],
             "outbox": outbox,
             "routing_entered": routing["entered"],
             "routing_final": routing["final"],
@@ -493,9 +576,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             "agent_accept_errors": dict(agents.accept_errors),
             "lost_sipp": created - ok,
             "lost_no_summary": created - len(summaries),
-            "errors_logged": sum(
-                1 for n in nodes for e in n.lines if e.get("level") in ("error", "critical")
-            ),
+            "errors_logged": sum(len(n.errors()) for n in nodes),
         }
         return report
     finally:
@@ -510,9 +591,12 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                     proc.wait(10)
             if proc.poll() is None:
                 proc.kill()
+        if crm is not None:
+            crm.close()
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line (the tests parse theirs with it too)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=60.0, help="calls start over this long")
@@ -523,17 +607,40 @@ def main() -> None:
     parser.add_argument("--kill-node-at", type=float, help="SIGKILL node 2 after this many s")
     parser.add_argument("--restart-redis-at", type=float, help="restart Redis after this many s")
     parser.add_argument("--redis-down", type=float, default=2.0, help="seconds Redis stays down")
+    parser.add_argument(
+        "--crm-down-at", type=float, help="HTTP CRM: take it down after this many s"
+    )
+    parser.add_argument("--crm-down-for", type=float, default=60.0, help="seconds it stays down")
+    parser.add_argument(
+        "--crm-fault",
+        choices=["stop", "500"],
+        default="stop",
+        help="stop: stops listening (refused); 500: answers every ticket 500",
+    )
+    parser.add_argument(
+        "--crm-drain-wait", type=float, default=300.0, help="seconds to wait for the outboxes"
+    )
     parser.add_argument("--node-timeout", type=float, default=8.0)
     parser.add_argument("--probe-wait", type=float, default=6.0)
     parser.add_argument("--media-port", type=int, default=6000)
     parser.add_argument("--keep", type=Path, help="keep logs and SIPp traces here")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    if sys.argv[1:] == ["--serve-crm"]:
+        serve_crm()
+        return
+    args = parser().parse_args()
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix="storm-", dir=args.keep))
     else:
         folder = Path(tempfile.mkdtemp(prefix="storm-"))
-    print(f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; {machine()}; folder {folder}")
+    print(
+        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; code {code_version()}; {machine()}; "
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; folder {folder}"
+    )
     report = run(args, folder)
     print(json.dumps(report, indent=2, ensure_ascii=False))
     if not args.keep:

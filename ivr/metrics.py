@@ -96,6 +96,26 @@ RTP_TICKS_SKIPPED = Gauge(
 for _reason in ("draining", "full", "codec", "no_rtp_port"):
     SIP_CALLS_REFUSED.labels(reason=_reason)
 
+SIP_TABLES = ("dialogs", "sessions", "agent_legs", "transactions")
+"""What the SIP front end holds per call (the `table` label of `SIP_TABLE_SIZE`)."""
+
+SIP_TABLE_SIZE = Gauge(
+    "hotline_sip_table_size",
+    "Entries the SIP front end holds, by table: dialogs (the UAS call table: ringing, up or "
+    "ending), sessions (calls running the flow), agent_legs (outbound legs to agents), "
+    "transactions (SIP transactions kept, retransmission absorbers included). All return to 0 "
+    "when no call is up: a leak shows as a floor that rises.",
+    ["table"],
+    registry=REGISTRY,
+)
+for _table in SIP_TABLES:
+    SIP_TABLE_SIZE.labels(table=_table)
+ASYNCIO_TASKS = Gauge(
+    "hotline_asyncio_tasks",
+    "Tasks alive on the node's event loop (calls, their media and timers, the web app's).",
+    registry=REGISTRY,
+)
+
 # --- callbacks dialed out (ivr/sip/callbacks.py) ---
 
 CALLBACK_OUTCOMES = (

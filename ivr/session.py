@@ -27,6 +27,10 @@ from speech.understand import Understander
 
 log = structlog.get_logger("ivr.session")
 
+RECENT_SUMMARIES = 1000
+"""How many finished calls' summaries a front end keeps for tests and the shutdown log: a
+bound, because a node runs for months (bench/soak.py: as plain lists they grew with every call)."""
+
 SERVICE_GRACE_SECONDS = 10.0
 """How long a finished call waits for outstanding service work (a partial ticket, a survey)."""
 

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -28,7 +29,7 @@ from ivr.flow.model import Flow
 from ivr.listening import CallListener, Speech
 from ivr.routing_redis import CallbackEnd, CallbackOrder
 from ivr.services import Crm, Routing
-from ivr.session import CallSession, CallSummary
+from ivr.session import RECENT_SUMMARIES, CallSession, CallSummary
 from ivr.settings import Settings
 from ivr.sip import events as sip
 from ivr.sip.bridge import Bridge
@@ -252,12 +253,12 @@ class SipServer:
         self._last_malformed_log = 0.0
         self._malformed = 0
         self._session_factory = session_factory
-        self.answered: list[tuple[str, int]] = []
-        """(call id, RTP payload type) of every answered call."""
+        self.answered: deque[tuple[str, int]] = deque(maxlen=RECENT_SUMMARIES)
+        """(call id, RTP payload type) of the latest answered calls."""
         self._no_calls = asyncio.Event()
         self._no_calls.set()
-        self.completed: list[CallSummary] = []
-        """Summaries of finished calls (for tests and the shutdown log)."""
+        self.completed: deque[CallSummary] = deque(maxlen=RECENT_SUMMARIES)
+        """Summaries of the latest finished calls (for tests and the shutdown log)."""
         # -- registrar: agent softphones REGISTER here when an agents file is configured --
         self.registrar: Registrar | None = None
         """The built-in registrar (``sip_agents_file`` set), else ``None`` (REGISTER gets 405).
@@ -791,12 +792,25 @@ class SipServer:
         for name, value in (("p50", stats.p50_ms), ("p99", stats.p99_ms), ("max", stats.max_ms)):
             metrics.RTP_SEND_GAP.labels(stat=name).set(value / 1000)
 
+    def _export_tables(self) -> None:
+        """What the node holds per call, for the soak's leak check (bench/soak.py)."""
+        sizes = {
+            "dialogs": self.core.calls,
+            "sessions": len(self.calls),
+            "agent_legs": len(self.legs),
+            "transactions": self.core.transactions,
+        }
+        for table, size in sizes.items():
+            metrics.SIP_TABLE_SIZE.labels(table=table).set(size)
+        metrics.ASYNCIO_TASKS.set(len(asyncio.all_tasks()))
+
     async def _watch_rtp(self) -> None:
         """Hang up calls whose caller stopped sending RTP (a dead peer, RFC 3550 §6.3.5)."""
         limit = self.settings.rtp_timeout_seconds
         while True:
             await asyncio.sleep(min(1.0, limit / 4))
             self._export_clock()
+            self._export_tables()
             self.callbacks.watch_rtp(limit)
             for call in list(self.calls.values()):
                 if call.task is None and call.media.counters.received and not call.ended:

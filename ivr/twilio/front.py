@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 
 import structlog
@@ -37,7 +37,7 @@ from ivr.flow.model import Flow
 from ivr.listening import Speech
 from ivr.metrics import REGISTRY
 from ivr.services import Crm, Routing
-from ivr.session import CallSession, CallSummary
+from ivr.session import RECENT_SUMMARIES, CallSession, CallSummary
 from ivr.settings import Settings
 from ivr.sip.rtp_clock import SendClock
 from ivr.twilio import messages as msg
@@ -138,8 +138,8 @@ class TwilioFrontEnd:
         self.updater: CallUpdater | None = None
         self.calls: dict[str, TwilioCall] = {}
         """Calls by CallSid, from the voice webhook until their session ends."""
-        self.completed: list[CallSummary] = []
-        """Summaries of finished calls (tests, the shutdown log)."""
+        self.completed: deque[CallSummary] = deque(maxlen=RECENT_SUMMARIES)
+        """Summaries of the latest finished calls (tests, the shutdown log)."""
         self.draining = False
         self.description = "not started"
         """What /healthz shows for ``twilio``."""

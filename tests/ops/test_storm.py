@@ -5,7 +5,6 @@ routing. About 30 s; the full-size figures are in docs/benchmarks.md."""
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import os
 import shutil
@@ -34,19 +33,11 @@ def test_a_small_storm_loses_no_call(tmp_path: Path) -> None:
         pytest.skip("SIPp plays the callers' RTP through a raw socket: needs root (CI is root)")
     storm = load_storm()
     calls = 12  # hashed over two nodes: all on one has odds 2 in 4096
-    args = argparse.Namespace(
-        calls=calls,
-        seconds=4.0,
-        agents=3,
-        hold=16.0,
-        direct=False,
-        no_audio=True,
-        kill_node_at=None,
-        restart_redis_at=None,
-        redis_down=2.0,
-        node_timeout=8.0,
-        probe_wait=3.0,
-        media_port=6000,
+    args = storm.parser().parse_args(
+        [
+            *("--calls", str(calls), "--seconds", "4", "--agents", "3", "--hold", "16"),
+            *("--no-audio", "--probe-wait", "3"),
+        ]
     )
     report = storm.run(args, tmp_path)
     assert report["sipp_created"] == calls

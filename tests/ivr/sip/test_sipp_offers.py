@@ -93,9 +93,9 @@ async def test_g729_only_offer_is_refused_488(tmp_path: Path, telephone_event: b
         ]
         assert len({m.text for m in received[1:]}) == 1  # one response, resent byte for byte
         assert 0.45 < received[3].at - received[1].at < 0.9  # T1 = 0.5 s
-        assert server.answered == []
+        assert not server.answered
         assert server.calls == {}
         assert server.pending == set()
-        assert server.completed == []
+        assert not server.completed
         await wait_until(lambda: server.core.calls == 0, T4)
         await wait_until(lambda: server.core.transactions == 0, T4)
