@@ -134,6 +134,9 @@ class Dialog:
         self._node_failures = 0
         self._digits = ""
         self._ticket_created = False
+        self._ticket_unanswered = False
+        """A work order was handed to the CRM bridge and its answer did not come in time: the
+        bridge may still number and deliver it, so a hang-up files no partial one beside it."""
         self._agent_answered = False
         self._typeahead: list[str] = []
         self._steps = 0
@@ -215,9 +218,10 @@ class Dialog:
         pending = self.slots.get("pending_ticket")
         in_flight = self.phase == "service" and isinstance(self._node(), TicketNode)
         served = self._agent_answered or self.phase == "bridged"
-        if pending and not self._ticket_created and not in_flight and not served:
-            # (A CreateTicket already handed over is the CRM bridge's to deliver; a second,
-            # partial one would be a duplicate work order.)
+        handed_over = self._ticket_created or self._ticket_unanswered
+        if pending and not handed_over and not in_flight and not served:
+            # (A CreateTicket already handed over is the CRM bridge's to deliver, even one whose
+            # answer timed out; a second, partial one would be a duplicate work order.)
             # A caller who reported a hazard or a fault and hung up before the work order was
             # made must still leave one: the crew needs it, and the caller can be called back.
             priority = _int(self.slots.get("pending_priority"), PARTIAL_TICKET_DEFAULT_PRIORITY)
@@ -274,6 +278,8 @@ class Dialog:
                 self._fail("no_input", now, out)
         elif self.phase == "service":
             self._pending = None
+            if isinstance(node, TicketNode):
+                self._ticket_unanswered = True
             self._service_error(node, "timeout", now, out)
         elif self.phase == "queued":
             assert isinstance(node, EnqueueNode)
@@ -846,6 +852,7 @@ class Dialog:
             # A new report (a hazard said after a fault ticket or an agent call) needs its own
             # work order if the caller drops before it is made.
             self._ticket_created = False
+            self._ticket_unanswered = False
             self._agent_answered = False
         out.append(act.StopCollecting())
         self._enter(choice.goto, now, out)

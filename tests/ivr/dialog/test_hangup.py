@@ -237,3 +237,26 @@ def test_hang_up_while_the_ticket_is_being_created_files_no_second_one(walk_to, 
     assert ticket.complete
     # A late reply changes nothing either.
     assert d.ticket("20261127") == []
+
+
+def test_no_partial_ticket_beside_one_whose_answer_timed_out(walk_to):
+    """The CRM bridge was slow to number the work order (the flow's service timeout passed):
+    the caller goes on to the queue without a number, but the bridge may still file it, so a
+    hang-up there files no second, partial one for the same report."""
+    d = walk_to("fault_ticket")
+    [handed_over] = d.of(d.actions, CreateTicket)
+    assert handed_over.complete
+    d.timeout()  # no answer within the service timeout: on_error, to the queue
+    assert d.dialog.node_id == "fault_queue"
+    out = d.hang_up()
+    assert d.of(out, CreateTicket) == []
+    assert Outcome("ticket", "故障报修 (partial)") not in d.dialog.outcomes
+
+
+def test_a_partial_ticket_when_the_work_order_was_refused(walk_to):
+    """A refusal (not a timeout) means no work order exists: the hang-up still files one."""
+    d = walk_to("fault_ticket")
+    d.fail("invalid_ticket")
+    assert d.dialog.node_id == "fault_queue"
+    [partial] = d.of(d.hang_up(), CreateTicket)
+    assert not partial.complete
