@@ -21,7 +21,8 @@ the customer) with a `CallbackOrder`. The hook returns when the callback is over
 `CallbackEnd`; routing is then told, whatever happened, also when the hook fails: a callback that
 was talked (or could not be carried out, e.g. the node stopped) is completed (the agent goes to
 wrap-up); one whose agent phone failed goes back to its place (the agent not ready, missed); one
-whose customer did not answer goes back to its place until its queue's last attempt, then fails;
+whose customer did not answer goes back to its place (after its queue's retry delay, out of line
+meanwhile) until its queue's last attempt, then fails;
 one whose number cannot be dialed fails at once. When routing ends a callback being dialed (its
 agent completed it through the API), the ``disconnected`` message makes the node run its
 ``on_callback_ended`` hook, which hangs up the callback's legs.
@@ -466,7 +467,8 @@ class RedisRouting:
     ) -> str:
         """A callback ``agent_id`` was dialing is over (see `CallbackEnd`): routing completes it,
         puts it back in its place, or fails it. Returns routing's outcome: ``completed``,
-        ``requeued``, ``failed`` (the last attempt), the callback's state after an unreachable
+        ``requeued``, ``retrying`` (back in its place after the queue's retry delay), ``failed``
+        (the last attempt), the callback's state after an unreachable
         agent (``waiting``, ``offered``...), or ``none`` when routing no longer holds it so."""
         store, now = self.store, self.clock()
         outcome: str

@@ -628,6 +628,8 @@ class QueueSnapshot:
     """The same for callbacks."""
     agents: AgentCounts
     """The logged-in agents having the queue's skill (all logged-in agents for all queues)."""
+    callbacks_retrying: int = 0
+    """Callbacks whose customer did not answer, out of line until their retry delay is over."""
 
     def as_dict(self) -> dict[str, Any]:
         """For JSON."""
@@ -704,6 +706,7 @@ class _Line:
     callbacks_waiting: int = 0
     offered: int = 0
     connected: int = 0
+    retrying: int = 0
     oldest_call: float = math.inf
     oldest_callback: float = math.inf
 
@@ -716,6 +719,8 @@ class _Line:
         if kind is ItemKind.CALLBACK:
             if state is CallState.WAITING:
                 self.callbacks_waiting += 1
+            elif state is CallState.RETRY:
+                self.retrying += 1
             self.oldest_callback = min(self.oldest_callback, entered)
             return
         if state is CallState.WAITING:
@@ -727,6 +732,7 @@ class _Line:
         self.callbacks_waiting += other.callbacks_waiting
         self.offered += other.offered
         self.connected += other.connected
+        self.retrying += other.retrying
         self.oldest_call = min(self.oldest_call, other.oldest_call)
         self.oldest_callback = min(self.oldest_callback, other.oldest_callback)
 
@@ -742,6 +748,7 @@ class _Line:
             if self.oldest_callback < math.inf
             else 0.0,
             agents=agents,
+            callbacks_retrying=self.retrying,
         )
 
 

@@ -85,11 +85,11 @@ local function timer_clear(kind, id)
     redis.call('ZREM', K.timers(), kind .. '|' .. id)
 end
 
--- Every timer a call can have (reservation, max wait, callback expiry, escalation, overflow),
--- in one ZREM.
+-- Every timer a call can have (reservation, max wait, callback expiry, escalation, overflow,
+-- a callback's retry), in one ZREM.
 local function call_timers_clear(id)
     redis.call('ZREM', K.timers(), 'rona|' .. id, 'maxwait|' .. id, 'cbexp|' .. id,
-        'esc|' .. id, 'ovf|' .. id)
+        'esc|' .. id, 'ovf|' .. id, 'cbretry|' .. id)
 end
 
 local function inbox(node, message)
@@ -119,7 +119,7 @@ end
 local NUMERIC = { reservation_timeout = true, wrap_up_seconds = true, max_wait = true,
     max_length = true, aging_seconds_per_priority = true, callback_window = true,
     default_handle_seconds = true, escalate_after = true, escalate_min_level = true,
-    overflow_after = true, callback_attempts = true }
+    overflow_after = true, callback_attempts = true, callback_retry_seconds = true }
 
 -- A queue's settings. Each is read when first used and kept for the invocation: a command uses
 -- one to five of them, and reading and converting all of them cost more than the rest of a
@@ -1048,18 +1048,49 @@ end
 -- queue it entered (a caller), the callback's expiry, escalation and overflow, each due when it
 -- was (one already past fires at the next tick).
 
+-- A callback's expiry: its request time plus the window (stored as 'expires').
+local function callback_expiry_arm(id, c)
+    local expires = tonumber(redis.call('HGET', K.call(id), 'expires'))
+        or tonumber(c.enq) + qcfg(c.skill).callback_window -- written before 'expires' was
+    timer_set('cbexp', id, expires)
+end
+
 local function back_in_line(id, c)
     requeue(id, c)
     redis.call('HSET', K.call(id), 'connected_at', '')
     local origin, esc = moved_fields(id, c)
     if c.kind == 'callback' then
-        local expires = tonumber(redis.call('HGET', K.call(id), 'expires'))
-            or tonumber(c.enq) + qcfg(c.skill).callback_window -- written before 'expires' was
-        timer_set('cbexp', id, expires)
+        callback_expiry_arm(id, c)
     elseif qcfg(origin).max_wait > 0 then
         timer_set('maxwait', id, tonumber(c.enq) + qcfg(origin).max_wait)
     end
     moves_timers(id, c, origin, esc)
+end
+
+-- A callback whose customer did not answer waits out the queue's callback_retry_seconds out of
+-- line (state 'retry', timer 'cbretry'): dialing the customer again at once would most likely
+-- find them busy again. Its expiry keeps running; escalation and overflow wait until it is back.
+local function retry_later(id, c, due)
+    redis.call('HSET', K.call(id), 'state', 'retry', 'agent', '', 'offered_at', '',
+        'connected_at', '', 'retry_at', due)
+    timer_set('cbretry', id, due)
+    callback_expiry_arm(id, c)
+end
+
+-- The retry delay is over: the callback is back at its place (same score, same arrival number,
+-- same bucket), with its escalation and overflow timers, and is offered if an agent fits.
+local function retry_due(id)
+    local c = call_get(id)
+    if not c or c.state ~= 'retry' then
+        return
+    end
+    redis.call('ZADD', K.queue(c.skill, c.min), c.score, c.member)
+    redis.call('HSET', K.call(id), 'state', 'waiting', 'retry_at', '')
+    local origin, esc = moved_fields(id, c)
+    moves_timers(id, c, origin, esc)
+    emit('CALLBACK_RETRY', 'call', id, 'skill', c.skill, 'cstate', 'waiting',
+        'attempts', redis.call('HGET', K.call(id), 'attempts') or '0')
+    after_return(id)
 end
 
 -- The call's state once it went back and was matched again: 'waiting', 'offered', or 'ended'
@@ -1379,8 +1410,9 @@ local function cmd_unreachable()
 end
 
 -- The customer of a callback did not answer (busy, no answer, refused). The attempt is counted:
--- below the queue's callback_attempts the callback goes back to its place, else (or when
--- `final`: it can never be dialed) it ends as failed. The agent wraps up (attempt_over).
+-- below the queue's callback_attempts the callback goes back to its place (after the queue's
+-- callback_retry_seconds, out of line meanwhile), else (or when `final`: it can never be
+-- dialed) it ends as failed. The agent wraps up (attempt_over).
 local function cmd_noanswer()
     local id, a, cause, final = ARGS[4], ARGS[5], ARGS[6] or '', ARGS[7] == '1'
     local c = call_get(id)
@@ -1400,8 +1432,21 @@ local function cmd_noanswer()
         end
         return { 'failed', n }
     end
-    back_in_line(id, c)
     redis.call('HSET', K.call(id), 'attempts', attempts)
+    local delay = qcfg(c.skill).callback_retry_seconds
+    if delay > 0 then
+        local due = NOW + delay
+        retry_later(id, c, due)
+        emit('CALLBACK_NOANSWER', 'call', id, 'agent', a, 'skill', c.skill, 'cstate', 'retry',
+            'astate', 'wrap_up', 'reason', '', 'attempts', n, 'cause', cause,
+            'retry_at', tostring(due))
+        if attempt_over(a, c.skill) then
+            become_available(a, hmget(K.agent(a), 'calls', 'talk', 'offer_seq'), 'READY',
+                'wrap_end')
+        end
+        return { 'retrying', n }
+    end
+    back_in_line(id, c)
     emit('CALLBACK_NOANSWER', 'call', id, 'agent', a, 'skill', c.skill, 'cstate', 'waiting',
         'astate', 'wrap_up', 'reason', '', 'attempts', n, 'cause', cause)
     local ready = attempt_over(a, c.skill)
@@ -1637,7 +1682,7 @@ local function cmd_tick()
         elseif kind == 'maxwait' or kind == 'cbexp' then
             local c = call_get(id)
             local reason = kind == 'maxwait' and 'max_wait' or 'expired'
-            if c and c.state == 'waiting' then
+            if c and (c.state == 'waiting' or c.state == 'retry') then
                 exit_call(id, c, reason)
             elseif c and c.state == 'offered' then
                 redis.call('HSET', K.call(id), 'overdue', reason)
@@ -1650,6 +1695,8 @@ local function cmd_tick()
             ring_timeout(id)
         elseif kind == 'pref' then
             hold_expired(id)
+        elseif kind == 'cbretry' then
+            retry_due(id)
         end
     end
     return { tostring(#due) }

@@ -252,7 +252,10 @@ class RoutingStore:
         refused; ``cause`` for the event).
 
         The attempt is counted. Below the queue's ``callback_attempts`` the callback goes back
-        to its place (``requeued``, event ``CALLBACK_NOANSWER``), else it ends as failed
+        to its place (``requeued``, event ``CALLBACK_NOANSWER``) -- after the queue's
+        ``callback_retry_seconds`` (``retrying``: out of line until then, state ``retry``;
+        ``CALLBACK_RETRY`` when it is back, at the first tick after the delay) --, else it ends
+        as failed
         (``failed``, ``CALLBACK_FAILED``); ``final`` fails it at once (a number no retry can
         reach). The agent goes to wrap-up, with no call counted. Returns the outcome (``none``:
         no such callback connected to that agent, nothing changed) and the attempts made.
@@ -474,6 +477,7 @@ class RoutingStore:
             preferred_agent=h.get("pref", ""),
             held_until=float(h["pref_until"]) if h.get("pref_until") else None,
             attempts=int(h.get("attempts") or 0),
+            retry_at=float(h["retry_at"]) if h.get("retry_at") else None,
         )
 
     async def agent_ids(self) -> set[str]:

@@ -214,7 +214,10 @@ async def test_accepts_that_did_not_get_through_are_taken_back(store: RoutingSto
     40 s, once; a callback accepted twice whose customer never answered fails (two attempts),
     counted apart; each unanswered attempt and the unreachable phone count when they happen,
     in the next interval here."""
-    await store.configure_queue(QueueConfig("billing", callback_attempts=2, wrap_up_seconds=0), T0)
+    await store.configure_queue(
+        QueueConfig("billing", callback_attempts=2, wrap_up_seconds=0, callback_retry_seconds=0),
+        T0,
+    )
     await store.login("A1", skills={"billing": 1}, now=T0)
     await store.login("A2", skills={"billing": 1}, now=T0)
     await store.enqueue(call("c1"), T0)
