@@ -252,7 +252,8 @@ class RedisRouting:
             _feed(held, ev.QueuePosition(request.request_id, pos.position, pos.wait_seconds))
 
     async def leave_queue(self, request: act.LeaveQueue, context: CallContext) -> None:
-        """The caller hung up (``abandoned``, ``hangup``), chose a callback (``callback``: place
+        """The caller hung up (``abandoned``, ``hangup``; ``abandoned_ringing``: while the
+        accepting agent's phone rang, an abandon), chose a callback (``callback``: place
         parked), or was handed to the agent by SIP REFER (``transferred``)."""
         now = self.clock()
         self._held.pop(context.call_id, None)
@@ -268,18 +269,21 @@ class RedisRouting:
                 self.store.leave_for_callback(context.call_id, now, self.park_seconds)
             )
         else:
+            ringing = request.reason == "abandoned_ringing"
             try:
-                outcome = await _service_call(self.store.hangup(context.call_id, now))
+                outcome = await _service_call(
+                    self.store.hangup(context.call_id, now, agent_ringing=ringing)
+                )
             except ServiceError as exc:
                 if exc.reason != "routing_unavailable":
                     raise
                 # The caller is gone whatever Redis says: routing must hear it when it is back,
                 # or the call waits in line with nobody on it (and is offered to agents).
-                self._retry_hangup(context.call_id, now)
+                self._retry_hangup(context.call_id, now, ringing)
                 outcome = "retrying"
         log.info("left queue", reason=request.reason, outcome=outcome)
 
-    def _retry_hangup(self, call_id: str, at: float) -> None:
+    def _retry_hangup(self, call_id: str, at: float, agent_ringing: bool = False) -> None:
         """Tell routing of a hang-up at ``at`` until it hears it (exponential backoff with
         jitter, for up to `HANGUP_RETRY_SECONDS`); a node that leaves first ends the call
         anyway (``node_leave``)."""
@@ -295,7 +299,7 @@ class RedisRouting:
                     reraise=True,
                 ):
                     with attempt:
-                        outcome = await self.store.hangup(call_id, at)
+                        outcome = await self.store.hangup(call_id, at, agent_ringing=agent_ringing)
                 log.info(
                     "left queue",
                     reason="hangup",

@@ -1457,7 +1457,22 @@ local function cmd_noanswer()
     return { 'requeued', n }
 end
 
--- The caller is gone (hung up while waiting, while offered, or while talking).
+-- A caller hung up after the accept, while the agent's phone rang (their node says so): nobody
+-- answered them, so it is an abandon, not a call handled. The agent, who did nothing wrong, is
+-- available again with their idle place (as when a caller leaves an offered call): no call, no
+-- talk, no wrap-up, no handle time. The node hangs up the agent's leg itself.
+local function abandon_ringing(id, c)
+    local a = c.agent
+    end_call(id, c)
+    release_agent(a)
+    emit('ABANDON', 'call', id, 'agent', a, 'skill', c.skill, 'cstate', 'ended',
+        'astate', 'available', 'reason', 'abandon_while_ringing',
+        'wait', tostring(NOW - tonumber(c.enq)))
+    match_agent(a)
+end
+
+-- The caller is gone (hung up while waiting, while offered, while the accepting agent's phone
+-- rang: ARGS[5] '1', or while talking).
 local function cmd_hangup()
     local id = ARGS[4]
     local c = call_get(id)
@@ -1465,6 +1480,10 @@ local function cmd_hangup()
         return { 'none' }
     end
     if c.state == 'connected' then
+        if ARGS[5] == '1' and c.kind == 'call' then
+            abandon_ringing(id, c)
+            return { 'abandoned' }
+        end
         finish(id, c, c.agent, 'caller')
         return { 'completed' }
     end

@@ -297,13 +297,15 @@ class RoutingStore:
             True, _position(result[1], result[2]), tuple(offers), kept_place=_s(result[3]) == "1"
         )
 
-    async def hangup(self, call_id: str, now: float) -> str:
+    async def hangup(self, call_id: str, now: float, *, agent_ringing: bool = False) -> str:
         """The caller is gone.
 
-        Returns ``abandoned`` (it was waiting or offered), ``completed`` (it was talking: the
-        agent goes to wrap-up) or ``none`` (routing no longer holds it).
+        Returns ``abandoned`` (it was waiting or offered; or, with ``agent_ringing``, accepted
+        while the agent's phone still rang: event ``ABANDON`` with reason
+        ``abandon_while_ringing``, the agent available again), ``completed`` (it was talking:
+        the agent goes to wrap-up) or ``none`` (routing no longer holds it).
         """
-        result, _ = await self._run("hangup", now, call_id)
+        result, _ = await self._run("hangup", now, call_id, "1" if agent_ringing else "0")
         return _s(result[0])
 
     async def leave_for_callback(

@@ -135,6 +135,8 @@ class Dialog:
         self._digits = ""
         self._ticket_created = False
         self._agent_answered = False
+        self._agent_ringing = False
+        """The transport said the accepting agent's phone rings and has not answered yet."""
         self._typeahead: list[str] = []
         self._steps = 0
         self._confirming = False
@@ -192,6 +194,11 @@ class Dialog:
                 self._on_queue_position(event, now, out)
             case ev.AgentConnected():
                 self._on_agent_connected(event, now, out)
+            case ev.AgentRinging():
+                self._on_agent_ringing(event)
+            case ev.AgentAnswered():
+                if event.request_id == self._queue_request:
+                    self._agent_ringing = False
             case ev.AgentDisconnected():
                 self._on_agent_disconnected(event, now, out)
             case ev.CallTransferred():
@@ -207,12 +214,15 @@ class Dialog:
     def _on_hangup(self, event: ev.CallerHungUp, now: float, out: list[act.Action]) -> None:
         if self.phase == "queued" and self._queue_request is not None:
             out.append(act.LeaveQueue(self._queue_request, "abandoned"))
+        elif self.phase == "bridged" and self._queue_request is not None and self._agent_ringing:
+            # Nobody answered the caller yet: an abandon, and the agent is free again.
+            out.append(act.LeaveQueue(self._queue_request, "abandoned_ringing"))
         elif self.phase == "bridged" and self._queue_request is not None:
             # Routing must hear it: the agent goes to wrap-up, the call is complete.
             out.append(act.LeaveQueue(self._queue_request, "hangup"))
         pending = self.slots.get("pending_ticket")
         in_flight = self.phase == "service" and isinstance(self._node(), TicketNode)
-        served = self._agent_answered or self.phase == "bridged"
+        served = (self._agent_answered or self.phase == "bridged") and not self._agent_ringing
         if pending and not self._ticket_created and not in_flight and not served:
             # (A CreateTicket already handed over is the CRM bridge's to deliver; a second,
             # partial one would be a duplicate work order.)
@@ -540,11 +550,16 @@ class Dialog:
         self.phase = "bridged"
         self.deadline = None
 
+    def _on_agent_ringing(self, event: ev.AgentRinging) -> None:
+        if self.phase == "bridged" and event.request_id == self._queue_request:
+            self._agent_ringing = True
+
     def _on_agent_disconnected(
         self, event: ev.AgentDisconnected, now: float, out: list[act.Action]
     ) -> None:
         if self.phase != "bridged" or event.request_id != self._queue_request:
             return
+        self._agent_ringing = False
         node = self._node()
         assert isinstance(node, EnqueueNode)
         # The agent leg may have ended on the transport's side (the agent hung up the phone):
@@ -582,6 +597,7 @@ class Dialog:
         out.append(act.ReturnToQueue(event.request_id, event.agent_id, event.reason))
         self.phase = "queued"
         self._agent_answered = False
+        self._agent_ringing = False
         self.slots.pop("agent_id", None)
         if node.hold_prompts:
             self._play(node.hold_prompts, out, barge_in=True)

@@ -327,3 +327,55 @@ async def test_a_callback_completed_by_its_agent_tells_its_node(
     [message] = await store.drain_inbox("n2")
     assert (message.kind, message.call_id) == ("disconnected", "cb:x")
     await consistent(store)
+
+
+# ---------------------------------------------------------------------- hang-up while it rings
+
+
+async def test_a_caller_hanging_up_while_the_agent_phone_rings_abandons(
+    store: RoutingStore, consistent: Check
+) -> None:
+    """After the accept, before the agent's phone answered: an abandon with its reason, the
+    agent available again (no call, no talk, no wrap-up) and offered the next caller."""
+    await store.configure_queue(QueueConfig("billing", wrap_up_seconds=30), T0)
+    await store.login("A1", skills={"billing": 1}, now=T0, ready=True)
+    await store.enqueue(call("a"), T0)
+    await store.enqueue(call("b"), T0 + 1)
+    await connected(store, "A1", "a", T0 + 2)
+
+    assert await store.hangup("a", T0 + 9, agent_ringing=True) == "abandoned"
+
+    assert await store.call("a") is None
+    ended = [e for e in await store.events() if e.call_id == "a"][-1]
+    assert ended.type is EventType.ABANDON
+    assert (ended.agent_id, ended.fields["reason"], ended.fields["astate"]) == (
+        "A1",
+        "abandon_while_ringing",
+        "available",
+    )
+    assert ended.fields["wait"] == "9"
+    agent = await store.agent("A1")
+    assert agent is not None
+    assert (agent.state, agent.call_id, agent.calls, agent.talk_seconds) == (
+        AgentState.RESERVED,  # offered the next caller at once
+        "b",
+        0,
+        0.0,
+    )
+    await consistent(store)
+
+
+async def test_a_ringing_report_about_a_callback_or_a_talk_changes_nothing_more(
+    store: RoutingStore, consistent: Check
+) -> None:
+    """A callback has no caller on the line: its end is a completion as before; a caller not
+    connected is an abandon whatever the node says."""
+    await store.configure_queue(QueueConfig("billing", wrap_up_seconds=0), T0)
+    await store.login("A1", skills={"billing": 1}, now=T0, ready=True)
+    await store.add_callback(callback("cb:x"), T0)
+    await connected(store, "A1", "cb:x", T0 + 1)
+    assert await store.hangup("cb:x", T0 + 5, agent_ringing=True) == "completed"
+    await store.enqueue(call("w"), T0 + 6)  # offered to A1
+    assert await store.hangup("w", T0 + 7, agent_ringing=True) == "abandoned"
+    assert [e.fields.get("reason") for e in await store.events() if e.call_id == "w"][-1] == ""
+    await consistent(store)

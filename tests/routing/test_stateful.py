@@ -444,18 +444,25 @@ class RoutingMachine(RuleBasedStateMachine):
             self.enqueue(skill, level, priority, extra=False, node=NODES[i % len(NODES)])
 
     @precondition(lambda self: bool(self.callers))
-    @rule(data=st.data())
-    def hang_up(self, data: st.DataObject) -> None:
+    @rule(data=st.data(), ringing=st.booleans())
+    def hang_up(self, data: st.DataObject, ringing: bool) -> None:
+        """The caller hangs up; ``ringing``: their node says the accepting agent's phone still
+        rang (an abandon; the agent available again, maybe offered another call at once)."""
         call_id = data.draw(st.sampled_from(self.callers))
         before = self.run(self.store.call(call_id))
-        outcome = self.run(self.store.hangup(call_id, self.now))
+        outcome = self.run(self.store.hangup(call_id, self.now, agent_ringing=ringing))
         expected = {
             None: "none",
             CallState.WAITING: "abandoned",
             CallState.OFFERED: "abandoned",
-            CallState.CONNECTED: "completed",
+            CallState.CONNECTED: "abandoned" if ringing else "completed",
         }
         assert outcome == expected[None if before is None else before.state]
+        if ringing and before is not None and before.state is CallState.CONNECTED:
+            agent = self.agent(before.agent_id)
+            assert agent is not None
+            assert agent.state in (AgentState.AVAILABLE, AgentState.RESERVED)
+            assert agent.call_id != call_id
 
     @precondition(lambda self: bool(self.callers))
     @rule(data=st.data())

@@ -246,6 +246,38 @@ async def test_accepts_that_did_not_get_through_are_taken_back(store: RoutingSto
     assert first.as_dict()["callbacks_failed"] == 1
 
 
+async def test_a_caller_gone_while_the_agent_phone_rang_is_an_abandon(
+    store: RoutingStore,
+) -> None:
+    """Accepted after 10 s, gone 20 s later while the agent's phone rang: abandoned (not
+    answered, no ASA, no handle time), counted among those abandoned while ringing; a caller
+    gone within the short-abandon time while it rang is a short abandon, also counted so."""
+    await store.configure_queue(QueueConfig("billing", wrap_up_seconds=0), T0)
+    await store.login("A1", skills={"billing": 1}, now=T0)
+    await store.enqueue(call("c1"), T0)
+    await store.ready("A1", T0 + 10)
+    await store.accept("A1", "c1", T0 + 10)
+    assert await store.hangup("c1", T0 + 30, agent_ringing=True) == "abandoned"
+    await store.enqueue(call("c2"), T0 + 40)  # offered to A1 at once
+    await store.accept("A1", "c2", T0 + 41)
+    assert await store.hangup("c2", T0 + 43, agent_ringing=True) == "abandoned"
+
+    [overall, billing] = interval_stats(await store.events())
+    assert (billing.offered, billing.answered, billing.answer_wait, billing.asa) == (
+        2,
+        0,
+        0.0,
+        None,
+    )
+    assert (billing.abandoned, billing.short_abandoned, billing.abandoned_ringing) == (1, 1, 2)
+    assert (billing.handled, billing.max_wait) == (0, 30.0)
+    assert billing.abandon_rate == 1.0
+    assert overall == replace(billing, skill=None)
+    agent = await store.agent("A1")
+    assert agent is not None
+    assert (agent.state, agent.calls) == (AgentState.AVAILABLE, 0)
+
+
 async def test_calls_that_entered_before_the_window_are_left_out(store: RoutingStore) -> None:
     """Folding from mid-stream: the answer of a caller whose entry is not in the window is not
     counted (its interval precedes the window); the reject it met, which counts when it
@@ -563,7 +595,9 @@ class Floor:
                 )
             elif action == "hangup" and self.callers:
                 await store.hangup(
-                    rng.choice(self.callers + ["cb:" + c for c in self.callers]), now
+                    rng.choice(self.callers + ["cb:" + c for c in self.callers]),
+                    now,
+                    agent_ringing=rng.random() < 0.5,  # a connected caller's phone rang still
                 )
             elif action == "callback" and self.callers:
                 call_id = rng.choice(self.callers)
