@@ -57,8 +57,8 @@ local function next_seq()
     return redis.call('INCR', K.seq())
 end
 
--- The stream keeps about the latest EVENTS_MAX entries (the tenant setting `events_max`, read
--- once per invocation; 0: unbounded). "~" lets Redis trim whole stream nodes only, which is
+-- The stream keeps about the latest EVENTS_MAX entries (the node's `events_max`, given with the
+-- command; else the tenant setting, read once per invocation; 0: unbounded). "~" lets Redis trim whole stream nodes only, which is
 -- cheap; consumers that need every event (statistics) read it well before it is trimmed.
 local function events_max()
     if not EVENTS_MAX then
@@ -288,6 +288,44 @@ local function forget_expired(batch)
     end
 end
 
+-- ---------------------------------------------------------------- waiting-call buckets
+--
+-- A skill's waiting calls are in one bucket per minimum level (K.queue(skill, level)). Reading
+-- every bucket (MAX_LEVEL of them) for each match and each position cost one redis.call each,
+-- most of them on empty buckets; K.queue_levels(skill) lists the levels whose bucket may hold
+-- calls, so only those are read. A level is added with every call put in its bucket and dropped
+-- when a match finds the bucket empty: the set may name an empty bucket, never miss a full one.
+-- It always holds '0' too, so an absent set means data written before the set existed.
+
+local function bucket_add(skill, level, score, member)
+    redis.call('ZADD', K.queue(skill, level), score, member)
+    redis.call('SADD', K.queue_levels(skill), '0', LEVEL_NAMES[tonumber(level)])
+end
+
+-- The levels (numbers, ascending) whose bucket may hold waiting calls of `skill`.
+local function queue_levels(skill)
+    local key = K.queue_levels(skill)
+    local raw = redis.call('SMEMBERS', key)
+    if #raw == 0 then -- written before the set existed: look at every bucket once
+        raw = { '0' }
+        for l = 1, MAX_LEVEL do
+            if redis.call('EXISTS', K.queue(skill, l)) == 1 then
+                raw[#raw + 1] = LEVEL_NAMES[l]
+            end
+        end
+        redis.call('SADD', key, unpack(raw))
+    end
+    local out = {}
+    for _, v in ipairs(raw) do
+        local n = tonumber(v)
+        if n > 0 then
+            out[#out + 1] = n
+        end
+    end
+    table.sort(out)
+    return out
+end
+
 -- ---------------------------------------------------------------- matching
 
 local function first_agent(key, req)
@@ -340,10 +378,12 @@ local function call_fits(member, skills, a)
     return nil
 end
 
+-- The first call of a bucket the agent can take: member, place, id; (nil, nil, nil, true) when
+-- the bucket is empty.
 local function first_call(key, skills, a)
     local head = redis.call('ZRANGE', key, '0', '0', 'WITHSCORES')
     if #head == 0 then
-        return nil
+        return nil, nil, nil, true
     end
     local id = call_fits(head[1], skills, a)
     if id then
@@ -394,7 +434,9 @@ local function ring_add(id, c, a)
 end
 
 local function ring_start(id, c, agents)
-    redis.call('ZREM', K.queue(c.skill, c.min), c.member)
+    if not c.unlisted then
+        redis.call('ZREM', K.queue(c.skill, c.min), c.member)
+    end
     redis.call('ZADD', K.ringing(c.skill), c.score, c.member)
     redis.call('HSET', K.call(id), 'state', 'offered', 'agent', '', 'offered_at', NOW_S)
     for _, a in ipairs(agents) do
@@ -461,7 +503,9 @@ end
 -- `listed` false: the agent, just made available, was not put in the available sets.
 local function reserve_one(id, c, a, listed)
     local cfg = qcfg(c.skill)
-    redis.call('ZREM', K.queue(c.skill, c.min), c.member)
+    if not c.unlisted then
+        redis.call('ZREM', K.queue(c.skill, c.min), c.member)
+    end
     if listed ~= false then
         avail_remove(a)
     end
@@ -533,9 +577,14 @@ local function match_agent(a, listed)
     local skills = agent_skills(a)
     local best_id, best_score, best_member, best_skill, best_min
     for s, l in pairs(skills) do
-        for m = 1, l do
-            local member, sc, id = first_call(K.queue(s, m), skills, a)
-            if member and (best_id == nil or sc < best_score
+        for _, m in ipairs(queue_levels(s)) do
+            if m > l then
+                break
+            end
+            local member, sc, id, empty = first_call(K.queue(s, m), skills, a)
+            if empty then
+                redis.call('SREM', K.queue_levels(s), LEVEL_NAMES[m])
+            elseif member and (best_id == nil or sc < best_score
                     or (sc == best_score and member < best_member)) then
                 best_id, best_score, best_member, best_skill, best_min = id, sc, member, s, m
             end
@@ -560,7 +609,7 @@ end
 
 local function waiting_count(skill)
     local n = 0
-    for l = 1, MAX_LEVEL do
+    for _, l in ipairs(queue_levels(skill)) do
         n = n + redis.call('ZCARD', K.queue(skill, l))
     end
     return n
@@ -569,15 +618,16 @@ end
 -- `newest`: the call has just been given the tenant's latest arrival number, so every call with
 -- an equal score is ahead of it and one ZCOUNT per bucket suffices.
 local function position_of(c, newest)
+    local levels = queue_levels(c.skill)
     if newest then
         local pos = 0
-        for l = 1, MAX_LEVEL do
+        for _, l in ipairs(levels) do
             pos = pos + redis.call('ZCOUNT', K.queue(c.skill, l), '-inf', c.score)
         end
         return pos
     end
     local pos = 1
-    for l = 1, MAX_LEVEL do
+    for _, l in ipairs(levels) do
         local key = K.queue(c.skill, l)
         pos = pos + redis.call('ZCOUNT', key, '-inf', '(' .. c.score)
         for _, m in ipairs(redis.call('ZRANGEBYSCORE', key, c.score, c.score)) do
@@ -620,6 +670,8 @@ local function estimated_wait(skill, pos)
     return math.ceil(pos * aht / staffed)
 end
 
+-- `c.unlisted`: the call is not put in its bucket yet (an enqueue offers it first if it can, and
+-- lists it only if that fails: an offer then needs no ZADD, SADD and ZREM).
 local function insert(id, c)
     redis.call('HSET', K.call(id), 'kind', c.kind, 'rid', c.rid, 'skill', c.skill, 'min', c.min,
         'req', c.req, 'prio', c.prio, 'ctx', c.ctx, 'node', c.node, 'enq', c.enq,
@@ -628,7 +680,9 @@ local function insert(id, c)
     c.state = 'waiting'
     redis.call('SADD', K.calls(), id)
     redis.call('SADD', K.queues(), c.skill)
-    redis.call('ZADD', K.queue(c.skill, c.min), c.score, c.member)
+    if not c.unlisted then
+        bucket_add(c.skill, c.min, c.score, c.member)
+    end
 end
 
 local function end_call(id, c)
@@ -643,7 +697,7 @@ end
 
 -- An offered call goes back to its original place (same score, same member).
 local function requeue(id, c)
-    redis.call('ZADD', K.queue(c.skill, c.min), c.score, c.member)
+    bucket_add(c.skill, c.min, c.score, c.member)
     redis.call('HSET', K.call(id), 'state', 'waiting', 'agent', '', 'offered_at', '')
     timer_clear('rona', id)
 end
@@ -732,7 +786,7 @@ local function escalate(id, c)
     end
     local member = member_of(string.sub(c.member, 1, SEQ_WIDTH), '', id)
     redis.call('ZREM', K.queue(c.skill, c.min), c.member)
-    redis.call('ZADD', K.queue(c.skill, min), c.score, member)
+    bucket_add(c.skill, min, c.score, member)
     redis.call('HSET', K.call(id), 'min', min, 'req', '', 'member', member, 'esc', '1')
     emit('ESCALATE', 'call', id, 'skill', c.skill, 'min', tostring(min), 'from_min', c.min,
         'req', '', 'wait', tostring(NOW - tonumber(c.enq)))
@@ -766,7 +820,7 @@ local function overflow(id, c)
     redis.call('HSET', K.call(id), 'skill', to, 'min', 1, 'req', '', 'member', member, 'esc', '1',
         'score', tonumber(c.enq) - tonumber(c.prio) * target.aging_seconds_per_priority)
     local score = redis.call('HGET', K.call(id), 'score') -- the exact stored form
-    redis.call('ZADD', K.queue(to, 1), score, member)
+    bucket_add(to, 1, score, member)
     redis.call('SADD', K.queues(), to)
     emit('OVERFLOW', 'call', id, 'skill', to, 'from', c.skill, 'to', to, 'min', '1', 'req', '',
         'score', score, 'seq', tostring(tonumber(seq)), 'wait', wait)
@@ -1084,7 +1138,7 @@ local function retry_due(id)
     if not c or c.state ~= 'retry' then
         return
     end
-    redis.call('ZADD', K.queue(c.skill, c.min), c.score, c.member)
+    bucket_add(c.skill, c.min, c.score, c.member)
     redis.call('HSET', K.call(id), 'state', 'waiting', 'retry_at', '')
     local origin, esc = moved_fields(id, c)
     moves_timers(id, c, origin, esc)
@@ -1540,7 +1594,8 @@ local function cmd_enqueue()
     end
     local seq = next_seq()
     c.member = member_of(string.format('%0' .. SEQ_WIDTH .. 'd', seq), c.req, id)
-    c.score = NOW - tonumber(c.prio) * cfg.aging_seconds_per_priority
+    -- as Redis would store the number (it formats Lua numbers with %.17g): no read-back needed
+    c.score = string.format('%.17g', NOW - tonumber(c.prio) * cfg.aging_seconds_per_priority)
     c.enq = NOW_S
     local caller = ARGS[14] or ''
     local pref, pref_state = last_agent_of(c, caller, cfg)
@@ -1549,8 +1604,8 @@ local function cmd_enqueue()
         -- '+': matching reads the call (and its hold) before offering it to anyone
         c.member = string.format('%0' .. SEQ_WIDTH .. 'd', seq) .. '+' .. id
     end
+    c.unlisted = not hold -- offered first if it can be (below), listed only if not
     insert(id, c)
-    c.score = redis.call('HGET', K.call(id), 'score') -- the exact stored form
     if cfg.max_wait > 0 then
         timer_set('maxwait', id, NOW + cfg.max_wait)
     end
@@ -1581,6 +1636,8 @@ local function cmd_enqueue()
     if match_call(id, c) then
         return { 'offered', '0', '-1' }
     end
+    c.unlisted = nil
+    bucket_add(c.skill, c.min, c.score, c.member)
     local p = place(c, true)
     return { 'queued', p[1], p[2] }
 end
@@ -1773,13 +1830,18 @@ local COMMANDS = {
     node_leave = cmd_node_leave,
 }
 
+-- args[2] is the command, optionally followed by '|<events_max>' (the node's setting, saving a
+-- read of the tenant's per call) and '|a': the reply then also carries the agent named by
+-- args[4] as the command left it (its hash and its skills, flat), so the agent API needs no
+-- second round trip to answer with it.
 local function invoke(args)
     ARGS, P = args, args[1]
     NOW_S = args[3]
     NOW = tonumber(NOW_S)
     OFFERS, CFG, SKILLS = {}, {}, {}
-    EVENTS_MAX = nil
-    local command = COMMANDS[args[2]]
+    local name, em, want = string.match(args[2], '^([^|]*)|?([0-9]*)|?(a?)$')
+    EVENTS_MAX = tonumber(em)
+    local command = COMMANDS[name]
     if not command then
         return redis.error_reply('bad-command ' .. tostring(args[2]))
     end
@@ -1789,6 +1851,10 @@ local function invoke(args)
             return redis.error_reply(result.routing_error)
         end
         error(result)
+    end
+    if want == 'a' then
+        return { result, OFFERS, redis.call('HGETALL', K.agent(args[4])),
+            redis.call('HGETALL', K.agent_skills(args[4])) }
     end
     return { result, OFFERS }
 end
