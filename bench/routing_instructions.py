@@ -92,7 +92,8 @@ async def measured(
 async def run(args: argparse.Namespace, url: str, pid: int, out_dir: Path) -> dict[str, float]:
     setup = bench.Setup(url, args.calls, args.agents, args.skills, 0.0)
     await bench.fill(setup)
-    client = Redis.from_url(url)
+    # no socket timeout: under callgrind a request can take seconds on a loaded machine
+    client = Redis.from_url(url, socket_timeout=None)
     busy, idle = RoutingStore(client, "busy"), RoutingStore(client, "idle")
     rng = random.Random(bench.SEED)  # noqa: S311  (a workload)
     n = args.count

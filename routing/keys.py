@@ -41,7 +41,7 @@ TEMPLATES: dict[str, str] = {
     "handle_total": "aht_sum:{0}",  # string: the sum of that list, kept with it by the script
     # queues and calls
     "queue": "q:{0}:{1}",  # zset per (skill, min level): "<seq><mark><call id>" -> place
-    "queue_levels": "qlevels:{0}",  # set per skill: "0" and the levels whose bucket may be used
+    "queue_levels": "qlevels:{0}",  # string per skill: byte <level> '1': bucket may hold calls
     "queue_config": "queue:{0}",  # hash: QueueConfig overrides for the skill
     "ring": "ring:{0}",  # set per ring-all call being offered: the agents it rings
     "ringing": "ringing:{0}",  # zset per skill: its ring-all calls being offered -> place

@@ -292,38 +292,65 @@ end
 --
 -- A skill's waiting calls are in one bucket per minimum level (K.queue(skill, level)). Reading
 -- every bucket (MAX_LEVEL of them) for each match and each position cost one redis.call each,
--- most of them on empty buckets; K.queue_levels(skill) lists the levels whose bucket may hold
--- calls, so only those are read. A level is added with every call put in its bucket and dropped
--- when a match finds the bucket empty: the set may name an empty bucket, never miss a full one.
--- It always holds '0' too, so an absent set means data written before the set existed.
+-- most of them on empty buckets. K.queue_levels(skill) is a string whose byte at offset <level>
+-- is '1' when that bucket may hold calls: one MGET tells a match (all the agent's skills at
+-- once), one GET a position, which buckets to read. A level's byte is set with every call put in
+-- its bucket (one SETRANGE) and cleared when a match finds the bucket empty: it may name an
+-- empty bucket, never miss a full one. The key exists from the skill's first call on, so its
+-- absence means data written before it existed (the buckets are then looked at once). A hash or
+-- a set was measured first: a hash of every skill's levels is a listpack that HMGET scans
+-- linearly for each field asked, a set per skill needs one SMEMBERS per skill and a sort.
+
+local ONE = 49 -- string.byte('1'): the library's top level may not use globals (Redis 7)
 
 local function bucket_add(skill, level, score, member)
     redis.call('ZADD', K.queue(skill, level), score, member)
-    redis.call('SADD', K.queue_levels(skill), '0', LEVEL_NAMES[tonumber(level)])
+    redis.call('SETRANGE', K.queue_levels(skill), LEVEL_NAMES[tonumber(level)], '1')
 end
 
--- The levels (numbers, ascending) whose bucket may hold waiting calls of `skill`.
-local function queue_levels(skill)
-    local key = K.queue_levels(skill)
-    local raw = redis.call('SMEMBERS', key)
-    if #raw == 0 then -- written before the set existed: look at every bucket once
-        raw = { '0' }
+-- The levels (ascending, up to `top`) whose bucket may hold waiting calls of `skill`, given the
+-- skill's levels string as read (nil or false: absent).
+local function levels_in(skill, bits, top)
+    local levels = {}
+    if not bits then -- written before the key existed: look at every bucket once
+        local t = { '0' }
         for l = 1, MAX_LEVEL do
+            t[l + 1] = '0'
             if redis.call('EXISTS', K.queue(skill, l)) == 1 then
-                raw[#raw + 1] = LEVEL_NAMES[l]
+                t[l + 1] = '1'
+                if l <= top then
+                    levels[#levels + 1] = l
+                end
             end
         end
-        redis.call('SADD', key, unpack(raw))
+        redis.call('SET', K.queue_levels(skill), table.concat(t))
+        return levels
     end
-    local out = {}
-    for _, v in ipairs(raw) do
-        local n = tonumber(v)
-        if n > 0 then
-            out[#out + 1] = n
+    for l = 1, top do
+        if string.byte(bits, l + 1) == ONE then
+            levels[#levels + 1] = l
         end
     end
-    table.sort(out)
+    return levels
+end
+
+-- For each skill of `wanted` (skill -> the highest level of interest), its levels (levels_in).
+local function used_levels(wanted)
+    local skills, keys = {}, {}
+    for s, _ in pairs(wanted) do
+        skills[#skills + 1] = s
+        keys[#keys + 1] = K.queue_levels(s)
+    end
+    local v = redis.call('MGET', unpack(keys))
+    local out = {}
+    for i, s in ipairs(skills) do
+        out[s] = levels_in(s, v[i], wanted[s])
+    end
     return out
+end
+
+local function queue_levels(skill)
+    return levels_in(skill, redis.call('GET', K.queue_levels(skill)), MAX_LEVEL)
 end
 
 -- ---------------------------------------------------------------- matching
@@ -576,14 +603,12 @@ local function match_agent(a, listed)
     end
     local skills = agent_skills(a)
     local best_id, best_score, best_member, best_skill, best_min
-    for s, l in pairs(skills) do
-        for _, m in ipairs(queue_levels(s)) do
-            if m > l then
-                break
-            end
+    local used = used_levels(skills)
+    for s, _ in pairs(skills) do
+        for _, m in ipairs(used[s]) do
             local member, sc, id, empty = first_call(K.queue(s, m), skills, a)
             if empty then
-                redis.call('SREM', K.queue_levels(s), LEVEL_NAMES[m])
+                redis.call('SETRANGE', K.queue_levels(s), LEVEL_NAMES[m], '0')
             elseif member and (best_id == nil or sc < best_score
                     or (sc == best_score and member < best_member)) then
                 best_id, best_score, best_member, best_skill, best_min = id, sc, member, s, m
