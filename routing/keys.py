@@ -29,7 +29,7 @@ TEMPLATES: dict[str, str] = {
     "timers": "timers",  # zset "<kind>|<id>" -> due time (reservation, wrap-up, max wait...)
     "events": "events",  # stream: the append-only event log (queue_log)
     "nodes": "nodes",  # zset: IVR node id -> time its last heartbeat vouches for it until
-    "settings": "settings",  # hash: tenant-wide settings the script reads (events_max)
+    "settings": "settings",  # hash: tenant settings (events_max, read when a command lacks it)
     "last_agent": "last_agent",  # hash: caller number -> the agent the caller talked to last
     "last_agent_until": "last_agent_until",  # zset: caller number -> until when remembered
     # agents

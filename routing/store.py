@@ -134,8 +134,9 @@ class RoutingStore:
     ) -> None:
         """``functions``: run the Lua as a FUNCTION library (None: when the server is Redis 7+;
         False: always EVALSHA). ``events_max``: the tenant's event stream keeps about this many
-        latest entries (0: unbounded); a tenant setting, stored before this store's first change
-        (every node of a tenant should pass the same)."""
+        latest entries (0: unbounded); sent with every command (and stored as the tenant's
+        setting before this store's first change): every node of a tenant should pass the
+        same."""
         if events_max < 0:
             raise ValueError("events_max must not be negative")
         self.redis = redis
