@@ -21,7 +21,8 @@ the customer) with a `CallbackOrder`. The hook returns when the callback is over
 `CallbackEnd`; routing is then told, whatever happened, also when the hook fails: a callback that
 was talked (or could not be carried out, e.g. the node stopped) is completed (the agent goes to
 wrap-up); one whose agent phone failed goes back to its place (the agent not ready, missed); one
-whose customer did not answer goes back to its place until its queue's last attempt, then fails;
+whose customer did not answer goes back to its place (after its queue's retry delay, out of line
+meanwhile) until its queue's last attempt, then fails;
 one whose number cannot be dialed fails at once. When routing ends a callback being dialed (its
 agent completed it through the API), the ``disconnected`` message makes the node run its
 ``on_callback_ended`` hook, which hangs up the callback's legs.
@@ -251,7 +252,8 @@ class RedisRouting:
             _feed(held, ev.QueuePosition(request.request_id, pos.position, pos.wait_seconds))
 
     async def leave_queue(self, request: act.LeaveQueue, context: CallContext) -> None:
-        """The caller hung up (``abandoned``, ``hangup``), chose a callback (``callback``: place
+        """The caller hung up (``abandoned``, ``hangup``; ``abandoned_ringing``: while the
+        accepting agent's phone rang, an abandon), chose a callback (``callback``: place
         parked), or was handed to the agent by SIP REFER (``transferred``)."""
         now = self.clock()
         self._held.pop(context.call_id, None)
@@ -267,18 +269,21 @@ class RedisRouting:
                 self.store.leave_for_callback(context.call_id, now, self.park_seconds)
             )
         else:
+            ringing = request.reason == "abandoned_ringing"
             try:
-                outcome = await _service_call(self.store.hangup(context.call_id, now))
+                outcome = await _service_call(
+                    self.store.hangup(context.call_id, now, agent_ringing=ringing)
+                )
             except ServiceError as exc:
                 if exc.reason != "routing_unavailable":
                     raise
                 # The caller is gone whatever Redis says: routing must hear it when it is back,
                 # or the call waits in line with nobody on it (and is offered to agents).
-                self._retry_hangup(context.call_id, now)
+                self._retry_hangup(context.call_id, now, ringing)
                 outcome = "retrying"
         log.info("left queue", reason=request.reason, outcome=outcome)
 
-    def _retry_hangup(self, call_id: str, at: float) -> None:
+    def _retry_hangup(self, call_id: str, at: float, agent_ringing: bool = False) -> None:
         """Tell routing of a hang-up at ``at`` until it hears it (exponential backoff with
         jitter, for up to `HANGUP_RETRY_SECONDS`); a node that leaves first ends the call
         anyway (``node_leave``)."""
@@ -294,7 +299,7 @@ class RedisRouting:
                     reraise=True,
                 ):
                     with attempt:
-                        outcome = await self.store.hangup(call_id, at)
+                        outcome = await self.store.hangup(call_id, at, agent_ringing=agent_ringing)
                 log.info(
                     "left queue",
                     reason="hangup",
@@ -466,7 +471,8 @@ class RedisRouting:
     ) -> str:
         """A callback ``agent_id`` was dialing is over (see `CallbackEnd`): routing completes it,
         puts it back in its place, or fails it. Returns routing's outcome: ``completed``,
-        ``requeued``, ``failed`` (the last attempt), the callback's state after an unreachable
+        ``requeued``, ``retrying`` (back in its place after the queue's retry delay), ``failed``
+        (the last attempt), the callback's state after an unreachable
         agent (``waiting``, ``offered``...), or ``none`` when routing no longer holds it so."""
         store, now = self.store, self.clock()
         outcome: str

@@ -33,7 +33,7 @@ from routing import archive, stats
 from routing.errors import NoSuchAgentError, NoSuchReservationError, RoutingError
 from routing.keys import MAX_LEVEL, check_name
 from routing.model import Agent, AgentState, Offer, Position, QueueConfig, QueuedCall, Strategy
-from routing.store import RoutingStore
+from routing.store import AgentReply, RoutingStore
 
 log = structlog.get_logger(__name__)
 
@@ -189,10 +189,16 @@ async def _changed(
     agent_id: str,
     action: str,
     offers: list[Offer],
+    *,
+    reply: AgentReply | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """Log a change and answer with the agent as it is now and the offers the change made."""
-    agent = await _agent_or_404(store, agent_id)
+    """Log a change and answer with the agent as it is now and the offers the change made.
+    ``reply``: the agent as the change's own script left it (no second read)."""
+    if reply is not None and reply.agent is not None:
+        agent = reply.agent
+    else:
+        agent = await _agent_or_404(store, agent_id)
     log.info(
         "agent changed",
         agent_id=agent_id,
@@ -231,10 +237,11 @@ async def login(request: web.Request, store: RoutingStore, now: float) -> dict[s
     name = text_field(body, "name", default="")
     contact = text_field(body, "contact", default="")
     ready = bool_field(body, "ready", default=False)
+    reply = AgentReply()
     offers = await store.login(
-        agent_id, skills=skills, now=now, name=name, contact=contact, ready=ready
+        agent_id, skills=skills, now=now, name=name, contact=contact, ready=ready, reply=reply
     )
-    return await _changed(request, store, agent_id, "login", offers)
+    return await _changed(request, store, agent_id, "login", offers, reply=reply)
 
 
 @_routing
@@ -242,8 +249,9 @@ async def ready(request: web.Request, store: RoutingStore, now: float) -> dict[s
     """`POST /api/agents/{agent_id}/ready` (also ends wrap-up early)."""
     agent_id = _agent_id(request)
     await json_body(request, allowed=frozenset())
-    offers = await store.ready(agent_id, now)
-    return await _changed(request, store, agent_id, "ready", offers)
+    reply = AgentReply()
+    offers = await store.ready(agent_id, now, reply=reply)
+    return await _changed(request, store, agent_id, "ready", offers, reply=reply)
 
 
 @_routing
@@ -254,8 +262,9 @@ async def not_ready(request: web.Request, store: RoutingStore, now: float) -> di
     reason = text_field(body, "reason", max_length=MAX_REASON_LENGTH).strip()
     if not reason:
         raise invalid("reason", "required, e.g. lunch, training, meeting")
-    offers = await store.not_ready(agent_id, reason, now)
-    return await _changed(request, store, agent_id, "not_ready", offers, reason=reason)
+    reply = AgentReply()
+    offers = await store.not_ready(agent_id, reason, now, reply=reply)
+    return await _changed(request, store, agent_id, "not_ready", offers, reply=reply, reason=reason)
 
 
 @_routing
@@ -263,8 +272,9 @@ async def logout(request: web.Request, store: RoutingStore, now: float) -> dict[
     """`POST /api/agents/{agent_id}/logout` (refused with agent-busy while on a call)."""
     agent_id = _agent_id(request)
     await json_body(request, allowed=frozenset())
-    offers = await store.logout(agent_id, now)
-    return await _changed(request, store, agent_id, "logout", offers)
+    reply = AgentReply()
+    offers = await store.logout(agent_id, now, reply=reply)
+    return await _changed(request, store, agent_id, "logout", offers, reply=reply)
 
 
 async def _offer_answer(request: web.Request) -> tuple[str, str]:
@@ -281,16 +291,20 @@ async def _offer_answer(request: web.Request) -> tuple[str, str]:
 async def accept(request: web.Request, store: RoutingStore, now: float) -> dict[str, Any]:
     """`POST /api/agents/{agent_id}/accept` ``{"call_id"}``: answers the contact to bridge."""
     agent_id, call_id = await _offer_answer(request)
-    contact = await store.accept(agent_id, call_id, now)
-    return await _changed(request, store, agent_id, "accept", [], call_id=call_id, contact=contact)
+    reply = AgentReply()
+    contact = await store.accept(agent_id, call_id, now, reply=reply)
+    return await _changed(
+        request, store, agent_id, "accept", [], reply=reply, call_id=call_id, contact=contact
+    )
 
 
 @_routing
 async def reject(request: web.Request, store: RoutingStore, now: float) -> dict[str, Any]:
     """`POST /api/agents/{agent_id}/reject` ``{"call_id"}``: the call goes back in its place."""
     agent_id, call_id = await _offer_answer(request)
-    offers = await store.reject(agent_id, call_id, now)
-    return await _changed(request, store, agent_id, "reject", offers, call_id=call_id)
+    reply = AgentReply()
+    offers = await store.reject(agent_id, call_id, now, reply=reply)
+    return await _changed(request, store, agent_id, "reject", offers, reply=reply, call_id=call_id)
 
 
 @_routing
@@ -298,8 +312,9 @@ async def complete(request: web.Request, store: RoutingStore, now: float) -> dic
     """`POST /api/agents/{agent_id}/complete`: the agent's call ended; wrap-up starts."""
     agent_id = _agent_id(request)
     await json_body(request, allowed=frozenset())
-    offers = await store.complete(agent_id, now)
-    return await _changed(request, store, agent_id, "complete", offers)
+    reply = AgentReply()
+    offers = await store.complete(agent_id, now, reply=reply)
+    return await _changed(request, store, agent_id, "complete", offers, reply=reply)
 
 
 @_routing

@@ -15,8 +15,9 @@ MULTI watched on ``stats:fold``: nodes may run it at the same time (each node's 
 of them wins and the others find nothing left to do; a node that restarts continues from the
 stored fold. `report` answers an interval query from the closed hashes, plus the stored fold
 brought up to date with the events after it (read only), which is exactly the recount of the
-whole stream, trimmed or not, as long as the archive kept up with the trimming (a gap is logged:
-Redis 7 tells which ids were trimmed). Figures depend on the fold's settings (interval length,
+whole stream, trimmed or not, as long as the archive kept up with the trimming. A gap is logged
+(`trimmed_after`): the last event folded is the watermark, looked up in the stream itself, the
+same way on Redis 6.2 and 7. Figures depend on the fold's settings (interval length,
 short-abandon time, service-level thresholds): a query with other settings is recounted from
 the stream.
 """
@@ -29,7 +30,7 @@ from dataclasses import fields, replace
 from typing import Any
 
 import structlog
-from redis.exceptions import ResponseError, WatchError
+from redis.exceptions import WatchError
 
 from routing.stats import (
     INTERVAL_SECONDS,
@@ -190,21 +191,8 @@ class IntervalArchive:
         return len(closed), folded >= self.max_events
 
     async def _check_gap(self, after: str) -> None:
-        """Log when the stream was trimmed past what the archive had folded (Redis 7+)."""
-        if after == "-":
-            return
-        try:
-            info = await self.store.redis.xinfo_stream(self.store.keys.events)
-        except ResponseError:  # no stream yet
-            return
-        trimmed = info.get("max-deleted-entry-id")
-        if trimmed and _stream_id(_text(trimmed)) > _stream_id(after):
-            log.warning(
-                "events trimmed before they were archived",
-                archived_to=after,
-                trimmed_to=_text(trimmed),
-                hint="raise routing_events_max or run nodes' pumps more often",
-            )
+        """Log when the stream was trimmed past what the archive had folded."""
+        await check_trimmed(self.store, after, "events trimmed before they were archived")
 
     async def _stored(
         self, pipe: Any, rows: list[IntervalStats], fold: IntervalFold
@@ -224,6 +212,46 @@ class IntervalArchive:
         return out
 
 
+async def trimmed_after(store: RoutingStore, after: str) -> str | None:
+    """Whether events after the id ``after`` (the watermark: the last event the figures have
+    folded; they rely on every later one) were trimmed from the stream before being folded.
+
+    None when nothing after it can be missing; otherwise what the stream starts with now (its
+    first id, empty when it is empty). Trimming (``MAXLEN``, ``XTRIM``) only ever cuts the head
+    of the stream, so while the watermark entry is still in the stream nothing after it is gone;
+    once it is gone too, the stream's first entry may or may not be the one that followed it,
+    so this says "trimmed" (a trim that ended exactly at the watermark, which lost nothing, is
+    reported too). The same on Redis 6.2 and 7: XINFO's ``max-deleted-entry-id`` (7.0) is
+    moved by XDEL only, never by a trim, so it cannot tell.
+    """
+    if after == "-":
+        return None
+    redis, key = store.redis, store.keys.events
+    if await redis.xrange(key, min=after, max=after, count=1):
+        return None  # the watermark is still there: nothing after it was cut
+    first = await redis.xrange(key, count=1)
+    if not first:
+        return ""
+    start = _text(first[0][0])
+    if _stream_id(start) <= _stream_id(after):
+        return None  # older entries are still there: the watermark was deleted, not trimmed
+    return start
+
+
+async def check_trimmed(store: RoutingStore, after: str, message: str) -> bool:
+    """Log ``message`` when `trimmed_after` finds events missing after ``after``; True then."""
+    first = await trimmed_after(store, after)
+    if first is None:
+        return False
+    log.warning(
+        message,
+        folded_to=after,
+        stream_starts_at=first,
+        hint="raise routing_events_max or run nodes' pumps more often",
+    )
+    return True
+
+
 async def report(
     store: RoutingStore, since: float, params: Mapping[str, Any]
 ) -> list[IntervalStats] | None:
@@ -240,6 +268,7 @@ async def report(
         return None
     fold = IntervalFold.restore(state)
     after = _text(last) if last else "-"
+    await check_trimmed(store, after, "events trimmed before the report could fold them")
     while True:
         batch = await store.events(after, READ_BATCH)
         for event in batch:

@@ -2,14 +2,15 @@
 
 Every change of a call's or an agent's state is one entry in the tenant's Redis Stream, written by
 the same Lua step that makes the change. An entry that changes a call carries ``call`` and
-``cstate`` (``waiting``, ``offered``, ``connected``, ``ended``); one that changes an agent carries
-``agent``, ``astate`` and ``reason`` (the not-ready reason, empty in other states). Where no agent
-changes, ``reason`` says why a call ended (``max_wait``, ``expired``, ``queue_full``,
-``node_lost``); an ``ABANDON`` of an offered call by a lost node carries ``reason`` ``node_lost``
-next to ``astate`` ``available``, which is why only a not-ready ``astate`` takes the reason. An
-entry about one agent of a ring-all call's ring (OFFER, REJECT, RONA, RELEASE, RINGCANCEL)
-carries ``ringall`` ``1`` (a CONNECT's ``ring`` is the seconds the accepted offer rang): such a
-call stays ``offered`` while any agent still rings.
+``cstate`` (``waiting``, ``offered``, ``connected``, ``retry``, ``ended``); one that changes an
+agent carries ``agent``, ``astate`` and ``reason`` (the not-ready reason, empty in other
+states). Where no agent changes, ``reason`` says why a call ended (``max_wait``, ``expired``,
+``queue_full``, ``node_lost``); an ``ABANDON`` of an offered call by a lost node carries
+``reason`` ``node_lost`` next to ``astate`` ``available``, and one of a caller who hung up while
+the accepting agent's phone rang carries ``abandon_while_ringing``, which is why only a
+not-ready ``astate`` takes the reason. An entry about one agent of a ring-all call's ring
+(OFFER, REJECT, RONA, RELEASE, RINGCANCEL) carries ``ringall`` ``1`` (a CONNECT's ``ring`` is
+the seconds the accepted offer rang): such a call stays ``offered`` while any agent still rings.
 
 `Replay` folds a stream back into states, which is how tests prove nothing changes without an
 event, and how statistics can be recomputed.
@@ -71,8 +72,11 @@ class EventType(StrEnum):
     """A callback waited past the callback window."""
     CALLBACK_NOANSWER = "CALLBACK_NOANSWER"
     """The customer of a callback an agent was dialing did not answer (attempts: how many so
-    far; cause: what the dialer saw): the callback went back to its place, the agent wraps up
-    (no call handled)."""
+    far; cause: what the dialer saw): the callback went back to its place, or (cstate
+    ``retry``, retry_at: until when) out of line for its queue's ``callback_retry_seconds``;
+    the agent wraps up (no call handled)."""
+    CALLBACK_RETRY = "CALLBACK_RETRY"
+    """A callback's retry delay is over: it waits at its place again (attempts: made so far)."""
     CALLBACK_FAILED = "CALLBACK_FAILED"
     """A callback's last attempt was not answered (the queue's ``callback_attempts``), or its
     number cannot be dialed: it ended; the agent wraps up (no call handled)."""
@@ -195,7 +199,7 @@ class Replay:
             else:
                 state = CallState(f["cstate"])
                 self.calls[call] = state
-                if state is CallState.WAITING:
+                if state in (CallState.WAITING, CallState.RETRY):
                     self.agent_of.pop(call, None)
                     self.offered_to.pop(call, None)
                 elif f.get("agent") and not ring:

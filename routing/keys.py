@@ -29,7 +29,7 @@ TEMPLATES: dict[str, str] = {
     "timers": "timers",  # zset "<kind>|<id>" -> due time (reservation, wrap-up, max wait...)
     "events": "events",  # stream: the append-only event log (queue_log)
     "nodes": "nodes",  # zset: IVR node id -> time its last heartbeat vouches for it until
-    "settings": "settings",  # hash: tenant-wide settings the script reads (events_max)
+    "settings": "settings",  # hash: tenant settings (events_max, read when a command lacks it)
     "last_agent": "last_agent",  # hash: caller number -> the agent the caller talked to last
     "last_agent_until": "last_agent_until",  # zset: caller number -> until when remembered
     # agents
@@ -41,6 +41,7 @@ TEMPLATES: dict[str, str] = {
     "handle_total": "aht_sum:{0}",  # string: the sum of that list, kept with it by the script
     # queues and calls
     "queue": "q:{0}:{1}",  # zset per (skill, min level): "<seq><mark><call id>" -> place
+    "queue_levels": "qlevels:{0}",  # string per skill: byte <level> '1': bucket may hold calls
     "queue_config": "queue:{0}",  # hash: QueueConfig overrides for the skill
     "ring": "ring:{0}",  # set per ring-all call being offered: the agents it rings
     "ringing": "ringing:{0}",  # zset per skill: its ring-all calls being offered -> place
@@ -140,6 +141,9 @@ class Keys:
 
     def queue(self, skill: str, min_level: int) -> str:
         return self._key("queue", skill, min_level)
+
+    def queue_levels(self, skill: str) -> str:
+        return self._key("queue_levels", skill)
 
     def queue_config(self, skill: str) -> str:
         return self._key("queue_config", skill)

@@ -31,6 +31,9 @@ class CallState(StrEnum):
     WAITING = "waiting"
     OFFERED = "offered"
     CONNECTED = "connected"
+    RETRY = "retry"
+    """A callback whose customer did not answer, out of line until its queue's
+    ``callback_retry_seconds`` have passed; then it waits at its place again."""
 
 
 class ItemKind(StrEnum):
@@ -115,6 +118,9 @@ class QueueConfig:
     callback_attempts: int = 3
     """Dial attempts of a callback: one its customer does not answer puts it back in its place,
     until this many were made; then it ends as failed (``CALLBACK_FAILED``)."""
+    callback_retry_seconds: float = 120.0
+    """After an unanswered attempt, seconds a callback stays out of line before it waits at
+    its place again (0: back at once; its expiry keeps running meanwhile)."""
     default_handle_seconds: float = 180.0
     """Assumed handle time for estimated waits until the skill has recent calls to average."""
     escalate_after: float = 0.0
@@ -146,6 +152,7 @@ class QueueConfig:
             "wrap_up_seconds",
             "max_wait",
             "callback_window",
+            "callback_retry_seconds",
             "last_agent_hours",
             "last_agent_seconds",
         ):
@@ -305,6 +312,8 @@ class QueuedCall:
     """When that hold ends (the call then competes with everyone from its place in line)."""
     attempts: int = 0
     """For a callback: the dial attempts its customer did not answer so far."""
+    retry_at: float | None = None
+    """For a callback in state ``retry``: when it waits at its place again."""
 
     @property
     def skill(self) -> str:

@@ -22,9 +22,10 @@ epoch (so to the hour and to the quarter hour in UTC+8 too). The definitions:
   An accept whose agent phone then could not be reached (UNREACHABLE) is taken back: the caller
   went back in line, and is answered (or not) later. So is a callback's accept when its
   customer does not answer (CALLBACK_NOANSWER, CALLBACK_FAILED).
-- **abandoned**: callers who hung up while waiting or while offered to an agent, after more than
-  ``short_abandon_seconds``; those who hung up within it (wait <= it) are **short abandons**,
-  kept out of abandoned and out of every rate.
+- **abandoned**: callers who hung up while waiting, while offered to an agent, or after an
+  agent accepted but while the agent's phone still rang (``abandoned_ringing``, taken back from
+  answered), after more than ``short_abandon_seconds``; those who hung up within it
+  (wait <= it) are **short abandons**, kept out of abandoned and out of every rate.
 - **service level** at a threshold T: callers answered with wait <= T, divided by callers whose
   wait ended in an answer, an abandon (not short) or a timeout (routing gave up at the queue's max
   wait). An abandon counts against the service level even when it came before T (the strict
@@ -126,6 +127,9 @@ class IntervalStats:
     """Of them, hung up waiting or while offered, after the short-abandon time."""
     short_abandoned: int = 0
     """Of them, hung up within the short-abandon time."""
+    abandoned_ringing: int = 0
+    """Of the abandoned and short abandoned, those who hung up after an agent accepted, while
+    the agent's phone rang (ABANDON with reason ``abandon_while_ringing``): never answered."""
     timed_out: int = 0
     """Of them, given up by routing at the queue's max wait (EXITWITHTIMEOUT)."""
     left_for_callback: int = 0
@@ -223,6 +227,7 @@ class _Tally:
     answered: int = 0
     abandoned: int = 0
     short_abandoned: int = 0
+    abandoned_ringing: int = 0
     timed_out: int = 0
     left_for_callback: int = 0
     answer_wait: float = 0.0
@@ -471,22 +476,27 @@ class IntervalFold:
                 tally.callback_attempts_failed += 1
         if item is None:
             return
-        if item.connected is not None:
-            wait = item.connected - item.entered
-            item.connected = None
-            for tally in self._tallies_of(item):
-                if item.callback:
-                    tally.callbacks_connected -= 1
-                    continue
-                tally.answered -= 1
-                tally.answer_wait -= wait
-                for i, threshold in enumerate(self.thresholds):
-                    if wait <= threshold:
-                        tally.answered_within[i] -= 1
+        self._take_back(item)
         if event.type is EventType.CALLBACK_FAILED:
             del self._items[event.call_id]
             for tally in self._tallies_of(item):
                 tally.callbacks_failed += 1
+
+    def _take_back(self, item: _Item) -> None:
+        """An accept that turned out not to answer anyone leaves the figures."""
+        if item.connected is None:
+            return
+        wait = item.connected - item.entered
+        item.connected = None
+        for tally in self._tallies_of(item):
+            if item.callback:
+                tally.callbacks_connected -= 1
+                continue
+            tally.answered -= 1
+            tally.answer_wait -= wait
+            for i, threshold in enumerate(self.thresholds):
+                if wait <= threshold:
+                    tally.answered_within[i] -= 1
 
     def _complete(self, event: RoutingEvent) -> None:
         self._wrapping.pop(event.agent_id, None)
@@ -499,8 +509,13 @@ class IntervalFold:
         item = self._items.pop(event.call_id, None)
         if item is None:
             return
+        ringing = event.fields.get("reason") == "abandon_while_ringing"
+        if ringing:  # accepted, but the agent's phone never answered: not answered after all
+            self._take_back(item)
         wait = event.t - item.entered
         for tally in self._tallies_of(item):
+            if ringing and not item.callback:
+                tally.abandoned_ringing += 1
             if item.callback:
                 if event.type is EventType.CALLBACK_EXPIRED:
                     tally.callbacks_expired += 1
@@ -635,6 +650,8 @@ class QueueSnapshot:
     """The same for callbacks."""
     agents: AgentCounts
     """The logged-in agents having the queue's skill (all logged-in agents for all queues)."""
+    callbacks_retrying: int = 0
+    """Callbacks whose customer did not answer, out of line until their retry delay is over."""
 
     def as_dict(self) -> dict[str, Any]:
         """For JSON."""
@@ -711,6 +728,7 @@ class _Line:
     callbacks_waiting: int = 0
     offered: int = 0
     connected: int = 0
+    retrying: int = 0
     oldest_call: float = math.inf
     oldest_callback: float = math.inf
 
@@ -723,6 +741,8 @@ class _Line:
         if kind is ItemKind.CALLBACK:
             if state is CallState.WAITING:
                 self.callbacks_waiting += 1
+            elif state is CallState.RETRY:
+                self.retrying += 1
             self.oldest_callback = min(self.oldest_callback, entered)
             return
         if state is CallState.WAITING:
@@ -734,6 +754,7 @@ class _Line:
         self.callbacks_waiting += other.callbacks_waiting
         self.offered += other.offered
         self.connected += other.connected
+        self.retrying += other.retrying
         self.oldest_call = min(self.oldest_call, other.oldest_call)
         self.oldest_callback = min(self.oldest_callback, other.oldest_callback)
 
@@ -749,6 +770,7 @@ class _Line:
             if self.oldest_callback < math.inf
             else 0.0,
             agents=agents,
+            callbacks_retrying=self.retrying,
         )
 
 

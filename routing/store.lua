@@ -57,8 +57,8 @@ local function next_seq()
     return redis.call('INCR', K.seq())
 end
 
--- The stream keeps about the latest EVENTS_MAX entries (the tenant setting `events_max`, read
--- once per invocation; 0: unbounded). "~" lets Redis trim whole stream nodes only, which is
+-- The stream keeps about the latest EVENTS_MAX entries (the node's `events_max`, given with the
+-- command; else the tenant setting, read once per invocation; 0: unbounded). "~" lets Redis trim whole stream nodes only, which is
 -- cheap; consumers that need every event (statistics) read it well before it is trimmed.
 local function events_max()
     if not EVENTS_MAX then
@@ -85,11 +85,11 @@ local function timer_clear(kind, id)
     redis.call('ZREM', K.timers(), kind .. '|' .. id)
 end
 
--- Every timer a call can have (reservation, max wait, callback expiry, escalation, overflow),
--- in one ZREM.
+-- Every timer a call can have (reservation, max wait, callback expiry, escalation, overflow,
+-- a callback's retry), in one ZREM.
 local function call_timers_clear(id)
     redis.call('ZREM', K.timers(), 'rona|' .. id, 'maxwait|' .. id, 'cbexp|' .. id,
-        'esc|' .. id, 'ovf|' .. id)
+        'esc|' .. id, 'ovf|' .. id, 'cbretry|' .. id)
 end
 
 local function inbox(node, message)
@@ -119,7 +119,7 @@ end
 local NUMERIC = { reservation_timeout = true, wrap_up_seconds = true, max_wait = true,
     max_length = true, aging_seconds_per_priority = true, callback_window = true,
     default_handle_seconds = true, escalate_after = true, escalate_min_level = true,
-    overflow_after = true, callback_attempts = true }
+    overflow_after = true, callback_attempts = true, callback_retry_seconds = true }
 
 -- A queue's settings. Each is read when first used and kept for the invocation: a command uses
 -- one to five of them, and reading and converting all of them cost more than the rest of a
@@ -288,6 +288,71 @@ local function forget_expired(batch)
     end
 end
 
+-- ---------------------------------------------------------------- waiting-call buckets
+--
+-- A skill's waiting calls are in one bucket per minimum level (K.queue(skill, level)). Reading
+-- every bucket (MAX_LEVEL of them) for each match and each position cost one redis.call each,
+-- most of them on empty buckets. K.queue_levels(skill) is a string whose byte at offset <level>
+-- is '1' when that bucket may hold calls: one MGET tells a match (all the agent's skills at
+-- once), one GET a position, which buckets to read. A level's byte is set with every call put in
+-- its bucket (one SETRANGE) and cleared when a match finds the bucket empty: it may name an
+-- empty bucket, never miss a full one. The key exists from the skill's first call on, so its
+-- absence means data written before it existed (the buckets are then looked at once). A hash or
+-- a set was measured first: a hash of every skill's levels is a listpack that HMGET scans
+-- linearly for each field asked, a set per skill needs one SMEMBERS per skill and a sort.
+
+local ONE = 49 -- string.byte('1'): the library's top level may not use globals (Redis 7)
+
+local function bucket_add(skill, level, score, member)
+    redis.call('ZADD', K.queue(skill, level), score, member)
+    redis.call('SETRANGE', K.queue_levels(skill), LEVEL_NAMES[tonumber(level)], '1')
+end
+
+-- The levels (ascending, up to `top`) whose bucket may hold waiting calls of `skill`, given the
+-- skill's levels string as read (nil or false: absent).
+local function levels_in(skill, bits, top)
+    local levels = {}
+    if not bits then -- written before the key existed: look at every bucket once
+        local t = { '0' }
+        for l = 1, MAX_LEVEL do
+            t[l + 1] = '0'
+            if redis.call('EXISTS', K.queue(skill, l)) == 1 then
+                t[l + 1] = '1'
+                if l <= top then
+                    levels[#levels + 1] = l
+                end
+            end
+        end
+        redis.call('SET', K.queue_levels(skill), table.concat(t))
+        return levels
+    end
+    for l = 1, top do
+        if string.byte(bits, l + 1) == ONE then
+            levels[#levels + 1] = l
+        end
+    end
+    return levels
+end
+
+-- For each skill of `wanted` (skill -> the highest level of interest), its levels (levels_in).
+local function used_levels(wanted)
+    local skills, keys = {}, {}
+    for s, _ in pairs(wanted) do
+        skills[#skills + 1] = s
+        keys[#keys + 1] = K.queue_levels(s)
+    end
+    local v = redis.call('MGET', unpack(keys))
+    local out = {}
+    for i, s in ipairs(skills) do
+        out[s] = levels_in(s, v[i], wanted[s])
+    end
+    return out
+end
+
+local function queue_levels(skill)
+    return levels_in(skill, redis.call('GET', K.queue_levels(skill)), MAX_LEVEL)
+end
+
 -- ---------------------------------------------------------------- matching
 
 local function first_agent(key, req)
@@ -340,10 +405,12 @@ local function call_fits(member, skills, a)
     return nil
 end
 
+-- The first call of a bucket the agent can take: member, place, id; (nil, nil, nil, true) when
+-- the bucket is empty.
 local function first_call(key, skills, a)
     local head = redis.call('ZRANGE', key, '0', '0', 'WITHSCORES')
     if #head == 0 then
-        return nil
+        return nil, nil, nil, true
     end
     local id = call_fits(head[1], skills, a)
     if id then
@@ -394,7 +461,9 @@ local function ring_add(id, c, a)
 end
 
 local function ring_start(id, c, agents)
-    redis.call('ZREM', K.queue(c.skill, c.min), c.member)
+    if not c.unlisted then
+        redis.call('ZREM', K.queue(c.skill, c.min), c.member)
+    end
     redis.call('ZADD', K.ringing(c.skill), c.score, c.member)
     redis.call('HSET', K.call(id), 'state', 'offered', 'agent', '', 'offered_at', NOW_S)
     for _, a in ipairs(agents) do
@@ -461,7 +530,9 @@ end
 -- `listed` false: the agent, just made available, was not put in the available sets.
 local function reserve_one(id, c, a, listed)
     local cfg = qcfg(c.skill)
-    redis.call('ZREM', K.queue(c.skill, c.min), c.member)
+    if not c.unlisted then
+        redis.call('ZREM', K.queue(c.skill, c.min), c.member)
+    end
     if listed ~= false then
         avail_remove(a)
     end
@@ -532,10 +603,13 @@ local function match_agent(a, listed)
     end
     local skills = agent_skills(a)
     local best_id, best_score, best_member, best_skill, best_min
-    for s, l in pairs(skills) do
-        for m = 1, l do
-            local member, sc, id = first_call(K.queue(s, m), skills, a)
-            if member and (best_id == nil or sc < best_score
+    local used = used_levels(skills)
+    for s, _ in pairs(skills) do
+        for _, m in ipairs(used[s]) do
+            local member, sc, id, empty = first_call(K.queue(s, m), skills, a)
+            if empty then
+                redis.call('SETRANGE', K.queue_levels(s), LEVEL_NAMES[m], '0')
+            elseif member and (best_id == nil or sc < best_score
                     or (sc == best_score and member < best_member)) then
                 best_id, best_score, best_member, best_skill, best_min = id, sc, member, s, m
             end
@@ -560,7 +634,7 @@ end
 
 local function waiting_count(skill)
     local n = 0
-    for l = 1, MAX_LEVEL do
+    for _, l in ipairs(queue_levels(skill)) do
         n = n + redis.call('ZCARD', K.queue(skill, l))
     end
     return n
@@ -569,15 +643,16 @@ end
 -- `newest`: the call has just been given the tenant's latest arrival number, so every call with
 -- an equal score is ahead of it and one ZCOUNT per bucket suffices.
 local function position_of(c, newest)
+    local levels = queue_levels(c.skill)
     if newest then
         local pos = 0
-        for l = 1, MAX_LEVEL do
+        for _, l in ipairs(levels) do
             pos = pos + redis.call('ZCOUNT', K.queue(c.skill, l), '-inf', c.score)
         end
         return pos
     end
     local pos = 1
-    for l = 1, MAX_LEVEL do
+    for _, l in ipairs(levels) do
         local key = K.queue(c.skill, l)
         pos = pos + redis.call('ZCOUNT', key, '-inf', '(' .. c.score)
         for _, m in ipairs(redis.call('ZRANGEBYSCORE', key, c.score, c.score)) do
@@ -620,6 +695,8 @@ local function estimated_wait(skill, pos)
     return math.ceil(pos * aht / staffed)
 end
 
+-- `c.unlisted`: the call is not put in its bucket yet (an enqueue offers it first if it can, and
+-- lists it only if that fails: an offer then needs no ZADD, SADD and ZREM).
 local function insert(id, c)
     redis.call('HSET', K.call(id), 'kind', c.kind, 'rid', c.rid, 'skill', c.skill, 'min', c.min,
         'req', c.req, 'prio', c.prio, 'ctx', c.ctx, 'node', c.node, 'enq', c.enq,
@@ -628,7 +705,9 @@ local function insert(id, c)
     c.state = 'waiting'
     redis.call('SADD', K.calls(), id)
     redis.call('SADD', K.queues(), c.skill)
-    redis.call('ZADD', K.queue(c.skill, c.min), c.score, c.member)
+    if not c.unlisted then
+        bucket_add(c.skill, c.min, c.score, c.member)
+    end
 end
 
 local function end_call(id, c)
@@ -643,7 +722,7 @@ end
 
 -- An offered call goes back to its original place (same score, same member).
 local function requeue(id, c)
-    redis.call('ZADD', K.queue(c.skill, c.min), c.score, c.member)
+    bucket_add(c.skill, c.min, c.score, c.member)
     redis.call('HSET', K.call(id), 'state', 'waiting', 'agent', '', 'offered_at', '')
     timer_clear('rona', id)
 end
@@ -732,7 +811,7 @@ local function escalate(id, c)
     end
     local member = member_of(string.sub(c.member, 1, SEQ_WIDTH), '', id)
     redis.call('ZREM', K.queue(c.skill, c.min), c.member)
-    redis.call('ZADD', K.queue(c.skill, min), c.score, member)
+    bucket_add(c.skill, min, c.score, member)
     redis.call('HSET', K.call(id), 'min', min, 'req', '', 'member', member, 'esc', '1')
     emit('ESCALATE', 'call', id, 'skill', c.skill, 'min', tostring(min), 'from_min', c.min,
         'req', '', 'wait', tostring(NOW - tonumber(c.enq)))
@@ -766,7 +845,7 @@ local function overflow(id, c)
     redis.call('HSET', K.call(id), 'skill', to, 'min', 1, 'req', '', 'member', member, 'esc', '1',
         'score', tonumber(c.enq) - tonumber(c.prio) * target.aging_seconds_per_priority)
     local score = redis.call('HGET', K.call(id), 'score') -- the exact stored form
-    redis.call('ZADD', K.queue(to, 1), score, member)
+    bucket_add(to, 1, score, member)
     redis.call('SADD', K.queues(), to)
     emit('OVERFLOW', 'call', id, 'skill', to, 'from', c.skill, 'to', to, 'min', '1', 'req', '',
         'score', score, 'seq', tostring(tonumber(seq)), 'wait', wait)
@@ -1067,18 +1146,49 @@ end
 -- queue it entered (a caller), the callback's expiry, escalation and overflow, each due when it
 -- was (one already past fires at the next tick).
 
+-- A callback's expiry: its request time plus the window (stored as 'expires').
+local function callback_expiry_arm(id, c)
+    local expires = tonumber(redis.call('HGET', K.call(id), 'expires'))
+        or tonumber(c.enq) + qcfg(c.skill).callback_window -- written before 'expires' was
+    timer_set('cbexp', id, expires)
+end
+
 local function back_in_line(id, c)
     requeue(id, c)
     redis.call('HSET', K.call(id), 'connected_at', '')
     local origin, esc = moved_fields(id, c)
     if c.kind == 'callback' then
-        local expires = tonumber(redis.call('HGET', K.call(id), 'expires'))
-            or tonumber(c.enq) + qcfg(c.skill).callback_window -- written before 'expires' was
-        timer_set('cbexp', id, expires)
+        callback_expiry_arm(id, c)
     elseif qcfg(origin).max_wait > 0 then
         timer_set('maxwait', id, tonumber(c.enq) + qcfg(origin).max_wait)
     end
     moves_timers(id, c, origin, esc)
+end
+
+-- A callback whose customer did not answer waits out the queue's callback_retry_seconds out of
+-- line (state 'retry', timer 'cbretry'): dialing the customer again at once would most likely
+-- find them busy again. Its expiry keeps running; escalation and overflow wait until it is back.
+local function retry_later(id, c, due)
+    redis.call('HSET', K.call(id), 'state', 'retry', 'agent', '', 'offered_at', '',
+        'connected_at', '', 'retry_at', due)
+    timer_set('cbretry', id, due)
+    callback_expiry_arm(id, c)
+end
+
+-- The retry delay is over: the callback is back at its place (same score, same arrival number,
+-- same bucket), with its escalation and overflow timers, and is offered if an agent fits.
+local function retry_due(id)
+    local c = call_get(id)
+    if not c or c.state ~= 'retry' then
+        return
+    end
+    bucket_add(c.skill, c.min, c.score, c.member)
+    redis.call('HSET', K.call(id), 'state', 'waiting', 'retry_at', '')
+    local origin, esc = moved_fields(id, c)
+    moves_timers(id, c, origin, esc)
+    emit('CALLBACK_RETRY', 'call', id, 'skill', c.skill, 'cstate', 'waiting',
+        'attempts', redis.call('HGET', K.call(id), 'attempts') or '0')
+    after_return(id)
 end
 
 -- The call's state once it went back and was matched again: 'waiting', 'offered', or 'ended'
@@ -1411,7 +1521,7 @@ local function cmd_transfer()
         'score', c.score, 'member', c.member, 'state', 'waiting', 'agent', '', 'overdue', '',
         'offered_at', '', 'connected_at', '', 'origin', skill, 'esc', '', 'due', '')
     redis.call('SADD', K.queues(), skill)
-    redis.call('ZADD', K.queue(skill, 1), c.score, c.member)
+    bucket_add(skill, 1, c.score, c.member)
     c.score = redis.call('HGET', K.call(id), 'score') -- the exact stored form
     if cfg.max_wait > 0 then
         timer_set('maxwait', id, NOW + cfg.max_wait)
@@ -1456,8 +1566,9 @@ local function cmd_unreachable()
 end
 
 -- The customer of a callback did not answer (busy, no answer, refused). The attempt is counted:
--- below the queue's callback_attempts the callback goes back to its place, else (or when
--- `final`: it can never be dialed) it ends as failed. The agent wraps up (attempt_over).
+-- below the queue's callback_attempts the callback goes back to its place (after the queue's
+-- callback_retry_seconds, out of line meanwhile), else (or when `final`: it can never be
+-- dialed) it ends as failed. The agent wraps up (attempt_over).
 local function cmd_noanswer()
     local id, a, cause, final = ARGS[4], ARGS[5], ARGS[6] or '', ARGS[7] == '1'
     local c = call_get(id)
@@ -1477,8 +1588,21 @@ local function cmd_noanswer()
         end
         return { 'failed', n }
     end
-    back_in_line(id, c)
     redis.call('HSET', K.call(id), 'attempts', attempts)
+    local delay = qcfg(c.skill).callback_retry_seconds
+    if delay > 0 then
+        local due = NOW + delay
+        retry_later(id, c, due)
+        emit('CALLBACK_NOANSWER', 'call', id, 'agent', a, 'skill', c.skill, 'cstate', 'retry',
+            'astate', 'wrap_up', 'reason', '', 'attempts', n, 'cause', cause,
+            'retry_at', tostring(due))
+        if attempt_over(a, c.skill) then
+            become_available(a, hmget(K.agent(a), 'calls', 'talk', 'offer_seq'), 'READY',
+                'wrap_end')
+        end
+        return { 'retrying', n }
+    end
+    back_in_line(id, c)
     emit('CALLBACK_NOANSWER', 'call', id, 'agent', a, 'skill', c.skill, 'cstate', 'waiting',
         'astate', 'wrap_up', 'reason', '', 'attempts', n, 'cause', cause)
     local ready = attempt_over(a, c.skill)
@@ -1489,7 +1613,22 @@ local function cmd_noanswer()
     return { 'requeued', n }
 end
 
--- The caller is gone (hung up while waiting, while offered, or while talking).
+-- A caller hung up after the accept, while the agent's phone rang (their node says so): nobody
+-- answered them, so it is an abandon, not a call handled. The agent, who did nothing wrong, is
+-- available again with their idle place (as when a caller leaves an offered call): no call, no
+-- talk, no wrap-up, no handle time. The node hangs up the agent's leg itself.
+local function abandon_ringing(id, c)
+    local a = c.agent
+    end_call(id, c)
+    release_agent(a)
+    emit('ABANDON', 'call', id, 'agent', a, 'skill', c.skill, 'cstate', 'ended',
+        'astate', 'available', 'reason', 'abandon_while_ringing',
+        'wait', tostring(NOW - tonumber(c.enq)))
+    match_agent(a)
+end
+
+-- The caller is gone (hung up while waiting, while offered, while the accepting agent's phone
+-- rang: ARGS[5] '1', or while talking).
 local function cmd_hangup()
     local id = ARGS[4]
     local c = call_get(id)
@@ -1497,6 +1636,10 @@ local function cmd_hangup()
         return { 'none' }
     end
     if c.state == 'connected' then
+        if ARGS[5] == '1' and c.kind == 'call' then
+            abandon_ringing(id, c)
+            return { 'abandoned' }
+        end
         finish(id, c, c.agent, 'caller')
         return { 'completed' }
     end
@@ -1553,7 +1696,8 @@ local function cmd_enqueue()
     end
     local seq = next_seq()
     c.member = member_of(string.format('%0' .. SEQ_WIDTH .. 'd', seq), c.req, id)
-    c.score = NOW - tonumber(c.prio) * cfg.aging_seconds_per_priority
+    -- as Redis would store the number (it formats Lua numbers with %.17g): no read-back needed
+    c.score = string.format('%.17g', NOW - tonumber(c.prio) * cfg.aging_seconds_per_priority)
     c.enq = NOW_S
     local caller = ARGS[14] or ''
     local pref, pref_state = last_agent_of(c, caller, cfg)
@@ -1562,8 +1706,8 @@ local function cmd_enqueue()
         -- '+': matching reads the call (and its hold) before offering it to anyone
         c.member = string.format('%0' .. SEQ_WIDTH .. 'd', seq) .. '+' .. id
     end
+    c.unlisted = not hold -- offered first if it can be (below), listed only if not
     insert(id, c)
-    c.score = redis.call('HGET', K.call(id), 'score') -- the exact stored form
     if cfg.max_wait > 0 then
         timer_set('maxwait', id, NOW + cfg.max_wait)
     end
@@ -1594,6 +1738,8 @@ local function cmd_enqueue()
     if match_call(id, c) then
         return { 'offered', '0', '-1' }
     end
+    c.unlisted = nil
+    bucket_add(c.skill, c.min, c.score, c.member)
     local p = place(c, true)
     return { 'queued', p[1], p[2] }
 end
@@ -1714,7 +1860,7 @@ local function cmd_tick()
         elseif kind == 'maxwait' or kind == 'cbexp' then
             local c = call_get(id)
             local reason = kind == 'maxwait' and 'max_wait' or 'expired'
-            if c and c.state == 'waiting' then
+            if c and (c.state == 'waiting' or c.state == 'retry') then
                 exit_call(id, c, reason)
             elseif c and c.state == 'offered' then
                 redis.call('HSET', K.call(id), 'overdue', reason)
@@ -1727,6 +1873,8 @@ local function cmd_tick()
             ring_timeout(id)
         elseif kind == 'pref' then
             hold_expired(id)
+        elseif kind == 'cbretry' then
+            retry_due(id)
         end
     end
     return { tostring(#due) }
@@ -1786,13 +1934,18 @@ local COMMANDS = {
     node_leave = cmd_node_leave,
 }
 
+-- args[2] is the command, optionally followed by '|<events_max>' (the node's setting, saving a
+-- read of the tenant's per call) and '|a': the reply then also carries the agent named by
+-- args[4] as the command left it (its hash and its skills, flat), so the agent API needs no
+-- second round trip to answer with it.
 local function invoke(args)
     ARGS, P = args, args[1]
     NOW_S = args[3]
     NOW = tonumber(NOW_S)
     OFFERS, CFG, SKILLS = {}, {}, {}
-    EVENTS_MAX = nil
-    local command = COMMANDS[args[2]]
+    local name, em, want = string.match(args[2], '^([^|]*)|?([0-9]*)|?(a?)$')
+    EVENTS_MAX = tonumber(em)
+    local command = COMMANDS[name]
     if not command then
         return redis.error_reply('bad-command ' .. tostring(args[2]))
     end
@@ -1802,6 +1955,10 @@ local function invoke(args)
             return redis.error_reply(result.routing_error)
         end
         error(result)
+    end
+    if want == 'a' then
+        return { result, OFFERS, redis.call('HGETALL', K.agent(args[4])),
+            redis.call('HGETALL', K.agent_skills(args[4])) }
     end
     return { result, OFFERS }
 end

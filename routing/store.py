@@ -16,7 +16,7 @@ import hashlib
 import heapq
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from importlib import resources
 from typing import Any
 
@@ -116,6 +116,15 @@ def _time(value: float) -> str:
     return repr(float(value))
 
 
+@dataclass
+class AgentReply:
+    """Filled by an agent command given it (``reply=``): the agent as that command's script left
+    it, read in the same step (the agent API answers with it, no second round trip)."""
+
+    agent: Agent | None = None
+    """The agent; None until the command ran (or if it never logged in)."""
+
+
 class RoutingStore:
     """Agents, queues, reservations and the event stream of one tenant, in Redis."""
 
@@ -129,8 +138,9 @@ class RoutingStore:
     ) -> None:
         """``functions``: run the Lua as a FUNCTION library (None: when the server is Redis 7+;
         False: always EVALSHA). ``events_max``: the tenant's event stream keeps about this many
-        latest entries (0: unbounded); a tenant setting, stored before this store's first change
-        (every node of a tenant should pass the same)."""
+        latest entries (0: unbounded); sent with every command (and stored as the tenant's
+        setting before this store's first change): every node of a tenant should pass the
+        same."""
         if events_max < 0:
             raise ValueError("events_max must not be negative")
         self.redis = redis
@@ -152,7 +162,7 @@ class RoutingStore:
             info = await self.redis.info("server")
             self._functions = int(str(info["redis_version"]).split(".")[0]) >= 7
         if not self._functions:
-            command = args[1]
+            command = args[1].partition("|")[0]
             script = self._scripts.get(command)
             if script is None:
                 script = self._scripts[command] = self.redis.register_script(script_source(command))
@@ -166,16 +176,28 @@ class RoutingStore:
         await self.redis.function_load(self._library, replace=True)
         return await self.redis.fcall(self._function, 1, self.keys.seq, *args)
 
-    async def _run(self, command: str, now: float, *args: str) -> tuple[list[Any], list[Offer]]:
+    async def _run(
+        self, command: str, now: float, *args: str, reply: AgentReply | None = None
+    ) -> tuple[list[Any], list[Offer]]:
+        """Run a command; with ``reply``, the agent the command names (``args[0]``) comes back
+        in the same reply, as the command left it, into ``reply.agent``."""
+        header = f"{command}|{self.events_max}" + ("|a" if reply is not None else "")
         try:
-            reply = await self._invoke([self.keys.prefix, command, _time(now), *args])
+            answer = await self._invoke([self.keys.prefix, header, _time(now), *args])
         except ResponseError as exc:
             error_id, _, detail = str(exc).partition(" ")
             cls = ERRORS.get(error_id)
             if cls is None:
                 raise
             raise cls(detail.split(" script: ")[0]) from None
-        result, flat = reply
+        result, flat = answer[0], answer[1]
+        if reply is not None:
+            raw, skills = answer[2], answer[3]
+            reply.agent = _agent(
+                args[0],
+                {_s(raw[i]): _s(raw[i + 1]) for i in range(0, len(raw), 2)},
+                {_s(skills[i]): int(_s(skills[i + 1])) for i in range(0, len(skills), 2)},
+            )
         offers = [Offer(_s(flat[i]), _s(flat[i + 1])) for i in range(0, len(flat), 2)]
         return list(result), offers
 
@@ -190,6 +212,7 @@ class RoutingStore:
         name: str = "",
         contact: str = "",
         ready: bool = False,
+        reply: AgentReply | None = None,
     ) -> list[Offer]:
         """Log an agent in, not ready (reason ``login``) unless ``ready``."""
         check_name("agent", agent_id)
@@ -201,36 +224,53 @@ class RoutingStore:
             contact,
             _skills_json(skills),
             "1" if ready else "0",
+            reply=reply,
         )
         return offers
 
-    async def logout(self, agent_id: str, now: float) -> list[Offer]:
+    async def logout(
+        self, agent_id: str, now: float, *, reply: AgentReply | None = None
+    ) -> list[Offer]:
         """Log out; an offer the agent holds goes back in line (raises AgentBusy on a call)."""
-        return (await self._run("logout", now, agent_id))[1]
+        return (await self._run("logout", now, agent_id, reply=reply))[1]
 
-    async def ready(self, agent_id: str, now: float) -> list[Offer]:
+    async def ready(
+        self, agent_id: str, now: float, *, reply: AgentReply | None = None
+    ) -> list[Offer]:
         """Become available (also ends wrap-up early: "done"); may be offered a call at once."""
-        return (await self._run("ready", now, agent_id))[1]
+        return (await self._run("ready", now, agent_id, reply=reply))[1]
 
-    async def not_ready(self, agent_id: str, reason: str, now: float) -> list[Offer]:
+    async def not_ready(
+        self, agent_id: str, reason: str, now: float, *, reply: AgentReply | None = None
+    ) -> list[Offer]:
         """Stop taking calls, with a reason code; an offer held goes back in line."""
-        return (await self._run("not_ready", now, agent_id, reason))[1]
+        return (await self._run("not_ready", now, agent_id, reason, reply=reply))[1]
 
     async def set_skills(self, agent_id: str, skills: Mapping[str, int], now: float) -> list[Offer]:
         """Replace an agent's skills."""
         return (await self._run("set_skills", now, agent_id, _skills_json(skills)))[1]
 
-    async def accept(self, agent_id: str, call_id: str, now: float) -> str:
+    async def accept(
+        self, agent_id: str, call_id: str, now: float, *, reply: AgentReply | None = None
+    ) -> str:
         """The agent takes the offered call; returns the agent's contact for the bridge."""
-        result, _ = await self._run("accept", now, agent_id, call_id)
+        result, _ = await self._run("accept", now, agent_id, call_id, reply=reply)
         return _s(result[0])
 
-    async def reject(self, agent_id: str, call_id: str, now: float) -> list[Offer]:
+    async def reject(
+        self, agent_id: str, call_id: str, now: float, *, reply: AgentReply | None = None
+    ) -> list[Offer]:
         """The agent declines: the call goes back in place, the agent is not ready (rejected)."""
-        return (await self._run("reject", now, agent_id, call_id))[1]
+        return (await self._run("reject", now, agent_id, call_id, reply=reply))[1]
 
     async def complete(
-        self, agent_id: str, now: float, *, code: str = "", after: str = ""
+        self,
+        agent_id: str,
+        now: float,
+        *,
+        code: str = "",
+        after: str = "",
+        reply: AgentReply | None = None,
     ) -> list[Offer]:
         """The agent's call ended (agent side); the agent goes to wrap-up. The node holding the
         call (a caller, or a callback being dialed) is told (``disconnected``, with ``after`` as
@@ -238,7 +278,7 @@ class RoutingStore:
         ``code``: the agent's wrap-up code, carried by the COMPLETE event."""
         if after not in COMPLETE_AFTER:
             raise ValueError(f"after must be one of {COMPLETE_AFTER}")
-        return (await self._run("complete", now, agent_id, code, after))[1]
+        return (await self._run("complete", now, agent_id, code, after, reply=reply))[1]
 
     async def transfer(self, agent_id: str, call_id: str, skill: str, now: float) -> str:
         """The agent sends the caller they talk with to another queue (``skill``): the agent
@@ -278,7 +318,10 @@ class RoutingStore:
         refused; ``cause`` for the event).
 
         The attempt is counted. Below the queue's ``callback_attempts`` the callback goes back
-        to its place (``requeued``, event ``CALLBACK_NOANSWER``), else it ends as failed
+        to its place (``requeued``, event ``CALLBACK_NOANSWER``) -- after the queue's
+        ``callback_retry_seconds`` (``retrying``: out of line until then, state ``retry``;
+        ``CALLBACK_RETRY`` when it is back, at the first tick after the delay) --, else it ends
+        as failed
         (``failed``, ``CALLBACK_FAILED``); ``final`` fails it at once (a number no retry can
         reach). The agent goes to wrap-up, with no call counted. Returns the outcome (``none``:
         no such callback connected to that agent, nothing changed) and the attempts made.
@@ -320,13 +363,15 @@ class RoutingStore:
             True, _position(result[1], result[2]), tuple(offers), kept_place=_s(result[3]) == "1"
         )
 
-    async def hangup(self, call_id: str, now: float) -> str:
+    async def hangup(self, call_id: str, now: float, *, agent_ringing: bool = False) -> str:
         """The caller is gone.
 
-        Returns ``abandoned`` (it was waiting or offered), ``completed`` (it was talking: the
-        agent goes to wrap-up) or ``none`` (routing no longer holds it).
+        Returns ``abandoned`` (it was waiting or offered; or, with ``agent_ringing``, accepted
+        while the agent's phone still rang: event ``ABANDON`` with reason
+        ``abandon_while_ringing``, the agent available again), ``completed`` (it was talking:
+        the agent goes to wrap-up) or ``none`` (routing no longer holds it).
         """
-        result, _ = await self._run("hangup", now, call_id)
+        result, _ = await self._run("hangup", now, call_id, "1" if agent_ringing else "0")
         return _s(result[0])
 
     async def leave_for_callback(
@@ -450,23 +495,10 @@ class RoutingStore:
         pipe.hgetall(self.keys.agent(agent_id))
         pipe.hgetall(self.keys.agent_skills(agent_id))
         raw, skills = await pipe.execute()
-        if not raw:
-            return None
-        h = {_s(k): _s(v) for k, v in raw.items()}
-        return Agent(
-            agent_id=agent_id,
-            name=h["name"],
-            contact=h["contact"],
-            skills={_s(k): int(_s(v)) for k, v in skills.items()},
-            state=AgentState(h["state"]),
-            reason=h["reason"],
-            since=float(h["since"]),
-            calls=int(float(h["calls"])),
-            talk_seconds=float(h["talk"]),
-            call_id=h["call"],
-            wrap_until=float(h["wrap_until"])
-            if h["state"] == AgentState.WRAP_UP and h.get("wrap_until")
-            else None,
+        return _agent(
+            agent_id,
+            {_s(k): _s(v) for k, v in raw.items()},
+            {_s(k): int(_s(v)) for k, v in skills.items()},
         )
 
     async def call(self, call_id: str) -> QueuedCall | None:
@@ -500,6 +532,7 @@ class RoutingStore:
             preferred_agent=h.get("pref", ""),
             held_until=float(h["pref_until"]) if h.get("pref_until") else None,
             attempts=int(h.get("attempts") or 0),
+            retry_at=float(h["retry_at"]) if h.get("retry_at") else None,
         )
 
     async def agent_ids(self) -> set[str]:
@@ -538,6 +571,27 @@ class RoutingStore:
             RoutingEvent.parse(_s(eid), {_s(k): _s(v) for k, v in (entry or {}).items()})
             for eid, entry in raw
         ]
+
+
+def _agent(agent_id: str, h: Mapping[str, str], skills: dict[str, int]) -> Agent | None:
+    """An agent from its hash and its skills (None when the hash is empty)."""
+    if not h:
+        return None
+    return Agent(
+        agent_id=agent_id,
+        name=h["name"],
+        contact=h["contact"],
+        skills=skills,
+        state=AgentState(h["state"]),
+        reason=h["reason"],
+        since=float(h["since"]),
+        calls=int(float(h["calls"])),
+        talk_seconds=float(h["talk"]),
+        call_id=h["call"],
+        wrap_until=float(h["wrap_until"])
+        if h["state"] == AgentState.WRAP_UP and h.get("wrap_until")
+        else None,
+    )
 
 
 def _skills_json(skills: Mapping[str, int]) -> str:

@@ -122,7 +122,8 @@ class LeaveQueue:
     """The Enqueue it ends."""
     reason: str
     """``abandoned`` (hung up waiting), ``callback`` (the place is parked for a callback),
-    ``hangup`` (hung up while bridged), ``agent_finished`` (the agent's leg ended) or
+    ``hangup`` (hung up while bridged), ``abandoned_ringing`` (hung up while the accepting
+    agent's phone rang, as the transport reported), ``agent_finished`` (the agent's leg ended) or
     ``transferred`` (handed to the agent by REFER: the talk goes on without the IVR, and the
     agent's desktop says when it ends)."""
 

@@ -138,6 +138,8 @@ class Dialog:
         """A work order was handed to the CRM bridge and its answer did not come in time: the
         bridge may still number and deliver it, so a hang-up files no partial one beside it."""
         self._agent_answered = False
+        self._agent_ringing = False
+        """The transport said the accepting agent's phone rings and has not answered yet."""
         self._typeahead: list[str] = []
         self._steps = 0
         self._confirming = False
@@ -195,6 +197,11 @@ class Dialog:
                 self._on_queue_position(event, now, out)
             case ev.AgentConnected():
                 self._on_agent_connected(event, now, out)
+            case ev.AgentRinging():
+                self._on_agent_ringing(event)
+            case ev.AgentAnswered():
+                if event.request_id == self._queue_request:
+                    self._agent_ringing = False
             case ev.AgentDisconnected():
                 self._on_agent_disconnected(event, now, out)
             case ev.QueueTransferred():
@@ -212,12 +219,15 @@ class Dialog:
     def _on_hangup(self, event: ev.CallerHungUp, now: float, out: list[act.Action]) -> None:
         if self.phase == "queued" and self._queue_request is not None:
             out.append(act.LeaveQueue(self._queue_request, "abandoned"))
+        elif self.phase == "bridged" and self._queue_request is not None and self._agent_ringing:
+            # Nobody answered the caller yet: an abandon, and the agent is free again.
+            out.append(act.LeaveQueue(self._queue_request, "abandoned_ringing"))
         elif self.phase == "bridged" and self._queue_request is not None:
             # Routing must hear it: the agent goes to wrap-up, the call is complete.
             out.append(act.LeaveQueue(self._queue_request, "hangup"))
         pending = self.slots.get("pending_ticket")
         in_flight = self.phase == "service" and isinstance(self._node(), TicketNode)
-        served = self._agent_answered or self.phase == "bridged"
+        served = (self._agent_answered or self.phase == "bridged") and not self._agent_ringing
         handed_over = self._ticket_created or self._ticket_unanswered
         if pending and not handed_over and not in_flight and not served:
             # (A CreateTicket already handed over is the CRM bridge's to deliver, even one whose
@@ -548,11 +558,16 @@ class Dialog:
         self.phase = "bridged"
         self.deadline = None
 
+    def _on_agent_ringing(self, event: ev.AgentRinging) -> None:
+        if self.phase == "bridged" and event.request_id == self._queue_request:
+            self._agent_ringing = True
+
     def _on_agent_disconnected(
         self, event: ev.AgentDisconnected, now: float, out: list[act.Action]
     ) -> None:
         if self.phase != "bridged" or event.request_id != self._queue_request:
             return
+        self._agent_ringing = False
         node = self._node()
         assert isinstance(node, EnqueueNode)
         # The agent leg may have ended on the transport's side (the agent hung up the phone):
@@ -609,6 +624,7 @@ class Dialog:
         out.append(act.ReturnToQueue(event.request_id, event.agent_id, event.reason))
         self.phase = "queued"
         self._agent_answered = False
+        self._agent_ringing = False
         self.slots.pop("agent_id", None)
         if node.hold_prompts:
             self._play(node.hold_prompts, out, barge_in=True)

@@ -126,6 +126,23 @@ class AgentConnected:
 
 
 @dataclass(frozen=True)
+class AgentRinging:
+    """The transport placed the call to the accepting agent's phone, which rings: until it
+    answers, the caller has not reached anyone (a hang-up now is an abandon)."""
+
+    request_id: int
+    """The ``request_id`` of the Enqueue action."""
+
+
+@dataclass(frozen=True)
+class AgentAnswered:
+    """The accepting agent's phone answered: the caller and the agent talk."""
+
+    request_id: int
+    """The ``request_id`` of the Enqueue action."""
+
+
+@dataclass(frozen=True)
 class AgentDisconnected:
     """The agent leg ended while the caller stays on the line (e.g. for the survey)."""
 
@@ -193,6 +210,8 @@ Event = (
     | ServiceFailed
     | QueuePosition
     | AgentConnected
+    | AgentRinging
+    | AgentAnswered
     | AgentDisconnected
     | QueueTransferred
     | CallTransferred

@@ -696,6 +696,7 @@ class SipServer:
         call.transfer_agent = action.agent_id
         self.legs[leg] = call
         log.info("calling agent", agent_id=action.agent_id, contact=uri)
+        call.session_feed(ev.AgentRinging(action.request_id))  # a hang-up now is an abandon
         self._pump()
 
     def _agent_target(self, action: act.Transfer) -> tuple[str, tuple[str, int]] | None:
@@ -741,6 +742,7 @@ class SipServer:
                 )
                 call.bridge.start()
                 log.info("agent leg answered, caller bridged", call_id=call.context.call_id)
+                call.session_feed(ev.AgentAnswered(call.transfer_request))
             case LegMediaChanged():
                 call.agent_media.update(
                     RemoteMedia.from_sdp(event.remote_sdp, call.agent_media.rtp.payload_type)

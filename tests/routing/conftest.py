@@ -10,7 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from routing.events import EventType, Replay, RoutingEvent
-from routing.model import AgentState, CallState, Strategy
+from routing.model import AgentState, CallState, ItemKind, Strategy
 from routing.store import SEQ_WIDTH, RoutingStore
 
 
@@ -36,7 +36,8 @@ class Consistency:
     - the queue sets hold exactly the waiting calls, the available sets exactly the available
       agents, and every waiting call is at the place the stream gave it (score and arrival
       number): a call that goes back in line (a reject, a timeout, an unreachable agent phone,
-      a callback's customer not answering) goes back to its place;
+      a callback's customer not answering) goes back to its place; a callback out of line for
+      its retry delay has its retry timer, and comes back to its place;
     - a callback's unanswered attempts are those the stream counted, one more at each;
     - no waiting call has an eligible available agent (matching is never left undone), nor does
       a call ringing in a ring-all queue (the agent would have joined the ring); a call held for
@@ -104,7 +105,15 @@ class Consistency:
                 assert place == self.places[c][1], f"{c} waits at {place}, not at its place"
 
         for c, q in call_map.items():
-            if q.state is CallState.WAITING:
+            if q.state is CallState.RETRY:  # out of line until its retry delay is over
+                assert (q.kind, q.agent_id, q.offered_to) == (ItemKind.CALLBACK, "", ())
+                assert q.attempts > 0, c
+                assert q.retry_at is not None, c
+                due = await store.redis.zscore(store.keys.timers, f"cbretry|{c}")
+                assert due == q.retry_at, c
+            else:
+                assert q.retry_at is None, c
+            if q.state in (CallState.WAITING, CallState.RETRY):
                 assert (q.agent_id, q.offered_to) == ("", ())
                 continue
             if q.offered_to:  # a ring-all call ringing

@@ -8,8 +8,9 @@ import json
 import random
 
 from redis.asyncio import Redis
+from structlog.testing import capture_logs
 
-from routing.archive import IntervalArchive, report
+from routing.archive import IntervalArchive, report, trimmed_after
 from routing.errors import RoutingError
 from routing.model import ItemKind, NewCall, QueueConfig
 from routing.stats import IntervalFold, interval_stats
@@ -191,3 +192,47 @@ async def test_a_node_whose_clock_lags_adds_to_a_closed_interval(store: RoutingS
     got = await report(store, T0 - 1, IntervalFold().params())
     assert got == everything
     assert (got[1].offered, got[1].answered, got[1].handled) == (2, 2, 2)
+
+
+async def test_a_trim_past_the_archive_is_logged_on_both_servers(store: RoutingStore) -> None:
+    """The last event folded is the watermark: a trim that keeps it (and so everything after
+    it) is fine; one that took it and what followed is logged, on Redis 6.2 as on 7, by the
+    archive and by a report."""
+    archive = IntervalArchive(store)
+    await store.login("A1", skills={"billing": 1}, now=T0)
+    await store.enqueue(call("c1"), T0 + 10)
+    await archive.run_once(T0 + 20)
+    watermark = await store.redis.hget(store.keys.stats_fold, "last")
+    assert await trimmed_after(store, watermark) is None
+    await store.enqueue(call("c2"), T0 + 30)
+    await store.enqueue(call("c3"), T0 + 40)
+    # Keep the watermark and the two events after it.
+    await store.redis.xtrim(store.keys.events, maxlen=3, approximate=False)
+    assert await trimmed_after(store, watermark) is None
+    with capture_logs() as logs:
+        await archive.run_once(T0 + 50)
+    assert not [e for e in logs if e["log_level"] == "warning"]
+
+    watermark = await store.redis.hget(store.keys.stats_fold, "last")
+    await store.enqueue(call("c4"), T0 + 60)
+    await store.enqueue(call("c5"), T0 + 70)
+    await store.enqueue(call("c6"), T0 + 80)
+    await store.redis.xtrim(store.keys.events, maxlen=1, approximate=False)  # c4, c5 gone
+    [(first, _)] = await store.redis.xrange(store.keys.events)
+    assert await trimmed_after(store, watermark) == first
+    with capture_logs() as logs:
+        await report(store, T0, IntervalFold().params())
+        await archive.run_once(T0 + 90)
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert [e["event"] for e in warnings] == [
+        "events trimmed before the report could fold them",
+        "events trimmed before they were archived",
+    ]
+    assert (warnings[1]["folded_to"], warnings[1]["stream_starts_at"]) == (watermark, first)
+    # The archive went on from there: the next run finds nothing missing.
+    with capture_logs() as logs:
+        await archive.run_once(T0 + 100)
+    assert not [e for e in logs if e["log_level"] == "warning"]
+
+    await trim_all(store)  # an empty stream after the watermark: what followed it is gone
+    assert await trimmed_after(store, first) == ""

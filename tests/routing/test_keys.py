@@ -39,6 +39,7 @@ def all_keys(k: Keys) -> list[str]:
         k.stats_fold,
         k.stats_interval("1800000000", "billing"),
         k.stats_index,
+        k.queue_levels("billing"),
     ]
 
 
@@ -65,7 +66,8 @@ async def test_lua_builds_the_same_names(redis_client: Redis) -> None:
         " K.staffed('billing'), K.handle_times('billing'), K.handle_total('billing'),"
         " K.queue('billing', 3), K.queue_config('billing'), K.ring('c1'), K.ringing('billing'),"
         " K.call(ARGV[2]), K.parked('c1'), K.held('A1'), K.inbox('node-1'),"
-        " K.stats_fold(), K.stats_interval('1800000000', 'billing'), K.stats_index()}"
+        " K.stats_fold(), K.stats_interval('1800000000', 'billing'), K.stats_index(),"
+        " K.queue_levels('billing')}"
     )
     names = await redis_client.eval(script, 0, k.prefix, "sip-call-id@host{weird}:x|y")
     assert names == all_keys(k)

@@ -143,7 +143,10 @@ async def test_escalation_comes_back_with_the_call(store: RoutingStore, consiste
 async def test_an_unanswered_callback_goes_back_in_place_until_its_last_attempt(
     store: RoutingStore, consistent: Check
 ) -> None:
-    await store.configure_queue(QueueConfig("billing", callback_attempts=2, wrap_up_seconds=30), T0)
+    await store.configure_queue(
+        QueueConfig("billing", callback_attempts=2, wrap_up_seconds=30, callback_retry_seconds=0),
+        T0,
+    )
     await store.login("A1", skills={"billing": 1}, now=T0, ready=False)
     await store.enqueue(call("caller"), T0)
     assert await store.leave_for_callback("caller", T0 + 5) == "parked"
@@ -221,12 +224,80 @@ async def test_the_callback_window_still_counts_from_the_request(
     await store.login("A1", skills={"billing": 1}, now=T0, ready=True)
     await store.add_callback(callback("cb:x"), T0)
     await connected(store, "A1", "cb:x", T0 + 10)
-    assert await store.callback_no_answer("cb:x", "A1", T0 + 20) == ("requeued", 1)
+    # out of line for its retry delay (120 s by default): the window ends first
+    assert await store.callback_no_answer("cb:x", "A1", T0 + 20) == ("retrying", 1)
     await store.tick(T0 + 99)
     assert await store.call("cb:x") is not None
     await store.tick(T0 + 100)
     assert await store.call("cb:x") is None
     assert (await types(store))[-1] is EventType.CALLBACK_EXPIRED
+    await store.tick(T0 + 140)  # its retry timer went with it
+    assert (await types(store))[-1] is EventType.CALLBACK_EXPIRED
+    await consistent(store)
+
+
+async def test_an_unanswered_callback_waits_out_its_retry_delay_then_has_its_place(
+    store: RoutingStore, consistent: Check
+) -> None:
+    """Out of line for the queue's callback_retry_seconds (nobody is offered it, even a free
+    agent), then back at its place ahead of callers who came later; the last attempt fails."""
+    await store.configure_queue(
+        QueueConfig("billing", callback_attempts=2, wrap_up_seconds=0, callback_retry_seconds=60),
+        T0,
+    )
+    await store.login("A1", skills={"billing": 1}, now=T0, ready=True)
+    await store.add_callback(callback("cb:x"), T0)
+    await connected(store, "A1", "cb:x", T0 + 1)
+    await store.drain_inbox("n1")
+    assert await store.callback_no_answer("cb:x", "A1", T0 + 30, cause="480") == ("retrying", 1)
+    out = await store.call("cb:x")
+    assert out is not None
+    assert (out.state, out.agent_id, out.attempts, out.retry_at) == (
+        CallState.RETRY,
+        "",
+        1,
+        T0 + 90,
+    )
+    noanswer = (await store.events())[-2]  # then A1's READY (no wrap-up in this queue)
+    assert noanswer.type is EventType.CALLBACK_NOANSWER
+    assert (noanswer.fields["cstate"], noanswer.fields["retry_at"]) == ("retry", str(int(T0 + 90)))
+    agent = await store.agent("A1")
+    assert agent is not None
+    assert agent.state is AgentState.AVAILABLE  # free, yet not offered the callback
+    assert await store.waiting("billing") == []
+    assert (await store.positions(["cb:x"], T0 + 31))["cb:x"].position == 0
+    await consistent(store)
+
+    await store.login("A2", skills={"billing": 1}, now=T0 + 40, ready=False)
+    await store.not_ready("A1", "lunch", T0 + 40)
+    await store.enqueue(call("later"), T0 + 50)
+    await store.tick(T0 + 89)
+    assert await store.waiting("billing") == ["later"]
+    await store.tick(T0 + 90)  # back, at its place: ahead of the caller who came later
+    assert await store.waiting("billing") == ["cb:x", "later"]
+    back = await store.call("cb:x")
+    assert back is not None
+    assert (back.state, back.enqueued_at, back.retry_at) == (CallState.WAITING, T0, None)
+    retry = (await store.events())[-1]
+    assert retry.type is EventType.CALLBACK_RETRY
+    assert (retry.fields["cstate"], retry.fields["attempts"]) == ("waiting", "1")
+    await store.ready("A2", T0 + 95)  # offered the callback first
+    await connected(store, "A2", "cb:x", T0 + 95)
+    assert await store.callback_no_answer("cb:x", "A2", T0 + 120) == ("failed", 2)
+    assert await store.call("cb:x") is None
+    await consistent(store)
+
+
+async def test_a_callback_can_be_withdrawn_during_its_retry_delay(
+    store: RoutingStore, consistent: Check
+) -> None:
+    await store.login("A1", skills={"billing": 1}, now=T0, ready=True)
+    await store.add_callback(callback("cb:x"), T0)
+    await connected(store, "A1", "cb:x", T0 + 1)
+    assert await store.callback_no_answer("cb:x", "A1", T0 + 2) == ("retrying", 1)
+    assert await store.hangup("cb:x", T0 + 10) == "abandoned"
+    assert await store.call("cb:x") is None
+    assert await store.redis.zscore(store.keys.timers, "cbretry|cb:x") is None
     await consistent(store)
 
 
@@ -255,4 +326,56 @@ async def test_a_callback_completed_by_its_agent_tells_its_node(
     await store.complete("A1", T0 + 60)
     [message] = await store.drain_inbox("n2")
     assert (message.kind, message.call_id) == ("disconnected", "cb:x")
+    await consistent(store)
+
+
+# ---------------------------------------------------------------------- hang-up while it rings
+
+
+async def test_a_caller_hanging_up_while_the_agent_phone_rings_abandons(
+    store: RoutingStore, consistent: Check
+) -> None:
+    """After the accept, before the agent's phone answered: an abandon with its reason, the
+    agent available again (no call, no talk, no wrap-up) and offered the next caller."""
+    await store.configure_queue(QueueConfig("billing", wrap_up_seconds=30), T0)
+    await store.login("A1", skills={"billing": 1}, now=T0, ready=True)
+    await store.enqueue(call("a"), T0)
+    await store.enqueue(call("b"), T0 + 1)
+    await connected(store, "A1", "a", T0 + 2)
+
+    assert await store.hangup("a", T0 + 9, agent_ringing=True) == "abandoned"
+
+    assert await store.call("a") is None
+    ended = [e for e in await store.events() if e.call_id == "a"][-1]
+    assert ended.type is EventType.ABANDON
+    assert (ended.agent_id, ended.fields["reason"], ended.fields["astate"]) == (
+        "A1",
+        "abandon_while_ringing",
+        "available",
+    )
+    assert ended.fields["wait"] == "9"
+    agent = await store.agent("A1")
+    assert agent is not None
+    assert (agent.state, agent.call_id, agent.calls, agent.talk_seconds) == (
+        AgentState.RESERVED,  # offered the next caller at once
+        "b",
+        0,
+        0.0,
+    )
+    await consistent(store)
+
+
+async def test_a_ringing_report_about_a_callback_or_a_talk_changes_nothing_more(
+    store: RoutingStore, consistent: Check
+) -> None:
+    """A callback has no caller on the line: its end is a completion as before; a caller not
+    connected is an abandon whatever the node says."""
+    await store.configure_queue(QueueConfig("billing", wrap_up_seconds=0), T0)
+    await store.login("A1", skills={"billing": 1}, now=T0, ready=True)
+    await store.add_callback(callback("cb:x"), T0)
+    await connected(store, "A1", "cb:x", T0 + 1)
+    assert await store.hangup("cb:x", T0 + 5, agent_ringing=True) == "completed"
+    await store.enqueue(call("w"), T0 + 6)  # offered to A1
+    assert await store.hangup("w", T0 + 7, agent_ringing=True) == "abandoned"
+    assert [e.fields.get("reason") for e in await store.events() if e.call_id == "w"][-1] == ""
     await consistent(store)

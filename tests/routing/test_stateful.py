@@ -4,7 +4,8 @@ After every step the invariants of `assert_consistent` (conftest) must hold: no 
 for two calls, no call offered to two agents outside ring-all queues, no call gone without an
 event, the stream replays to exactly the stored states, priority/FIFO order at every offer,
 matching never left undone, every waiting call at its place (also after an accepted call went
-back: the agent's phone unreachable, a callback's customer not answering). Queues may ring all,
+back: the agent's phone unreachable, a callback's customer not answering, at once or after its
+queue's retry delay). Queues may ring all,
 escalate, overflow and fill up; time passes in steps that cross their timers.
 Every rule also predicts whether the store must refuse the request, and a refused request must
 leave no event behind. A few callers call again and again, so calls are held for their last
@@ -116,6 +117,7 @@ class RoutingMachine(RuleBasedStateMachine):
         max_length=st.sampled_from([0, 0, 3]),
         last_agent=st.sampled_from([(24.0, 20.0), (24.0, 20.0), (24.0, 0.0), (0.0, 20.0)]),
         callback_attempts=st.sampled_from([2, 3, 1]),
+        callback_retry=st.sampled_from([0.0, 10.0, 60.0]),
     )
     def configure(
         self,
@@ -130,6 +132,7 @@ class RoutingMachine(RuleBasedStateMachine):
         max_length: int,
         last_agent: tuple[float, float],
         callback_attempts: int,
+        callback_retry: float,
     ) -> None:
         """Both queues share one set of timers, so a run explores it; each has its strategy. Some
         runs overflow one queue into the other, or each into the other (a call moves once)."""
@@ -150,6 +153,7 @@ class RoutingMachine(RuleBasedStateMachine):
                 last_agent_hours=last_agent[0],
                 last_agent_seconds=last_agent[1],
                 callback_attempts=callback_attempts,
+                callback_retry_seconds=callback_retry,
             )
             self.run(self.store.configure_queue(config, self.now))
 
@@ -347,9 +351,20 @@ class RoutingMachine(RuleBasedStateMachine):
         assert call is not None
         limit = self.run(self.store.queue_config(call.skill)).callback_attempts
         assert attempts == call.attempts + 1
-        assert outcome == ("failed" if final or attempts >= limit else "requeued")
-        if outcome == "failed":
+        config = self.run(self.store.queue_config(call.skill))
+        if final or attempts >= limit:
+            assert outcome == "failed"
             assert self.run(self.store.call(call_id)) is None
+        elif config.callback_retry_seconds > 0:
+            assert outcome == "retrying"
+            after = self.run(self.store.call(call_id))
+            assert after is not None
+            assert (after.state, after.retry_at) == (
+                CallState.RETRY,
+                self.now + config.callback_retry_seconds,
+            )
+        else:
+            assert outcome == "requeued"
 
     # ------------------------------------------------------------------ callers
 
@@ -450,18 +465,25 @@ class RoutingMachine(RuleBasedStateMachine):
             self.enqueue(skill, level, priority, extra=False, node=NODES[i % len(NODES)])
 
     @precondition(lambda self: bool(self.callers))
-    @rule(data=st.data())
-    def hang_up(self, data: st.DataObject) -> None:
+    @rule(data=st.data(), ringing=st.booleans())
+    def hang_up(self, data: st.DataObject, ringing: bool) -> None:
+        """The caller hangs up; ``ringing``: their node says the accepting agent's phone still
+        rang (an abandon; the agent available again, maybe offered another call at once)."""
         call_id = data.draw(st.sampled_from(self.callers))
         before = self.run(self.store.call(call_id))
-        outcome = self.run(self.store.hangup(call_id, self.now))
+        outcome = self.run(self.store.hangup(call_id, self.now, agent_ringing=ringing))
         expected = {
             None: "none",
             CallState.WAITING: "abandoned",
             CallState.OFFERED: "abandoned",
-            CallState.CONNECTED: "completed",
+            CallState.CONNECTED: "abandoned" if ringing else "completed",
         }
         assert outcome == expected[None if before is None else before.state]
+        if ringing and before is not None and before.state is CallState.CONNECTED:
+            agent = self.agent(before.agent_id)
+            assert agent is not None
+            assert agent.state in (AgentState.AVAILABLE, AgentState.RESERVED)
+            assert agent.call_id != call_id
 
     @precondition(lambda self: bool(self.callers))
     @rule(data=st.data())

@@ -214,7 +214,10 @@ async def test_accepts_that_did_not_get_through_are_taken_back(store: RoutingSto
     40 s, once; a callback accepted twice whose customer never answered fails (two attempts),
     counted apart; each unanswered attempt and the unreachable phone count when they happen,
     in the next interval here."""
-    await store.configure_queue(QueueConfig("billing", callback_attempts=2, wrap_up_seconds=0), T0)
+    await store.configure_queue(
+        QueueConfig("billing", callback_attempts=2, wrap_up_seconds=0, callback_retry_seconds=0),
+        T0,
+    )
     await store.login("A1", skills={"billing": 1}, now=T0)
     await store.login("A2", skills={"billing": 1}, now=T0)
     await store.enqueue(call("c1"), T0)
@@ -241,6 +244,38 @@ async def test_accepts_that_did_not_get_through_are_taken_back(store: RoutingSto
     assert (later.offered, later.answered, later.unreachable) == (0, 0, 1)
     assert later.callback_attempts_failed == 2
     assert first.as_dict()["callbacks_failed"] == 1
+
+
+async def test_a_caller_gone_while_the_agent_phone_rang_is_an_abandon(
+    store: RoutingStore,
+) -> None:
+    """Accepted after 10 s, gone 20 s later while the agent's phone rang: abandoned (not
+    answered, no ASA, no handle time), counted among those abandoned while ringing; a caller
+    gone within the short-abandon time while it rang is a short abandon, also counted so."""
+    await store.configure_queue(QueueConfig("billing", wrap_up_seconds=0), T0)
+    await store.login("A1", skills={"billing": 1}, now=T0)
+    await store.enqueue(call("c1"), T0)
+    await store.ready("A1", T0 + 10)
+    await store.accept("A1", "c1", T0 + 10)
+    assert await store.hangup("c1", T0 + 30, agent_ringing=True) == "abandoned"
+    await store.enqueue(call("c2"), T0 + 40)  # offered to A1 at once
+    await store.accept("A1", "c2", T0 + 41)
+    assert await store.hangup("c2", T0 + 43, agent_ringing=True) == "abandoned"
+
+    [overall, billing] = interval_stats(await store.events())
+    assert (billing.offered, billing.answered, billing.answer_wait, billing.asa) == (
+        2,
+        0,
+        0.0,
+        None,
+    )
+    assert (billing.abandoned, billing.short_abandoned, billing.abandoned_ringing) == (1, 1, 2)
+    assert (billing.handled, billing.max_wait) == (0, 30.0)
+    assert billing.abandon_rate == 1.0
+    assert overall == replace(billing, skill=None)
+    agent = await store.agent("A1")
+    assert agent is not None
+    assert (agent.state, agent.calls) == (AgentState.AVAILABLE, 0)
 
 
 async def test_calls_that_entered_before_the_window_are_left_out(store: RoutingStore) -> None:
@@ -560,7 +595,9 @@ class Floor:
                 )
             elif action == "hangup" and self.callers:
                 await store.hangup(
-                    rng.choice(self.callers + ["cb:" + c for c in self.callers]), now
+                    rng.choice(self.callers + ["cb:" + c for c in self.callers]),
+                    now,
+                    agent_ringing=rng.random() < 0.5,  # a connected caller's phone rang still
                 )
             elif action == "callback" and self.callers:
                 call_id = rng.choice(self.callers)

@@ -9,8 +9,8 @@ import pytest
 from redis.asyncio import Redis
 
 from routing.errors import NoSuchAgentError
-from routing.model import NewCall
-from routing.store import RoutingStore, library_source
+from routing.model import AgentState, NewCall
+from routing.store import AgentReply, RoutingStore, library_source
 
 T0 = 1_800_000_000.0
 
@@ -60,3 +60,38 @@ async def test_function_reloaded_after_a_flush(redis7: Redis) -> None:
     agent = await store.agent("A1")
     assert agent is not None
     assert agent.state == "available"
+
+
+async def test_an_agent_command_can_answer_with_the_agent(store: RoutingStore) -> None:
+    """``reply``: the agent as the command's own script left it, equal to a read after it."""
+    reply = AgentReply()
+    await store.login("A1", skills={"billing": 5}, contact="sip:a1@pbx", now=T0, reply=reply)
+    assert reply.agent == await store.agent("A1")
+    await store.enqueue(NewCall("c1", {"billing": 1}, node_id="n1"), T0 + 1)
+    for step in (
+        store.ready("A1", T0 + 2, reply=reply),  # offered c1 at once
+        store.accept("A1", "c1", T0 + 3, reply=reply),
+        store.complete("A1", T0 + 60, reply=reply),
+        store.not_ready("A1", "lunch", T0 + 61, reply=reply),
+        store.logout("A1", T0 + 62, reply=reply),
+    ):
+        reply.agent = None
+        await step
+        assert reply.agent is not None
+        assert reply.agent == await store.agent("A1")
+    assert reply.agent.state is AgentState.LOGGED_OUT
+
+
+async def test_calls_in_buckets_written_before_the_level_index_are_found(
+    store: RoutingStore,
+) -> None:
+    """Data from before ``qlevels`` existed: the first match or position looks at every bucket
+    of the skill once and rebuilds its part of the index."""
+    await store.login("A1", skills={"billing": 5}, now=T0)
+    await store.enqueue(NewCall("c1", {"billing": 3}, node_id="n1"), T0)
+    await store.enqueue(NewCall("c2", {"billing": 1}, node_id="n1"), T0 + 1)
+    await store.redis.delete(store.keys.queue_levels("billing"))
+    assert (await store.positions(["c2"], T0 + 2))["c2"].position == 2
+    assert await store.redis.get(store.keys.queue_levels("billing")) == "01010000000"
+    offers = await store.ready("A1", T0 + 3)
+    assert [o.call_id for o in offers] == ["c1"]

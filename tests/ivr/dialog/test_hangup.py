@@ -133,6 +133,31 @@ def test_hang_up_while_talking_to_an_agent(walk_to, node_id):
     assert not any(o.kind == "abandoned" for o in d.dialog.outcomes)
 
 
+@pytest.mark.parametrize("node_id", ["hazard_queue", "agent_general"])
+def test_hang_up_while_the_agent_phone_rings_is_an_abandon(walk_to, node_id):
+    """The transport said the accepting agent's phone rings: until it answers, a hang-up is an
+    abandon for routing (the agent free again), and for the call's outcomes."""
+    d = walk_to(node_id)
+    d.connect()
+    rid = d.last(Enqueue).request_id
+    assert d.send(ev.AgentRinging(rid)) == []
+    out = d.hang_up()
+    assert out[0] == LeaveQueue(rid, "abandoned_ringing")
+    assert d.dialog.ended
+    assert any(o.kind == "abandoned" for o in d.dialog.outcomes)
+
+
+@pytest.mark.parametrize("node_id", ["hazard_queue", "agent_general"])
+def test_hang_up_once_the_agent_phone_answered_completes(walk_to, node_id):
+    d = walk_to(node_id)
+    d.connect()
+    rid = d.last(Enqueue).request_id
+    d.send(ev.AgentRinging(rid))
+    assert d.send(ev.AgentAnswered(rid)) == []
+    assert d.hang_up() == [LeaveQueue(rid, "hangup")]
+    assert not any(o.kind == "abandoned" for o in d.dialog.outcomes)
+
+
 def test_hang_up_in_the_fault_queue_after_the_ticket_failed_leaves_a_partial_ticket(walk_to):
     d = walk_to("fault_ticket")
     d.fail("crm_down")

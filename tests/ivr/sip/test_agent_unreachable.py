@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from ivr.routing_redis import RedisRouting
 from routing.events import EventType
 from routing.model import AgentState, CallState
+from routing.stats import interval_stats
 from routing.store import RoutingStore
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -197,3 +198,60 @@ async def test_an_agent_finishing_on_the_desktop_is_hung_up_before_the_survey(
     [summary] = server.completed
     assert summary.path[-1] == "survey"
     assert (await agent_state(store, "A1"))[0] is AgentState.WRAP_UP
+
+
+async def test_a_caller_hanging_up_while_the_agent_phone_rings_abandons(
+    tmp_path: Path, redis_client: Redis
+) -> None:
+    """The agent accepted, their phone rings, the caller hangs up before it answers: an
+    abandon (not a completed call), the phone's ringing is cancelled, the agent is available
+    again with no call counted."""
+    store = RoutingStore(redis_client, tenant="ringing")
+    server = make_server(sip_agent_ring_seconds=30)
+    routing = RedisRouting(store, "node-a", position_interval=5.0)
+    server.routing = routing
+    await server.start()
+    pump = asyncio.get_running_loop().create_task(routing.serve(poll_interval=0.1))
+    try:
+        async with sipp_uas(uas_scenario("no_answer"), tmp_path / "a1") as phone:
+            contact = f"sip:A1@127.0.0.1:{phone.address[1]}"
+            await store.login("A1", skills={SKILL: 5}, now=time.time(), contact=contact, ready=True)
+            caller_dir = tmp_path / "caller"
+            caller_dir.mkdir()
+            scenario = uac_scenario([6.0, "0", 6.0], pcaps=key_pcaps("0", caller_dir))
+            caller = asyncio.get_running_loop().create_task(
+                sipp(scenario, server.address, caller_dir, timeout=40)
+            )
+            call_id = await until(store, "A1", AgentState.RESERVED, within=15.0)
+            await store.accept("A1", call_id, time.time())
+            [sip_call] = server.calls.values()
+            await wait_until(lambda: sip_call.agent_leg is not None, 5.0)  # the phone rings
+
+            run = await caller  # hangs up while it still rings
+            assert run.returncode == 0, run.stdout[-2000:] + run.errors
+            await until(store, "A1", AgentState.AVAILABLE, within=10.0)
+            done = await phone.finished()  # got the CANCEL
+            assert done.returncode == 0, (done.stdout[-2000:], done.errors[-2000:])
+            await wait_until(lambda: len(server.completed) == 1, 10.0)
+    finally:
+        pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pump
+        await server.stop(0)
+
+    assert await store.call(call_id) is None
+    agent = await store.agent("A1")
+    assert agent is not None
+    assert (agent.state, agent.calls, agent.talk_seconds) == (AgentState.AVAILABLE, 0, 0.0)
+    events = [e for e in await store.events() if e.call_id == call_id]
+    assert [e.type for e in events] == [
+        EventType.ENTERQUEUE,
+        EventType.OFFER,
+        EventType.CONNECT,
+        EventType.ABANDON,
+    ]
+    assert (events[-1].agent_id, events[-1].fields["reason"]) == ("A1", "abandon_while_ringing")
+    [summary] = server.completed
+    assert "abandoned" in [o.kind for o in summary.outcomes]
+    [row] = [r for r in interval_stats(await store.events()) if r.skill == SKILL]
+    assert (row.offered, row.answered, row.abandoned, row.abandoned_ringing) == (1, 0, 1, 1)

@@ -244,20 +244,32 @@ async def routing_completed(store: RoutingStore) -> None:
 
 
 async def routing_put_back(store: RoutingStore, event: EventType, attempts: int = 0) -> None:
-    """Routing put the callback back in its place: waiting, with the attempts made so far."""
+    """Routing put the callback back in its place, with the attempts made so far: at once
+    after an unreachable agent phone; after the queue's retry delay (out of line until then)
+    when the customer did not answer."""
     callback = await store.call(CALLBACK)
     assert callback is not None
-    assert (callback.state, callback.attempts) == (CallState.WAITING, attempts)
-    assert await store.waiting(SKILL) == [CALLBACK]
     agent = await store.agent(AGENT)
     assert agent is not None
     if event is EventType.UNREACHABLE:  # the agent's phone: not ready, as after a missed offer
+        assert (callback.state, callback.attempts) == (CallState.WAITING, attempts)
+        assert await store.waiting(SKILL) == [CALLBACK]
         assert (agent.state, agent.reason) == (AgentState.NOT_READY, "missed")
     else:  # the customer did not answer: the agent wraps up, no call handled
+        assert (callback.state, callback.attempts) == (CallState.RETRY, attempts)
+        assert await store.waiting(SKILL) == []
         assert (agent.state, agent.calls) == (AgentState.WRAP_UP, 0)
     types = [e.type for e in await store.events()]
     assert types[-1] is event
     assert EventType.COMPLETE not in types
+    if callback.retry_at is not None:
+        await store.not_ready(AGENT, "break", callback.retry_at)  # nobody to offer it to
+        await store.tick(callback.retry_at)
+        back = await store.call(CALLBACK)
+        assert back is not None
+        assert (back.state, back.attempts) == (CallState.WAITING, attempts)
+        assert await store.waiting(SKILL) == [CALLBACK]
+        assert (await store.events())[-1].type is EventType.CALLBACK_RETRY
 
 
 async def routing_failed(store: RoutingStore, attempts: int) -> None:
