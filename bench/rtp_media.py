@@ -21,8 +21,6 @@ import argparse
 import asyncio
 import logging
 import resource
-import socket
-import subprocess
 import sys
 import textwrap
 import time
@@ -114,16 +112,20 @@ async def run(streams: int, seconds: float, warmup: float) -> Result:
         )
         opened.append(stream)
     ports = ",".join(str(s.local_address[1]) for s in opened)
-    caller = subprocess.Popen(
-        [sys.executable, "-c", CALLER, ports, str(warmup + seconds + 1.0)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
+    caller = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        CALLER,
+        ports,
+        str(warmup + seconds + 1.0),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
     )
-    assert caller.stdin is not None and caller.stdout is not None
-    caller.stdout.readline()
-    caller.stdin.write("go\n")
-    caller.stdin.flush()
+    assert caller.stdin is not None
+    assert caller.stdout is not None
+    await caller.stdout.readline()
+    caller.stdin.write(b"go\n")
+    await caller.stdin.drain()
     await asyncio.sleep(warmup)
     counters_in = sum(s.counters.received for s in opened)
     counters_out = sum(s.counters.sent for s in opened)
@@ -137,7 +139,7 @@ async def run(streams: int, seconds: float, warmup: float) -> Result:
     for stream in opened:
         stream.close()
     await clock.stop()
-    caller.wait()
+    await caller.communicate()
     handled = max(1, packets_in + packets_out)
     return Result(
         streams,
