@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import socket
 import sys
 from array import array
 from collections import Counter
@@ -310,6 +311,97 @@ async def test_rfc4733_keys_over_udp(open_stream: OpenStream, peer: Peer) -> Non
     assert keys == ["5", "5", "#"]
     c = stream.counters
     assert (c.keys, c.other_events, c.garbage) == (3, 6, 4)
+
+
+def key_burst(count: int) -> tuple[list[bytes], list[str]]:
+    """`count` one-packet key presses, each its own event (a newer timestamp), and their digits."""
+    digits = "0123456789*#"
+    datagrams = [
+        RtpPacket(
+            payload_type=101,
+            sequence_number=i,
+            timestamp=8000 * (i + 1),
+            ssrc=4242,
+            payload=DtmfEvent(event=i % 12, end=True, volume=10, duration=640).serialize(),
+        ).serialize()
+        for i in range(count)
+    ]
+    return datagrams, [digits[i % 12] for i in range(count)]
+
+
+async def test_a_burst_of_queued_datagrams_is_read_in_one_wake_up(
+    open_stream: OpenStream, peer: Peer
+) -> None:
+    keys: list[tuple[str, float]] = []
+    stream = await open_stream(on_key=lambda digit, at: keys.append((digit, at)))
+    datagrams, digits = key_burst(40)
+    # A blocking socket: on loopback every datagram is in the stream's queue when sendto returns.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        for d in datagrams:
+            sender.sendto(d, stream.local_address)
+    # Two rounds of the loop: the first polls the socket and queues its reader after this task,
+    # the second runs it. asyncio's datagram transport reads one datagram per round; the
+    # stream's reader takes the whole queue in its one wake-up, in order, at one arrival time.
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert [digit for digit, _ in keys] == digits
+    assert len({at for _, at in keys}) == 1
+    assert stream.counters.received == 40
+
+
+async def test_a_burst_longer_than_one_wake_up_is_all_delivered_in_order(
+    open_stream: OpenStream, peer: Peer
+) -> None:
+    keys: list[str] = []
+    stream = await open_stream(on_key=lambda digit, at: keys.append(digit))
+    datagrams, digits = key_burst(150)  # more than one wake-up reads; within the socket buffer
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        for d in datagrams:
+            sender.sendto(d, stream.local_address)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert 0 < len(keys) < 150  # one wake-up is bounded: other calls' sockets get their turn
+    await wait_for(lambda: len(keys) == 150)
+    assert keys == digits
+    c = stream.counters
+    assert (c.received, c.keys, c.garbage, c.extra) == (150, 150, 0, {})
+
+
+async def test_a_callback_that_closes_the_call_mid_burst_stops_the_reading(
+    open_stream: OpenStream, peer: Peer
+) -> None:
+    keys: list[str] = []
+    holder: list[MediaStream] = []
+
+    def on_key(digit: str, at: float) -> None:
+        keys.append(digit)
+        if len(keys) == 3:
+            holder[0].close()  # the caller hung up on the third key: the rest is never read
+
+    stream = await open_stream(on_key=on_key)
+    holder.append(stream)
+    datagrams, digits = key_burst(10)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        for d in datagrams:
+            sender.sendto(d, stream.local_address)
+    await asyncio.sleep(0.05)
+    assert keys == digits[:3]
+    assert stream.counters.received == 3
+
+
+async def test_garbage_inside_a_burst_loses_none_of_the_rest(
+    open_stream: OpenStream, peer: Peer
+) -> None:
+    keys: list[str] = []
+    stream = await open_stream(on_key=lambda digit, at: keys.append(digit))
+    datagrams, digits = key_burst(6)
+    mixed = [datagrams[0], b"\x00garbage", datagrams[1], bytes(3), *datagrams[2:]]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        for d in mixed:
+            sender.sendto(d, stream.local_address)
+    await wait_for(lambda: len(keys) == 6)
+    assert keys == digits
+    assert stream.counters.garbage == 2
 
 
 async def test_caller_audio_reaches_on_audio_and_the_inband_detector(

@@ -26,6 +26,7 @@ from ivr.sip.rtp_stream import (
     RtpStream,
     UnsupportedPayloadType,
     codec_for,
+    payload_bounds,
 )
 
 SIPP_PCAPS = Path("/usr/share/sip-tester")
@@ -365,6 +366,62 @@ def test_any_datagram_never_raises(datagram: bytes) -> None:
     s = stream()
     got = s.receive(datagram, 0.0)
     assert got is None or isinstance(got, AudioReceived | KeyPressed)
+
+
+RTP_LIKE = st.tuples(st.integers(0, 0x3F), st.binary(max_size=120)).map(
+    lambda t: bytes([0x80 | t[0]]) + t[1]
+)
+"""Datagrams that look like RTP: version 2 with any P/X/CC bits, and any bytes after."""
+
+
+@given(st.one_of(st.binary(max_size=120), RTP_LIKE))
+def test_payload_bounds_agree_with_aiortp(datagram: bytes) -> None:
+    """The header-only reader finds the payload aiortp's full parser finds, on any datagram.
+
+    The one allowed difference: aiortp also parses the header extension's RFC 8285 elements
+    and rejects a packet whose elements are malformed; we skip the extension unread (RFC 3550
+    §5.3.1), so such a packet is still audio to us.
+    """
+    bounds = payload_bounds(datagram)
+    try:
+        packet = RtpPacket.parse(datagram)
+    except (ValueError, IndexError, struct.error):
+        assert bounds is None or datagram[0] & 0x10
+        return
+    assert bounds is not None
+    start, end = bounds
+    assert datagram[start:end] == packet.payload
+
+
+def test_csrc_extension_and_padding_are_stepped_over() -> None:
+    """A mixer's packet: 2 CSRCs, a one-word extension, 4 bytes of padding; the audio is found."""
+    audio = codec_for(PCMA).encode(tone_pcm(1000, 0.02))
+    header = struct.pack("!BBHII", 0x80 | 0x20 | 0x10 | 2, PCMA, 7, 1600, 99)
+    csrc = struct.pack("!II", 1, 2)
+    extension = struct.pack("!HHI", 0xBEDE, 1, 0x10AA0000)
+    datagram = header + csrc + extension + audio + b"\x00\x00\x00\x04"
+    assert payload_bounds(datagram) == (12 + 8 + 8, len(datagram) - 4)
+    s = stream(payload_type=PCMA)
+    got = s.receive(datagram, 2.0)
+    assert got == AudioReceived(codec_for(PCMA).decode(audio), 2.0)
+    assert (s.counters.received, s.counters.garbage) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    "datagram",
+    [
+        b"\x82" + bytes(11 + 4),  # 2 CSRCs announced, one present
+        b"\x90" + bytes(11) + b"\xbe\xde\x00\x02" + bytes(4),  # extension longer than the packet
+        b"\xa0" + bytes(11) + b"\x00\x05",  # padding count beyond the payload
+        b"\xa0" + bytes(11) + b"\xd5\x00",  # padding count 0
+    ],
+    ids=["csrc", "extension", "padding-too-long", "padding-zero"],
+)
+def test_truncated_headers_are_garbage(datagram: bytes) -> None:
+    assert payload_bounds(datagram) is None
+    s = stream()
+    assert s.receive(datagram, 1.0) is None
+    assert s.counters.garbage == 1
 
 
 # --- incoming: RFC 4733 keys ---
