@@ -84,6 +84,8 @@ class ItuPcma:
 _CODECS: dict[int, G711] = {PCMU: PcmuCodec(), PCMA: ItuPcma()}
 _HEADER = struct.Struct("!BBHII")
 _TIMESTAMP_SSRC = struct.Struct("!II")
+_SEQ_SSRC = struct.Struct("!H4xI")
+"""Sequence number and SSRC of a received packet (the timestamp between them skipped)."""
 _VERSION_BYTE = 0x80  # V=2, no padding, no extension, no CSRC
 _RECENT_EVENTS = 16
 
@@ -467,7 +469,9 @@ class RtpStream:
             return None
         start, end = bounds
         counters.received += 1
-        counters.lost += self._gaps.push(packet.ssrc, packet.sequence_number)
+        # Sequence number and SSRC straight from the fixed header (RFC 3550 §5.1).
+        sequence, ssrc = _SEQ_SSRC.unpack_from(data, 2)
+        counters.lost += self._gaps.push(ssrc, sequence)
         self.last_received = now
         pt = data[1] & 0x7F
         if pt == self.dtmf_payload_type:
