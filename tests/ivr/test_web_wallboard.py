@@ -277,6 +277,6 @@ async def test_hub_keeps_arrivals_only_for_the_surge_look_back(
     await store.enqueue(NewCall("new", {"fault_repair": 3}), T0 - 60)
     await hub.refresh()
     assert hub._history is not None
-    times = hub._history.arrivals.times
+    times = {skill: list(t) for skill, t in hub._history.arrivals.times.items()}
     assert times == {"fault_repair": [T0 - 60], None: [T0 - 60]}
     await hub.close()
