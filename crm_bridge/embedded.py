@@ -22,7 +22,7 @@ import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -173,10 +173,20 @@ class EmbeddedCrm(CrmBackend):
             except BaseException as exc:
                 if self._db.in_transaction:
                     await self._db.execute("ROLLBACK")
+                elif isinstance(exc, asyncio.CancelledError):
+                    # Perhaps cancelled while the BEGIN waited for the connection's thread: it
+                    # still runs there, so end it (queued behind it; an error if it never began).
+                    await asyncio.shield(self._end_begun())
                 if isinstance(exc, sqlite3.OperationalError):
                     log.warning("crm store unavailable", path=str(self.path), error=str(exc))
                     raise CrmUnavailableError(f"the embedded CRM store: {exc}") from exc
                 raise
+
+    async def _end_begun(self) -> None:
+        """Roll back a BEGIN whose caller was cancelled; asked unconditionally, as the BEGIN may
+        not have run yet (if it failed, there is nothing to roll back: that error is ignored)."""
+        with suppress(sqlite3.OperationalError):
+            await self._db.execute("ROLLBACK")
 
     @staticmethod
     async def _one(db: aiosqlite.Connection, sql: str, *params: Any) -> sqlite3.Row | None:

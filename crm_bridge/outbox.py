@@ -29,7 +29,7 @@ import random
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -306,7 +306,14 @@ class Outbox:
     async def _transaction(self) -> AsyncIterator[None]:
         """One write transaction, under the lock: committed if the block ends, else rolled back."""
         async with self._lock:
-            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                await self._db.execute("BEGIN IMMEDIATE")
+            except asyncio.CancelledError:
+                # Cancelled while the BEGIN waited for the connection's thread: it still runs
+                # there. End it (queued behind it, shielded) or it stays open and every later
+                # transaction fails "within a transaction".
+                await asyncio.shield(self._end_begun())
+                raise
             try:
                 yield
                 await self._db.execute("COMMIT")
@@ -315,6 +322,12 @@ class Outbox:
                 if self._db.in_transaction:
                     await self._db.execute("ROLLBACK")
                 raise
+
+    async def _end_begun(self) -> None:
+        """Roll back a BEGIN whose caller was cancelled; asked unconditionally, as the BEGIN may
+        not have run yet (if it failed, there is nothing to roll back: that error is ignored)."""
+        with suppress(sqlite3.OperationalError):
+            await self._db.execute("ROLLBACK")
 
     async def close(self) -> None:
         """Close the file."""

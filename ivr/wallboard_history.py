@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,8 +71,10 @@ class Arrivals:
     """Entry times of calls (not callbacks) per queue, folded from the event stream; for
     `surge`. `forget` drops what no window will look at again."""
 
-    times: dict[str | None, list[float]] = field(default_factory=dict)
-    """Sorted entry times per skill; None for all queues."""
+    times: dict[str | None, array[float]] = field(default_factory=dict)
+    """Sorted entry times per skill; None for all queues. Packed doubles: 8 bytes a call and
+    queue, where a list would hold a 24-byte float object too (at 100 calls a minute over a
+    4-hour chart and 5-minute window, 24,500 calls: 0.4 MB instead of 1 MB)."""
 
     def apply(self, event: RoutingEvent) -> None:
         """Fold one event in."""
@@ -82,7 +85,7 @@ class Arrivals:
             return
         for key in (fields.get("skill"), None):
             # Nodes' clocks differ a little: keep the order by time, not by arrival.
-            bisect.insort(self.times.setdefault(key, []), event.t)
+            bisect.insort(self.times.setdefault(key, array("d")), event.t)
 
     def forget(self, before: float) -> None:
         """Drop entry times at or before ``before``."""

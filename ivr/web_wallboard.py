@@ -245,7 +245,9 @@ class WallboardHub:
         history = self._history
         self._history_last = await stats.fold_events(self.store, history, self._history_last)
         history.intervals.close(keep_from)  # takes out the intervals no longer shown
-        history.arrivals.forget(keep_from)
+        # Entry times (one per call) only as far back as the surge alert looks: its window and
+        # the chart's hours before it; today's figures are in the intervals, not here.
+        history.arrivals.forget(now - span - self.settings.wallboard_surge_window_seconds)
         self.snapshot = self._live.snapshot(now)
         self.agents = {a.agent_id: a for a in self.snapshot.agents}
         self.board = board(

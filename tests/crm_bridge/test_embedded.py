@@ -3,6 +3,7 @@ customers, bills, outages, surveys, demo data, and the schema migrations."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -613,3 +614,27 @@ async def test_a_survey_given_while_the_store_is_locked_arrives_once(
     with sqlite3.connect(crm.path) as plain:
         assert plain.execute("SELECT COUNT(*) FROM surveys").fetchone() == (1,)
     plain.close()
+
+
+async def test_a_write_cancelled_while_beginning_leaves_no_transaction_open(
+    crm: EmbeddedCrm,
+) -> None:
+    """Cancelled while its BEGIN waits for the connection's thread (busy), a write must not leave
+    that BEGIN open: every later transaction would fail "within a transaction"."""
+    db = crm._db
+    busy = asyncio.ensure_future(
+        db.execute(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000)"
+            " SELECT count(*) FROM c"
+        )
+    )
+    await asyncio.sleep(0.01)  # the thread is on the slow query
+    create = asyncio.ensure_future(crm.create_ticket(fault("2611270100001", call_id="call-1")))
+    await asyncio.sleep(0.01)  # the write waits for its BEGIN, queued behind it
+    assert not busy.done()
+    create.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await create
+    await busy
+    assert await crm.create_ticket(fault("2611270100002", call_id="call-2"))
+    assert not db.in_transaction

@@ -829,3 +829,31 @@ def test_every_ticket_reaches_the_crm_exactly_once(
 
     with tempfile.TemporaryDirectory() as folder:
         asyncio.run(scenario(Path(folder) / "outbox.sqlite3"))
+
+
+async def test_a_submit_cancelled_while_beginning_leaves_no_transaction_open(
+    outbox: Outbox,
+) -> None:
+    """A call that ends while its ticket waits for BEGIN (the connection's thread busy) cancels
+    the submit; the BEGIN still runs on the thread, and must not stay open: every later
+    transaction on the connection would fail with "within a transaction"."""
+
+    async def make(n: int) -> Ticket:
+        return ticket(n)
+
+    busy = asyncio.ensure_future(
+        outbox.connection.execute(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000)"
+            " SELECT count(*) FROM c"
+        )
+    )
+    await asyncio.sleep(0.01)  # the thread is on the slow query
+    submit = asyncio.ensure_future(outbox.submit_new(ticket(1).idempotency_key, lambda _: make(1)))
+    await asyncio.sleep(0.01)  # the submit waits for its BEGIN, queued behind it
+    assert not busy.done()
+    submit.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await submit
+    await busy
+    assert await outbox.submit_new(ticket(2).idempotency_key, lambda _: make(2)) == ticket(2)
+    assert not outbox.connection.in_transaction

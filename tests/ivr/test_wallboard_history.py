@@ -84,14 +84,14 @@ def test_arrivals_keep_calls_per_queue_in_time_order() -> None:
     ]
     for e in events:
         arrivals.apply(e)
-    assert arrivals.times == {
+    assert {skill: list(times) for skill, times in arrivals.times.items()} == {
         "billing": [NOW - 20, NOW - 10],
         None: [NOW - 20, NOW - 10, NOW - 1],
         "fault_repair": [NOW - 1],
     }
     arrivals.forget(NOW - 10)
-    assert arrivals.times[None] == [NOW - 1]
-    assert arrivals.times["billing"] == []
+    assert list(arrivals.times[None]) == [NOW - 1]
+    assert list(arrivals.times["billing"]) == []
 
 
 def test_interval_starts_end_with_the_current_interval() -> None:
@@ -124,3 +124,24 @@ def test_chart_has_every_interval_and_the_report_figures() -> None:
     assert list(drawn["queues"]) == ["billing", "fault_repair"]
     # Rows of another interval length are not mixed in.
     assert chart(interval_stats(events, interval_seconds=600), NOW + 20, hours=1)["queues"] == {}
+
+
+def test_arrivals_hold_a_call_in_a_few_bytes() -> None:
+    """One entry time per call and queue over the surge's look-back (4 h 5 min at 100 calls a
+    minute: 24,500 calls): kept as packed doubles, 8 bytes each, not a float object apiece."""
+    import tracemalloc
+
+    arrivals = Arrivals()
+    calls = 20_000
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(calls):  # each event read from the stream, folded, let go
+            arrivals.apply(
+                event(n, EventType.ENTERQUEUE, NOW + n, call="c", skill="fault_repair", kind="call")
+            )
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert list(arrivals.times[None]) == [NOW + n for n in range(calls)]
+    assert grown / calls <= 24  # two entries a call (its queue and all queues)

@@ -261,3 +261,22 @@ async def test_chart_and_surge_on_the_board(
                 for name in ("offered", "answered", "abandoned"):
                     assert series[name][i] == row[name], (row["start"], row["skill"], name)
             assert len(report) >= 6
+
+
+async def test_hub_keeps_arrivals_only_for_the_surge_look_back(
+    store: RoutingStore, clock: Clock
+) -> None:
+    """Entry times are kept per call only as far back as the surge alert looks (its window and
+    the chart's hours before it), not since midnight: a busy day's calls are not all held."""
+    settings = Settings(wallboard_chart_hours=4, wallboard_surge_window_seconds=300)
+    look_back = 4 * 3600 + 300
+    assert day_start(T0) < T0 - look_back - 3600  # the day began well before the look-back
+    hub = web_wallboard.WallboardHub(store, clock, settings)
+    for n in range(50):  # this morning, before the look-back
+        await store.enqueue(NewCall(f"old{n}", {"fault_repair": 3}), T0 - look_back - 600 + n)
+    await store.enqueue(NewCall("new", {"fault_repair": 3}), T0 - 60)
+    await hub.refresh()
+    assert hub._history is not None
+    times = {skill: list(t) for skill, t in hub._history.arrivals.times.items()}
+    assert times == {"fault_repair": [T0 - 60], None: [T0 - 60]}
+    await hub.close()
