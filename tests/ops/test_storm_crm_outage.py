@@ -8,32 +8,15 @@ run is in docs/benchmarks.md."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import shutil
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-def load_storm() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("storm", BENCH / "storm.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.ops.storm_bench import load_storm
 
 
 @pytest.mark.slow
 def test_tickets_filed_while_the_crm_is_down_reach_it_exactly_once(tmp_path: Path) -> None:
-    for tool in ("sipp", "redis-server", "kamailio"):
-        assert shutil.which(tool, path="/usr/bin:/usr/sbin:/usr/local/bin"), f"{tool} missing"
-    if os.geteuid() != 0:
-        pytest.skip("SIPp plays the callers' RTP through a raw socket: needs root (CI is root)")
     storm = load_storm()
     calls = 8
     args = storm.parser().parse_args(
