@@ -225,7 +225,10 @@ def run_size(calls: int, args: argparse.Namespace, folder: Path) -> Result:
     ramp = (calls - 1) / rate
     sipp_timeout = duration + ramp + 60
     hotline = HotlineProcess(
-        folder, {"HOTLINE_SIP_MAX_CALLS": str(calls + 50)}, loop=args.loop, code=args.code_dir
+        folder,
+        {"HOTLINE_SIP_MAX_CALLS": str(calls + 50), "HOTLINE_SIP_SEND_CLOCK": args.send_clock},
+        loop=args.loop,
+        code=args.code_dir,
     )
     if args.hotline_nice:
         os.setpriority(os.PRIO_PROCESS, hotline.proc.pid, args.hotline_nice)
@@ -545,6 +548,12 @@ def main() -> None:
         help="event loop of the hotline; uvloop is an experiment (uvloop must be importable)",
     )
     parser.add_argument(
+        "--send-clock",
+        choices=["thread", "loop"],
+        default="thread",
+        help="the hotline's sip_send_clock: its own thread (the default) or a task on the loop",
+    )
+    parser.add_argument(
         "--hotline-nice",
         type=int,
         default=0,
@@ -575,6 +584,7 @@ def main() -> None:
     print(
         f"date: {date}; {args.duration:g} s calls, ramp {args.rate:g} calls/s, "
         f"caller audio {'on' if args.audio else 'off'}, hotline loop {args.loop}, "
+        f"send clock {args.send_clock}, "
         f"hotline nice {args.hotline_nice}"
     )
     rows = []

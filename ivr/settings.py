@@ -110,6 +110,11 @@ class Settings(BaseSettings):
         ge=1,
         description="calls carried at once; more are refused with 503 and Retry-After",
     )
+    sip_send_clock: Literal["thread", "loop"] = Field(
+        default="thread",
+        description="what sends every call's RTP each 20 ms: a thread of its own (thread), not "
+        "delayed by a busy event loop, or a task on the loop (loop); see decision 0022",
+    )
     sip_rtp_port_min: int = Field(
         default=0,
         ge=0,

@@ -13,7 +13,10 @@ How audio moves, with MediaStream's public API only:
 - the bridge is one more member of the shared send clock: on every tick it hands the next
   frame of each direction to the other stream's ``play``, which encodes it with that stream's
   negotiated codec. A PCMU caller and a PCMA agent are transcoded on the way by construction
-  (G.711 both ways through 16-bit PCM, ITU-correct A-law from `ivr.sip.rtp_stream`).
+  (G.711 both ways through 16-bit PCM, ITU-correct A-law from `ivr.sip.rtp_stream`). Like
+  the streams it runs on the clock's thread (``clock_thread_safe``); the receive side pushes
+  into the :class:`FrameQueue` from the event loop, so the queue locks, and a ``tap`` is
+  called on the clock's thread.
 
 When a direction has nothing to send (underrun, or the far side is silent) the stream sends
 its idle silence, so RTP never stops (see `ivr.sip.media`). A direction that runs ahead (the
@@ -28,6 +31,7 @@ not reach the caller's menu or bank card prompt, and RtpStream has no telephone-
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -104,6 +108,7 @@ class FrameQueue:
         self._max = max_frames * FRAME_BYTES
         self._buffer = bytearray()
         self._running = False
+        self._lock = threading.Lock()  # pushed on the loop, popped on the clock's thread
         self.stats = FrameStats()
 
     def __len__(self) -> int:
@@ -112,31 +117,34 @@ class FrameQueue:
 
     def push(self, pcm: bytes) -> None:
         """Add one packet's PCM (any length; an odd trailing byte is dropped)."""
-        self._buffer += pcm[: len(pcm) - len(pcm) % 2]
-        if len(self._buffer) > self._max:
-            excess = len(self._buffer) - self._prefill
-            del self._buffer[:excess]
-            self.stats.trimmed_bytes += excess
+        with self._lock:
+            self._buffer += pcm[: len(pcm) - len(pcm) % 2]
+            if len(self._buffer) > self._max:
+                excess = len(self._buffer) - self._prefill
+                del self._buffer[:excess]
+                self.stats.trimmed_bytes += excess
 
     def pop(self) -> bytes | None:
         """The next 20 ms frame, or ``None`` while (re)filling."""
-        if not self._running:
-            if len(self._buffer) < self._prefill:
+        with self._lock:
+            if not self._running:
+                if len(self._buffer) < self._prefill:
+                    return None
+                self._running = True
+            if len(self._buffer) < FRAME_BYTES:
+                self._running = False
+                self.stats.underruns += 1
                 return None
-            self._running = True
-        if len(self._buffer) < FRAME_BYTES:
-            self._running = False
-            self.stats.underruns += 1
-            return None
-        frame = bytes(self._buffer[:FRAME_BYTES])
-        del self._buffer[:FRAME_BYTES]
-        self.stats.frames += 1
-        return frame
+            frame = bytes(self._buffer[:FRAME_BYTES])
+            del self._buffer[:FRAME_BYTES]
+            self.stats.frames += 1
+            return frame
 
     def clear(self) -> None:
         """Forget everything buffered."""
-        self._buffer.clear()
-        self._running = False
+        with self._lock:
+            self._buffer.clear()
+            self._running = False
 
 
 def _played(play_id: int) -> None:
@@ -151,6 +159,11 @@ class Bridge:
     joins the clock; ``stop`` undoes both. Neither stream is closed by the bridge: stop it
     before closing one. A stream never holds more than one bridged frame (see ``_forward``).
     """
+
+    clock_thread_safe = True
+    """``send_tick`` may run on the send clock's thread: it only pops the frame queues (which
+    lock) and calls the streams' ``play`` (which locks); ``start`` and ``stop`` belong to the
+    event loop."""
 
     def __init__(
         self,

@@ -3,10 +3,17 @@
 The protocol work is in :class:`ivr.sip.rtp_stream.RtpStream` (sans-I/O); this module is the
 asyncio pump around it:
 
-- :class:`ivr.sip.rtp_clock.SendClock` is ONE task for all calls that calls every stream's
-  ``send_tick`` every 20 ms.
+- the send clock (:mod:`ivr.sip.rtp_clock`) is ONE thread or task for all calls that calls
+  every stream's ``send_tick`` every 20 ms.
 - :class:`MediaStream` is one call's socket: it sends its :class:`RtpStream`'s packet on every
   tick and turns received datagrams into ``on_audio`` and ``on_key`` callbacks.
+
+A node's clock is a thread (:class:`ivr.sip.rtp_clock.ThreadSendClock`): ``send_tick`` runs
+there, everything else on the event loop. One lock per stream keeps the two apart: the clock
+holds it while it takes the next frame and sends it; the loop holds it to queue or drop audio,
+renegotiate, and close (so a socket is never closed, or its number reused, under a send). The
+"play finished" callbacks are posted back to the loop; a play dropped meanwhile (barge-in)
+never reports, as before.
 
 The socket is a plain non-blocking one watched with ``loop.add_reader``, not an asyncio datagram
 transport. asyncio's transport reads ONE datagram per ready socket per loop round and wraps each
@@ -30,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
-from collections import deque
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -38,7 +45,7 @@ from typing import Any, Protocol
 import structlog
 from aiosipua import SdpMessage
 
-from ivr.sip.rtp_clock import SendClock
+from ivr.sip.rtp_clock import AnyClock
 from ivr.sip.rtp_stream import (
     PCMA,
     PCMU,
@@ -47,6 +54,7 @@ from ivr.sip.rtp_stream import (
     RtpCounters,
     RtpStream,
 )
+from ivr.sip.udp_send import Destination, UdpSender, error_name, is_full
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +67,9 @@ _READS_PER_WAKE = 64
 _MAX_DATAGRAM = 8192
 """Receive buffer per datagram: G.711 at the longest usual ptime (200 ms) is 1612 bytes.
 asyncio's transports ask for 256 KiB, an allocation per packet that costs more than the packet."""
+
+SENDER = UdpSender()
+"""How the clock's thread sends (libc ``sendto`` with the GIL held, where it can)."""
 
 OnDone = Callable[[int], None]
 OnAudio = Callable[[bytes], None]
@@ -175,11 +186,14 @@ class RemoteMedia:
 class MediaStream:
     """One call's RTP: a UDP socket, the call's :class:`RtpStream`, and its callbacks."""
 
+    clock_thread_safe = True
+    """``send_tick`` may run on the send clock's thread (see the module doc)."""
+
     def __init__(
         self,
         params: NegotiatedMedia,
         *,
-        clock: SendClock,
+        clock: AnyClock,
         config: MediaConfig,
         on_audio: OnAudio | None = None,
         on_key: OnKey | None = None,
@@ -187,6 +201,8 @@ class MediaStream:
     ) -> None:
         loop = asyncio.get_running_loop()
         self._loop = loop
+        self._lock = threading.Lock()
+        """Held by the clock while it sends, by the loop while it changes what is sent."""
         self._clock = clock
         self._config = config
         self.on_audio = on_audio
@@ -204,12 +220,17 @@ class MediaStream:
         """The sans-I/O state (counters, direction, queue)."""
         self._sdp_remote: tuple[str, int] | None = None
         self._send_to: tuple[str, int] | None = None
+        self._target: tuple[socket.socket, Destination] | None = None
+        """What the clock sends from and to (set in one assignment: read without the lock)."""
         self._latched = False
         self._may_latch = False
         """Symmetric RTP may still move the send address (see :meth:`_set_remote`)."""
         self._sock: socket.socket | None = None
-        self._on_done: deque[tuple[int, OnDone]] = deque()
+        self._on_done: dict[int, tuple[int, OnDone]] = {}
+        """Per queued play, by a token of ours: the caller's play id and its callback."""
+        self._tokens = itertools.count()
         self._last_logged: dict[str, float] = {}
+        self._count_lock = threading.Lock()
         self._extra = self.rtp.counters.extra
         self._closed = False
         self._set_remote(params.remote)
@@ -219,7 +240,7 @@ class MediaStream:
         cls,
         params: NegotiatedMedia,
         *,
-        clock: SendClock,
+        clock: AnyClock,
         config: MediaConfig | None = None,
         on_audio: OnAudio | None = None,
         on_key: OnKey | None = None,
@@ -253,6 +274,7 @@ class MediaStream:
 
     def _attach(self, sock: socket.socket) -> None:
         self._sock = sock
+        self._retarget()
         self._loop.add_reader(sock.fileno(), self._readable)
 
     # --- the socket's side ---
@@ -318,12 +340,13 @@ class MediaStream:
 
     def update(self, params: NegotiatedMedia) -> None:
         """Apply a re-INVITE/UPDATE: new address, codec, hold or resume; the stream continues."""
-        self.rtp.update(
-            payload_type=params.payload_type,
-            dtmf_payload_type=params.dtmf_payload_type,
-            direction=params.direction,
-            now=self._loop.time(),
-        )
+        with self._lock:
+            self.rtp.update(
+                payload_type=params.payload_type,
+                dtmf_payload_type=params.dtmf_payload_type,
+                direction=params.direction,
+                now=self._loop.time(),
+            )
         if params.remote != self._sdp_remote:
             self._set_remote(params.remote)
 
@@ -332,13 +355,16 @@ class MediaStream:
 
         Never called for a play discarded by :meth:`stop_playback` or :meth:`close`.
         """
-        self.rtp.play(pcm16_8k, play_id, cache=cache)
-        self._on_done.append((play_id, on_done))
+        token = next(self._tokens)
+        with self._lock:
+            self.rtp.play(pcm16_8k, token, cache=cache)
+            self._on_done[token] = (play_id, on_done)
 
     def stop_playback(self) -> None:
         """Barge-in: drop all queued audio now; the next tick sends silence (or nothing)."""
-        self.rtp.stop_playback()
-        self._on_done.clear()
+        with self._lock:
+            self.rtp.stop_playback()
+            self._on_done.clear()
 
     @property
     def playing(self) -> bool:
@@ -360,9 +386,11 @@ class MediaStream:
             return
         self._closed = True
         self._clock.remove(self)
-        self.rtp.stop_playback()
-        self._on_done.clear()
-        sock, self._sock = self._sock, None
+        with self._lock:  # no send is under way on this socket after this
+            self.rtp.stop_playback()
+            self._on_done.clear()
+            self._target = None
+            sock, self._sock = self._sock, None
         if sock is not None:
             self._loop.remove_reader(sock.fileno())
             sock.close()
@@ -381,25 +409,32 @@ class MediaStream:
     # --- the clock's side ---
 
     def send_tick(self, tick: int) -> None:
-        """Send the frame of `tick` (called by the send clock)."""
-        sock, send_to = self._sock, self._send_to
-        if sock is None or send_to is None:
-            return  # closed, or nowhere to send: the queue waits, like a hold
-        datagram, finished = self.rtp.tick(tick)
-        if datagram is not None:
-            try:
-                sock.sendto(datagram, send_to)
-            except (BlockingIOError, InterruptedError):
+        """Send the frame of `tick` (called by the send clock, on its thread or the loop)."""
+        error = 0
+        with self._lock:
+            target = self._target
+            if target is None:
+                return  # closed, or nowhere to send: the queue waits, like a hold
+            datagram, finished = self.rtp.tick(tick)
+            if datagram is not None:
+                error = SENDER.send(target[0], datagram, target[1])
+        if error:
+            if is_full(error):
                 # The kernel's send buffer is full: drop the frame rather than queue late audio.
                 self._count("dropped_frames")
-            except OSError as exc:
+            else:
                 # ICMP port unreachable from an earlier send, no route: count, keep going;
                 # the RTP timeout or the BYE ends the call.
-                self._count("send_errors", error=type(exc).__name__)
-        for play_id in finished:
-            queued_id, on_done = self._on_done.popleft()
-            assert queued_id == play_id
-            self._call("on_done", on_done, play_id)
+                self._count("send_errors", error=error_name(error))
+        if finished:
+            self._clock.defer(self._finished, finished)  # on the loop
+
+    def _finished(self, tokens: tuple[int, ...]) -> None:
+        """Plays whose last frame went out: their callbacks, on the loop."""
+        for token in tokens:
+            entry = self._on_done.pop(token, None)
+            if entry is not None:  # else dropped by stop_playback or close meanwhile
+                self._call("on_done", entry[1], entry[0])
 
     # --- helpers ---
 
@@ -408,6 +443,7 @@ class MediaStream:
             remote = None  # RFC 2543 hold, or a rejected stream
         self._sdp_remote = remote
         self._send_to = remote
+        self._retarget()
         self._latched = False
         # Symmetric RTP: the first valid packet, from wherever it comes, fixes the address we
         # send to and accept from (a NATed phone's real address); after that, only it counts.
@@ -425,9 +461,15 @@ class MediaStream:
                 source=f"{source[0]}:{source[1]}",
             )
             self._send_to = source
+            self._retarget()
+
+    def _retarget(self) -> None:
+        sock, send_to = self._sock, self._send_to
+        self._target = None if sock is None or send_to is None else (sock, SENDER.address(*send_to))
 
     def _count(self, kind: str, **fields: object) -> None:
-        self._extra[kind] = count = self._extra.get(kind, 0) + 1
+        with self._count_lock:  # the loop and the clock's thread both count
+            self._extra[kind] = count = self._extra.get(kind, 0) + 1
         self._maybe_log(kind, count, **fields)
 
     def _maybe_log(self, kind: str, count: int, **fields: object) -> None:

@@ -40,7 +40,7 @@ from ivr.sip.prompt_audio import render_play
 from ivr.sip.refer_transfers import ReferTransfers
 from ivr.sip.register_throttle import RegisterThrottle
 from ivr.sip.registrar import Registrar, load_agents
-from ivr.sip.rtp_clock import SendClock
+from ivr.sip.rtp_clock import AnyClock, SendClock, ThreadSendClock
 from ivr.sip.sdp import Negotiated, NoCommonCodecError, answer_sdp, negotiate
 from ivr.sip.transactions import earliest
 from ivr.sip.uac import SipClient
@@ -224,7 +224,10 @@ class SipServer:
         self.library = library
         self.crm = crm
         self.routing = routing
-        self.clock = SendClock()
+        self.clock: AnyClock = (
+            ThreadSendClock() if settings.sip_send_clock == "thread" else SendClock()
+        )
+        """The shared send clock of every call's RTP (and Twilio's Media Streams)."""
         ports = (
             RtpPorts(settings.sip_rtp_port_min, settings.sip_rtp_port_max)
             if settings.sip_rtp_port_max

@@ -29,7 +29,7 @@ from ivr.dialog import events as ev
 from ivr.listening import CallListener
 from ivr.session import CallSession
 from ivr.sip.prompt_audio import render_play
-from ivr.sip.rtp_clock import SendClock
+from ivr.sip.rtp_clock import AnyClock
 from ivr.twilio import messages as msg
 from ivr.twilio import receiver as rx
 from ivr.twilio.playout import Playout, encode_frames
@@ -159,7 +159,7 @@ class TwilioCall:
         caller: str,
         dialed: str,
         library: PromptLibrary,
-        clock: SendClock,
+        clock: AnyClock,
         handoff: Handoff,
     ) -> None:
         self.call_sid = call_sid

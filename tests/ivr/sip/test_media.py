@@ -20,7 +20,7 @@ from aiosipua import SdpMessage, parse_sdp
 from structlog.testing import capture_logs
 
 from ivr.sip.media import MediaConfig, MediaStream, RemoteMedia, RtpPorts
-from ivr.sip.rtp_clock import SendClock
+from ivr.sip.rtp_clock import AnyClock, SendClock, ThreadSendClock
 from ivr.sip.rtp_stream import PCMA, PCMU, codec_for
 from speech.dtmf import DtmfDetector, goertzel_power
 
@@ -77,9 +77,10 @@ async def open_peer() -> Peer:
     return peer
 
 
-@pytest.fixture
-async def clock() -> AsyncIterator[SendClock]:
-    clock = SendClock()
+@pytest.fixture(params=["thread", "loop"])
+async def clock(request: pytest.FixtureRequest) -> AsyncIterator[AnyClock]:
+    """Both send clocks: a node's own thread, and the task on the loop."""
+    clock: AnyClock = ThreadSendClock() if request.param == "thread" else SendClock()
     clock.start()
     yield clock
     await clock.stop()
@@ -97,7 +98,7 @@ OpenStream = Callable[..., Awaitable[MediaStream]]
 
 
 @pytest.fixture
-async def open_stream(clock: SendClock, peer: Peer) -> AsyncIterator[OpenStream]:
+async def open_stream(clock: AnyClock, peer: Peer) -> AsyncIterator[OpenStream]:
     """Open MediaStreams towards `peer` (PCMU, no idle silence unless asked); closed after."""
     streams: list[MediaStream] = []
 
@@ -137,7 +138,7 @@ def purity(pcm: bytes, freq: float) -> float:
 
 @pytest.mark.parametrize("pt", [PCMU, PCMA], ids=["PCMU", "PCMA"])
 async def test_a_tone_prompt_arrives_whole_at_50_packets_a_second(
-    clock: SendClock, open_stream: OpenStream, peer: Peer, pt: int
+    clock: AnyClock, open_stream: OpenStream, peer: Peer, pt: int
 ) -> None:
     # A loaded machine may stall the loop: catch every missed tick up rather than skip it, so
     # the packets below are the prompt's own, whatever the load. (Skipping is pinned in
@@ -505,7 +506,7 @@ async def test_idle_seconds_grows_without_rtp(open_stream: OpenStream) -> None:
 
 
 async def test_close_is_idempotent_and_logs_one_summary(
-    clock: SendClock, open_stream: OpenStream
+    clock: AnyClock, open_stream: OpenStream
 ) -> None:
     stream = await open_stream(call_id="c-1")
     assert len(clock) == 1
@@ -516,7 +517,7 @@ async def test_close_is_idempotent_and_logs_one_summary(
     assert [e["call_id"] for e in logs if e["event"] == "media_closed"] == ["c-1"]
 
 
-async def test_ports_come_from_the_configured_range(clock: SendClock, peer: Peer) -> None:
+async def test_ports_come_from_the_configured_range(clock: AnyClock, peer: Peer) -> None:
     ports = RtpPorts(41000, 41010)
     config = MediaConfig(ports=ports)
     streams = [
@@ -532,7 +533,7 @@ async def test_ports_come_from_the_configured_range(clock: SendClock, peer: Peer
             s.close()
 
 
-async def test_a_full_port_range_is_an_error(clock: SendClock, peer: Peer) -> None:
+async def test_a_full_port_range_is_an_error(clock: AnyClock, peer: Peer) -> None:
     config = MediaConfig(ports=RtpPorts(41100, 41101))
     first = await MediaStream.open(RemoteMedia(peer.address), clock=clock, config=config)
     try:
@@ -556,7 +557,7 @@ class CountingPeer(asyncio.DatagramProtocol):
 
 
 @pytest.mark.parametrize("calls", [50, 200])
-async def test_send_clock_serves_every_stream_every_tick(clock: SendClock, calls: int) -> None:
+async def test_send_clock_serves_every_stream_every_tick(clock: AnyClock, calls: int) -> None:
     loop = asyncio.get_running_loop()
     transport, sink = await loop.create_datagram_endpoint(CountingPeer, local_addr=(LOOPBACK, 0))
     target = transport.get_extra_info("sockname")[:2]
