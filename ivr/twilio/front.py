@@ -39,7 +39,7 @@ from ivr.metrics import REGISTRY
 from ivr.services import Crm, Routing
 from ivr.session import RECENT_SUMMARIES, CallSession, CallSummary
 from ivr.settings import Settings
-from ivr.sip.rtp_clock import SendClock
+from ivr.sip.rtp_clock import AnyClock, SendClock
 from ivr.twilio import messages as msg
 from ivr.twilio import receiver as rx
 from ivr.twilio import twiml
@@ -114,7 +114,7 @@ class TwilioFrontEnd:
         *,
         crm: Crm,
         routing: Routing,
-        clock: SendClock | None = None,
+        clock: AnyClock | None = None,
         speech: Speech | None = None,
         session_factory: SessionFactory | None = None,
     ) -> None:
@@ -132,7 +132,7 @@ class TwilioFrontEnd:
         """The hotline's region and street list, for every call's dialog."""
         self._own_clock = clock is None
         # Not `clock or ...`: a clock with no streams has len() 0 and is falsy.
-        self.clock = SendClock() if clock is None else clock
+        self.clock: AnyClock = SendClock() if clock is None else clock
         self._session_factory = session_factory
         self.checker = SignatureChecker(self.config) if self.config else None
         self.updater: CallUpdater | None = None
@@ -269,6 +269,8 @@ class TwilioFrontEnd:
                 status=call_status,
                 duration=params.get("CallDuration"),
             )
+            if call is not None and call_status == "in-progress" and not call.hung_up:
+                call.feed(ev.AgentAnswered(call.transfer_request))  # the agent picked up
             return web.Response(status=204)
         call = self.calls.get(params.get("CallSid", ""))
         if call is None:
@@ -479,6 +481,10 @@ class TwilioFrontEnd:
             HANDOFFS.labels(result="bad_contact").inc()
             self._handoff_failed(call, action, "bad_contact", str(exc))
             return
+        # From now until the agent leg answers the caller has reached nobody: a hang-up is an
+        # abandon (routing takes the call back from the answered), as on SIP. Said before the
+        # REST request, whose answer may come after the leg's own "answered" callback.
+        call.feed(ev.AgentRinging(action.request_id))
         try:
             answer = await self.updater.redirect(call.call_sid, document)
         except HandoffError as exc:

@@ -221,7 +221,15 @@ async def test_a_whole_call_menu_queue_agent_and_survey(
     assert hotline.front.calls == {}
 
 
-async def _with_agent(hotline: Hotline, store: RoutingStore, sid: str) -> MediaStreamClient:
+AGENT_LEG = call_sid(0xA6E47)
+"""The ``<Dial>``'s agent leg, as Twilio's status callbacks name it."""
+
+
+async def _with_agent(
+    hotline: Hotline, store: RoutingStore, sid: str, *, answered: bool = True
+) -> MediaStreamClient:
+    """The caller is handed to A1001's ``<Dial>``; the agent's phone rings, and answers unless
+    told otherwise (the leg's status callbacks, as Twilio sends them)."""
     stream = await queued_for_billing(hotline, sid)
     await until_offered(store, "A1001", f"twilio-{sid}")
     await store.accept("A1001", f"twilio-{sid}", time.time())
@@ -230,6 +238,9 @@ async def _with_agent(hotline: Hotline, store: RoutingStore, sid: str) -> MediaS
     await stream.wait_closed()
     call = hotline.front.calls[sid]
     await eventually(lambda: call.phase is CallPhase.WITH_AGENT, "with the agent")
+    assert await hotline.twilio.agent_leg_status(sid, AGENT_LEG, "ringing") == 204
+    if answered:
+        assert await hotline.twilio.agent_leg_status(sid, AGENT_LEG, "in-progress") == 204
     return stream
 
 
@@ -260,6 +271,28 @@ async def test_the_caller_hanging_up_on_the_agent_completes_the_call_in_routing(
     code, text = await hotline.twilio.dial_action(sid, "completed", call_status="completed")
     assert code == 200
     assert "<Connect" not in text
+
+
+async def test_the_caller_hanging_up_while_the_agents_phone_rings_is_an_abandon(
+    make_hotline: MakeHotline, store: RoutingStore, node: RedisRouting
+) -> None:
+    """Nobody answered the caller yet: routing takes the call back from the answered, and the
+    agent is free again (as on SIP)."""
+    await login(store)
+    hotline = await make_hotline(routing=node)
+    sid = call_sid(0xB4)
+    await _with_agent(hotline, store, sid, answered=False)
+    assert await hotline.twilio.status(sid, "completed", CallDuration="20") == 204
+    await hotline.wait_idle()
+    types = [e.type for e in await store.events() if e.call_id == f"twilio-{sid}"]
+    assert types[-1] is EventType.ABANDON
+    assert await billing_figures(store) == (1, 0, 1)
+    agent = await store.agent("A1001")
+    assert agent is not None
+    assert agent.state != "wrap_up"
+    assert agent.calls == 0
+    [summary] = hotline.front.completed
+    assert summary.outcomes[-1].kind == "abandoned"
 
 
 async def test_the_caller_hanging_up_in_the_queue_is_an_abandon(
