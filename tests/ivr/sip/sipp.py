@@ -84,8 +84,6 @@ def uac_scenario(
 
     Keys are taken in order from ``pcaps`` (see key_pcaps).
     """
-    fmts = " ".join(str(c) for c in codecs) + " 101"
-    rtpmaps = "".join(f"a=rtpmap:{c} {SDP_CODECS[c]}\n" for c in codecs)
     body: list[str] = []
     keys = iter(pcaps)
     for step in steps:
@@ -133,32 +131,7 @@ def uac_scenario(
     return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
 <scenario name="hotline caller">
-  <send retrans="500">
-    <![CDATA[
-      INVITE sip:95598@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: "Caller" <sip:13800138000@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:95598@[remote_ip]:[remote_port]>
-      Call-ID: [call_id]
-      CSeq: 1 INVITE
-      Contact: <sip:13800138000@[local_ip]:[local_port]>
-      Max-Forwards: 70
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=caller 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP {fmts}
-{rtpmaps}      a=rtpmap:101 telephone-event/8000
-      a=fmtp:101 0-15
-      a=sendrecv
-
-    ]]>
-  </send>
-  <recv response="100" optional="true"/>
+{invite(codecs)}  <recv response="100" optional="true"/>
   <recv response="180" optional="true"/>
   <recv response="183" optional="true"/>
   <recv response="200" rtd="true"/>
@@ -265,6 +238,7 @@ def cancel_scenario(codecs: Sequence[int] = (0,)) -> str:
     """INVITE, wait for 180, CANCEL: expect 200 to the CANCEL and 487 to the INVITE, ACK it."""
     full = uac_scenario([], codecs=codecs)
     head = full[: full.index('  <recv response="100"')]
+    # The CANCEL, and the ACK of the 487, carry the INVITE's branch (RFC 3261 §9.1, §17.1.1.3).
     return (
         head
         + """  <recv response="100" optional="true"/>
@@ -272,7 +246,7 @@ def cancel_scenario(codecs: Sequence[int] = (0,)) -> str:
   <send>
     <![CDATA[
       CANCEL sip:95598@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-3]
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=@INVITE_BRANCH@
       From: "Caller" <sip:13800138000@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
       To: <sip:95598@[remote_ip]:[remote_port]>
       Call-ID: [call_id]
@@ -287,7 +261,7 @@ def cancel_scenario(codecs: Sequence[int] = (0,)) -> str:
   <send>
     <![CDATA[
       ACK sip:95598@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-6]
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=@INVITE_BRANCH@
       From: "Caller" <sip:13800138000@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
       To: <sip:95598@[remote_ip]:[remote_port]>[peer_tag_param]
       Call-ID: [call_id]
@@ -299,7 +273,7 @@ def cancel_scenario(codecs: Sequence[int] = (0,)) -> str:
   </send>
 </scenario>
 """
-    )
+    ).replace("@INVITE_BRANCH@", branch("inv"))
 
 
 # --------------------------------------------------------------------------------------------

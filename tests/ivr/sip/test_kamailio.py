@@ -43,7 +43,15 @@ from sounds.catalog import Catalog, PromptLibrary, shipped_dir
 
 sys.path.insert(0, str(Path(__file__).parent))
 from kamailio import Kamailio, KamailioAuth, free_udp_port, kamailio_available, running_kamailio
-from sipp import key_pcaps, read_trace, run_sipp, sipp_available, trace_args, uac_scenario
+from sipp import (
+    invite,
+    key_pcaps,
+    read_trace,
+    run_sipp,
+    sipp_available,
+    trace_args,
+    uac_scenario,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -231,37 +239,13 @@ async def test_a_wrong_password_is_reported_and_retried_without_a_loop(tmp_path:
 
 # ------------------------------------------------------------------------------- (b)
 
-PROXIED_CALL = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+PROXIED_CALL = (
+    """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
 <scenario name="caller through the upstream proxy">
-  <send retrans="500">
-    <![CDATA[
-      INVITE sip:95598@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: "Caller" <sip:13800138000@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:95598@[remote_ip]:[remote_port]>
-      Call-ID: [call_id]
-      CSeq: 1 INVITE
-      Contact: <sip:13800138000@[local_ip]:[local_port]>
-      Max-Forwards: 70
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=caller 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 0 8 101
-      a=rtpmap:0 PCMU/8000
-      a=rtpmap:8 PCMA/8000
-      a=rtpmap:101 telephone-event/8000
-      a=fmtp:101 0-15
-      a=sendrecv
-
-    ]]>
-  </send>
-  <recv response="100" optional="true"/>
+"""
+    + invite((0, 8))
+    + """  <recv response="100" optional="true"/>
   <recv response="180" optional="true"/>
   <recv response="183" optional="true"/>
   <!-- rrs: keep the Record-Route of the 2xx as the route set of ACK and BYE -->
@@ -298,6 +282,7 @@ PROXIED_CALL = """<?xml version="1.0" encoding="ISO-8859-1" ?>
   <recv response="200" crlf="true"/>
 </scenario>
 """
+)
 
 
 def proxied_call(steps: list[str | float], pcaps: list[Path]) -> str:
