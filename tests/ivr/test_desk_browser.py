@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 from redis.asyncio import Redis
 
 from crm_bridge.model import Ticket
@@ -29,8 +29,6 @@ from routing.store import RoutingStore
 pytestmark = pytest.mark.slow
 
 Serving = Callable[..., AbstractAsyncContextManager[str]]
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 PASSWORD = "correct horse battery"  # noqa: S105 - a test account's password
 CONTEXT = {
     "caller": "13800138000",
@@ -78,21 +76,6 @@ async def site(
     )
     async with serving(app) as url:
         yield url
-
-
-@pytest.fixture
-def chromium() -> str:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("no Debian chromium: apt-get install chromium")
-    return CHROMIUM
-
-
-@pytest.fixture
-async def browser(chromium: str) -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        launched = await p.chromium.launch(executable_path=chromium, args=ARGS, headless=True)
-        yield launched
-        await launched.close()
 
 
 async def log_in(browser: Browser, url: str, username: str) -> Page:

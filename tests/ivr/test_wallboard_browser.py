@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 from redis.asyncio import Redis
 
 from ivr.accounts import Role, UserFile
@@ -25,8 +25,6 @@ from routing.store import RoutingStore
 pytestmark = pytest.mark.slow
 
 Serving = Callable[..., AbstractAsyncContextManager[str]]
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 PASSWORD = "correct horse battery"  # noqa: S105 - a test account's password
 
 
@@ -46,21 +44,6 @@ async def site(store: RoutingStore, tmp_path: Path, serving: Serving) -> AsyncIt
     app = create_app(settings, routing=store, clock=time.time)
     async with serving(app) as url:
         yield url
-
-
-@pytest.fixture
-def chromium() -> str:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("no Debian chromium: apt-get install chromium")
-    return CHROMIUM
-
-
-@pytest.fixture
-async def browser(chromium: str) -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        launched = await p.chromium.launch(executable_path=chromium, args=ARGS, headless=True)
-        yield launched
-        await launched.close()
 
 
 async def log_in(browser: Browser, url: str, username: str) -> tuple[Page, list[str]]:

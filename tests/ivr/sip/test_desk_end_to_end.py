@@ -47,12 +47,7 @@ from tests.ivr.sip.sipp import (
     write_rtp_pcap,
 )
 from tests.ivr.sip.test_baresip import dominant_share, samples_of
-from tests.ivr.test_desk_browser import (  # noqa: F401 - browser, chromium: its fixtures
-    PASSWORD,
-    browser,
-    chromium,
-    log_in,
-)
+from tests.ivr.test_desk_browser import PASSWORD, log_in
 
 pytestmark = [
     pytest.mark.slow,
@@ -193,7 +188,7 @@ async def agent_phone(node: Node, folder: Path, agent: str, tone: float) -> Bare
     return phone
 
 
-async def ready_desk(browser: Browser, node: Node, agent: str) -> Page:  # noqa: F811
+async def ready_desk(browser: Browser, node: Node, agent: str) -> Page:
     """The agent logged in on the desk, signed in to the queues and ready."""
     page = await log_in(browser, node.site, agent)
     await expect(page).to_have_url(f"{node.site}/desk", timeout=UI_WAIT)
@@ -290,7 +285,7 @@ def heard(phone: Baresip, frequency: float, other: float) -> None:
 
 async def test_caller_to_agent_desk_to_survey_and_ticket(
     node: Node,
-    browser: Browser,  # noqa: F811 - the browser test's fixture
+    browser: Browser,
     tmp_path: Path,
 ) -> None:
     phone = await agent_phone(node, tmp_path, AGENT, 1000.0)
@@ -374,7 +369,7 @@ async def test_caller_to_agent_desk_to_survey_and_ticket(
 
 async def test_agent_transfers_the_caller_to_another_queue_on_the_line(
     node: Node,
-    browser: Browser,  # noqa: F811 - the browser test's fixture
+    browser: Browser,
     tmp_path: Path,
 ) -> None:
     first = await agent_phone(node, tmp_path, AGENT, 1000.0)
