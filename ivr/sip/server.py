@@ -237,6 +237,8 @@ class SipServer:
         """Where every media socket of this node binds (one port range, handed out in turn)."""
         self.calls: dict[str, SipCall] = {}
         self.pending: set[str] = set()
+        self._answering: set[asyncio.Task[None]] = set()
+        """The tasks answering ringing calls (cancelled, their media closed, at stop)."""
         self.draining = False
         self.address: tuple[str, int] = (settings.sip_host, settings.sip_port)
         self._core: SipCore | None = None
@@ -358,6 +360,7 @@ class SipServer:
         self.callbacks.stop_all()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.callbacks.wait_idle(), 2.0)
+        self._refuse_ringing()
         for call in list(self.calls.values()):
             self.hangup(call)
             if call.session is not None:
@@ -375,6 +378,20 @@ class SipServer:
         if self._transport is not None:
             self._transport.close()
         log.info("sip stopped", calls_left=len(self.calls))
+
+    def _refuse_ringing(self) -> None:
+        """Calls still ringing when the node stops: 503 with Retry-After (the caller's PBX tries
+        another node), their media closed, never answered."""
+        now = self._now()
+        for key in list(self.pending):
+            self.core.reject(key, 503, "Service Unavailable", now, retry_after=RETRY_AFTER_SECONDS)
+            metrics.SIP_CALLS_REFUSED.labels(reason="draining").inc()
+        if self.pending:
+            log.info("ringing calls refused at stop", calls=len(self.pending))
+        self.pending.clear()
+        for task in self._answering:
+            task.cancel()  # its media closes on the way out (see _answer)
+        self._pump()
 
     # ------------------------------------------------------------------ the pump
 
@@ -520,7 +537,9 @@ class SipServer:
             return
         self.core.ring(event.call_key, now)
         self.pending.add(event.call_key)
-        asyncio.get_running_loop().create_task(self._answer(event, params))
+        task = asyncio.get_running_loop().create_task(self._answer(event, params))
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
 
     async def _answer(self, event: sip.IncomingCall, params: Negotiated) -> None:
         context = CallContext(
@@ -570,12 +589,16 @@ class SipServer:
             metrics.SIP_CALLS_REFUSED.labels(reason="no_rtp_port").inc()
             log.error("no rtp port", error=str(exc), **self._port_range())
             return
-        if self.settings.sip_ring_seconds:
-            await asyncio.sleep(self.settings.sip_ring_seconds)
-        if event.call_key not in self.pending:  # CANCEL while ringing: never answer
-            media.close()
-            if listener is not None:
-                listener.close()
+        try:
+            if self.settings.sip_ring_seconds:
+                await asyncio.sleep(self.settings.sip_ring_seconds)
+        finally:
+            # CANCEL while ringing, or the node stopping: never answer, and let the port go.
+            if event.call_key not in self.pending:
+                media.close()
+                if listener is not None:
+                    listener.close()
+        if event.call_key not in self.pending:
             return
         self.pending.discard(event.call_key)
         self.answered.append((context.call_id, params.payload_type))

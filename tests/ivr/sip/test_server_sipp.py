@@ -23,6 +23,7 @@ from sipp import (
     run_sipp,
     sipp_available,
     uac_scenario,
+    wait_until,
 )
 
 pytestmark = [
@@ -121,6 +122,32 @@ async def test_a_draining_node_refuses_new_calls_with_503(tmp_path: Path) -> Non
         assert not srv.answered
     finally:
         await srv.stop(0)
+
+
+async def test_a_call_still_ringing_when_the_node_stops_gets_503_and_its_port_back(
+    tmp_path: Path,
+) -> None:
+    """Stopping while a call rings (before the answer): the caller gets 503 with Retry-After
+    (its PBX tries another node), the call is never answered, its RTP socket is closed."""
+    srv = make_server(sip_ring_seconds=5.0)
+    await srv.start()
+    stopped = False
+    try:
+        caller = asyncio.get_running_loop().create_task(
+            sipp(uac_scenario([1.0]), srv.address, tmp_path, timeout=15)
+        )
+        await wait_until(lambda: bool(srv.pending) and len(srv.clock) == 1, 5.0)  # ringing
+        await srv.stop(0)
+        stopped = True
+        run = await caller
+        assert run.returncode != 0  # the scenario expected a 200
+        assert "503" in run.stdout + run.errors
+        assert not srv.answered
+        assert not srv.pending
+        assert len(srv.clock) == 0  # the media stream left the clock: closed
+    finally:
+        if not stopped:
+            await srv.stop(0)
 
 
 async def test_a_caller_that_sends_no_rtp_is_hung_up(tmp_path: Path) -> None:
