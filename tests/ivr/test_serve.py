@@ -105,6 +105,21 @@ def _zombie(pid: int) -> bool:
         return True
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_serve_runs_on_the_configured_event_loop(tmp_path: Path, loop: str) -> None:
+    server = start_serve(tmp_path, HOTLINE_EVENT_LOOP=loop)
+    try:
+        starting = server.wait_for("hotline starting", START_TIMEOUT)
+        assert starting["event_loop"] == loop
+        assert starting["send_clock"] == "thread"
+        listening = server.wait_for("web listening", START_TIMEOUT)
+        assert get_json(f"http://127.0.0.1:{listening['port']}/healthz")["status"] == "ok"
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=STOP_TIMEOUT) == 0
+    finally:
+        server.finish()
+
+
 def test_serve_uses_a_configured_redis(tmp_path: Path, redis_server: Any) -> None:
     server = start_serve(tmp_path, HOTLINE_REDIS_URL=redis_server.url, HOTLINE_ROUTING_TENANT="t9")
     try:
