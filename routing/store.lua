@@ -92,6 +92,15 @@ local function call_timers_clear(id)
         'esc|' .. id, 'ovf|' .. id, 'cbretry|' .. id)
 end
 
+-- The same for a call of `kind`: only a callback has an expiry and a retry.
+local function timers_clear_of(id, kind)
+    if kind == 'callback' then
+        call_timers_clear(id)
+        return
+    end
+    redis.call('ZREM', K.timers(), 'rona|' .. id, 'maxwait|' .. id, 'esc|' .. id, 'ovf|' .. id)
+end
+
 local function inbox(node, message)
     if node ~= nil and node ~= '' then
         redis.call('RPUSH', K.inbox(node), cjson.encode(message))
@@ -269,10 +278,14 @@ local function last_agent_of(c, caller, cfg)
 end
 
 -- At CONNECT: remember who took the caller, per the queue's setting.
+-- `c.caller`: the call's caller number field, as read.
 local function remember_agent(id, c, a)
+    local caller = c.caller
+    if c.kind ~= 'call' or not caller or caller == '' then
+        return
+    end
     local hours = tonumber(qcfg(c.skill).last_agent_hours)
-    local caller = redis.call('HGET', K.call(id), 'caller')
-    if c.kind ~= 'call' or hours <= 0 or not caller or caller == '' then
+    if hours <= 0 then
         return
     end
     redis.call('HSET', K.last_agent(), caller, a)
@@ -701,7 +714,8 @@ local function insert(id, c)
     redis.call('HSET', K.call(id), 'kind', c.kind, 'rid', c.rid, 'skill', c.skill, 'min', c.min,
         'req', c.req, 'prio', c.prio, 'ctx', c.ctx, 'node', c.node, 'enq', c.enq,
         'score', c.score, 'member', c.member, 'state', 'waiting', 'agent', '',
-        'number', c.number, 'overdue', '', 'offered_at', '', 'connected_at', '')
+        'number', c.number, 'overdue', '', 'offered_at', '', 'connected_at', '',
+        'origin', c.origin or c.skill, 'esc', c.esc or '', 'due', '', unpack(c.extra or {}))
     c.state = 'waiting'
     redis.call('SADD', K.calls(), id)
     redis.call('SADD', K.queues(), c.skill)
@@ -774,10 +788,9 @@ end
 
 -- Arm the timers of a call that just entered its queue (c.origin, c.esc: a callback taking a
 -- place a caller left keeps that caller's escalation or overflow).
+-- insert() wrote the fields 'origin', 'esc' and 'due' with the call.
 local function moves_arm(id, c)
-    local origin, esc = c.origin or c.skill, c.esc or ''
-    redis.call('HSET', K.call(id), 'origin', origin, 'esc', esc, 'due', '')
-    moves_timers(id, c, origin, esc)
+    moves_timers(id, c, c.origin or c.skill, c.esc or '')
 end
 
 -- The queue setting of a move may have changed since its timer was armed: true when the move
@@ -1443,10 +1456,10 @@ end
 local function cmd_accept()
     local a, id = ARGS[4], ARGS[5]
     local ag, c = reserved_call(a, id, 'skill', 'kind', 'node', 'rid', 'enq', 'offered_at',
-        'state', 'agent', 'member')
+        'state', 'agent', 'member', 'caller')
     redis.call('HSET', K.agent(a), 'state', 'on_call', 'reason', '', 'since', NOW_S)
     redis.call('HSET', K.call(id), 'state', 'connected', 'connected_at', NOW_S)
-    call_timers_clear(id)
+    timers_clear_of(id, c.kind)
     emit('CONNECT', 'call', id, 'agent', a, 'skill', c.skill, 'kind', c.kind,
         'cstate', 'connected', 'astate', 'on_call', 'reason', '',
         'wait', tostring(NOW - tonumber(c.enq)), 'ring', tostring(NOW - tonumber(c.offered_at)))
@@ -1707,14 +1720,14 @@ local function cmd_enqueue()
         c.member = string.format('%0' .. SEQ_WIDTH .. 'd', seq) .. '+' .. id
     end
     c.unlisted = not hold -- offered first if it can be (below), listed only if not
+    if caller ~= '' then
+        c.extra = { 'caller', caller }
+    end
     insert(id, c)
     if cfg.max_wait > 0 then
         timer_set('maxwait', id, NOW + cfg.max_wait)
     end
     moves_arm(id, c)
-    if caller ~= '' then
-        redis.call('HSET', K.call(id), 'caller', caller)
-    end
     local last = {}
     if hold then
         local until_t = NOW + tonumber(cfg.last_agent_seconds)
