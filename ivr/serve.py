@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
 
 import structlog
 from aiohttp import web
@@ -41,23 +40,7 @@ ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf'
 def run_serve(settings: Settings) -> int:
     """Configure logging, serve until signalled; 0 after a stop, 1 if the server cannot start."""
     configure_logging(settings.log_level, settings.log_format)
-    factory = loop_factory(settings.event_loop)
-    if factory is None:
-        return 1
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(_serve(settings))
-
-
-def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The event loop `event_loop` names; None (and a log line) if uvloop is not installed."""
-    if name == "uvloop":
-        try:
-            import uvloop  # noqa: PLC0415 - optional: only a node configured for it needs it
-        except ImportError:
-            log.error("event_loop is uvloop but uvloop is not installed: pip install uvloop")
-            return None
-        return uvloop.new_event_loop
-    return asyncio.new_event_loop
+    return asyncio.run(_serve(settings))
 
 
 def _url(host: str, port: int) -> str:

@@ -110,11 +110,6 @@ class Settings(BaseSettings):
         ge=1,
         description="calls carried at once; more are refused with 503 and Retry-After",
     )
-    event_loop: Literal["asyncio", "uvloop"] = Field(
-        default="asyncio",
-        description="the node's event loop: asyncio's own, or uvloop (libuv; less CPU per "
-        "packet received, see decision 0022); uvloop must be installed",
-    )
     sip_send_clock: Literal["thread", "loop"] = Field(
         default="thread",
         description="what sends every call's RTP each 20 ms: a thread of its own (thread), not "

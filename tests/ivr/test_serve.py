@@ -105,13 +105,13 @@ def _zombie(pid: int) -> bool:
         return True
 
 
-@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-def test_serve_runs_on_the_configured_event_loop(tmp_path: Path, loop: str) -> None:
-    server = start_serve(tmp_path, HOTLINE_EVENT_LOOP=loop)
+@pytest.mark.parametrize("clock", ["thread", "loop"])
+def test_serve_says_which_send_clock_it_runs(tmp_path: Path, clock: str) -> None:
+    server = start_serve(tmp_path, HOTLINE_SIP_SEND_CLOCK=clock)
     try:
         starting = server.wait_for("hotline starting", START_TIMEOUT)
-        assert starting["event_loop"] == loop
-        assert starting["send_clock"] == "thread"
+        assert starting["event_loop"] == "asyncio"
+        assert starting["send_clock"] == clock
         listening = server.wait_for("web listening", START_TIMEOUT)
         assert get_json(f"http://127.0.0.1:{listening['port']}/healthz")["status"] == "ok"
         server.proc.send_signal(signal.SIGTERM)
