@@ -66,6 +66,7 @@ from sipp_harness import (
 )
 
 TABLES = ("dialogs", "sessions", "agent_legs", "transactions")
+MEMORY = "hotline_memory_bytes"
 MEDIA_PORTS_MAX = 2500
 """SIPp's `[auto_media_port]` wraps every 10,000 ports, 4 a call: 2,500 distinct RTP ports."""
 
@@ -88,6 +89,13 @@ class Sample:
     """The embedded Redis server's RSS (the node's child process)."""
     load1: float
     """The machine's 1-minute load average (other work on it shows here)."""
+    malloc_in_use_mib: float = -1.0
+    """glibc's allocated bytes (`hotline_memory_bytes{kind="malloc_in_use"}`, as of the node's
+    latest heap trim; -1 before the first or without glibc)."""
+    malloc_free_mib: float = -1.0
+    """What glibc kept free after that trim (`kind="malloc_free"`)."""
+    python_blocks: int = -1
+    """Python's allocated blocks at that trim (`hotline_python_allocated_blocks`)."""
 
     def line(self) -> str:
         tables = " ".join(f"{k}={v}" for k, v in self.tables.items())
@@ -95,7 +103,9 @@ class Sample:
             f"t={self.t:7.0f}s rss={self.rss_mib:6.1f}MiB fds={self.fds:4d} "
             f"threads={self.threads:2d} tasks={self.tasks:4d} active={self.calls_active:3d} "
             f"{tables} rtp={self.rtp_streams:3d} p99={self.gap_p99_ms:5.1f}ms "
-            f"redis={self.redis_rss_mib:5.1f}MiB load={self.load1:.2f}"
+            f"redis={self.redis_rss_mib:5.1f}MiB load={self.load1:.2f} "
+            f"malloc_used={self.malloc_in_use_mib:.1f}MiB free={self.malloc_free_mib:.1f}MiB "
+            f"pyblocks={self.python_blocks}"
         )
 
 
@@ -127,6 +137,9 @@ def sample(node: HotlineProcess, t: float) -> Sample:
         gap_p99_ms=1000 * m.get('hotline_rtp_send_gap_seconds{stat="p99"}', 0.0),
         redis_rss_mib=children_rss_mib(pid),
         load1=os.getloadavg()[0],
+        malloc_in_use_mib=m.get(f'{MEMORY}{{kind="malloc_in_use"}}', -(2**20)) / 2**20,
+        malloc_free_mib=m.get(f'{MEMORY}{{kind="malloc_free"}}', -(2**20)) / 2**20,
+        python_blocks=int(m.get("hotline_python_allocated_blocks", -1)),
     )
 
 
@@ -239,6 +252,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, object]:
         agents.stop()
         stats = sipp_stats(Path(f"{out}_stats.csv"))
         summaries = node.events("call ended")
+        trims = node.events("heap trimmed")
         window_end = stopped_at if stopped_at is not None else ended_at
         window_start, loaded = window(samples, window_end, args.warmup, args.window)
         rss_slope = slope_per_hour([(s.t, s.rss_mib) for s in loaded])
@@ -278,6 +292,16 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, object]:
                 "after": round(after.redis_rss_mib, 1),
                 "slope_mib_per_hour": round(redis_slope, 2),
             },
+            "heap_trims": {
+                "count": len(trims),
+                "released_mib": round(sum(e["released_bytes"] for e in trims) / 2**20, 1),
+                "max_ms": max((e["milliseconds"] for e in trims), default=0),
+            },
+            "malloc_mib_last_trim": {
+                "in_use": round(after.malloc_in_use_mib, 1),
+                "free": round(after.malloc_free_mib, 1),
+            },
+            "python_blocks": [before.python_blocks, after.python_blocks],
             "fds": {"before": before.fds, "after": after.fds, "slope_per_hour": round(fds_slope)},
             "threads": {"before": before.threads, "after": after.threads},
             "tasks": {"before": before.tasks, "after": after.tasks},
