@@ -190,11 +190,16 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, object]:
         "hold_s": args.hold,
         "agents": args.agents,
         "code": code_version(),
+        "env": args.env,
     }
     samples: list[Sample] = []
     node = HotlineProcess(
         folder / "node",
-        {"HOTLINE_SIP_MAX_CALLS": str(args.calls + 50), "HOTLINE_NODE_ID": "soak-1"},
+        {
+            "HOTLINE_SIP_MAX_CALLS": str(args.calls + 50),
+            "HOTLINE_NODE_ID": "soak-1",
+            **dict(item.split("=", 1) for item in args.env),
+        },
     )
     phones: subprocess.Popen[bytes] | None = None
     callers: subprocess.Popen[bytes] | None = None
@@ -350,6 +355,14 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--slack-fds", type=int, default=20)
     parser.add_argument("--media-port", type=int, default=6000, help="first SIPp -mp to try")
     parser.add_argument("--keep", type=Path, help="keep logs, samples and SIPp traces here")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="HOTLINE_X=V",
+        help="a setting for the node (repeatable; e.g. HOTLINE_HEAP_TRIM_SECONDS=0 for a run "
+        "without heap trims)",
+    )
     return parser
 
 
@@ -358,6 +371,8 @@ def main() -> None:
     args = command.parse_args()
     if args.hold < 12:
         command.error("--hold must leave time for the keys (at least 12 s)")
+    if any("=" not in item for item in args.env):
+        command.error("--env takes HOTLINE_NAME=VALUE")
     # One socket per RTP port of the callers (media_sinks), beside the usual files.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
