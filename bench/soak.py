@@ -96,6 +96,8 @@ class Sample:
     """What glibc kept free after that trim (`kind="malloc_free"`)."""
     python_blocks: int = -1
     """Python's allocated blocks at that trim (`hotline_python_allocated_blocks`)."""
+    sqlite_mib: float = -1.0
+    """What SQLite held at that trim (`kind="sqlite"`: the stores' page caches)."""
 
     def line(self) -> str:
         tables = " ".join(f"{k}={v}" for k, v in self.tables.items())
@@ -105,7 +107,7 @@ class Sample:
             f"{tables} rtp={self.rtp_streams:3d} p99={self.gap_p99_ms:5.1f}ms "
             f"redis={self.redis_rss_mib:5.1f}MiB load={self.load1:.2f} "
             f"malloc_used={self.malloc_in_use_mib:.1f}MiB free={self.malloc_free_mib:.1f}MiB "
-            f"pyblocks={self.python_blocks}"
+            f"pyblocks={self.python_blocks} sqlite={self.sqlite_mib:.1f}MiB"
         )
 
 
@@ -140,6 +142,7 @@ def sample(node: HotlineProcess, t: float) -> Sample:
         malloc_in_use_mib=m.get(f'{MEMORY}{{kind="malloc_in_use"}}', -(2**20)) / 2**20,
         malloc_free_mib=m.get(f'{MEMORY}{{kind="malloc_free"}}', -(2**20)) / 2**20,
         python_blocks=int(m.get("hotline_python_allocated_blocks", -1)),
+        sqlite_mib=m.get(f'{MEMORY}{{kind="sqlite"}}', -(2**20)) / 2**20,
     )
 
 
@@ -305,6 +308,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, object]:
             "malloc_mib_last_trim": {
                 "in_use": round(after.malloc_in_use_mib, 1),
                 "free": round(after.malloc_free_mib, 1),
+                "sqlite": round(after.sqlite_mib, 1),
             },
             "python_blocks": [before.python_blocks, after.python_blocks],
             "fds": {"before": before.fds, "after": after.fds, "slope_per_hour": round(fds_slope)},

@@ -1,4 +1,4 @@
-"""glibc's allocator seen from the node: what it holds (mallinfo2), and handing free pages back.
+"""The node's native memory: glibc's allocator (mallinfo2), SQLite's heap, and free pages back.
 
 CPython hands large objects (over 512 bytes: SIP datagrams, RTP payload buffers, JSON bodies,
 SQLite's page caches, the Redis client's replies) to the C library's `malloc`. glibc keeps what
@@ -9,17 +9,25 @@ MiB that no one uses and that only ever grow in steps (glibc(3) `malloc_trim`,
 `mallinfo2`; docs/operations.md "Memory"). `trim_heap` returns them; `HeapTrimmer` does it
 every `heap_trim_seconds` from a worker thread, so the event loop never waits for it.
 
+SQLite's page caches (the CRM store's and the outbox's connections, up to 2,000 KiB each by
+SQLite's default `cache_size`) come from the same malloc, on the connections' threads; they fill
+as the files grow and then hold. `sqlite_memory_used` reads SQLite's own count, so the
+`hotline_memory_bytes{kind="sqlite"}` gauge tells that warm-up from a leak.
+
 Not glibc (musl, macOS): `Malloc.load()` returns None and nothing is trimmed.
 """
 
 from __future__ import annotations
 
+import _sqlite3
 import asyncio
 import ctypes
 import dataclasses
 import os
 import sys
 import time
+from collections.abc import Callable
+from typing import cast
 
 import structlog
 
@@ -113,6 +121,41 @@ class Malloc:
         return bool(self._trim(0))
 
 
+SQLITE_STATUS_MEMORY_USED = 0
+"""sqlite3_status64's operation: bytes SQLite holds from its allocator now (sqlite3.h)."""
+
+
+def _load_sqlite_status() -> Callable[..., int] | None:
+    # The SQLite library that Python's sqlite3 module runs on: dlsym on the extension module's
+    # handle searches the libraries it is linked against too. None if nothing exports it.
+    try:
+        status = ctypes.CDLL(_sqlite3.__file__).sqlite3_status64
+    except (OSError, AttributeError):
+        return None
+    status.argtypes = [
+        ctypes.c_int,
+        ctypes.POINTER(ctypes.c_int64),
+        ctypes.POINTER(ctypes.c_int64),
+        ctypes.c_int,
+    ]
+    status.restype = ctypes.c_int
+    return cast("Callable[..., int]", status)
+
+
+_SQLITE_STATUS = _load_sqlite_status()
+
+
+def sqlite_memory_used() -> int | None:
+    """Bytes SQLite holds now over every connection of the process (page caches, schemas,
+    prepared statements); None if SQLite's status cannot be read."""
+    if _SQLITE_STATUS is None:
+        return None
+    current, highwater = ctypes.c_int64(), ctypes.c_int64()
+    if _SQLITE_STATUS(SQLITE_STATUS_MEMORY_USED, ctypes.byref(current), ctypes.byref(highwater), 0):
+        return None  # not SQLITE_OK
+    return current.value
+
+
 def resident_bytes() -> int:
     """This process's resident set size (Linux /proc), bytes; 0 where there is no /proc."""
     try:
@@ -140,6 +183,7 @@ def export(info: MallocInfo, rss: int) -> None:
     metrics.MEMORY_BYTES.labels(kind="malloc_mmapped").set(info.mmapped)
     metrics.MEMORY_BYTES.labels(kind="malloc_in_use").set(info.in_use)
     metrics.MEMORY_BYTES.labels(kind="malloc_free").set(info.free)
+    metrics.MEMORY_BYTES.labels(kind="sqlite").set(sqlite_memory_used() or 0)
     metrics.PYTHON_BLOCKS.set(sys.getallocatedblocks())
 
 
@@ -189,6 +233,7 @@ class HeapTrimmer:
             rss_bytes=report.rss_after,
             malloc_free_bytes=report.malloc_free,
             python_blocks=sys.getallocatedblocks(),
+            sqlite_bytes=sqlite_memory_used(),
             milliseconds=round(report.seconds * 1000, 1),
         )
         export(self.malloc.info(), report.rss_after)

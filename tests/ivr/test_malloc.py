@@ -6,12 +6,21 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import platform
+import sqlite3
+from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
 from ivr import metrics
-from ivr.malloc import HeapTrimmer, Malloc, MallocInfo, resident_bytes, trim_heap
+from ivr.malloc import (
+    HeapTrimmer,
+    Malloc,
+    MallocInfo,
+    resident_bytes,
+    sqlite_memory_used,
+    trim_heap,
+)
 
 MIB = 2**20
 
@@ -88,10 +97,44 @@ def test_run_once_logs_the_trim_and_sets_the_gauges() -> None:
     assert line["malloc_free_bytes"] >= 16 * MIB
     assert line["python_blocks"] > 0
     assert line["milliseconds"] >= 0
+    assert isinstance(line["sqlite_bytes"], int)
     sample = metrics.REGISTRY.get_sample_value
     assert abs((sample("hotline_memory_bytes", {"kind": "rss"}) or 0) - resident_bytes()) < 8 * MIB
     assert (sample("hotline_memory_bytes", {"kind": "malloc_in_use"}) or 0) > MIB
     assert (sample("hotline_python_allocated_blocks") or 0) > 1000
+
+
+def test_sqlite_memory_is_the_page_cache_up_to_cache_size() -> None:
+    before = sqlite_memory_used()
+    assert before is not None
+    db = sqlite3.connect(":memory:")
+    db.execute("PRAGMA cache_size = -1000")  # KiB: an on-disk file's cache would stop here
+    db.execute("CREATE TABLE t (x)")
+    db.executemany("INSERT INTO t VALUES (?)", [("x" * 1000,) for _ in range(3000)])
+    held = sqlite_memory_used()
+    assert held is not None
+    # An in-memory database keeps every page (3 MB of rows), whatever cache_size says.
+    assert held - before > 3_000_000
+    db.close()
+    after = sqlite_memory_used()
+    assert after is not None
+    assert after - before < 100_000  # a closed connection gives its cache back
+
+
+def test_an_on_disk_cache_holds_at_cache_size(tmp_path: Path) -> None:
+    before = sqlite_memory_used()
+    assert before is not None
+    db = sqlite3.connect(tmp_path / "t.sqlite3")
+    db.execute("PRAGMA cache_size = -500")  # 500 KiB
+    db.execute("CREATE TABLE t (x)")
+    for _ in range(10):
+        db.executemany("INSERT INTO t VALUES (?)", [("x" * 1000,) for _ in range(300)])
+        db.commit()
+    held = sqlite_memory_used()
+    assert held is not None
+    assert (tmp_path / "t.sqlite3").stat().st_size > 3_000_000
+    assert 300_000 < held - before < 800_000  # the cache filled to about 500 KiB, then held
+    db.close()
 
 
 class FakeMalloc(Malloc):
