@@ -13,8 +13,10 @@ by then, or still waiting). Each call has its own caller number.
 Every ``--sample-every`` seconds it reads the hotline's RSS, open file descriptors and threads
 (/proc) and, from `GET /metrics`, calls active, the SIP front end's tables
 (`hotline_sip_table_size`: dialogs, sessions, agent legs, transactions), asyncio tasks, RTP
-streams and the send clock's p99. After ``--minutes`` SIPp is told to stop opening calls
-(SIGUSR1: it lets the calls up finish), then the script waits for the node to empty.
+streams, the send clock's p99 and the node's memory gauges as of its latest heap trim
+(`hotline_memory_bytes`: glibc's in-use and free bytes, SQLite's; Python's allocated blocks).
+After ``--minutes`` SIPp is told to stop opening calls (SIGUSR1: it lets the calls up finish),
+then the script waits for the node to empty.
 
 Checks (exit 1 if one fails):
 - memory is flat: the least-squares slope of RSS over the last ``--window`` minutes of load
