@@ -13,8 +13,10 @@ by then, or still waiting). Each call has its own caller number.
 Every ``--sample-every`` seconds it reads the hotline's RSS, open file descriptors and threads
 (/proc) and, from `GET /metrics`, calls active, the SIP front end's tables
 (`hotline_sip_table_size`: dialogs, sessions, agent legs, transactions), asyncio tasks, RTP
-streams and the send clock's p99. After ``--minutes`` SIPp is told to stop opening calls
-(SIGUSR1: it lets the calls up finish), then the script waits for the node to empty.
+streams, the send clock's p99 and the node's memory gauges as of its latest heap trim
+(`hotline_memory_bytes`: glibc's in-use and free bytes, SQLite's; Python's allocated blocks).
+After ``--minutes`` SIPp is told to stop opening calls (SIGUSR1: it lets the calls up finish),
+then the script waits for the node to empty.
 
 Checks (exit 1 if one fails):
 - memory is flat: the least-squares slope of RSS over the last ``--window`` minutes of load
@@ -66,6 +68,7 @@ from sipp_harness import (
 )
 
 TABLES = ("dialogs", "sessions", "agent_legs", "transactions")
+MEMORY = "hotline_memory_bytes"
 MEDIA_PORTS_MAX = 2500
 """SIPp's `[auto_media_port]` wraps every 10,000 ports, 4 a call: 2,500 distinct RTP ports."""
 
@@ -88,6 +91,15 @@ class Sample:
     """The embedded Redis server's RSS (the node's child process)."""
     load1: float
     """The machine's 1-minute load average (other work on it shows here)."""
+    malloc_in_use_mib: float = -1.0
+    """glibc's allocated bytes (`hotline_memory_bytes{kind="malloc_in_use"}`, as of the node's
+    latest heap trim; -1 before the first or without glibc)."""
+    malloc_free_mib: float = -1.0
+    """What glibc kept free after that trim (`kind="malloc_free"`)."""
+    python_blocks: int = -1
+    """Python's allocated blocks at that trim (`hotline_python_allocated_blocks`)."""
+    sqlite_mib: float = -1.0
+    """What SQLite held at that trim (`kind="sqlite"`: the stores' page caches)."""
 
     def line(self) -> str:
         tables = " ".join(f"{k}={v}" for k, v in self.tables.items())
@@ -95,7 +107,9 @@ class Sample:
             f"t={self.t:7.0f}s rss={self.rss_mib:6.1f}MiB fds={self.fds:4d} "
             f"threads={self.threads:2d} tasks={self.tasks:4d} active={self.calls_active:3d} "
             f"{tables} rtp={self.rtp_streams:3d} p99={self.gap_p99_ms:5.1f}ms "
-            f"redis={self.redis_rss_mib:5.1f}MiB load={self.load1:.2f}"
+            f"redis={self.redis_rss_mib:5.1f}MiB load={self.load1:.2f} "
+            f"malloc_used={self.malloc_in_use_mib:.1f}MiB free={self.malloc_free_mib:.1f}MiB "
+            f"pyblocks={self.python_blocks} sqlite={self.sqlite_mib:.1f}MiB"
         )
 
 
@@ -127,6 +141,10 @@ def sample(node: HotlineProcess, t: float) -> Sample:
         gap_p99_ms=1000 * m.get('hotline_rtp_send_gap_seconds{stat="p99"}', 0.0),
         redis_rss_mib=children_rss_mib(pid),
         load1=os.getloadavg()[0],
+        malloc_in_use_mib=m.get(f'{MEMORY}{{kind="malloc_in_use"}}', -(2**20)) / 2**20,
+        malloc_free_mib=m.get(f'{MEMORY}{{kind="malloc_free"}}', -(2**20)) / 2**20,
+        python_blocks=int(m.get("hotline_python_allocated_blocks", -1)),
+        sqlite_mib=m.get(f'{MEMORY}{{kind="sqlite"}}', -(2**20)) / 2**20,
     )
 
 
@@ -177,11 +195,16 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, object]:
         "hold_s": args.hold,
         "agents": args.agents,
         "code": code_version(),
+        "env": args.env,
     }
     samples: list[Sample] = []
     node = HotlineProcess(
         folder / "node",
-        {"HOTLINE_SIP_MAX_CALLS": str(args.calls + 50), "HOTLINE_NODE_ID": "soak-1"},
+        {
+            "HOTLINE_SIP_MAX_CALLS": str(args.calls + 50),
+            "HOTLINE_NODE_ID": "soak-1",
+            **dict(item.split("=", 1) for item in args.env),
+        },
     )
     phones: subprocess.Popen[bytes] | None = None
     callers: subprocess.Popen[bytes] | None = None
@@ -239,6 +262,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, object]:
         agents.stop()
         stats = sipp_stats(Path(f"{out}_stats.csv"))
         summaries = node.events("call ended")
+        trims = node.events("heap trimmed")
         window_end = stopped_at if stopped_at is not None else ended_at
         window_start, loaded = window(samples, window_end, args.warmup, args.window)
         rss_slope = slope_per_hour([(s.t, s.rss_mib) for s in loaded])
@@ -278,6 +302,17 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, object]:
                 "after": round(after.redis_rss_mib, 1),
                 "slope_mib_per_hour": round(redis_slope, 2),
             },
+            "heap_trims": {
+                "count": len(trims),
+                "released_mib": round(sum(e["released_bytes"] for e in trims) / 2**20, 1),
+                "max_ms": max((e["milliseconds"] for e in trims), default=0),
+            },
+            "malloc_mib_last_trim": {
+                "in_use": round(after.malloc_in_use_mib, 1),
+                "free": round(after.malloc_free_mib, 1),
+                "sqlite": round(after.sqlite_mib, 1),
+            },
+            "python_blocks": [before.python_blocks, after.python_blocks],
             "fds": {"before": before.fds, "after": after.fds, "slope_per_hour": round(fds_slope)},
             "threads": {"before": before.threads, "after": after.threads},
             "tasks": {"before": before.tasks, "after": after.tasks},
@@ -326,6 +361,14 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--slack-fds", type=int, default=20)
     parser.add_argument("--media-port", type=int, default=6000, help="first SIPp -mp to try")
     parser.add_argument("--keep", type=Path, help="keep logs, samples and SIPp traces here")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="HOTLINE_X=V",
+        help="a setting for the node (repeatable; e.g. HOTLINE_HEAP_TRIM_SECONDS=0 for a run "
+        "without heap trims)",
+    )
     return parser
 
 
@@ -334,6 +377,8 @@ def main() -> None:
     args = command.parse_args()
     if args.hold < 12:
         command.error("--hold must leave time for the keys (at least 12 s)")
+    if any("=" not in item for item in args.env):
+        command.error("--env takes HOTLINE_NAME=VALUE")
     # One socket per RTP port of the callers (media_sinks), beside the usual files.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))

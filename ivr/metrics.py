@@ -116,6 +116,31 @@ ASYNCIO_TASKS = Gauge(
     registry=REGISTRY,
 )
 
+# --- memory (ivr/malloc.py sets these at start-up and after every heap trim) ---
+
+MEMORY_KINDS = ("rss", "malloc_arena", "malloc_mmapped", "malloc_in_use", "malloc_free", "sqlite")
+"""The `kind` label of `MEMORY_BYTES`."""
+
+MEMORY_BYTES = Gauge(
+    "hotline_memory_bytes",
+    "The node's memory, bytes, as of the latest heap trim: rss (resident set), and glibc's "
+    "allocator: malloc_arena (taken from the OS for its arenas), malloc_mmapped (large blocks "
+    "mapped on their own), malloc_in_use (allocated, not freed), malloc_free (free chunks it "
+    "keeps; after a trim their whole pages are no longer resident); sqlite (what SQLite holds "
+    "of it: the CRM store's and outbox's page caches, which fill as the files grow, then "
+    "hold). The malloc_* stay 0 where the C library is not glibc.",
+    ["kind"],
+    registry=REGISTRY,
+)
+for _memory_kind in MEMORY_KINDS:
+    MEMORY_BYTES.labels(kind=_memory_kind)
+PYTHON_BLOCKS = Gauge(
+    "hotline_python_allocated_blocks",
+    "Memory blocks Python's own allocator has handed out (sys.getallocatedblocks), as of the "
+    "latest heap trim: a leak of Python objects rises here, not only in rss.",
+    registry=REGISTRY,
+)
+
 # --- callbacks dialed out (ivr/sip/callbacks.py) ---
 
 CALLBACK_OUTCOMES = (

@@ -19,6 +19,7 @@ from ivr.crm_runtime import CrmRuntime, CrmStartError
 from ivr.flow.model import FlowLoadError, load_flow
 from ivr.heap import freeze_startup_heap
 from ivr.logs import configure_logging
+from ivr.malloc import HeapTrimmer, Malloc
 from ivr.routing_runtime import RoutingRuntime, RoutingStartError
 from ivr.settings import Settings
 from ivr.sip.errors import SipError
@@ -206,8 +207,12 @@ async def _serve(settings: Settings) -> int:
         # Start-up is over: its objects never again cost a full garbage collection (a stall of
         # the send clock that every call hears; see ivr/heap.py).
         log.info("heap frozen", objects=freeze_startup_heap())
+        # Memory glibc keeps free after bursts of calls goes back to the OS (ivr/malloc.py).
+        trimmer = HeapTrimmer(settings.heap_trim_seconds, Malloc.load())
+        trimmer.start()
 
         await stop.wait()
+        await trimmer.stop()
 
         async def shut_down() -> None:
             try:

@@ -461,6 +461,12 @@ class Settings(BaseSettings):
         ge=0.0,
         description="on the first SIGTERM/SIGINT, how long in-flight work may take to finish",
     )
+    heap_trim_seconds: float = Field(
+        default=300.0,
+        ge=0.0,
+        description="how often the node gives the memory glibc's allocator keeps free back to "
+        "the OS (malloc_trim, on a worker thread; logged as `heap trimmed`); 0 = never",
+    )
 
     @model_validator(mode="after")
     def _rtp_range(self) -> Settings:

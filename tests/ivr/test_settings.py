@@ -39,6 +39,7 @@ def test_defaults_are_the_embedded_run() -> None:
     assert s.vosk_model is None
     assert s.speech_min_confidence == 0.5
     assert s.shutdown_grace_seconds == 10.0
+    assert s.heap_trim_seconds == 300.0
 
 
 def test_every_field_is_documented() -> None:
@@ -63,7 +64,9 @@ def test_env_overrides_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOTLINE_LOG_LEVEL", "DEBUG")
     monkeypatch.setenv("HOTLINE_NODE_ID", "ivr-7")
     monkeypatch.setenv("HOTLINE_VOSK_MODEL", "/models/vosk-cn")
+    monkeypatch.setenv("HOTLINE_HEAP_TRIM_SECONDS", "0")
     s = load_settings()
+    assert s.heap_trim_seconds == 0.0
     assert s.web_port == 0
     assert s.log_level == "debug"
     assert s.node_id == "ivr-7"
@@ -138,6 +141,7 @@ def test_malformed_toml_is_an_error(tmp_path: Path) -> None:
         ("HOTLINE_LOG_FORMAT", "xml", "log_format: Input should be 'auto'"),
         ("HOTLINE_SPEECH_MIN_CONFIDENCE", "1.5", "speech_min_confidence"),
         ("HOTLINE_SHUTDOWN_GRACE_SECONDS", "-2", "shutdown_grace_seconds"),
+        ("HOTLINE_HEAP_TRIM_SECONDS", "-1", "heap_trim_seconds"),
     ],
 )
 def test_bad_values_name_the_setting_and_variable(
