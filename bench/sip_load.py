@@ -1,13 +1,18 @@
 """Benchmark: N concurrent SIPp calls with streaming RTP and DTMF against one `hotline serve`.
 
 For each size N a fresh hotline (`python -m ivr serve`, JSON logs) takes N SIPp calls. Every call
-offers PCMA only and streams `/usr/share/sip-tester/g711a.pcap` (7.08 s of A-law speech, 30 ms
-packets, replayed back to back) for the whole call; after the welcome prompt it presses "2"
-(fault repair) then "#" (no account number) as RFC 4733 events, each key a re-stamped copy of
-SIPp's capture so that it is its own event; then it keeps streaming until ``--duration`` seconds
-and hangs up (BYE). SIPp sends all of it from each call's own media port (`[auto_media_port]`),
-below the ephemeral range where the hotline binds its RTP sockets; this script binds those ports
-(and never reads them) so the hotline's RTP lands in a socket instead of drawing ICMP errors.
+offers PCMA only and streams the A-law speech of `/usr/share/sip-tester/g711a.pcap` (7.08 s,
+looped) for the whole call with SIPp's `rtp_stream` (20 ms packets); after the welcome prompt it
+presses "2" (fault repair) then "#" (no account number) as RFC 4733 events, each key a
+re-stamped copy of SIPp's capture so that it is its own event; then it keeps streaming until
+``--duration`` seconds and hangs up (BYE). SIPp sends the speech and the keys of every call from
+its one media socket (``-mp``), where the hotline's RTP lands too. ``--audio pcap`` replays the
+capture instead, as the first figures were measured: one raw socket per call, whose cost to
+every datagram delivered on the host is the load generator's, not the hotline's (see
+`bench/sipp_harness.py`); the calls then use their own media ports (`[auto_media_port]`),
+below the ephemeral range where the hotline binds its RTP sockets, and this script binds those
+ports (and never reads them) so the hotline's RTP lands in a socket instead of drawing ICMP
+errors.
 
 Measured over the steady state (all N calls up, until the first call is due to hang up):
 CPU of the hotline, of SIPp and of every other process (% of one core, /proc/<pid>/stat; the
@@ -23,8 +28,8 @@ second) beside the logs and SIPp traces (``--keep DIR`` keeps them).
 
 The machine is shared: before each size the script waits (``--quiet-below``, ``--quiet-wait``)
 for it to be nearly idle. Other work commits to ivr/ while a long run goes on: ``--code REF``
-measures one exported commit instead of the working tree. Needs root (SIPp plays pcaps through
-a raw socket).
+measures one exported commit instead of the working tree. Needs root (SIPp plays the key
+captures through a raw socket).
 
     python bench/sip_load.py --calls 50 100 200 400 --duration 25 [--code HEAD]
 """
@@ -537,9 +542,10 @@ def main() -> None:
     parser.add_argument("--media-port", type=int, default=20000, help="first SIPp -mp to try")
     parser.add_argument(
         "--audio",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="stream g711a.pcap from every caller (--no-audio: only the two keys)",
+        choices=["stream", "pcap", "none"],
+        default="stream",
+        help="the callers' speech: SIPp's rtp_stream (default), play_pcap_audio (a raw socket "
+        "per call, see bench/sipp_harness.py), or none (only the two keys)",
     )
     parser.add_argument(
         "--loop",
@@ -578,12 +584,12 @@ def main() -> None:
     if args.duration < 20:
         parser.error("--duration must be at least 20 s")
     if os.geteuid() != 0:
-        print("note: SIPp's play_pcap_audio sends through a raw socket and needs root")
+        print("note: SIPp's play_pcap_audio (the keys) sends through a raw socket and needs root")
     date = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     print(f"machine: {machine()}")
     print(
         f"date: {date}; {args.duration:g} s calls, ramp {args.rate:g} calls/s, "
-        f"caller audio {'on' if args.audio else 'off'}, hotline loop {args.loop}, "
+        f"caller audio {args.audio}, hotline loop {args.loop}, "
         f"send clock {args.send_clock}, "
         f"hotline nice {args.hotline_nice}"
     )

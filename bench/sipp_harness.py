@@ -1,8 +1,9 @@
 """SIPp callers and agent phones against `hotline serve` processes, shared by bench/sip_load.py,
 bench/storm.py and bench/soak.py.
 
-- the caller's scenario (PCMA, SIPp's A-law speech streamed all along, "2" and "#" as RFC 4733
-  keys, BYE) and its re-stamped key captures; `through_proxy` makes it follow Record-Route;
+- the caller's scenario (PCMA, SIPp's A-law speech streamed all along by ``rtp_stream``, "2"
+  and "#" as RFC 4733 keys, BYE) and its re-stamped key captures; `through_proxy` makes it
+  follow Record-Route;
 - `media_sinks`: sockets on the callers' RTP ports, so the hotline's RTP lands somewhere;
 - `caller_command` / `start_callers`: the SIPp command line every bench runs, its traces beside it;
 - `HotlineProcess`: `python -m ivr serve` as a child, its JSON log lines collected;
@@ -10,7 +11,7 @@ bench/storm.py and bench/soak.py.
   accepting every offer;
 - /proc readings (CPU seconds, RSS, threads, open files) and the machine's description.
 
-SIPp plays pcaps through a raw socket: the benches run as root.
+SIPp plays the key captures through a raw socket: the benches run as root.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 PCAP_DIR = Path("/usr/share/sip-tester")
 AUDIO_PCAP = PCAP_DIR / "g711a.pcap"
@@ -90,6 +91,27 @@ def restamp(src: Path, dst: Path, timestamp: int) -> None:
     dst.write_bytes(bytes(data))
 
 
+def alaw_payload(src: Path, dst: Path) -> None:
+    """Write the RTP payloads of a pcap of A-law packets back to back: raw A-law audio, what
+    SIPp's ``rtp_stream`` plays (it makes its own 20 ms packets of it)."""
+    data = src.read_bytes()
+    link = struct.unpack_from("<I", data, 20)[0]
+    l2 = {1: 14, 113: 16}.get(link)
+    if l2 is None:
+        raise ValueError(f"{src}: unsupported link type {link}")
+    audio = bytearray()
+    off = 24
+    while off < len(data):
+        incl = struct.unpack_from("<I", data, off + 8)[0]
+        pkt = off + 16
+        udp = pkt + l2 + (data[pkt + l2] & 0x0F) * 4
+        rtp = udp + 8
+        header = 12 + 4 * (data[rtp] & 0x0F)
+        audio += data[rtp + header : pkt + incl]
+        off = pkt + incl
+    dst.write_bytes(bytes(audio))
+
+
 def _play(pcap: Path) -> str:
     return f'  <nop><action><exec play_pcap_audio="{pcap}"/></action></nop>\n'
 
@@ -98,25 +120,44 @@ def _pause(seconds: float) -> str:
     return f'  <pause milliseconds="{round(seconds * 1000)}"/>\n'
 
 
-def scenario(folder: Path, duration: float, *, audio: bool = True) -> str:
-    """The caller: PCMA-only INVITE, audio all along, "2" and "#" as RFC 4733 keys, BYE.
+CallerAudio = Literal["stream", "pcap", "none"]
+"""What a caller sends between its keys: SIPp's A-law speech through ``rtp_stream`` (the
+default), the same speech through ``play_pcap_audio``, or nothing."""
 
-    SIPp runs one playback per call: starting a key's capture stops the audio, so the audio is
-    started again right after each key.
+
+def scenario(folder: Path, duration: float, *, audio: CallerAudio = "stream") -> str:
+    """The caller: PCMA-only INVITE, speech all along, "2" and "#" as RFC 4733 keys, BYE.
+
+    The speech is g711a.pcap's audio. ``stream`` (the default) plays it with SIPp's
+    ``rtp_stream``, which sends every call's packets from SIPp's one media socket (``-mp``):
+    the SDP names that port, and the key captures go out from it too. ``pcap`` replays the
+    capture itself, as the benches did first: SIPp then holds a raw ``IPPROTO_UDP`` socket per
+    call for its whole length, and the kernel offers every UDP datagram delivered on the host to
+    every such socket (``raw_local_deliver``), so at 400 calls each of the hotline's sends also
+    paid for 400 raw-socket deliveries (perf: 21 % of the hotline's CPU, half the machine's
+    interrupt time). That cost belongs to the load generator, not to the hotline: real callers
+    hold no raw sockets on the node's host. SIPp runs one capture per call at a time: in
+    ``pcap`` mode a key stops the speech, so the speech is started again right after each key.
     """
     keys = []
     for i, key in enumerate(KEYS):
         path = folder / f"key{i}.pcap"
         restamp(PCAP_DIR / KEY_FILES[key], path, 160_000 + i * 8000)
         keys.append(path)
-    play_audio = [_play(AUDIO_PCAP)] if audio else []
+    play_audio = [_play(AUDIO_PCAP)] if audio == "pcap" else []
     body = [*play_audio]
+    port = "[auto_media_port+4]"  # the capture's source port: one per call
+    if audio == "stream":
+        speech = folder / "speech.al"
+        alaw_payload(AUDIO_PCAP, speech)
+        body.append(f'  <nop><action><exec rtp_stream="{speech},-1,8"/></action></nop>\n')
+        port = "[media_port]"  # rtp_stream's socket; the keys' captures are sent from it too
     t = 0.0
     for i, path in enumerate(keys):
         at = FIRST_KEY_AT_S + i * KEY_GAP_S
         body += [_pause(at - t), _play(path), _pause(0.3), *play_audio]
         t = at + 0.3
-    while audio and t + AUDIO_REPLAY_S < duration:
+    while play_audio and t + AUDIO_REPLAY_S < duration:
         body += [_pause(AUDIO_REPLAY_S), *play_audio]
         t += AUDIO_REPLAY_S
     body.append(_pause(duration - t))
@@ -142,7 +183,7 @@ def scenario(folder: Path, duration: float, *, audio: bool = True) -> str:
       s=-
       c=IN IP[media_ip_type] [media_ip]
       t=0 0
-      m=audio [auto_media_port+4] RTP/AVP 8 101
+      m=audio {port} RTP/AVP 8 101
       a=rtpmap:8 PCMA/8000
       a=rtpmap:101 telephone-event/8000
       a=fmtp:101 0-15

@@ -216,7 +216,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, object]:
         time.sleep(2)
         before = sample(node, 0.0)
         print("before:", before.line(), flush=True)
-        xml = numbered_callers(scenario(folder, args.hold, audio=True))
+        xml = numbered_callers(scenario(folder, args.hold))
         (folder / "caller.xml").write_text(xml, "ascii")
         out = folder / "sipp"
         with media_sinks(args.media_port, min(expected, MEDIA_PORTS_MAX)) as base:

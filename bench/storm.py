@@ -448,7 +448,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             procs.append(kam)
             time.sleep(args.probe_wait)
             targets = [(kam_port, args.calls)]
-        xml = scenario(folder, args.hold, audio=not args.no_audio)
+        xml = scenario(folder, args.hold, audio="none" if args.no_audio else "stream")
         xml = xml if args.direct else through_proxy(xml)
         for n in range(len(targets)):
             (folder / f"caller{n}.xml").write_text(numbered_callers(xml, f"13{n}"), "ascii")
