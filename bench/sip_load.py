@@ -231,11 +231,7 @@ def run_size(calls: int, args: argparse.Namespace, folder: Path) -> Result:
     sipp_timeout = duration + ramp + 60
     hotline = HotlineProcess(
         folder,
-        {
-            "HOTLINE_SIP_MAX_CALLS": str(calls + 50),
-            "HOTLINE_SIP_SEND_CLOCK": args.send_clock,
-            "HOTLINE_SIP_SEND_SLICES": str(args.send_slices),
-        },
+        {"HOTLINE_SIP_MAX_CALLS": str(calls + 50), "HOTLINE_SIP_SEND_CLOCK": args.send_clock},
         loop=args.loop,
         code=args.code_dir,
     )
@@ -564,12 +560,6 @@ def main() -> None:
         help="the hotline's sip_send_clock: its own thread (the default) or a task on the loop",
     )
     parser.add_argument(
-        "--send-slices",
-        type=int,
-        default=4,
-        help="the hotline's sip_send_slices: groups of streams the thread clock sends apart",
-    )
-    parser.add_argument(
         "--hotline-nice",
         type=int,
         default=0,
@@ -600,7 +590,7 @@ def main() -> None:
     print(
         f"date: {date}; {args.duration:g} s calls, ramp {args.rate:g} calls/s, "
         f"caller audio {args.audio}, hotline loop {args.loop}, "
-        f"send clock {args.send_clock} ({args.send_slices} slices), "
+        f"send clock {args.send_clock}, "
         f"hotline nice {args.hotline_nice}"
     )
     rows = []

@@ -57,7 +57,6 @@ def _log_startup(settings: Settings) -> None:
         var_dir=str(settings.var_dir),
         event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
         send_clock=settings.sip_send_clock,
-        send_slices=settings.sip_send_slices,
     )
 
 

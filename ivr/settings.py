@@ -115,14 +115,6 @@ class Settings(BaseSettings):
         description="what sends every call's RTP each 20 ms: a thread of its own (thread), not "
         "delayed by a busy event loop, or a task on the loop (loop); see decision 0022",
     )
-    sip_send_slices: int = Field(
-        default=4,
-        ge=1,
-        le=20,
-        description="with the thread send clock, the groups its streams are split into, each sent "
-        "at its own point of the 20 ms (shorter rounds, each in one turn of the GIL); 1 = all "
-        "streams in one round",
-    )
     sip_rtp_port_min: int = Field(
         default=0,
         ge=0,

@@ -111,11 +111,7 @@ class _Ring:
 
 
 class _Gauges:
-    """The send-gap figures both clocks keep: gaps between rounds, time spent in a round.
-
-    A gap is measured between two rounds of one slot (the thread clock's slice of the streams):
-    the time between two frames of the same stream.
-    """
+    """The send-gap figures both clocks keep: gaps between rounds, time spent in a round."""
 
     def __init__(self, stats_window: int) -> None:
         self._gaps = _Ring(stats_window)
@@ -123,25 +119,20 @@ class _Gauges:
         self._max_gap = 0.0
         self._rounds = 0
         self.skipped = 0
-        self._last_round: dict[int, float] = {}
+        self._last_round: float | None = None
 
-    def record(self, start: float, end: float, slot: int = 0) -> None:
-        last = self._last_round.get(slot)
-        if last is not None:
-            gap = start - last
+    def record(self, start: float, end: float) -> None:
+        if self._last_round is not None:
+            gap = start - self._last_round
             self._gaps.add(gap)
             self._max_gap = max(self._max_gap, gap)
-        self._last_round[slot] = start
+        self._last_round = start
         self._busy.add(end - start)
         self._rounds += 1
 
-    def pause(self, slot: int | None = None) -> None:
-        """The clock stopped (or one slot had nothing to send): the next round's gap is not a
-        gap."""
-        if slot is None:
-            self._last_round.clear()
-        else:
-            self._last_round.pop(slot, None)
+    def pause(self) -> None:
+        """The clock stopped: the next round's gap is not a gap."""
+        self._last_round = None
 
     def stats(self, streams: int) -> SendGapStats:
         gaps = self._gaps.sorted()
@@ -162,7 +153,7 @@ class _Gauges:
         self._max_gap = 0.0
         self._rounds = 0
         self.skipped = 0
-        self._last_round.clear()
+        self._last_round = None
 
 
 def _due(now: float, origin: float, period: float) -> int:
@@ -170,14 +161,14 @@ def _due(now: float, origin: float, period: float) -> int:
     return math.floor((now - origin) / period + 1e-6)
 
 
-def _send(streams: tuple[Clocked, ...], tick: int, drop: Callable[[Clocked], object]) -> None:
+def _send(streams: tuple[Clocked, ...], tick: int, registered: dict[Clocked, None]) -> None:
     for stream in streams:
         try:
             stream.send_tick(tick)
         except Exception:
             # One broken stream must not silence the others: drop it and say so.
             log.exception("media_stream_failed", tick=tick)
-            drop(stream)
+            registered.pop(stream, None)
 
 
 class SendClock:
@@ -270,7 +261,7 @@ class SendClock:
                 first = max(self._tick, due - self.max_catch_up + 1)
                 self._gauges.skipped += first - self._tick
                 for tick in range(first, due + 1):
-                    _send(tuple(self._streams), tick, self.remove)
+                    _send(tuple(self._streams), tick, self._streams)
                 self._tick = due + 1
                 self._gauges.record(now, clock())
             await self._sleep(origin + self._tick * period - clock())
@@ -281,41 +272,20 @@ class ThreadSendClock:
     :class:`SendClock`, on ``time.monotonic`` (the loop's clock too).
 
     Streams with ``clock_thread_safe`` are called from the thread, the others on the loop:
-    after each round of the first slice the thread posts one callback that gives them the same
-    ticks, in order. A stream is called by one thread only, so each keeps its own ordering
-    guarantees.
-
-    **Slices.** The thread's streams are spread over `slices` groups (a new stream joins the
-    smallest), and slice *k* sends its tick *n* at ``t0 + n * period + k * period / slices``:
-    every stream still gets a frame every 20 ms, but the sends of a tick go out in several short
-    rounds instead of one long one. A round must hold the GIL: the event loop, waiting for it,
-    takes it back after the interpreter's switch interval (5 ms), and the round then waits as
-    long for it again. At 400 calls one round of every stream took 6-7 ms of CPU, so it was cut
-    at least once and came 10-40 ms late; a quarter of them fits in one turn
-    (docs/benchmarks.md, "Slices"). ``slices=1`` is the single round.
+    after each round the thread posts one callback that gives them the same ticks, in order.
+    A stream is called by one thread only, so each keeps its own ordering guarantees.
     """
 
     def __init__(
-        self,
-        *,
-        period: float = PERIOD,
-        max_catch_up: int = 3,
-        stats_window: int = 3000,
-        slices: int = 4,
+        self, *, period: float = PERIOD, max_catch_up: int = 3, stats_window: int = 3000
     ) -> None:
-        if slices < 1:
-            raise ValueError(f"slices must be at least 1, not {slices}")
         self.period = period
         """Seconds per tick."""
         self.max_catch_up = max_catch_up
         """Most ticks sent in one round when the thread was late (older ones are skipped)."""
-        self.slices = slices
-        """Groups of streams whose rounds are spread evenly over each period."""
-        self._threaded: list[dict[Clocked, None]] = [{} for _ in range(slices)]  # ordered sets
-        self._slice_of: dict[Clocked, int] = {}
+        self._threaded: dict[Clocked, None] = {}  # insertion-ordered sets
         self._on_loop: dict[Clocked, None] = {}
-        self._next = [0] * slices
-        """Per slice, the next tick it sends."""
+        self._tick = 0
         self._gauges = _Gauges(stats_window)
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -324,8 +294,8 @@ class ThreadSendClock:
 
     @property
     def tick(self) -> int:
-        """The number of the next tick to be sent (by the slice furthest on)."""
-        return max(self._next)
+        """The number of the next tick to be sent."""
+        return self._tick
 
     @property
     def running(self) -> bool:
@@ -351,33 +321,19 @@ class ThreadSendClock:
             self._gauges.pause()
 
     def add(self, stream: Clocked) -> None:
-        """Send `stream`'s frames from the next tick of its slice on."""
-        if not on_clock_thread(stream):
-            self._on_loop[stream] = None
-            return
-        if stream in self._slice_of:
-            return
-        sizes = [len(streams) for streams in self._threaded]
-        k = sizes.index(min(sizes))
-        self._slice_of[stream] = k
-        self._threaded[k][stream] = None
+        """Send `stream`'s frames from the next tick on."""
+        (self._threaded if on_clock_thread(stream) else self._on_loop)[stream] = None
 
     def remove(self, stream: Clocked) -> None:
         """Stop driving `stream` (no error if it was not registered).
 
         A round already under way in the thread may still call it once.
         """
-        k = self._slice_of.pop(stream, None)
-        if k is not None:
-            self._threaded[k].pop(stream, None)
+        self._threaded.pop(stream, None)
         self._on_loop.pop(stream, None)
 
     def __len__(self) -> int:
-        return len(self._slice_of) + len(self._on_loop)
-
-    def slice_sizes(self) -> list[int]:
-        """How many thread-driven streams each slice holds now."""
-        return [len(streams) for streams in self._threaded]
+        return len(self._threaded) + len(self._on_loop)
 
     def stats(self) -> SendGapStats:
         """Gap percentiles over the last `stats_window` rounds, max since the last reset."""
@@ -392,53 +348,33 @@ class ThreadSendClock:
         one wake-up of the loop per round for all of them, not one per finished play."""
         self._deferred.append((callback, arg))
 
-    def _active(self, k: int) -> bool:
-        """Whether slice `k` has anything to send (the first also drives the loop's streams)."""
-        return bool(self._threaded[k]) or (k == 0 and bool(self._on_loop))
-
     def _run(self) -> None:
         period = self.period
-        offset = period / self.slices
-        origin = time.monotonic() - max(self._next) * period
+        origin = time.monotonic() - self._tick * period
         stopping = self._stopping
         while not stopping.is_set():
             now = time.monotonic()
-            wake: float | None = None
-            for k in range(self.slices):
-                due = _due(now - k * offset, origin, period)
-                if due >= self._next[k]:
-                    if self._active(k):
-                        try:
-                            self._round(k, now, due)
-                        except Exception:  # the clock must outlive any bug: log it, tick on
-                            log.exception("send_clock_round_failed", tick=due)
-                            self._next[k] = due + 1
-                    else:  # nothing to send: keep its numbering, no gap to measure
-                        self._next[k] = due + 1
-                        self._gauges.pause(k)
-                if self._active(k):
-                    at = origin + self._next[k] * period + k * offset
-                    wake = at if wake is None else min(wake, at)
-            if wake is None:  # no stream at all: look again a tick later
-                wake = origin + self._next[0] * period
-            stopping.wait(max(0.0, wake - time.monotonic()))
+            due = _due(now, origin, period)
+            if due >= self._tick:
+                try:
+                    self._round(now, due)
+                except Exception:  # the clock must outlive any bug: log it, tick on
+                    log.exception("send_clock_round_failed", tick=due)
+                    self._tick = due + 1
+            stopping.wait(max(0.0, origin + self._tick * period - time.monotonic()))
 
-    def _round(self, k: int, now: float, due: int) -> None:
-        first = max(self._next[k], due - self.max_catch_up + 1)
-        self._gauges.skipped += first - self._next[k]
-        threaded = self._threaded[k]
+    def _round(self, now: float, due: int) -> None:
+        first = max(self._tick, due - self.max_catch_up + 1)
+        self._gauges.skipped += first - self._tick
         for tick in range(first, due + 1):
             # tuple() of a dict is one C call: the loop cannot change it half-way.
-            _send(tuple(threaded), tick, self.remove)
-        self._next[k] = due + 1
-        self._gauges.record(now, time.monotonic(), k)
-        on_loop = k == 0 and bool(self._on_loop)
+            _send(tuple(self._threaded), tick, self._threaded)
+        self._tick = due + 1
+        self._gauges.record(now, time.monotonic())
         deferred, self._deferred = self._deferred, []
-        if (on_loop or deferred) and self._loop is not None:
+        if (self._on_loop or deferred) and self._loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop closed: nothing to run there
-                self._loop.call_soon_threadsafe(
-                    self._loop_round, first, due if on_loop else first - 1, deferred
-                )
+                self._loop.call_soon_threadsafe(self._loop_round, first, due, deferred)
 
     def _loop_round(
         self, first: int, last: int, deferred: list[tuple[Callable[[Any], None], Any]]
@@ -449,7 +385,7 @@ class ThreadSendClock:
             except Exception:
                 log.exception("send_clock_callback_failed")
         for tick in range(first, last + 1):
-            _send(tuple(self._on_loop), tick, self.remove)
+            _send(tuple(self._on_loop), tick, self._on_loop)
 
 
 AnyClock = SendClock | ThreadSendClock

@@ -225,9 +225,7 @@ class SipServer:
         self.crm = crm
         self.routing = routing
         self.clock: AnyClock = (
-            ThreadSendClock(slices=settings.sip_send_slices)
-            if settings.sip_send_clock == "thread"
-            else SendClock()
+            ThreadSendClock() if settings.sip_send_clock == "thread" else SendClock()
         )
         """The shared send clock of every call's RTP (and Twilio's Media Streams)."""
         ports = (
