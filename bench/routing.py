@@ -11,6 +11,9 @@ process's Redis client and its connection pool, as a loaded IVR node or agent AP
   available, empty queues) and is offered to the best agent in the enqueue's own script; the
   loop then accepts and completes it.
 - ``PING``: a plain Redis round trip by the same clients, measured in the same run.
+- ``3 empty scripts``: the ceiling of any script design on this machine and these clients: per
+  "assignment" three EVALSHAs of a script that does nothing (``return 0``), the round trips an
+  assignment takes (the offering script, accept, and complete or enqueue) with no work in them.
 
 Latency is the client-side round trip of the script that made the offer. Assignments/s counts
 offers made by all clients per wall second; an assignment costs three scripts (the offering one,
@@ -222,8 +225,26 @@ class Enqueue(Loop):
             await self.store.hangup(call.call_id, time.time())
 
 
+class EmptyScripts(Loop):
+    """Three round trips to a script doing nothing: what an assignment would cost if routing's
+    scripts were free. Latency: the first of the three, as for the other rows."""
+
+    async def prepare(self) -> None:
+        self.sha = await self.client.script_load("return 0")
+
+    async def step(self) -> None:
+        start = time.perf_counter()
+        await self.client.evalsha(self.sha, 0)
+        self.latencies.append(time.perf_counter() - start)
+        await self.client.evalsha(self.sha, 0)
+        await self.client.evalsha(self.sha, 0)
+        self.count += 1
+
+
+CEILING = "3 empty scripts"
 LOOPS: dict[str, type[Loop]] = {
     "PING": Ping,
+    CEILING: EmptyScripts,
     "agent free -> offer": AgentFree,
     "enqueue -> offer": Enqueue,
 }
@@ -300,7 +321,7 @@ def counters(url: str) -> Counters:
 
 
 def measure(name: str, setup: Setup, run: RunShape) -> Row:
-    if name != "PING":
+    if name not in ("PING", CEILING):
         asyncio.run(fill(setup))  # every row starts from the same 10,000 waiting calls
     ctx = multiprocessing.get_context("spawn")
     sync = Sync(ctx.Queue(), ctx.Event(), ctx.Queue())
@@ -442,13 +463,19 @@ def main() -> None:
             f"{r.per_second * 100 / r.redis_cpu:,.0f} |"
         )
     ping = {r.run: r for r in rows if r.scenario == "PING"}
+    ceiling = {r.run: r for r in rows if r.scenario == CEILING}
     print()
     for r in rows:
         if r.scenario != "PING":
             base = ping[r.run]
+            against = (
+                ""
+                if r.scenario == CEILING
+                else f", {r.per_second / ceiling[r.run].per_second:.0%} of the ceiling's"
+            )
             print(
                 f"{r.scenario}, {r.run.procs} x {r.run.tasks}: "
-                f"{r.per_second / base.per_second:.0%} of PING's rate, "
+                f"{r.per_second / base.per_second:.0%} of PING's rate{against}, "
                 f"p50 {r.p50_ms / base.p50_ms:.1f}x PING, p99 {r.p99_ms / base.p99_ms:.1f}x PING"
             )
 
