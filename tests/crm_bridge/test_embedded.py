@@ -34,6 +34,7 @@ from crm_bridge.model import (
 )
 from crm_bridge.numbers import SEQUENCE_TABLE, TicketNumbers
 from crm_bridge.outbox import DeliveryState, DeliveryWorker, Outbox, outbox_path, survey_outbox_id
+from tests.crm_bridge.busy_sqlite import occupy
 
 T0 = 1_800_000_000.0
 HOUR = 3600.0
@@ -622,13 +623,7 @@ async def test_a_write_cancelled_while_beginning_leaves_no_transaction_open(
     """Cancelled while its BEGIN waits for the connection's thread (busy), a write must not leave
     that BEGIN open: every later transaction would fail "within a transaction"."""
     db = crm._db
-    busy = asyncio.ensure_future(
-        db.execute(
-            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000)"
-            " SELECT count(*) FROM c"
-        )
-    )
-    await asyncio.sleep(0.01)  # the thread is on the slow query
+    busy = await occupy(db)
     create = asyncio.ensure_future(crm.create_ticket(fault("2611270100001", call_id="call-1")))
     await asyncio.sleep(0.01)  # the write waits for its BEGIN, queued behind it
     assert not busy.done()

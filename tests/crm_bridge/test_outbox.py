@@ -39,6 +39,7 @@ from crm_bridge.outbox import (
     outbox_path,
     survey_outbox_id,
 )
+from tests.crm_bridge.busy_sqlite import occupy
 
 sys.path.insert(0, str(Path(__file__).parent))
 from memory_crm import MemoryCrm
@@ -841,13 +842,7 @@ async def test_a_submit_cancelled_while_beginning_leaves_no_transaction_open(
     async def make(n: int) -> Ticket:
         return ticket(n)
 
-    busy = asyncio.ensure_future(
-        outbox.connection.execute(
-            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000)"
-            " SELECT count(*) FROM c"
-        )
-    )
-    await asyncio.sleep(0.01)  # the thread is on the slow query
+    busy = await occupy(outbox.connection)
     submit = asyncio.ensure_future(outbox.submit_new(ticket(1).idempotency_key, lambda _: make(1)))
     await asyncio.sleep(0.01)  # the submit waits for its BEGIN, queued behind it
     assert not busy.done()
