@@ -99,9 +99,15 @@ def _mask_value(value: object, *, phone: bool) -> object:
         masked = _mask_text(text, phone=phone)
         return value if masked == text else masked
     if isinstance(value, Mapping):
-        return {
-            key: _mask_value(item, phone=phone or _is_phone_key(key)) for key, item in value.items()
-        }
+        masked_map: dict[object, object] = {}
+        for key, item in value.items():
+            # A number can be a key too (calls by caller, say): masked like a value; two keys
+            # masked alike both stay, the later one numbered.
+            shown = _mask_value(key, phone=phone)
+            if shown != key and shown in masked_map:
+                shown = f"{shown}#{len(masked_map)}"
+            masked_map[shown] = _mask_value(item, phone=phone or _is_phone_key(key))
+        return masked_map
     if isinstance(value, list):
         return [_mask_value(item, phone=phone) for item in value]
     if isinstance(value, tuple):
@@ -121,12 +127,19 @@ def _is_phone_key(key: object) -> bool:
 def mask_phone_numbers(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     """structlog processor: mask phone numbers in every value, recursively, without mutating them.
 
-    Mobile numbers are masked anywhere; under a key in `PHONE_KEYS` every 7+ digit run is.
+    Mobile numbers are masked anywhere, in keys of nested mappings and field names too; under a
+    key in `PHONE_KEYS` every 7+ digit run is.
     """
     for key, value in list(event_dict.items()):
         if key in _UNMASKED_KEYS or key.startswith("_"):
             continue
-        event_dict[key] = _mask_value(value, phone=_is_phone_key(key))
+        masked = _mask_value(value, phone=_is_phone_key(key))
+        shown = _mask_text(key, phone=False)
+        if shown != key:  # a number passed as a field name (``**{number: ...}``)
+            del event_dict[key]
+            if shown in event_dict:
+                shown = f"{shown}#{len(event_dict)}"
+        event_dict[shown] = masked
     return event_dict
 
 

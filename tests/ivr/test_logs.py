@@ -233,9 +233,26 @@ def test_no_mobile_survives_mask_phone(before: str, mobile: str, after: str, glu
 
 @given(
     st.recursive(
-        st.text() | mobiles, lambda kids: st.lists(kids) | st.dictionaries(st.text(), kids)
+        st.text() | mobiles,
+        lambda kids: st.lists(kids) | st.dictionaries(st.text() | mobiles, kids),
     )
 )
 def test_no_mobile_survives_in_nested_values(value: object) -> None:
     out = mask_phone_numbers(None, "info", {"payload": value})
+    assert not MOBILE.search(json.dumps(out, ensure_ascii=False))
+
+
+def test_a_mobile_as_a_key_is_masked_and_no_entry_is_lost() -> None:
+    out = mask_phone_numbers(
+        None,
+        "info",
+        {
+            "waiting": {"13812345678": 3, "13800005678": 4, "95598": 1},
+            "by_caller": {13912345678: "A1"},
+            **{"13700001111": "field named by a number"},
+        },
+    )
+    assert out["waiting"] == {"138****5678": 3, "138****5678#1": 4, "95598": 1}
+    assert out["by_caller"] == {"139****5678": "A1"}
+    assert out["137****1111"] == "field named by a number"
     assert not MOBILE.search(json.dumps(out, ensure_ascii=False))
