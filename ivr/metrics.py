@@ -6,10 +6,24 @@ happens to be imported (or another app in the same test process) adds series to 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 REGISTRY = CollectorRegistry()
 """The registry `GET /metrics` exposes."""
+
+_Labelled = TypeVar("_Labelled", Counter, Gauge)
+
+
+def _prefilled(metric: _Labelled, label: str, values: Iterable[str]) -> _Labelled:
+    """`metric` with a series at 0 for each known value of `label`, so rate() and alerts see
+    the series before the first event."""
+    for value in values:
+        metric.labels(**{label: value})
+    return metric
+
 
 CHANNELS = ("sip", "twilio", "sim")
 """Where a call came in (the `channel` label of `CALLS_STARTED`)."""
@@ -17,11 +31,15 @@ CHANNELS = ("sip", "twilio", "sim")
 FAILURE_KINDS = ("no_input", "no_match", "escalated")
 """Why a dialog step failed (the `kind` label of `DIALOG_FAILURES`)."""
 
-CALLS_STARTED = Counter(
-    "hotline_calls_started",
-    "Calls answered by the IVR, by channel.",
-    ["channel"],
-    registry=REGISTRY,
+CALLS_STARTED = _prefilled(
+    Counter(
+        "hotline_calls_started",
+        "Calls answered by the IVR, by channel.",
+        ["channel"],
+        registry=REGISTRY,
+    ),
+    "channel",
+    CHANNELS,
 )
 CALLS_ENDED = Counter(
     "hotline_calls_ended",
@@ -34,11 +52,15 @@ CALLS_ACTIVE = Gauge(
     "Calls in progress on this node.",
     registry=REGISTRY,
 )
-DIALOG_FAILURES = Counter(
-    "hotline_dialog_failures",
-    "Dialog steps that failed: no input, no match, or escalated to an agent after retries.",
-    ["kind"],
-    registry=REGISTRY,
+DIALOG_FAILURES = _prefilled(
+    Counter(
+        "hotline_dialog_failures",
+        "Dialog steps that failed: no input, no match, or escalated to an agent after retries.",
+        ["kind"],
+        registry=REGISTRY,
+    ),
+    "kind",
+    FAILURE_KINDS,
 )
 SERVICE_REQUESTS = Counter(
     "hotline_service_requests",
@@ -47,19 +69,17 @@ SERVICE_REQUESTS = Counter(
     registry=REGISTRY,
 )
 
-# Known label values start at 0, so rate() and alerts see the series before the first event.
-for _channel in CHANNELS:
-    CALLS_STARTED.labels(channel=_channel)
-for _kind in FAILURE_KINDS:
-    DIALOG_FAILURES.labels(kind=_kind)
-
 # --- SIP and RTP (the SIP front end updates these) ---
 
-SIP_CALLS_REFUSED = Counter(
-    "hotline_sip_calls_refused",
-    "INVITEs refused before answering, by reason (draining, full, codec, no_rtp_port).",
-    ["reason"],
-    registry=REGISTRY,
+SIP_CALLS_REFUSED = _prefilled(
+    Counter(
+        "hotline_sip_calls_refused",
+        "INVITEs refused before answering, by reason (draining, full, codec, no_rtp_port).",
+        ["reason"],
+        registry=REGISTRY,
+    ),
+    "reason",
+    ("draining", "full", "codec", "no_rtp_port"),
 )
 SIP_MALFORMED = Counter(
     "hotline_sip_malformed",
@@ -93,23 +113,23 @@ RTP_TICKS_SKIPPED = Gauge(
     "Send-clock ticks dropped because the loop ran too late (since start).",
     registry=REGISTRY,
 )
-for _reason in ("draining", "full", "codec", "no_rtp_port"):
-    SIP_CALLS_REFUSED.labels(reason=_reason)
 
 SIP_TABLES = ("dialogs", "sessions", "agent_legs", "transactions")
 """What the SIP front end holds per call (the `table` label of `SIP_TABLE_SIZE`)."""
 
-SIP_TABLE_SIZE = Gauge(
-    "hotline_sip_table_size",
-    "Entries the SIP front end holds, by table: dialogs (the UAS call table: ringing, up or "
-    "ending), sessions (calls running the flow), agent_legs (outbound legs to agents), "
-    "transactions (SIP transactions kept, retransmission absorbers included). All return to 0 "
-    "when no call is up: a leak shows as a floor that rises.",
-    ["table"],
-    registry=REGISTRY,
+SIP_TABLE_SIZE = _prefilled(
+    Gauge(
+        "hotline_sip_table_size",
+        "Entries the SIP front end holds, by table: dialogs (the UAS call table: ringing, up or "
+        "ending), sessions (calls running the flow), agent_legs (outbound legs to agents), "
+        "transactions (SIP transactions kept, retransmission absorbers included). All return to 0 "
+        "when no call is up: a leak shows as a floor that rises.",
+        ["table"],
+        registry=REGISTRY,
+    ),
+    "table",
+    SIP_TABLES,
 )
-for _table in SIP_TABLES:
-    SIP_TABLE_SIZE.labels(table=_table)
 ASYNCIO_TASKS = Gauge(
     "hotline_asyncio_tasks",
     "Tasks alive on the node's event loop (calls, their media and timers, the web app's).",
@@ -121,19 +141,21 @@ ASYNCIO_TASKS = Gauge(
 MEMORY_KINDS = ("rss", "malloc_arena", "malloc_mmapped", "malloc_in_use", "malloc_free", "sqlite")
 """The `kind` label of `MEMORY_BYTES`."""
 
-MEMORY_BYTES = Gauge(
-    "hotline_memory_bytes",
-    "The node's memory, bytes, as of the latest heap trim: rss (resident set), and glibc's "
-    "allocator: malloc_arena (taken from the OS for its arenas), malloc_mmapped (large blocks "
-    "mapped on their own), malloc_in_use (allocated, not freed), malloc_free (free chunks it "
-    "keeps; after a trim their whole pages are no longer resident); sqlite (what SQLite holds "
-    "of it: the CRM store's and outbox's page caches, which fill as the files grow, then "
-    "hold). The malloc_* stay 0 where the C library is not glibc.",
-    ["kind"],
-    registry=REGISTRY,
+MEMORY_BYTES = _prefilled(
+    Gauge(
+        "hotline_memory_bytes",
+        "The node's memory, bytes, as of the latest heap trim: rss (resident set), and glibc's "
+        "allocator: malloc_arena (taken from the OS for its arenas), malloc_mmapped (large blocks "
+        "mapped on their own), malloc_in_use (allocated, not freed), malloc_free (free chunks it "
+        "keeps; after a trim their whole pages are no longer resident); sqlite (what SQLite holds "
+        "of it: the CRM store's and outbox's page caches, which fill as the files grow, then "
+        "hold). The malloc_* stay 0 where the C library is not glibc.",
+        ["kind"],
+        registry=REGISTRY,
+    ),
+    "kind",
+    MEMORY_KINDS,
 )
-for _memory_kind in MEMORY_KINDS:
-    MEMORY_BYTES.labels(kind=_memory_kind)
 PYTHON_BLOCKS = Gauge(
     "hotline_python_allocated_blocks",
     "Memory blocks Python's own allocator has handed out (sys.getallocatedblocks), as of the "
@@ -153,33 +175,37 @@ CALLBACK_OUTCOMES = (
 )
 """How a callback an agent accepted ended (the `outcome` label of `CALLBACKS`)."""
 
-CALLBACKS = Counter(
-    "hotline_callbacks",
-    "Callbacks dialed out, by outcome: connected (the customer answered and was bridged to the "
-    "agent), agent_unreachable, customer_unanswered (busy, no answer, refused), no_trunk (none "
-    "configured), invalid_number, stopped (the node stopped first).",
-    ["outcome"],
-    registry=REGISTRY,
+CALLBACKS = _prefilled(
+    Counter(
+        "hotline_callbacks",
+        "Callbacks dialed out, by outcome: connected (the customer answered and was bridged to the "
+        "agent), agent_unreachable, customer_unanswered (busy, no answer, refused), no_trunk (none "
+        "configured), invalid_number, stopped (the node stopped first).",
+        ["outcome"],
+        registry=REGISTRY,
+    ),
+    "outcome",
+    CALLBACK_OUTCOMES,
 )
-for _outcome in CALLBACK_OUTCOMES:
-    CALLBACKS.labels(outcome=_outcome)
 
 # --- blind transfers by REFER (ivr/sip/refer_transfers.py, sip_transfer_mode = "refer") ---
 
 REFER_OUTCOMES = ("transferred", "refused", "failed", "timeout", "caller_left")
 """How a transfer by REFER ended (the `outcome` label of `SIP_REFERS`)."""
 
-SIP_REFERS = Counter(
-    "hotline_sip_refers",
-    "Blind transfers by REFER, by outcome: transferred (the agent answered, the hotline left the "
-    "call), refused (a non-2xx to the REFER), failed (the PBX reported a failure), timeout (no "
-    "outcome in time), caller_left (the call ended first: the caller hung up, or the node "
-    "stopped). refused, failed and timeout fall back to the bridge.",
-    ["outcome"],
-    registry=REGISTRY,
+SIP_REFERS = _prefilled(
+    Counter(
+        "hotline_sip_refers",
+        "Blind transfers by REFER, by outcome: transferred (the agent answered, the hotline "
+        "left the call), refused (a non-2xx to the REFER), failed (the PBX reported a failure), "
+        "timeout (no outcome in time), caller_left (the call ended first: the caller hung up, "
+        "or the node stopped). refused, failed and timeout fall back to the bridge.",
+        ["outcome"],
+        registry=REGISTRY,
+    ),
+    "outcome",
+    REFER_OUTCOMES,
 )
-for _outcome in REFER_OUTCOMES:
-    SIP_REFERS.labels(outcome=_outcome)
 
 # --- routing, the tenant's figures read from Redis at each scrape (ivr/routing_metrics.py);
 # every node exports the same values: aggregate across nodes with max, not sum ---

@@ -23,7 +23,7 @@ import pytest
 from redis.asyncio import Redis
 
 from ivr.routing_redis import RedisRouting
-from ivr.sip.server import SipServer
+from ivr.sip.server import SipCall, SipServer
 from routing.events import EventType
 from routing.model import AgentState, CallState
 from routing.stats import interval_stats
@@ -31,6 +31,7 @@ from routing.store import RoutingStore
 
 sys.path.insert(0, str(Path(__file__).parent))
 from sipp import (
+    SippPeer,
     SippRun,
     key_pcaps,
     make_server,
@@ -97,6 +98,21 @@ def call_for_an_agent(server: SipServer, tmp_path: Path, *, hold: float) -> asyn
     return asyncio.get_running_loop().create_task(
         sipp(scenario, server.address, caller_dir, timeout=40)
     )
+
+
+async def accepted_by_a1(
+    store: RoutingStore, server: SipServer, phone: SippPeer, tmp_path: Path, *, hold: float
+) -> tuple[asyncio.Task[SippRun], str, SipCall]:
+    """Agent A1, whose phone is `phone`, logs in ready; a caller asks for an agent
+    (:func:`call_for_an_agent`), is offered to A1, and A1 accepts: the caller's run, the
+    routing call id, and the call on the SIP side."""
+    contact = f"sip:A1@127.0.0.1:{phone.address[1]}"
+    await store.login("A1", skills={SKILL: 5}, now=time.time(), contact=contact, ready=True)
+    caller = call_for_an_agent(server, tmp_path, hold=hold)
+    call_id = await until(store, "A1", AgentState.RESERVED, within=15.0)
+    await store.accept("A1", call_id, time.time())
+    [sip_call] = server.calls.values()
+    return caller, call_id, sip_call
 
 
 @pytest.mark.parametrize(
@@ -183,12 +199,7 @@ async def test_an_agent_finishing_on_the_desktop_is_hung_up_before_the_survey(
         routed(redis_client, "desk-done") as (store, server),
         sipp_uas(uas_scenario("answer"), tmp_path / "agent") as phone,
     ):
-        contact = f"sip:A1@127.0.0.1:{phone.address[1]}"
-        await store.login("A1", skills={SKILL: 5}, now=time.time(), contact=contact, ready=True)
-        caller = call_for_an_agent(server, tmp_path, hold=14.0)
-        call_id = await until(store, "A1", AgentState.RESERVED, within=15.0)
-        await store.accept("A1", call_id, time.time())
-        [sip_call] = server.calls.values()
+        caller, _, sip_call = await accepted_by_a1(store, server, phone, tmp_path, hold=14.0)
         await wait_until(lambda: sip_call.bridge is not None, 10.0)
 
         await store.complete("A1", time.time())
@@ -217,12 +228,7 @@ async def test_a_caller_hanging_up_while_the_agent_phone_rings_abandons(
         routed(redis_client, "ringing", sip_agent_ring_seconds=30) as (store, server),
         sipp_uas(uas_scenario("no_answer"), tmp_path / "a1") as phone,
     ):
-        contact = f"sip:A1@127.0.0.1:{phone.address[1]}"
-        await store.login("A1", skills={SKILL: 5}, now=time.time(), contact=contact, ready=True)
-        caller = call_for_an_agent(server, tmp_path, hold=6.0)
-        call_id = await until(store, "A1", AgentState.RESERVED, within=15.0)
-        await store.accept("A1", call_id, time.time())
-        [sip_call] = server.calls.values()
+        caller, call_id, sip_call = await accepted_by_a1(store, server, phone, tmp_path, hold=6.0)
         await wait_until(lambda: sip_call.agent_leg is not None, 5.0)  # the phone rings
 
         run = await caller  # hangs up while it still rings
